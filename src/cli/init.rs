@@ -1,0 +1,197 @@
+//! `flotilla init DIR [--demo]` and `flotilla demo`: writing intent repos as real Git history.
+
+use std::path::{Path, PathBuf};
+
+use git2::{IndexAddOption, Repository, Signature, Time};
+
+use super::{exit, rollout};
+use crate::demo::{demo_commits, DemoCommit};
+
+/// Marks a directory as a demo flotilla made, so `demo` may replace it and nothing else.
+const DEMO_MARKER: &str = "flotilla-demo";
+
+const SKELETON_FLEET: &str = r#"# The fleet: its services, how releases roll out, and the policy that limits them.
+[fleet]
+name = "my-fleet"
+
+[driver]
+kind = "sim"                     # sim | exec | http
+[driver.sim]
+success_rate = 0.99
+latency = "20ms..200ms"
+seed = 1
+
+[[service]]
+name = "api"
+[[service]]
+name = "web"
+depends_on = ["api"]
+
+[strategy]
+retries = 2
+step_timeout = "5m"
+[[strategy.wave]]
+name = "canary"
+select = "ring=canary"
+gate = "approval"
+failure_budget = 0
+[[strategy.wave]]
+name = "rest"
+select = "*"
+failure_budget = "5%"
+"#;
+
+fn skeleton() -> Vec<DemoCommit> {
+    vec![DemoCommit {
+        message: "Scaffold a flotilla intent repo".into(),
+        files: vec![
+            ("flotilla.toml".into(), SKELETON_FLEET.into()),
+            (
+                "environments/example-1.toml".into(),
+                "labels = { ring = \"canary\", region = \"eu-west\" }\ntarget = \"sim://example-1\"\n".into(),
+            ),
+            (
+                "environments/example-2.toml".into(),
+                "labels = { ring = \"general\", region = \"us-east\" }\ntarget = \"sim://example-2\"\n[config]\napi.replicas = 3\n".into(),
+            ),
+            (
+                "overlays/eu.toml".into(),
+                "select = \"region=eu-west\"\npriority = 10\n[config]\napi.data_residency = \"eu\"\n".into(),
+            ),
+            (
+                "releases/1.0.0.toml".into(),
+                "[services]\napi = \"1.0.0\"\nweb = \"1.0.0\"\n[config]\napi.replicas = 2\n".into(),
+            ),
+        ],
+    }]
+}
+
+pub fn init(dir: &Path, demo: bool, envs: usize) -> u8 {
+    let commits = if demo { demo_commits(envs) } else { skeleton() };
+    match write_repo(dir, &commits) {
+        Ok(()) => {
+            println!(
+                "created an intent repo in {} ({} commit(s)); try: flotilla --repo {} validate",
+                dir.display(),
+                commits.len(),
+                dir.display()
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+    }
+}
+
+/// Writes `commits` as the history of a new repository at `dir`, which must not exist or be
+/// empty (we never overwrite someone's files).
+pub fn write_repo(dir: &Path, commits: &[DemoCommit]) -> Result<(), String> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(format!(
+                "{} already exists and is not empty; choose a new directory",
+                dir.display()
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let git = |e: git2::Error| format!("git: {}", e.message());
+    let repo = Repository::init(dir).map_err(git)?;
+    let mut parent: Option<git2::Oid> = None;
+    // Fixed authorship times keep generated repos byte-for-byte reproducible.
+    let base = 1_793_000_000i64;
+    for (i, c) in commits.iter().enumerate() {
+        for (path, text) in &c.files {
+            let full = dir.join(path);
+            if let Some(p) = full.parent() {
+                std::fs::create_dir_all(p)
+                    .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+            }
+            std::fs::write(&full, text)
+                .map_err(|e| format!("cannot write {}: {e}", full.display()))?;
+        }
+        let mut index = repo.index().map_err(git)?;
+        index
+            .add_all(["*"].iter(), IndexAddOption::DEFAULT, None)
+            .map_err(git)?;
+        index.write().map_err(git)?;
+        let tree_id = index.write_tree().map_err(git)?;
+        let tree = repo.find_tree(tree_id).map_err(git)?;
+        let sig = Signature::new(
+            "flotilla",
+            "flotilla@example.invalid",
+            &Time::new(base + i as i64 * 3600, 0),
+        )
+        .map_err(git)?;
+        let parents: Vec<git2::Commit> = parent
+            .map(|p| repo.find_commit(p))
+            .transpose()
+            .map_err(git)?
+            .into_iter()
+            .collect();
+        let parent_refs: Vec<&git2::Commit> = parents.iter().collect();
+        let id = repo
+            .commit(Some("HEAD"), &sig, &sig, &c.message, &tree, &parent_refs)
+            .map_err(git)?;
+        parent = Some(id);
+    }
+    Ok(())
+}
+
+/// `flotilla demo`: a fresh demo repo in the data directory, then a rollout of its newest
+/// good release (the console takes over this job when it lands).
+pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
+    let dir = super::data_dir().join("demo");
+    if dir.exists() {
+        if !dir.join(".git").join(DEMO_MARKER).exists() {
+            eprintln!(
+                "error: {} exists but is not a demo flotilla made; move it aside",
+                dir.display()
+            );
+            return exit::INVALID;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!(
+                "error: cannot replace the old demo at {}: {e}",
+                dir.display()
+            );
+            return exit::INVALID;
+        }
+    }
+    let commits = demo_commits(envs);
+    if let Err(e) = write_repo(&dir, &commits) {
+        eprintln!("error: {e}");
+        return exit::INVALID;
+    }
+    let _ = std::fs::write(dir.join(".git").join(DEMO_MARKER), "");
+    // The demo fleet starts empty each time so the rollout has something to do.
+    let state = state.unwrap_or_else(|| super::data_dir().join("demo-fleet.json"));
+    let _ = std::fs::remove_file(&state);
+    println!(
+        "demo intent repo: {} ({} environments)",
+        dir.display(),
+        envs.max(1)
+    );
+    let args = rollout::RolloutArgs {
+        release: "2026.11.2".into(),
+        approve: Vec::new(),
+        approve_all: true,
+        output: super::Output::Plain,
+    };
+    let code = rollout::run(&dir, "HEAD", Some(&state), &args);
+    println!();
+    println!("Next: see how a bad release is stopped before it reaches the fleet:");
+    println!("  flotilla --repo {} plan 2026.11.3", dir.display());
+    println!(
+        "  flotilla --repo {} --state {} rollout 2026.11.3 --approve-all",
+        dir.display(),
+        state.display()
+    );
+    code
+}

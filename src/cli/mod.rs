@@ -1,0 +1,185 @@
+//! The `flotilla` command line: parses arguments, calls the core, prints results and maps
+//! outcomes to exit codes. It never calls a driver except through the engine.
+
+mod explain;
+mod init;
+mod output;
+mod plan;
+mod rollout;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::intent::{self, IntentError, Loaded};
+
+/// Exit codes of PRODUCT.md.
+pub mod exit {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// The rollout failed or halted.
+    pub const FAILED: u8 = 1;
+    /// Invalid input or usage.
+    pub const INVALID: u8 = 2;
+    /// Blocked by a preflight check, a policy or a gate nobody approved.
+    pub const BLOCKED: u8 = 3;
+    /// Interrupted with Ctrl-C (the shell convention, 128 + SIGINT).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Roll one release out across a fleet of single-tenant environments",
+    long_about = None
+)]
+pub struct Cli {
+    /// The intent repository (a Git repository).
+    #[arg(long, global = true, default_value = ".", env = "FLOTILLA_REPO")]
+    repo: PathBuf,
+    /// The revision of the intent to read (commit, branch or tag).
+    #[arg(long, global = true, default_value = "HEAD")]
+    rev: String,
+    /// Where flotilla keeps its state (the simulated fleet's live state for now).
+    #[arg(long, global = true, env = "FLOTILLA_STATE")]
+    state: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Make a demo intent repo for a simulated fleet and roll a release out on it.
+    Demo {
+        /// How many environments the simulated fleet has.
+        #[arg(long, default_value_t = crate::demo::DEFAULT_ENVS)]
+        envs: usize,
+    },
+    /// Scaffold an intent repository.
+    Init {
+        dir: PathBuf,
+        /// Write a realistic demo fleet with Git history instead of a minimal skeleton.
+        #[arg(long)]
+        demo: bool,
+        /// With --demo: how many environments.
+        #[arg(long, default_value_t = crate::demo::DEFAULT_ENVS)]
+        envs: usize,
+    },
+    /// Parse and check the intent; exit 2 with precise errors.
+    Validate {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show the waves, service order, risk and preflight results of a release; changes nothing.
+    Plan {
+        release: String,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show the rendered desired state of an environment and the layer that set each key.
+    Explain {
+        env: String,
+        /// Only this dotted key, e.g. api.replicas.
+        key: Option<String>,
+        /// The release to render (default: the newest).
+        #[arg(long)]
+        release: Option<String>,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Roll a release out headlessly (for scripts and CI).
+    Rollout(rollout::RolloutArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let code = match cli.command {
+        Commands::Demo { envs } => init::demo(envs, cli.state),
+        Commands::Init {
+            ref dir,
+            demo,
+            envs,
+        } => init::init(dir, demo, envs),
+        Commands::Validate { output } => validate::run(&cli.repo, &cli.rev, output),
+        Commands::Plan {
+            ref release,
+            output,
+        } => plan::run(&cli.repo, &cli.rev, release, output),
+        Commands::Explain {
+            ref env,
+            ref key,
+            ref release,
+            output,
+        } => explain::run(
+            &cli.repo,
+            &cli.rev,
+            env,
+            key.as_deref(),
+            release.as_deref(),
+            output,
+        ),
+        Commands::Rollout(ref args) => {
+            rollout::run(&cli.repo, &cli.rev, cli.state.as_deref(), args)
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Loads the intent, printing warnings; on failure prints the errors and returns the exit code.
+fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
+    match intent::load(repo, rev) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{w}\n");
+            }
+            Ok(loaded)
+        }
+        Err(IntentError::Git(msg)) => {
+            eprintln!("error: {msg}");
+            Err(exit::INVALID)
+        }
+        Err(IntentError::Invalid(diags)) => {
+            output::print_diagnostics(&diags);
+            Err(exit::INVALID)
+        }
+    }
+}
+
+/// Where the state lives when `--state` is not given: the platform data directory.
+fn default_state(fleet: &str) -> PathBuf {
+    data_dir().join("state").join(format!("{fleet}.json"))
+}
+
+fn data_dir() -> PathBuf {
+    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".flotilla"))
+}
+
+/// Who is acting, for approvals and the journal.
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}

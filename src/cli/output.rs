@@ -1,0 +1,238 @@
+//! Plain-text rendering shared by the commands.
+
+use std::fmt::Write;
+
+use crate::engine::EventKind;
+use crate::intent::{Diagnostic, Gate};
+use crate::plan::{CheckStatus, Plan};
+
+/// Prints diagnostics to stderr, errors last so they stay on screen, with a count.
+pub fn print_diagnostics(diags: &[Diagnostic]) {
+    let (errors, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) =
+        diags.iter().partition(|d| d.is_error());
+    for d in warnings.iter().chain(&errors) {
+        eprintln!("{d}\n");
+    }
+    if !errors.is_empty() {
+        eprintln!(
+            "error: the intent is invalid: {} error(s), {} warning(s); nothing was changed",
+            errors.len(),
+            warnings.len()
+        );
+    }
+}
+
+/// A probability as a short percentage that keeps small risks visible.
+pub fn percent(p: f64) -> String {
+    let pct = p * 100.0;
+    if pct == 0.0 {
+        "0%".into()
+    } else if pct >= 10.0 {
+        format!("{pct:.0}%")
+    } else if pct >= 0.1 {
+        format!("{pct:.1}%")
+    } else if pct >= 0.0001 {
+        format!("{pct:.4}%")
+    } else {
+        "<0.0001%".into()
+    }
+}
+
+fn gate_text(gate: Gate) -> String {
+    match gate {
+        Gate::Auto => "auto".into(),
+        Gate::Approval { approvers: 1 } => "approval".into(),
+        Gate::Approval { approvers } => format!("approval x{approvers}"),
+    }
+}
+
+/// The plan as an operator reads it.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut s = String::new();
+    let services: usize = plan.service_levels.iter().map(Vec::len).sum();
+    let _ = writeln!(
+        s,
+        "Plan: release {} of {} at {} \"{}\"",
+        plan.release, plan.fleet, plan.revision.short, plan.revision.subject
+    );
+    let _ = writeln!(
+        s,
+        "{} environments, {} services, {} waves; up to {} environments in parallel, {} retries (backoff {}), step timeout {}",
+        plan.env_count(),
+        services,
+        plan.waves.len(),
+        plan.max_parallel,
+        plan.retries,
+        humantime::format_duration(plan.backoff),
+        humantime::format_duration(plan.step_timeout),
+    );
+    let order: Vec<String> = plan.service_levels.iter().map(|l| l.join(", ")).collect();
+    let _ = writeln!(
+        s,
+        "Service order in each environment: {}",
+        order.join(" -> ")
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  {:<14} {:>6}  {:<10} {:<6} {:<14} {:>12} {:>14}",
+        "wave", "envs", "gate", "soak", "budget", "risk", "with retries"
+    );
+    for w in &plan.waves {
+        let soak = if w.soak.is_zero() {
+            "-".to_string()
+        } else {
+            humantime::format_duration(w.soak).to_string()
+        };
+        let budget = format!("{} ({})", w.failure_budget, w.allowed_failures);
+        let _ = writeln!(
+            s,
+            "  {:<14} {:>6}  {:<10} {:<6} {:<14} {:>12} {:>14}",
+            w.name,
+            w.envs.len(),
+            gate_text(w.gate),
+            soak,
+            budget,
+            percent(w.risk.without_retries),
+            percent(w.risk.with_retries)
+        );
+    }
+    let _ = writeln!(s);
+    for w in &plan.waves {
+        let shown: Vec<&str> = w.envs.iter().take(6).map(String::as_str).collect();
+        let more = w.envs.len().saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "  {}: {}{more}", w.name, shown.join(", "));
+        if let Some(r) = &w.gate_reason {
+            let _ = writeln!(s, "    gate raised to approval by {r}");
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "Risk = P(at least one environment of the wave fails), from {}; budget = allowed failed environments (one more halts). The rollout halts after {} failed environment(s) in all.",
+        plan.risk_basis, plan.max_failures
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Preflight:");
+    if plan.checks.is_empty() {
+        let _ = writeln!(s, "  (no checks)");
+    }
+    for c in &plan.checks {
+        let status = match c.status {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+        };
+        let _ = writeln!(s, "  {status}  {:<18} {}", c.name, c.detail);
+    }
+    s
+}
+
+/// One line for an event in plain output, or None for events too frequent to print one by
+/// one (the progress line and the wave summary cover them).
+pub fn event_line(kind: &EventKind) -> Option<String> {
+    Some(match kind {
+        EventKind::RolloutStarted {
+            release,
+            commit,
+            waves,
+            envs,
+        } => format!(
+            "rollout of {release} started ({envs} environments in {waves} waves, intent {})",
+            &commit[..7.min(commit.len())]
+        ),
+        EventKind::WaveStarted {
+            wave,
+            envs,
+            allowed_failures,
+        } => format!(
+            "wave {wave}: started on {envs} environment(s), {allowed_failures} failure(s) allowed"
+        ),
+        EventKind::GateWaiting { wave, reason } => format!("wave {wave}: waiting for {reason}"),
+        EventKind::GateApproved {
+            wave,
+            by,
+            note,
+            approvals,
+            needed,
+        } => format!(
+            "wave {wave}: approved by {by} ({approvals}/{needed}){}",
+            note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+        ),
+        EventKind::StepRetrying {
+            env,
+            service,
+            attempt,
+            error,
+            delay_ms,
+            ..
+        } => format!(
+            "  {env}/{service}: attempt {attempt} failed ({error}); retrying in {}",
+            humantime::format_duration(std::time::Duration::from_millis(*delay_ms))
+        ),
+        EventKind::StepFailed {
+            env,
+            service,
+            error,
+            attempts,
+            ..
+        } => format!("  FAILED {env}/{service} after {attempts} attempt(s): {error}"),
+        EventKind::StepBlocked {
+            env,
+            service,
+            dependency,
+            ..
+        } => format!("  blocked {env}/{service}: its dependency {dependency} did not succeed"),
+        EventKind::EnvSkipped {
+            env, reason, by, ..
+        } => format!("  skipped {env} ({reason}) by {by}"),
+        EventKind::WaveCompleted {
+            wave,
+            succeeded,
+            failed,
+            skipped,
+        } => {
+            format!("wave {wave}: done, {succeeded} succeeded, {failed} failed, {skipped} skipped")
+        }
+        EventKind::RolloutPaused { by } => format!("paused by {by}"),
+        EventKind::RolloutResumed { by } => format!("resumed by {by}"),
+        EventKind::RolloutHalted { wave, reason, .. } => {
+            format!("HALTED in wave {wave}: {reason}")
+        }
+        EventKind::RolloutAborted { by } => format!("aborted by {by}"),
+        EventKind::RolloutInterrupted { in_flight_finished } => format!(
+            "interrupted: nothing new was started; {in_flight_finished} environment run(s) finished"
+        ),
+        EventKind::RolloutCompleted {
+            succeeded,
+            failed,
+            skipped,
+        } => {
+            format!("rollout completed: {succeeded} succeeded, {failed} failed, {skipped} skipped")
+        }
+        EventKind::CommandRejected { command, reason } => {
+            format!("{command} refused: {reason}")
+        }
+        EventKind::DriftDetected { env, service } => format!("drift in {env}/{service}"),
+        EventKind::StepStarted { .. } | EventKind::StepSucceeded { .. } => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_risks_stay_visible() {
+        assert_eq!(percent(0.634), "63%");
+        assert_eq!(percent(0.02), "2.0%");
+        assert_eq!(percent(0.00003), "0.0030%");
+        assert_eq!(percent(1e-12), "<0.0001%");
+        assert_eq!(percent(0.0), "0%");
+    }
+}

@@ -1,0 +1,72 @@
+//! `flotilla plan RELEASE`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{exit, load, output, Output};
+use crate::drivers::Driver;
+use crate::engine::preflight;
+use crate::plan::{self, Plan};
+
+pub fn run(repo: &Path, rev: &str, release: &str, out: Output) -> u8 {
+    let loaded = match load(repo, rev) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let intent = Arc::new(loaded.intent);
+    let mut plan = match plan::build(&intent, release, SystemTime::now()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    // Reachability needs the driver; the sim fleet is in-process and answers at once.
+    let driver: Arc<dyn Driver> = Arc::new(crate::drivers::sim::SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release(release),
+    ));
+    add_reachability(&intent, &mut plan, &driver);
+    match out {
+        Output::Json => match serde_json::to_string_pretty(&plan) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot encode the plan: {e}");
+                return exit::FAILED;
+            }
+        },
+        Output::Plain => print!("{}", output::plan_text(&plan)),
+    }
+    exit::OK
+}
+
+/// Runs the driver preflight and appends its result to the plan's checks.
+pub fn add_reachability(
+    intent: &Arc<crate::intent::Intent>,
+    plan: &mut Plan,
+    driver: &Arc<dyn Driver>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            plan.checks.push(plan::Check::new(
+                "reachability",
+                plan::CheckStatus::Fail,
+                format!("cannot start the runtime: {e}"),
+            ));
+            return;
+        }
+    };
+    let check = rt.block_on(preflight::reachability(
+        intent,
+        plan,
+        driver,
+        64,
+        Duration::from_secs(10),
+    ));
+    plan.checks.insert(0, check);
+}

@@ -1,0 +1,322 @@
+//! `flotilla rollout RELEASE`: a headless rollout for scripts, CI and terminals.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::{default_state, exit, load, output, whoami, Output};
+use crate::drivers::sim::SimFleet;
+use crate::drivers::Driver;
+use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
+use crate::intent::{DriverKind, Gate};
+use crate::plan::{self, CheckStatus};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RolloutArgs {
+    /// The release to roll out (a file name under releases/, without .toml).
+    pub release: String,
+    /// Approve the gate of this wave in advance (repeat for several waves).
+    #[arg(long = "approve", value_name = "WAVE")]
+    pub approve: Vec<String>,
+    /// Approve every gate in advance.
+    #[arg(long)]
+    pub approve_all: bool,
+    /// plain: progress and notable events; json: one event per line.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> u8 {
+    let loaded = match load(repo, rev) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let intent = Arc::new(loaded.intent);
+    let mut plan = match plan::build(&intent, &args.release, SystemTime::now()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let waves: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
+    for w in &args.approve {
+        if !waves.contains(&w.as_str()) {
+            eprintln!(
+                "error: --approve {w}: the plan has no wave `{w}` (waves: {})",
+                waves.join(", ")
+            );
+            return exit::INVALID;
+        }
+    }
+    if intent.driver.kind != DriverKind::Sim {
+        eprintln!(
+            "error: the `{:?}` driver is not available in this version; use kind = \"sim\"",
+            intent.driver.kind
+        );
+        return exit::INVALID;
+    }
+    let state_path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(&intent.fleet));
+    let fleet = match SimFleet::open(
+        intent.driver.sim.clone(),
+        intent.release(&args.release),
+        &state_path,
+    ) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let driver: Arc<dyn Driver> = fleet.clone();
+    super::plan::add_reachability(&intent, &mut plan, &driver);
+    let failed: Vec<_> = plan
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .collect();
+    if !failed.is_empty() {
+        for c in &failed {
+            eprintln!("preflight FAILED: {}: {}", c.name, c.detail);
+        }
+        eprintln!(
+            "blocked: nothing was started; `flotilla plan {}` shows every check",
+            args.release
+        );
+        return exit::BLOCKED;
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::FAILED;
+        }
+    };
+    let me = whoami();
+    let approvals: Vec<String> = if args.approve_all {
+        plan.waves
+            .iter()
+            .filter(|w| matches!(w.gate, Gate::Approval { .. }))
+            .map(|w| w.name.clone())
+            .collect()
+    } else {
+        args.approve.clone()
+    };
+    let services = intent.services.len();
+    let release = args.release.clone();
+    let output = args.output;
+
+    runtime.block_on(async move {
+        let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        for wave in approvals {
+            let _ = cmd_tx.send(Command::Approve {
+                wave,
+                by: me.clone(),
+                note: Some("approved in advance on the command line".into()),
+            });
+        }
+        let engine = Engine::new(
+            intent.clone(),
+            plan,
+            driver,
+            Arc::new(TokioClock::new()),
+            event_tx,
+            cmd_rx,
+            OnHold::Exit,
+        );
+        let engine = tokio::spawn(engine.run());
+
+        // Ctrl-C once: stop starting work and let in-flight steps finish. Twice: leave now.
+        let interrupts = cmd_tx.clone();
+        let saver_fleet = fleet.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupt: starting nothing new, waiting for the steps in flight to finish (Ctrl-C again to quit at once)");
+                let _ = interrupts.send(Command::Interrupt);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    let _ = saver_fleet.save();
+                    eprintln!("quit: steps in flight were abandoned; the fleet state was saved");
+                    std::process::exit(exit::INTERRUPTED as i32);
+                }
+            }
+        });
+        // Save the fleet now and then, so a killed process loses little.
+        let periodic = fleet.clone();
+        let saver = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Err(e) = periodic.save() {
+                    eprintln!("warning: {e}");
+                }
+            }
+        });
+
+        let mut printer = Printer::new(output, services);
+        while let Some(event) = event_rx.recv().await {
+            printer.event(&event);
+        }
+        printer.finish();
+        saver.abort();
+        drop(cmd_tx);
+        if let Err(e) = fleet.save() {
+            eprintln!("error: {e}");
+        }
+        let outcome = match engine.await {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("error: the engine stopped unexpectedly: {e}");
+                return exit::FAILED;
+            }
+        };
+        report(&outcome, &release)
+    })
+}
+
+/// Final words and exit code for each way a rollout can end.
+fn report(outcome: &Outcome, release: &str) -> u8 {
+    match outcome {
+        Outcome::Completed { failed: 0, .. } => exit::OK,
+        Outcome::Completed { failed, .. } => {
+            eprintln!("note: {failed} environment(s) failed within the failure budget; run `flotilla rollout {release}` again to retry them (applies are idempotent)");
+            exit::OK
+        }
+        Outcome::Blocked { wave, reason } => {
+            eprintln!("blocked: wave `{wave}` waits for {reason}; nothing in it was started.");
+            eprintln!("  to approve and go on: flotilla rollout {release} --approve {wave}   (or --approve-all)");
+            exit::BLOCKED
+        }
+        Outcome::Halted {
+            wave,
+            reason,
+            failed_envs,
+        } => {
+            eprintln!("halted in wave `{wave}`: {reason}");
+            let shown: Vec<&str> = failed_envs.iter().take(10).map(String::as_str).collect();
+            let more = failed_envs.len().saturating_sub(shown.len());
+            eprintln!(
+                "  failed: {}{}",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+            eprintln!("  nothing outside the failed wave was started after the budget ran out.");
+            eprintln!("  see why: flotilla rollout {release} --output json | grep step_failed");
+            eprintln!("  to go on: fix the release, or raise the wave's failure_budget, then run the rollout again (finished steps are no-ops)");
+            exit::FAILED
+        }
+        Outcome::Aborted { by } => {
+            eprintln!("aborted by {by}");
+            exit::FAILED
+        }
+        Outcome::Interrupted => exit::INTERRUPTED,
+    }
+}
+
+/// Prints events as JSON lines, or as plain lines with a live progress line on a terminal.
+struct Printer {
+    output: Output,
+    tty: bool,
+    services: usize,
+    wave: String,
+    wave_envs: usize,
+    done: usize,
+    failed: HashSet<String>,
+    succeeded_steps: HashMap<String, usize>,
+    progress_shown: bool,
+    last_draw: Option<std::time::Instant>,
+    started: std::time::Instant,
+}
+
+impl Printer {
+    fn new(output: Output, services: usize) -> Self {
+        Printer {
+            output,
+            tty: std::io::stdout().is_terminal(),
+            services,
+            wave: String::new(),
+            wave_envs: 0,
+            done: 0,
+            failed: HashSet::new(),
+            succeeded_steps: HashMap::new(),
+            progress_shown: false,
+            last_draw: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
+        let mut out = std::io::stdout().lock();
+        if self.output == Output::Json {
+            if let Ok(line) = serde_json::to_string(event) {
+                let _ = writeln!(out, "{line}");
+            }
+            return;
+        }
+        match &event.kind {
+            EventKind::WaveStarted { wave, envs, .. } => {
+                self.wave = wave.clone();
+                self.wave_envs = *envs;
+                self.done = 0;
+                self.failed.clear();
+                self.succeeded_steps.clear();
+            }
+            EventKind::StepSucceeded { env, .. } => {
+                let n = self.succeeded_steps.entry(env.clone()).or_insert(0);
+                *n += 1;
+                if *n == self.services {
+                    self.done += 1;
+                }
+            }
+            EventKind::StepFailed { env, .. } => {
+                self.failed.insert(env.clone());
+            }
+            _ => {}
+        }
+        if let Some(line) = output::event_line(&event.kind) {
+            if self.progress_shown {
+                let _ = write!(out, "\r\x1b[2K");
+                self.progress_shown = false;
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        if self.tty && !self.wave.is_empty() {
+            // At most ten redraws a second: cheap over SSH, still feels live.
+            let due = self
+                .last_draw
+                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
+            if due {
+                let _ = write!(
+                    out,
+                    "\r\x1b[2K[{}] {}/{} environments done, {} failed, {}s elapsed",
+                    self.wave,
+                    self.done,
+                    self.wave_envs,
+                    self.failed.len(),
+                    self.started.elapsed().as_secs()
+                );
+                let _ = out.flush();
+                self.progress_shown = true;
+                self.last_draw = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.progress_shown {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\r\x1b[2K");
+            let _ = out.flush();
+        }
+    }
+}

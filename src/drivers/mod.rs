@@ -1,0 +1,88 @@
+//! How flotilla reaches environments. The engine is the only caller.
+
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::intent::Environment;
+
+/// A driver call in flight. Boxed so drivers can be chosen at run time (`dyn Driver`).
+pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DriverError>> + Send + 'a>>;
+
+/// Reaches environments to observe and change what they run.
+pub trait Driver: Send + Sync {
+    /// Is the environment reachable at all (a preflight check)?
+    fn ping<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, ()>;
+    /// What the environment runs now, per service.
+    fn observe<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, LiveState>;
+    /// Make one service run a version and config; idempotent by `revision`.
+    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest) -> DriverFuture<'a, ()>;
+    /// Whether one service is healthy after an apply.
+    fn health<'a>(&'a self, env: &'a Environment, service: &'a str) -> DriverFuture<'a, Health>;
+}
+
+/// One service's desired version and config in one environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub service: String,
+    pub version: String,
+    pub config: toml::Table,
+    pub revision: String,
+}
+
+/// What one service runs, as a driver sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveService {
+    pub version: String,
+    pub config: toml::Table,
+    pub revision: String,
+}
+
+/// Live state of every service of an environment that runs anything.
+pub type LiveState = BTreeMap<String, LiveService>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy,
+    Unhealthy(String),
+}
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// Might work next time (network blip, busy API server).
+    Transient,
+    /// Will fail again (bad config, image not found): do not retry.
+    Permanent,
+    /// No answer in time; the outcome is unknown, so it is retried like a transient error.
+    Timeout,
+}
+
+/// A failed driver call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DriverError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl DriverError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        DriverError {
+            class: ErrorClass::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        DriverError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! What the engine reports. Every view (plain and JSON output, the console, `status`) is a fold
+//! over these events.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::drivers::ErrorClass;
+
+/// One thing that happened, stamped with the time it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339 with milliseconds, UTC.
+    pub ts: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    pub fn new(at: SystemTime, kind: EventKind) -> Self {
+        Event {
+            ts: humantime::format_rfc3339_millis(at).to_string(),
+            kind,
+        }
+    }
+}
+
+/// The kinds scripts may rely on are listed in PRODUCT.md; new ones may be added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    RolloutStarted {
+        release: String,
+        commit: String,
+        waves: usize,
+        envs: usize,
+    },
+    WaveStarted {
+        wave: String,
+        envs: usize,
+        allowed_failures: usize,
+    },
+    GateWaiting {
+        wave: String,
+        /// What the gate waits for, in words.
+        reason: String,
+    },
+    GateApproved {
+        wave: String,
+        by: String,
+        note: Option<String>,
+        approvals: usize,
+        needed: usize,
+    },
+    StepStarted {
+        wave: String,
+        env: String,
+        service: String,
+        attempt: u32,
+    },
+    StepRetrying {
+        wave: String,
+        env: String,
+        service: String,
+        attempt: u32,
+        error: String,
+        class: ErrorClass,
+        delay_ms: u64,
+    },
+    StepSucceeded {
+        wave: String,
+        env: String,
+        service: String,
+        attempts: u32,
+    },
+    StepFailed {
+        wave: String,
+        env: String,
+        service: String,
+        error: String,
+        class: ErrorClass,
+        attempts: u32,
+    },
+    StepBlocked {
+        wave: String,
+        env: String,
+        service: String,
+        /// The dependency that failed or was itself blocked.
+        dependency: String,
+    },
+    EnvSkipped {
+        wave: String,
+        env: String,
+        reason: String,
+        by: String,
+    },
+    WaveCompleted {
+        wave: String,
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+    },
+    RolloutPaused {
+        by: String,
+    },
+    RolloutResumed {
+        by: String,
+    },
+    RolloutHalted {
+        wave: String,
+        reason: String,
+        failed_envs: Vec<String>,
+    },
+    RolloutAborted {
+        by: String,
+    },
+    /// Stopped on request (Ctrl-C): in-flight steps finished, nothing new started.
+    RolloutInterrupted {
+        in_flight_finished: usize,
+    },
+    RolloutCompleted {
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+    },
+    /// A command that could not be carried out, and why.
+    CommandRejected {
+        command: String,
+        reason: String,
+    },
+    DriftDetected {
+        env: String,
+        service: String,
+    },
+}
+
+impl EventKind {
+    /// The `kind` string of the JSON form.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RolloutStarted { .. } => "rollout_started",
+            EventKind::WaveStarted { .. } => "wave_started",
+            EventKind::GateWaiting { .. } => "gate_waiting",
+            EventKind::GateApproved { .. } => "gate_approved",
+            EventKind::StepStarted { .. } => "step_started",
+            EventKind::StepRetrying { .. } => "step_retrying",
+            EventKind::StepSucceeded { .. } => "step_succeeded",
+            EventKind::StepFailed { .. } => "step_failed",
+            EventKind::StepBlocked { .. } => "step_blocked",
+            EventKind::EnvSkipped { .. } => "env_skipped",
+            EventKind::WaveCompleted { .. } => "wave_completed",
+            EventKind::RolloutPaused { .. } => "rollout_paused",
+            EventKind::RolloutResumed { .. } => "rollout_resumed",
+            EventKind::RolloutHalted { .. } => "rollout_halted",
+            EventKind::RolloutAborted { .. } => "rollout_aborted",
+            EventKind::RolloutInterrupted { .. } => "rollout_interrupted",
+            EventKind::RolloutCompleted { .. } => "rollout_completed",
+            EventKind::CommandRejected { .. } => "command_rejected",
+            EventKind::DriftDetected { .. } => "drift_detected",
+        }
+    }
+}
+
+/// What an operator (a console key, a CLI verb) asks the engine to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Approve {
+        wave: String,
+        by: String,
+        note: Option<String>,
+    },
+    Pause {
+        by: String,
+    },
+    Resume {
+        by: String,
+    },
+    Abort {
+        by: String,
+    },
+    /// Retry failed environments: these, or all failed ones when empty.
+    Retry {
+        envs: Vec<String>,
+        by: String,
+    },
+    Skip {
+        env: String,
+        reason: String,
+        by: String,
+    },
+    /// Stop starting new steps, let in-flight ones finish, then end (Ctrl-C).
+    Interrupt,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Approve { .. } => "approve",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
+            Command::Abort { .. } => "abort",
+            Command::Retry { .. } => "retry",
+            Command::Skip { .. } => "skip",
+            Command::Interrupt => "interrupt",
+        }
+    }
+}

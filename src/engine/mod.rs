@@ -1,0 +1,678 @@
+//! The engine: the one place that changes anything. It runs a plan wave by wave against a
+//! driver, takes commands, and reports everything as events.
+
+pub mod clock;
+pub mod events;
+pub mod preflight;
+pub mod step;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use clock::{Clock, TokioClock};
+pub use events::{Command, Event, EventKind};
+use step::{RunState, StepContext, StepState};
+
+use crate::drivers::Driver;
+use crate::intent::{Gate, Intent};
+use crate::plan::Plan;
+
+/// What the engine does when it reaches a gate nobody approved, or a halt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnHold {
+    /// Wait for a command (the console, `rollout --wait`).
+    Wait,
+    /// End the run and say why (headless rollouts in scripts).
+    Exit,
+}
+
+/// How a rollout ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed {
+        succeeded: usize,
+        failed: usize,
+        skipped: usize,
+    },
+    /// A gate needs approvals nobody gave (only with [`OnHold::Exit`]).
+    Blocked {
+        wave: String,
+        reason: String,
+    },
+    /// A failure budget was exceeded.
+    Halted {
+        wave: String,
+        reason: String,
+        failed_envs: Vec<String>,
+    },
+    Aborted {
+        by: String,
+    },
+    Interrupted,
+}
+
+/// Where one environment stands in the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// Why the current wave stops starting work.
+#[derive(Debug, Clone, PartialEq)]
+enum Stop {
+    Halt { reason: String },
+    Abort { by: String },
+    Interrupt,
+}
+
+/// A rollout in progress. Build with [`Engine::new`], then [`Engine::run`].
+pub struct Engine {
+    ctx: Arc<StepContext>,
+    plan: Plan,
+    max_parallel: usize,
+    on_hold: OnHold,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_open: bool,
+    state: watch::Sender<RunState>,
+
+    /// Index of each environment (by name) in `intent.environments`.
+    env_index: HashMap<String, usize>,
+    /// Per environment in the plan: its wave.
+    wave_of: HashMap<usize, usize>,
+    steps: HashMap<usize, Vec<StepState>>,
+    status: HashMap<usize, EnvStatus>,
+    approvals: Vec<BTreeSet<String>>,
+    /// Failed environments per wave and in all, kept as counters so budget checks stay O(1).
+    failed_in_wave: Vec<usize>,
+    failed_total: usize,
+    /// Extra failures an operator accepted by resuming a halted rollout.
+    wave_allowance: Vec<usize>,
+    total_allowance: usize,
+    max_failures: usize,
+    current_wave: usize,
+    queue: VecDeque<usize>,
+    paused: bool,
+    stop: Option<Stop>,
+    wave_done_at: Option<Instant>,
+    in_flight_finished: usize,
+}
+
+impl Engine {
+    /// An engine for `plan` (made from `intent`) that reports to `events` and obeys `commands`.
+    pub fn new(
+        intent: Arc<Intent>,
+        plan: Plan,
+        driver: Arc<dyn Driver>,
+        clock: Arc<dyn Clock>,
+        events: mpsc::UnboundedSender<Event>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        on_hold: OnHold,
+    ) -> Self {
+        let release = intent
+            .releases
+            .iter()
+            .position(|r| r.name == plan.release)
+            .expect("the plan was made from this intent's release");
+        let deps = intent
+            .services
+            .iter()
+            .map(|s| {
+                s.depends_on
+                    .iter()
+                    .filter_map(|d| intent.services.iter().position(|x| &x.name == d))
+                    .collect()
+            })
+            .collect();
+        let env_index: HashMap<String, usize> = intent
+            .environments
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        let mut wave_of = HashMap::new();
+        let mut steps = HashMap::new();
+        let mut status = HashMap::new();
+        for (w, wave) in plan.waves.iter().enumerate() {
+            for name in &wave.envs {
+                if let Some(&i) = env_index.get(name) {
+                    wave_of.insert(i, w);
+                    steps.insert(i, vec![StepState::Pending; intent.services.len()]);
+                    status.insert(i, EnvStatus::Pending);
+                }
+            }
+        }
+        let waves = plan.waves.len();
+        let ctx = Arc::new(StepContext {
+            release,
+            driver,
+            clock,
+            events,
+            retries: plan.retries,
+            backoff: plan.backoff,
+            step_timeout: plan.step_timeout,
+            seed: intent.driver.sim.seed,
+            deps,
+            intent,
+        });
+        Engine {
+            ctx,
+            max_parallel: plan.max_parallel.max(1),
+            max_failures: plan.max_failures,
+            plan,
+            on_hold,
+            commands,
+            commands_open: true,
+            state: watch::Sender::new(RunState::Running),
+            env_index,
+            wave_of,
+            steps,
+            status,
+            approvals: vec![BTreeSet::new(); waves],
+            failed_in_wave: vec![0; waves],
+            failed_total: 0,
+            wave_allowance: vec![0; waves],
+            total_allowance: 0,
+            current_wave: 0,
+            queue: VecDeque::new(),
+            paused: false,
+            stop: None,
+            wave_done_at: None,
+            in_flight_finished: 0,
+        }
+    }
+
+    /// Runs the rollout to its end and says how it ended.
+    pub async fn run(mut self) -> Outcome {
+        self.emit(EventKind::RolloutStarted {
+            release: self.plan.release.clone(),
+            commit: self.plan.revision.commit.clone(),
+            waves: self.plan.waves.len(),
+            envs: self.plan.env_count(),
+        });
+        for w in 0..self.plan.waves.len() {
+            self.current_wave = w;
+            if let Err(end) = self.pass_gate(w).await {
+                return end;
+            }
+            if let Err(end) = self.run_wave(w).await {
+                return end;
+            }
+        }
+        let count = |s: EnvStatus| self.status.values().filter(|&&x| x == s).count();
+        let (succeeded, failed, skipped) = (
+            count(EnvStatus::Succeeded),
+            count(EnvStatus::Failed),
+            count(EnvStatus::Skipped),
+        );
+        self.emit(EventKind::RolloutCompleted {
+            succeeded,
+            failed,
+            skipped,
+        });
+        Outcome::Completed {
+            succeeded,
+            failed,
+            skipped,
+        }
+    }
+
+    fn emit(&self, kind: EventKind) {
+        self.ctx.emit(kind);
+    }
+
+    /// Soak after the previous wave, then approvals. Returns how the rollout ended if it did.
+    async fn pass_gate(&mut self, w: usize) -> Result<(), Outcome> {
+        let wave = self.plan.waves[w].clone();
+        let needed = match wave.gate {
+            Gate::Approval { approvers } => approvers as usize,
+            Gate::Auto => 0,
+        };
+        self.drain_commands();
+        self.check_stop()?;
+        let approval_reason = |have: usize| {
+            let why = wave
+                .gate_reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            if needed == 1 {
+                format!("approval{why}")
+            } else {
+                format!("approval by {needed} distinct people, {have} so far{why}")
+            }
+        };
+        if self.on_hold == OnHold::Exit && self.approvals[w].len() < needed {
+            let reason = approval_reason(self.approvals[w].len());
+            self.emit(EventKind::GateWaiting {
+                wave: wave.name.clone(),
+                reason: reason.clone(),
+            });
+            return Err(Outcome::Blocked {
+                wave: wave.name,
+                reason,
+            });
+        }
+        if let (false, Some(done)) = (wave.soak.is_zero(), self.wave_done_at) {
+            let until = done + wave.soak;
+            if Instant::now() < until {
+                self.emit(EventKind::GateWaiting {
+                    wave: wave.name.clone(),
+                    reason: format!(
+                        "soak of {} after the previous wave",
+                        humantime::format_duration(wave.soak)
+                    ),
+                });
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        cmd = self.commands.recv(), if self.commands_open => self.on_command(cmd),
+                    }
+                    self.check_stop()?;
+                }
+            }
+        }
+        let mut announced = false;
+        while self.approvals[w].len() < needed {
+            if !announced {
+                self.emit(EventKind::GateWaiting {
+                    wave: wave.name.clone(),
+                    reason: approval_reason(self.approvals[w].len()),
+                });
+                announced = true;
+            }
+            if !self.commands_open {
+                // Nobody can approve any more: end as blocked rather than hang.
+                return Err(Outcome::Blocked {
+                    wave: wave.name.clone(),
+                    reason: approval_reason(self.approvals[w].len()),
+                });
+            }
+            let cmd = self.commands.recv().await;
+            self.on_command(cmd);
+            self.check_stop()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the rollout if an abort or interrupt arrived outside a wave.
+    fn check_stop(&mut self) -> Result<(), Outcome> {
+        match self.stop.clone() {
+            Some(Stop::Abort { by }) => {
+                self.emit(EventKind::RolloutAborted { by: by.clone() });
+                Err(Outcome::Aborted { by })
+            }
+            Some(Stop::Interrupt) => {
+                self.emit(EventKind::RolloutInterrupted {
+                    in_flight_finished: self.in_flight_finished,
+                });
+                Err(Outcome::Interrupted)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            self.on_command(Some(cmd));
+        }
+    }
+
+    async fn run_wave(&mut self, w: usize) -> Result<(), Outcome> {
+        let name: Arc<str> = self.plan.waves[w].name.as_str().into();
+        let members: Vec<usize> = self.plan.waves[w]
+            .envs
+            .iter()
+            .filter_map(|e| self.env_index.get(e).copied())
+            .collect();
+        self.emit(EventKind::WaveStarted {
+            wave: name.to_string(),
+            envs: members.len(),
+            allowed_failures: self.plan.waves[w].allowed_failures,
+        });
+        self.queue.extend(
+            members
+                .iter()
+                .copied()
+                .filter(|i| self.status[i] == EnvStatus::Pending),
+        );
+        let mut running: JoinSet<(usize, Vec<StepState>)> = JoinSet::new();
+        let mut halt_reported = false;
+        loop {
+            while !self.paused && self.stop.is_none() && running.len() < self.max_parallel {
+                let Some(i) = self.queue.pop_front() else {
+                    break;
+                };
+                if self.status[&i] != EnvStatus::Pending {
+                    continue;
+                }
+                self.set_status(i, EnvStatus::Running);
+                let wave_name: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
+                running.spawn(step::run_env(
+                    self.ctx.clone(),
+                    i,
+                    wave_name,
+                    self.steps[&i].clone(),
+                    self.state.subscribe(),
+                ));
+            }
+            if running.is_empty() {
+                match self.stop.clone() {
+                    Some(Stop::Halt { reason }) => {
+                        let failed_envs = self.failed_envs();
+                        if !halt_reported {
+                            self.emit(EventKind::RolloutHalted {
+                                wave: name.to_string(),
+                                reason: reason.clone(),
+                                failed_envs: failed_envs.clone(),
+                            });
+                            halt_reported = true;
+                        }
+                        // Headless, or nobody left to decide: end here and say why.
+                        if self.on_hold == OnHold::Exit || !self.commands_open {
+                            return Err(Outcome::Halted {
+                                wave: name.to_string(),
+                                reason,
+                                failed_envs,
+                            });
+                        }
+                    }
+                    Some(_) => {
+                        self.check_stop()?;
+                    }
+                    None if self.queue.is_empty() => break,
+                    None => {}
+                }
+            }
+            tokio::select! {
+                joined = running.join_next(), if !running.is_empty() => {
+                    if let Some(Ok((i, steps))) = joined {
+                        self.finish_env(i, steps);
+                    }
+                }
+                cmd = self.commands.recv(), if self.commands_open => {
+                    let was_halted = self.stop.is_some();
+                    self.on_command(cmd);
+                    if was_halted && self.stop.is_none() {
+                        halt_reported = false;
+                    }
+                }
+                // Nothing running and no way to get a command: end instead of hanging.
+                _ = std::future::ready(()), if running.is_empty() && !self.commands_open => {
+                    if self.paused {
+                        self.stop.get_or_insert(Stop::Interrupt);
+                        self.paused = false;
+                    }
+                }
+            }
+        }
+        let count = |s: EnvStatus| {
+            members
+                .iter()
+                .filter(|i| self.status.get(i) == Some(&s))
+                .count()
+        };
+        self.emit(EventKind::WaveCompleted {
+            wave: name.to_string(),
+            succeeded: count(EnvStatus::Succeeded),
+            failed: count(EnvStatus::Failed),
+            skipped: count(EnvStatus::Skipped),
+        });
+        self.wave_done_at = Some(Instant::now());
+        Ok(())
+    }
+
+    fn failed_envs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .status
+            .iter()
+            .filter(|(_, s)| **s == EnvStatus::Failed)
+            .map(|(i, _)| self.ctx.intent.environments[*i].name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Keeps the failure counters in step with every status change.
+    fn set_status(&mut self, i: usize, new: EnvStatus) {
+        let old = self.status.insert(i, new).unwrap_or(EnvStatus::Pending);
+        let w = self.wave_of[&i];
+        if old == EnvStatus::Failed && new != EnvStatus::Failed {
+            self.failed_in_wave[w] -= 1;
+            self.failed_total -= 1;
+        }
+        if new == EnvStatus::Failed && old != EnvStatus::Failed {
+            self.failed_in_wave[w] += 1;
+            self.failed_total += 1;
+        }
+    }
+
+    fn finish_env(&mut self, i: usize, steps: Vec<StepState>) {
+        self.in_flight_finished += 1;
+        let status = if steps
+            .iter()
+            .any(|s| matches!(s, StepState::Failed | StepState::Blocked))
+        {
+            EnvStatus::Failed
+        } else if steps.iter().all(|s| *s == StepState::Succeeded) {
+            EnvStatus::Succeeded
+        } else {
+            // Stopped before finishing: it goes back to the queue if the rollout continues.
+            self.queue.push_back(i);
+            EnvStatus::Pending
+        };
+        self.steps.insert(i, steps);
+        self.set_status(i, status);
+        if status == EnvStatus::Failed && self.stop.is_none() {
+            let w = self.wave_of[&i];
+            let wave = &self.plan.waves[w];
+            let wave_allowed = wave.allowed_failures + self.wave_allowance[w];
+            let total_allowed = self.max_failures + self.total_allowance;
+            let reason = if self.failed_in_wave[w] > wave_allowed {
+                Some(format!(
+                    "wave `{}` has {} failed environment(s); its failure budget {} allows {}",
+                    wave.name, self.failed_in_wave[w], wave.failure_budget, wave_allowed
+                ))
+            } else if self.failed_total > total_allowed {
+                Some(format!(
+                    "the rollout has {} failed environment(s); max_failures allows {}",
+                    self.failed_total, total_allowed
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.stop = Some(Stop::Halt { reason });
+                self.state.send_replace(RunState::Stopping);
+            }
+        }
+    }
+
+    fn publish_state(&self) {
+        let s = if self.stop.is_some() {
+            RunState::Stopping
+        } else if self.paused {
+            RunState::Paused
+        } else {
+            RunState::Running
+        };
+        self.state.send_replace(s);
+    }
+
+    fn reject(&self, cmd: &Command, reason: impl Into<String>) {
+        self.emit(EventKind::CommandRejected {
+            command: cmd.name().into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn on_command(&mut self, cmd: Option<Command>) {
+        let Some(cmd) = cmd else {
+            self.commands_open = false;
+            return;
+        };
+        match &cmd {
+            Command::Approve { wave, by, note } => {
+                let Some(w) = self.plan.waves.iter().position(|x| &x.name == wave) else {
+                    let names: Vec<&str> =
+                        self.plan.waves.iter().map(|w| w.name.as_str()).collect();
+                    return self.reject(
+                        &cmd,
+                        format!("no wave `{wave}` (waves: {})", names.join(", ")),
+                    );
+                };
+                let needed = match self.plan.waves[w].gate {
+                    Gate::Approval { approvers } => approvers as usize,
+                    Gate::Auto => {
+                        return self.reject(&cmd, format!("wave `{wave}` has no approval gate"))
+                    }
+                };
+                if w < self.current_wave {
+                    return self.reject(&cmd, format!("wave `{wave}` is already past its gate"));
+                }
+                if !self.approvals[w].insert(by.clone()) {
+                    return self.reject(
+                        &cmd,
+                        format!("{by} already approved wave `{wave}`; approvals must come from distinct people"),
+                    );
+                }
+                self.emit(EventKind::GateApproved {
+                    wave: wave.clone(),
+                    by: by.clone(),
+                    note: note.clone(),
+                    approvals: self.approvals[w].len(),
+                    needed,
+                });
+            }
+            Command::Pause { by } => {
+                if self.paused {
+                    return self.reject(&cmd, "the rollout is already paused");
+                }
+                self.paused = true;
+                self.publish_state();
+                self.emit(EventKind::RolloutPaused { by: by.clone() });
+            }
+            Command::Resume { by } => {
+                if let Some(Stop::Halt { .. }) = self.stop {
+                    // Resuming a halt is the operator accepting the failures so far.
+                    let w = self.current_wave;
+                    let wave_allowed = self.plan.waves[w].allowed_failures;
+                    self.wave_allowance[w] = self.failed_in_wave[w].saturating_sub(wave_allowed);
+                    self.total_allowance = self.failed_total.saturating_sub(self.max_failures);
+                    self.stop = None;
+                } else if !self.paused {
+                    return self.reject(&cmd, "the rollout is not paused or halted");
+                }
+                self.paused = false;
+                self.publish_state();
+                self.emit(EventKind::RolloutResumed { by: by.clone() });
+            }
+            Command::Abort { by } => {
+                self.stop = Some(Stop::Abort { by: by.clone() });
+                self.paused = false;
+                self.publish_state();
+            }
+            Command::Interrupt => {
+                if !matches!(self.stop, Some(Stop::Abort { .. })) {
+                    self.stop = Some(Stop::Interrupt);
+                }
+                self.paused = false;
+                self.publish_state();
+            }
+            Command::Retry { envs, by: _ } => {
+                let failed: Vec<usize> = if envs.is_empty() {
+                    let mut f: Vec<usize> = self
+                        .status
+                        .iter()
+                        .filter(|(_, s)| **s == EnvStatus::Failed)
+                        .map(|(i, _)| *i)
+                        .collect();
+                    f.sort_unstable();
+                    f
+                } else {
+                    let mut ids = Vec::new();
+                    for name in envs {
+                        match self.env_index.get(name) {
+                            Some(&i) if self.status.get(&i) == Some(&EnvStatus::Failed) => {
+                                ids.push(i)
+                            }
+                            Some(_) => {
+                                return self.reject(&cmd, format!("`{name}` has not failed"))
+                            }
+                            None => return self.reject(&cmd, format!("no environment `{name}`")),
+                        }
+                    }
+                    ids
+                };
+                if failed.is_empty() {
+                    return self.reject(&cmd, "no failed environments to retry");
+                }
+                for i in failed {
+                    if let Some(steps) = self.steps.get_mut(&i) {
+                        for s in steps.iter_mut() {
+                            if matches!(s, StepState::Failed | StepState::Blocked) {
+                                *s = StepState::Pending;
+                            }
+                        }
+                    }
+                    self.set_status(i, EnvStatus::Pending);
+                    self.queue.push_back(i);
+                }
+                if let Some(Stop::Halt { .. }) = self.stop {
+                    if !self.over_budget() {
+                        self.stop = None;
+                        self.publish_state();
+                    }
+                }
+            }
+            Command::Skip { env, reason, by } => {
+                let Some(&i) = self.env_index.get(env) else {
+                    return self.reject(&cmd, format!("no environment `{env}`"));
+                };
+                match self.status.get(&i) {
+                    Some(EnvStatus::Pending | EnvStatus::Failed) => {}
+                    Some(EnvStatus::Running) => {
+                        return self.reject(
+                            &cmd,
+                            format!("`{env}` is running; pause and wait for it to finish first"),
+                        )
+                    }
+                    Some(s) => {
+                        return self
+                            .reject(&cmd, format!("`{env}` is already {s:?}").to_lowercase())
+                    }
+                    None => {
+                        return self.reject(&cmd, format!("`{env}` is not part of this rollout"))
+                    }
+                }
+                self.set_status(i, EnvStatus::Skipped);
+                let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+                self.emit(EventKind::EnvSkipped {
+                    wave,
+                    env: env.clone(),
+                    reason: reason.clone(),
+                    by: by.clone(),
+                });
+                if let Some(Stop::Halt { .. }) = self.stop {
+                    if !self.over_budget() {
+                        self.stop = None;
+                        self.publish_state();
+                    }
+                }
+            }
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        let w = self.current_wave;
+        self.failed_in_wave[w] > self.plan.waves[w].allowed_failures + self.wave_allowance[w]
+            || self.failed_total > self.max_failures + self.total_allowance
+    }
+}

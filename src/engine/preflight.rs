@@ -1,0 +1,75 @@
+//! Preflight checks that need a driver: is every environment of the plan reachable?
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::drivers::Driver;
+use crate::intent::Intent;
+use crate::plan::{Check, CheckStatus, Plan};
+
+/// Pings every environment of the plan, `parallel` at a time, each within `timeout`.
+pub async fn reachability(
+    intent: &Arc<Intent>,
+    plan: &Plan,
+    driver: &Arc<dyn Driver>,
+    parallel: usize,
+    timeout: Duration,
+) -> Check {
+    let names: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
+    let total = names.len();
+    let mut unreachable = Vec::new();
+    let mut tasks = JoinSet::new();
+    let mut pending = names.into_iter();
+    loop {
+        while tasks.len() < parallel.max(1) {
+            let Some(name) = pending.next() else { break };
+            let (intent, driver) = (intent.clone(), driver.clone());
+            tasks.spawn(async move {
+                let Some(env) = intent.environment(&name) else {
+                    return Some((name, "not in the intent".to_string()));
+                };
+                match tokio::time::timeout(timeout, driver.ping(env)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some((name, e.message)),
+                    Err(_) => Some((name, "no answer".to_string())),
+                }
+            });
+        }
+        match tasks.join_next().await {
+            Some(Ok(Some(bad))) => unreachable.push(bad),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    unreachable.sort();
+    if unreachable.is_empty() {
+        Check::new(
+            "reachability",
+            CheckStatus::Pass,
+            format!("all {total} environment(s) answered"),
+        )
+    } else {
+        let list: Vec<String> = unreachable
+            .iter()
+            .take(5)
+            .map(|(n, why)| format!("{n} ({why})"))
+            .collect();
+        let more = unreachable.len().saturating_sub(5);
+        Check::new(
+            "reachability",
+            CheckStatus::Fail,
+            format!(
+                "{} of {total} environment(s) did not answer: {}{}",
+                unreachable.len(),
+                list.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        )
+    }
+}

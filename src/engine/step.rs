@@ -1,0 +1,267 @@
+//! Running one environment: its services in dependency order, each step applied and verified
+//! with retries, backoff and a timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::clock::Clock;
+use super::events::{Event, EventKind};
+use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health};
+use crate::hash::{stable_hash, unit};
+use crate::intent::{layers, Intent};
+
+/// Where one step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    Pending,
+    Succeeded,
+    Failed,
+    /// Not attempted because a dependency failed in this environment.
+    Blocked,
+}
+
+/// Whether new steps may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+    /// Halting, aborting or interrupted: nothing new starts, in-flight steps finish.
+    Stopping,
+}
+
+/// What every environment task shares.
+pub struct StepContext {
+    pub intent: Arc<Intent>,
+    pub release: usize,
+    pub driver: Arc<dyn Driver>,
+    pub clock: Arc<dyn Clock>,
+    pub events: mpsc::UnboundedSender<Event>,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub step_timeout: Duration,
+    pub seed: u64,
+    /// Per service (intent order), the indexes of the services it depends on.
+    pub deps: Vec<Vec<usize>>,
+}
+
+impl StepContext {
+    pub fn emit(&self, kind: EventKind) {
+        // A closed receiver means nobody is watching any more; the rollout goes on regardless.
+        let _ = self.events.send(Event::new(self.clock.now(), kind));
+    }
+}
+
+/// Waits until steps may start; false when the rollout is stopping.
+async fn may_start(state: &mut watch::Receiver<RunState>) -> bool {
+    loop {
+        let current = *state.borrow_and_update();
+        match current {
+            RunState::Running => return true,
+            RunState::Stopping => return false,
+            RunState::Paused => {
+                if state.changed().await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the not-yet-succeeded steps of environment `env` and returns every step's state.
+/// Steps left `Pending` were not started because the rollout paused into a stop.
+pub async fn run_env(
+    ctx: Arc<StepContext>,
+    env: usize,
+    wave: Arc<str>,
+    mut steps: Vec<StepState>,
+    mut state: watch::Receiver<RunState>,
+) -> (usize, Vec<StepState>) {
+    let intent = &ctx.intent;
+    let environment = &intent.environments[env];
+    let release = &intent.releases[ctx.release];
+    let desired = layers::render(intent, release, environment).desired;
+    let n = steps.len();
+    let mut started = vec![false; n];
+    let mut running: JoinSet<(usize, StepState)> = JoinSet::new();
+    let mut stopping = false;
+    loop {
+        // Block the dependents of failures, transitively, before starting anything.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for s in 0..n {
+                if steps[s] != StepState::Pending || started[s] {
+                    continue;
+                }
+                if let Some(&d) = ctx.deps[s]
+                    .iter()
+                    .find(|&&d| matches!(steps[d], StepState::Failed | StepState::Blocked))
+                {
+                    steps[s] = StepState::Blocked;
+                    changed = true;
+                    ctx.emit(EventKind::StepBlocked {
+                        wave: wave.to_string(),
+                        env: environment.name.clone(),
+                        service: intent.services[s].name.clone(),
+                        dependency: intent.services[d].name.clone(),
+                    });
+                }
+            }
+        }
+        for s in 0..n {
+            let ready = steps[s] == StepState::Pending
+                && !started[s]
+                && ctx.deps[s]
+                    .iter()
+                    .all(|&d| steps[d] == StepState::Succeeded);
+            if !ready || stopping {
+                continue;
+            }
+            if !may_start(&mut state).await {
+                stopping = true;
+                continue;
+            }
+            started[s] = true;
+            let service = &intent.services[s].name;
+            let d = &desired.services[service];
+            let req = ApplyRequest {
+                service: service.clone(),
+                version: d.version.clone(),
+                config: d.config.clone(),
+                revision: d.revision.clone(),
+            };
+            let ctx = ctx.clone();
+            let wave = wave.clone();
+            let st = state.clone();
+            running.spawn(async move {
+                let r = run_step(&ctx, env, &wave, req, st).await;
+                (s, r)
+            });
+        }
+        match running.join_next().await {
+            Some(Ok((s, r))) => {
+                steps[s] = r;
+                if r == StepState::Pending {
+                    // Interrupted between retries: it may be started again later.
+                    started[s] = false;
+                    stopping = true;
+                }
+            }
+            // A step task panicked: the step's outcome is unknown, so count it failed rather
+            // than lose the environment.
+            Some(Err(_)) => {
+                if let Some(s) = (0..n).find(|&s| started[s] && steps[s] == StepState::Pending) {
+                    steps[s] = StepState::Failed;
+                }
+            }
+            None => break,
+        }
+    }
+    (env, steps)
+}
+
+/// Applies and verifies one service, retrying transient failures and timeouts.
+async fn run_step(
+    ctx: &StepContext,
+    env: usize,
+    wave: &str,
+    req: ApplyRequest,
+    mut state: watch::Receiver<RunState>,
+) -> StepState {
+    let environment = &ctx.intent.environments[env];
+    let ids = || {
+        (
+            wave.to_string(),
+            environment.name.clone(),
+            req.service.clone(),
+        )
+    };
+    let mut attempt = 1;
+    loop {
+        let (w, e, s) = ids();
+        ctx.emit(EventKind::StepStarted {
+            wave: w,
+            env: e,
+            service: s,
+            attempt,
+        });
+        let outcome = tokio::time::timeout(ctx.step_timeout, async {
+            ctx.driver.apply(environment, &req).await?;
+            match ctx.driver.health(environment, &req.service).await? {
+                Health::Healthy => Ok(()),
+                Health::Unhealthy(why) => Err(DriverError::transient(format!("unhealthy: {why}"))),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(DriverError {
+                class: ErrorClass::Timeout,
+                message: format!(
+                    "no answer within the step timeout of {}",
+                    humantime::format_duration(ctx.step_timeout)
+                ),
+            })
+        });
+        let error = match outcome {
+            Ok(()) => {
+                let (w, e, s) = ids();
+                ctx.emit(EventKind::StepSucceeded {
+                    wave: w,
+                    env: e,
+                    service: s,
+                    attempts: attempt,
+                });
+                return StepState::Succeeded;
+            }
+            Err(error) => error,
+        };
+        if error.class == ErrorClass::Permanent || attempt > ctx.retries {
+            let (w, e, s) = ids();
+            ctx.emit(EventKind::StepFailed {
+                wave: w,
+                env: e,
+                service: s,
+                error: error.message,
+                class: error.class,
+                attempts: attempt,
+            });
+            return StepState::Failed;
+        }
+        let delay = backoff(ctx, &environment.name, &req.service, attempt);
+        let (w, e, s) = ids();
+        ctx.emit(EventKind::StepRetrying {
+            wave: w,
+            env: e,
+            service: s,
+            attempt,
+            error: error.message,
+            class: error.class,
+            delay_ms: delay.as_millis() as u64,
+        });
+        tokio::time::sleep(delay).await;
+        // A retry is a new start: a pause holds it, a stop abandons it.
+        if !may_start(&mut state).await {
+            return StepState::Pending;
+        }
+        attempt += 1;
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in [0, backoff * 2^(attempt-1)], capped at
+/// the step timeout so one flaky step cannot stall a wave for hours.
+fn backoff(ctx: &StepContext, env: &str, service: &str, attempt: u32) -> Duration {
+    let ceiling = ctx
+        .backoff
+        .saturating_mul(1u32 << (attempt - 1).min(16))
+        .min(ctx.step_timeout);
+    let u = unit(stable_hash(&[
+        &ctx.seed.to_le_bytes(),
+        env.as_bytes(),
+        service.as_bytes(),
+        &attempt.to_le_bytes(),
+    ]));
+    ceiling.mul_f64(u)
+}

@@ -1,0 +1,257 @@
+//! Rendering the desired state of one environment from its layers, remembering which layer set
+//! every key and what it overrode.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::model::{Environment, Intent, Release};
+use crate::hash::stable_hash;
+
+/// What one environment should run for one release.
+#[derive(Debug, Clone, Serialize)]
+pub struct Desired {
+    pub env: String,
+    pub release: String,
+    pub services: BTreeMap<String, DesiredService>,
+}
+
+/// One service's version and config in one environment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DesiredService {
+    pub version: String,
+    pub config: toml::Table,
+    /// Content hash of version and config: applying the same revision twice is a no-op.
+    pub revision: String,
+}
+
+/// A leaf config key, the layer that set it and the values it overrode (oldest first).
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting {
+    pub key: String,
+    pub value: toml::Value,
+    pub file: String,
+    pub overrode: Vec<Overridden>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Overridden {
+    pub file: String,
+    pub value: toml::Value,
+}
+
+/// Desired state plus per-key provenance.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub desired: Desired,
+    pub settings: Vec<Setting>,
+}
+
+/// Renders `env` for `release`: release config < overlays by priority < environment config.
+pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered {
+    let mut layers: Vec<(&str, &toml::Table)> = vec![(&release.file, &release.config)];
+    layers.extend(
+        intent
+            .overlays
+            .iter()
+            .filter(|o| o.select.matches(&env.labels))
+            .map(|o| (o.file.as_str(), &o.config)),
+    );
+    layers.push((&env.file, &env.config));
+
+    let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
+    for (file, table) in layers {
+        let mut leaves = Vec::new();
+        flatten("", table, &mut leaves);
+        for (key, value) in leaves {
+            // A leaf replaces anything above or below it (a table replaced by a scalar, or
+            // the reverse): the later layer wins and the loser is remembered.
+            let mut overrode = Vec::new();
+            let clashing: Vec<String> = settings
+                .keys()
+                .filter(|k| {
+                    **k == key
+                        || k.starts_with(&format!("{key}."))
+                        || key.starts_with(&format!("{k}."))
+                })
+                .cloned()
+                .collect();
+            for k in clashing {
+                if let Some(old) = settings.remove(&k) {
+                    overrode.extend(old.overrode);
+                    overrode.push(Overridden {
+                        file: old.file,
+                        value: old.value,
+                    });
+                }
+            }
+            settings.insert(
+                key.clone(),
+                Setting {
+                    key,
+                    value,
+                    file: file.to_string(),
+                    overrode,
+                },
+            );
+        }
+    }
+
+    let mut services = BTreeMap::new();
+    for service in &intent.services {
+        let version = release
+            .services
+            .get(&service.name)
+            .cloned()
+            .unwrap_or_default();
+        let mut config = toml::Table::new();
+        let prefix = format!("{}.", service.name);
+        for s in settings.values() {
+            if let Some(rest) = s.key.strip_prefix(&prefix) {
+                insert_path(&mut config, rest, s.value.clone());
+            }
+        }
+        let revision = revision_id(&service.name, &version, &config);
+        services.insert(
+            service.name.clone(),
+            DesiredService {
+                version,
+                config,
+                revision,
+            },
+        );
+    }
+    Rendered {
+        desired: Desired {
+            env: env.name.clone(),
+            release: release.name.clone(),
+            services,
+        },
+        settings: settings.into_values().collect(),
+    }
+}
+
+/// The id of one (service, version, config): equal content gives an equal id.
+pub fn revision_id(service: &str, version: &str, config: &toml::Table) -> String {
+    let config = serde_json::to_string(config).unwrap_or_default();
+    let h = stable_hash(&[service.as_bytes(), version.as_bytes(), config.as_bytes()]);
+    format!("{h:016x}")
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => flatten(&key, t, out),
+            other => out.push((key, other.clone())),
+        }
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    match path.split_once('.') {
+        None => {
+            table.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                insert_path(t, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::load::parse;
+    use crate::intent::source::SourceFile;
+    use crate::intent::Revision;
+
+    fn intent() -> Intent {
+        let files = [
+            ("flotilla.toml", "[fleet]\nname = \"t\"\n[[service]]\nname = \"api\"\n"),
+            ("environments/eu-1.toml", "labels = { region = \"eu\" }\n[config]\napi.replicas = 4\n"),
+            ("environments/us-1.toml", "labels = { region = \"us\" }\n"),
+            ("overlays/eu.toml", "select = \"region=eu\"\npriority = 10\n[config]\napi.residency = \"eu\"\napi.replicas = 3\n"),
+            ("overlays/low.toml", "select = \"*\"\npriority = 1\n[config]\napi.residency = \"any\"\n"),
+            ("releases/1.toml", "[services]\napi = \"1.0\"\n[config]\napi.replicas = 2\napi.log = \"info\"\n"),
+        ];
+        let files: Vec<SourceFile> = files
+            .iter()
+            .map(|(p, t)| SourceFile {
+                path: p.to_string(),
+                text: t.to_string(),
+            })
+            .collect();
+        let rev = Revision {
+            commit: "c".into(),
+            short: "c".into(),
+            subject: "s".into(),
+        };
+        parse(rev, &files).unwrap().0
+    }
+
+    #[test]
+    fn environment_beats_overlays_beat_release_with_provenance() {
+        let intent = intent();
+        let env = intent.environment("eu-1").unwrap();
+        let r = render(&intent, &intent.releases[0], env);
+        let api = &r.desired.services["api"];
+        assert_eq!(api.config["replicas"].as_integer(), Some(4));
+        assert_eq!(api.config["residency"].as_str(), Some("eu"));
+        assert_eq!(api.config["log"].as_str(), Some("info"));
+        let replicas = r.settings.iter().find(|s| s.key == "api.replicas").unwrap();
+        assert_eq!(replicas.file, "environments/eu-1.toml");
+        let chain: Vec<&str> = replicas.overrode.iter().map(|o| o.file.as_str()).collect();
+        assert_eq!(chain, ["releases/1.toml", "overlays/eu.toml"]);
+    }
+
+    #[test]
+    fn overlays_apply_only_where_their_selector_matches() {
+        let intent = intent();
+        let env = intent.environment("us-1").unwrap();
+        let r = render(&intent, &intent.releases[0], env);
+        assert_eq!(
+            r.desired.services["api"].config["residency"].as_str(),
+            Some("any")
+        );
+        assert_eq!(
+            r.desired.services["api"].config["replicas"].as_integer(),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn revision_changes_with_config_and_not_otherwise() {
+        let intent = intent();
+        let eu = render(
+            &intent,
+            &intent.releases[0],
+            intent.environment("eu-1").unwrap(),
+        );
+        let again = render(
+            &intent,
+            &intent.releases[0],
+            intent.environment("eu-1").unwrap(),
+        );
+        let us = render(
+            &intent,
+            &intent.releases[0],
+            intent.environment("us-1").unwrap(),
+        );
+        let rev = |r: &Rendered| r.desired.services["api"].revision.clone();
+        assert_eq!(rev(&eu), rev(&again));
+        assert_ne!(rev(&eu), rev(&us));
+    }
+}

@@ -1,0 +1,1046 @@
+//! Turning the raw files of a snapshot into a validated [`Intent`], collecting every problem
+//! with its location instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diagnostics::{Diagnostic, Severity};
+use super::model::*;
+use super::schema::{self, FleetFile};
+use super::source::SourceFile;
+use crate::selector::Selector;
+
+/// The wave name flotilla gives to environments no configured wave takes.
+pub const REMAINING_WAVE: &str = "remaining";
+
+/// Builds the intent from its files, or returns every error found (warnings included).
+pub fn parse(
+    revision: Revision,
+    files: &[SourceFile],
+) -> Result<(Intent, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut cx = Checker::default();
+    let intent = cx.intent(revision, files);
+    if cx.diags.iter().any(Diagnostic::is_error) {
+        Err(cx.diags)
+    } else {
+        Ok((
+            intent.expect("no errors means the intent was built"),
+            cx.diags,
+        ))
+    }
+}
+
+/// Collects diagnostics while reading one file at a time.
+#[derive(Default)]
+struct Checker {
+    diags: Vec<Diagnostic>,
+}
+
+/// The file being checked, so spans can be turned into positions.
+#[derive(Clone, Copy)]
+struct File<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Checker {
+    fn error(&mut self, f: File, span: Range<usize>, msg: impl Into<String>) -> &mut Diagnostic {
+        self.diags
+            .push(Diagnostic::error(f.path, f.text, span, msg));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn warn(&mut self, f: File, span: Range<usize>, msg: impl Into<String>) -> &mut Diagnostic {
+        self.diags
+            .push(Diagnostic::warning(f.path, f.text, span, msg));
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    fn toml<T: serde::de::DeserializeOwned>(&mut self, f: File) -> Option<T> {
+        match toml::from_str::<T>(f.text) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let message = e.message().trim().to_string();
+                let help = toml_help(&message);
+                let d = self.error(f, span, message);
+                if let Some(h) = help {
+                    d.help = Some(h);
+                }
+                None
+            }
+        }
+    }
+
+    fn intent(&mut self, revision: Revision, files: &[SourceFile]) -> Option<Intent> {
+        let fleet_src = files.iter().find(|f| f.path == "flotilla.toml")?;
+        let ff = File {
+            path: &fleet_src.path,
+            text: &fleet_src.text,
+        };
+        let fleet: Option<FleetFile> = self.toml(ff);
+
+        let mut environments = Vec::new();
+        let mut overlays = Vec::new();
+        let mut releases = Vec::new();
+        for src in files {
+            let f = File {
+                path: &src.path,
+                text: &src.text,
+            };
+            let stem = src
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".toml")
+                .to_string();
+            if src.path.starts_with("environments/") {
+                if let Some(e) = self.environment(f, stem) {
+                    environments.push(e);
+                }
+            } else if src.path.starts_with("overlays/") {
+                if let Some(o) = self.overlay(f, stem) {
+                    overlays.push(o);
+                }
+            } else if src.path.starts_with("releases/") {
+                if let Some(r) = self.release(f, stem) {
+                    releases.push(r);
+                }
+            }
+        }
+        let fleet = fleet?;
+        let services = self.services(ff, &fleet.services);
+        let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+        self.release_services(files, &releases, &service_names);
+        for e in &environments {
+            self.config_keys(files, &e.file, &e.config, &service_names);
+        }
+        for o in &overlays {
+            self.config_keys(files, &o.file, &o.config, &service_names);
+        }
+        for r in &releases {
+            self.config_keys(files, &r.file, &r.config, &service_names);
+        }
+        environments.sort_by(|a: &Environment, b| a.name.cmp(&b.name));
+        overlays.sort_by(|a: &Overlay, b| (a.priority, &a.file).cmp(&(b.priority, &b.file)));
+        releases.sort_by(|a: &Release, b| version_cmp(&a.name, &b.name));
+
+        let driver = self.driver(ff, fleet.driver.as_ref());
+        let strategy = self.strategy(ff, fleet.strategy.as_ref(), &environments);
+        let policy = self.policy(ff, fleet.policy.as_ref());
+        if fleet.fleet.name.get_ref().trim().is_empty() {
+            self.error(ff, fleet.fleet.name.span(), "the fleet name is empty")
+                .help = Some("give the fleet a name, e.g. name = \"acme-cloud\"".into());
+        }
+        if self.diags.iter().any(Diagnostic::is_error) {
+            return None;
+        }
+        Some(Intent {
+            revision,
+            fleet: fleet.fleet.name.into_inner(),
+            driver: driver?,
+            services,
+            strategy: strategy?,
+            policy: policy?,
+            environments,
+            overlays,
+            releases,
+        })
+    }
+
+    fn driver(&mut self, f: File, d: Option<&schema::DriverSection>) -> Option<DriverConfig> {
+        let mut cfg = DriverConfig {
+            kind: DriverKind::Sim,
+            sim: SimConfig::default(),
+        };
+        let Some(d) = d else { return Some(cfg) };
+        if let Some(kind) = &d.kind {
+            cfg.kind = match kind.get_ref().as_str() {
+                "sim" => DriverKind::Sim,
+                "exec" => DriverKind::Exec,
+                "http" => DriverKind::Http,
+                other => {
+                    let msg = format!("unknown driver kind `{other}`");
+                    self.error(f, kind.span(), msg).help =
+                        Some(hint_one_of(other, &["sim", "exec", "http"]));
+                    return None;
+                }
+            };
+        }
+        if let Some(sim) = &d.sim {
+            if let Some(rate) = &sim.success_rate {
+                let r = *rate.get_ref();
+                if !(r > 0.0 && r <= 1.0) {
+                    self.error(f, rate.span(), format!("success_rate {r} is out of range"))
+                        .help = Some("use a probability above 0 and at most 1, e.g. 0.99".into());
+                } else {
+                    cfg.sim.success_rate = r;
+                }
+            }
+            if let Some(lat) = &sim.latency {
+                match parse_latency(lat.get_ref()) {
+                    Ok(range) => cfg.sim.latency = range,
+                    Err(msg) => {
+                        self.error(f, lat.span(), msg).help =
+                            Some("write a duration or a range, e.g. \"40ms..400ms\"".into());
+                    }
+                }
+            }
+            cfg.sim.seed = sim.seed.unwrap_or(0);
+        }
+        Some(cfg)
+    }
+
+    fn services(&mut self, f: File, defs: &[schema::ServiceDef]) -> Vec<Service> {
+        let mut seen: BTreeMap<&str, Range<usize>> = BTreeMap::new();
+        for s in defs {
+            let name = s.name.get_ref().as_str();
+            if !valid_name(name) {
+                self.error(
+                    f,
+                    s.name.span(),
+                    format!("`{name}` is not a valid service name"),
+                )
+                .help = Some(NAME_HELP.into());
+            } else if let Some(first) = seen.get(name) {
+                let (line, _, _) = super::diagnostics::locate(f.text, first.start);
+                self.error(
+                    f,
+                    s.name.span(),
+                    format!("service `{name}` is defined twice"),
+                )
+                .help = Some(format!(
+                    "the first definition is on line {line}; rename or remove one"
+                ));
+            } else {
+                seen.insert(name, s.name.span());
+            }
+        }
+        if defs.is_empty() {
+            self.diags.push(
+                Diagnostic::file(Severity::Error, f.path, "no services are defined").with_help(
+                    "add at least one [[service]] table with a name, e.g. [[service]] name = \"api\"",
+                ),
+            );
+        }
+        let names: Vec<&str> = seen.keys().copied().collect();
+        let mut services = Vec::new();
+        for s in defs {
+            for dep in &s.depends_on {
+                let d = dep.get_ref().as_str();
+                if !seen.contains_key(d) {
+                    let msg = format!(
+                        "service `{}` depends on `{d}`, which is not a service",
+                        s.name.get_ref()
+                    );
+                    self.error(f, dep.span(), msg).help = Some(did_you_mean(d, &names));
+                }
+            }
+            let forward_only = match s.rollback.as_ref().map(|r| (r, r.get_ref().as_str())) {
+                None | Some((_, "auto")) => false,
+                Some((_, "forward-only")) => true,
+                Some((r, other)) => {
+                    let msg = format!("unknown rollback mode `{other}`");
+                    self.error(f, r.span(), msg).help =
+                        Some(hint_one_of(other, &["auto", "forward-only"]));
+                    false
+                }
+            };
+            services.push(Service {
+                name: s.name.get_ref().clone(),
+                depends_on: s.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                forward_only,
+            });
+        }
+        if let Some(cycle) = find_cycle(&services) {
+            let first = &cycle[0];
+            let second = &cycle[1];
+            let span = defs
+                .iter()
+                .find(|d| d.name.get_ref() == first)
+                .and_then(|d| d.depends_on.iter().find(|x| x.get_ref() == second))
+                .map(|x| x.span())
+                .unwrap_or(0..0);
+            self.error(f, span, format!("dependency cycle: {}", cycle.join(" -> ")))
+                .help = Some(
+                "services must form a graph without cycles; remove one of these depends_on entries"
+                    .into(),
+            );
+        }
+        services
+    }
+
+    fn strategy(
+        &mut self,
+        f: File,
+        def: Option<&Spanned<schema::StrategyDef>>,
+        envs: &[Environment],
+    ) -> Option<Strategy> {
+        let Some(def) = def else {
+            return Some(default_strategy(envs.len()));
+        };
+        let d = def.get_ref();
+        let mut ok = true;
+        let mut strategy = default_strategy(envs.len());
+        strategy.defaulted = false;
+        if let Some(mp) = &d.max_parallel {
+            if *mp.get_ref() == 0 {
+                self.error(f, mp.span(), "max_parallel must be at least 1");
+                ok = false;
+            }
+            strategy.max_parallel = (*mp.get_ref()).max(1) as usize;
+        }
+        if let Some(r) = d.retries {
+            strategy.retries = r;
+        }
+        if let Some(b) = &d.backoff {
+            strategy.backoff = self.duration(f, b).unwrap_or_else(|| {
+                ok = false;
+                Duration::ZERO
+            });
+        }
+        if let Some(t) = &d.step_timeout {
+            match self.duration(f, t) {
+                Some(t) if !t.is_zero() => strategy.step_timeout = t,
+                Some(_) => {
+                    self.error(f, t.span(), "step_timeout must be longer than zero");
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(m) = &d.max_failures {
+            match self.amount(f, m) {
+                Some(a) => strategy.max_failures = a,
+                None => ok = false,
+            }
+        }
+        if d.wave.is_empty() {
+            self.warn(
+                f,
+                def.span(),
+                "[strategy] defines no waves; every environment goes to one final wave `remaining`",
+            )
+            .help = Some("add [[strategy.wave]] tables, starting with a small canary".into());
+        }
+        let mut waves = Vec::new();
+        let mut names: BTreeMap<&str, ()> = BTreeMap::new();
+        let mut claimed = vec![false; envs.len()];
+        for w in &d.wave {
+            let name = w.name.get_ref().as_str();
+            if name == REMAINING_WAVE {
+                self.error(
+                    f,
+                    w.name.span(),
+                    "`remaining` is the name flotilla gives to environments no wave takes",
+                )
+                .help = Some("choose another name for this wave".into());
+                ok = false;
+            } else if !valid_name(name) {
+                self.error(
+                    f,
+                    w.name.span(),
+                    format!("`{name}` is not a valid wave name"),
+                )
+                .help = Some(NAME_HELP.into());
+                ok = false;
+            } else if names.insert(name, ()).is_some() {
+                self.error(f, w.name.span(), format!("wave `{name}` is defined twice"));
+                ok = false;
+            }
+            let Some(select) = self.selector(f, &w.select) else {
+                ok = false;
+                continue;
+            };
+            let approvers = w.approvers.as_ref().map(|a| *a.get_ref());
+            let gate = match w.gate.as_ref().map(|g| (g, g.get_ref().as_str())) {
+                None if approvers.is_some() => Gate::Approval {
+                    approvers: approvers.unwrap_or(1),
+                },
+                None | Some((_, "auto")) => {
+                    if let Some(a) = &w.approvers {
+                        self.error(f, a.span(), "approvers is set but the gate is auto")
+                            .help = Some("set gate = \"approval\" or remove approvers".into());
+                        ok = false;
+                    }
+                    Gate::Auto
+                }
+                Some((_, "approval")) => Gate::Approval {
+                    approvers: approvers.unwrap_or(1),
+                },
+                Some((g, other)) => {
+                    let msg = format!("unknown gate `{other}`");
+                    self.error(f, g.span(), msg).help =
+                        Some(hint_one_of(other, &["approval", "auto"]));
+                    ok = false;
+                    Gate::Auto
+                }
+            };
+            if let (Some(a), Gate::Approval { approvers: 0 }) = (&w.approvers, gate) {
+                self.error(f, a.span(), "approvers must be at least 1");
+                ok = false;
+            }
+            let soak = match &w.soak {
+                Some(s) => self.duration(f, s).unwrap_or_else(|| {
+                    ok = false;
+                    Duration::ZERO
+                }),
+                None => Duration::ZERO,
+            };
+            let failure_budget = match &w.failure_budget {
+                Some(b) => self.amount(f, b).unwrap_or_else(|| {
+                    ok = false;
+                    Amount::Count(0)
+                }),
+                None => Amount::Count(0),
+            };
+            let take = match &w.take {
+                Some(t) => {
+                    let a = self.amount(f, t);
+                    if a.is_none() {
+                        ok = false;
+                    }
+                    a
+                }
+                None => None,
+            };
+            // Warn about waves that can take nothing: usually a typo in a selector.
+            let mut matched = 0;
+            for (i, e) in envs.iter().enumerate() {
+                if !claimed[i] && select.matches(&e.labels) {
+                    matched += 1;
+                    // A sampled wave leaves the rest for later waves.
+                    claimed[i] = take.is_none();
+                }
+            }
+            if matched == 0 && !envs.is_empty() {
+                self.warn(f, w.select.span(), format!("wave `{name}` matches no environment that an earlier wave has not taken"))
+                    .help = Some("check the selector against the environments' labels (`flotilla plan` lists them per wave)".into());
+            }
+            for key in &w.spread_by {
+                if !envs.iter().any(|e| e.labels.contains_key(key)) {
+                    self.warn(
+                        f,
+                        w.name.span(),
+                        format!("wave `{name}` spreads by `{key}`, a label no environment has"),
+                    );
+                }
+            }
+            waves.push(WaveSpec {
+                name: name.to_string(),
+                select,
+                gate,
+                soak,
+                failure_budget,
+                take,
+                spread_by: w.spread_by.clone(),
+            });
+        }
+        strategy.waves = waves;
+        ok.then_some(strategy)
+    }
+
+    fn policy(&mut self, f: File, def: Option<&schema::PolicyDef>) -> Option<Policy> {
+        let Some(d) = def else {
+            return Some(Policy::default());
+        };
+        let mut ok = true;
+        let mut p = Policy {
+            block_on_drift: d.block_on_drift,
+            ..Policy::default()
+        };
+        if let Some(m) = &d.max_wave_fraction {
+            let v = *m.get_ref();
+            if !(v > 0.0 && v <= 1.0) {
+                self.error(
+                    f,
+                    m.span(),
+                    format!("max_wave_fraction {v} is out of range"),
+                )
+                .help = Some("use a fraction above 0 and at most 1, e.g. 0.5".into());
+                ok = false;
+            }
+            p.max_wave_fraction = Some(v);
+        }
+        if let Some(s) = &d.require_approval {
+            p.require_approval = self.selector(f, s);
+            ok &= p.require_approval.is_some();
+        }
+        for fr in &d.freeze {
+            let start = self.timestamp(f, &fr.start);
+            let end = self.timestamp(f, &fr.end);
+            let select = match &fr.select {
+                Some(s) => self.selector(f, s),
+                None => Some(Selector::All),
+            };
+            match (start, end, select) {
+                (Some(start), Some(end), Some(select)) => {
+                    if end <= start {
+                        self.error(
+                            f,
+                            fr.end.span(),
+                            format!("freeze `{}` ends before it starts", fr.name),
+                        );
+                        ok = false;
+                    }
+                    p.freezes.push(Freeze {
+                        name: fr.name.clone(),
+                        start,
+                        end,
+                        select,
+                    });
+                }
+                _ => ok = false,
+            }
+        }
+        ok.then_some(p)
+    }
+
+    fn environment(&mut self, f: File, name: String) -> Option<Environment> {
+        let raw: schema::EnvFile = self.toml(f)?;
+        if !valid_name(&name) {
+            self.diags.push(
+                Diagnostic::file(
+                    Severity::Error,
+                    f.path,
+                    format!("`{name}` is not a valid environment name"),
+                )
+                .with_help(format!("rename the file; {NAME_HELP}")),
+            );
+            return None;
+        }
+        let mut labels = raw
+            .labels
+            .as_ref()
+            .map(|l| l.get_ref().clone())
+            .unwrap_or_default();
+        if let Some(given) = labels.get("name") {
+            if *given != name {
+                let span = raw.labels.as_ref().map(|l| l.span()).unwrap_or(0..0);
+                self.error(f, span, format!("label `name` is `{given}` but the file names the environment `{name}`"))
+                    .help = Some("every environment has the label `name` set to its file name; remove this label".into());
+            }
+        }
+        labels.insert("name".into(), name.clone());
+        Some(Environment {
+            name,
+            labels,
+            target: raw.target,
+            config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
+            file: f.path.to_string(),
+        })
+    }
+
+    fn overlay(&mut self, f: File, name: String) -> Option<Overlay> {
+        let raw: schema::OverlayFile = self.toml(f)?;
+        let select = self.selector(f, &raw.select)?;
+        Some(Overlay {
+            name,
+            file: f.path.to_string(),
+            select,
+            priority: raw.priority,
+            config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
+        })
+    }
+
+    fn release(&mut self, f: File, name: String) -> Option<Release> {
+        let raw: schema::ReleaseFile = self.toml(f)?;
+        let sim_broken = match raw.sim.as_ref().and_then(|s| s.broken.as_ref()) {
+            Some(s) => Some(self.selector(f, s)?),
+            None => None,
+        };
+        let sim_hang = match raw.sim.as_ref().and_then(|s| s.hang.as_ref()) {
+            Some(s) => Some(self.selector(f, s)?),
+            None => None,
+        };
+        let mut services = BTreeMap::new();
+        for (k, v) in raw.services.get_ref() {
+            if v.get_ref().trim().is_empty() {
+                self.error(
+                    f,
+                    v.span(),
+                    format!("the version of `{}` is empty", k.get_ref()),
+                );
+            }
+            services.insert(k.get_ref().clone(), v.get_ref().clone());
+        }
+        Some(Release {
+            name,
+            file: f.path.to_string(),
+            services,
+            config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
+            sim_broken,
+            sim_hang,
+        })
+    }
+
+    /// Every release names a version for exactly the fleet's services.
+    fn release_services(&mut self, files: &[SourceFile], releases: &[Release], names: &[&str]) {
+        for r in releases {
+            let Some(src) = files.iter().find(|s| s.path == r.file) else {
+                continue;
+            };
+            let f = File {
+                path: &src.path,
+                text: &src.text,
+            };
+            // Re-parse for spans: the model keeps plain strings.
+            let Ok(raw) = toml::from_str::<schema::ReleaseFile>(f.text) else {
+                continue;
+            };
+            for k in raw.services.get_ref().keys() {
+                if !names.contains(&k.get_ref().as_str()) {
+                    let msg = format!(
+                        "release `{}` sets a version for `{}`, which is not a service",
+                        r.name,
+                        k.get_ref()
+                    );
+                    self.error(f, k.span(), msg).help = Some(did_you_mean(k.get_ref(), names));
+                }
+            }
+            for s in names {
+                if !r.services.contains_key(*s) {
+                    let msg = format!("release `{}` has no version for service `{s}`", r.name);
+                    self.error(f, raw.services.span(), msg).help =
+                        Some(format!("add {s} = \"VERSION\" under [services]"));
+                }
+            }
+        }
+    }
+
+    /// Top-level config keys name services; anything else is most likely a typo.
+    fn config_keys(
+        &mut self,
+        files: &[SourceFile],
+        file: &str,
+        config: &toml::Table,
+        names: &[&str],
+    ) {
+        for key in config.keys() {
+            if names.contains(&key.as_str()) {
+                continue;
+            }
+            let Some(src) = files.iter().find(|s| s.path == file) else {
+                continue;
+            };
+            let f = File {
+                path: &src.path,
+                text: &src.text,
+            };
+            let span = find_key(f.text, key);
+            let msg = format!(
+                "config key `{key}` does not start with a service name, so no service receives it"
+            );
+            self.warn(f, span, msg).help = Some(did_you_mean(key, names));
+        }
+    }
+
+    fn selector(&mut self, f: File, s: &Spanned<String>) -> Option<Selector> {
+        match Selector::parse(s.get_ref()) {
+            Ok(sel) => Some(sel),
+            Err(e) => {
+                // +1 skips the opening quote; exact for strings without escapes.
+                let at = s.span().start + 1 + e.offset;
+                let d = self.error(f, at..at + 1, format!("invalid selector: {}", e.message));
+                d.help = Some(e.help.unwrap_or_else(|| {
+                    "selectors look like `ring=canary`, `region in (eu-west, us-east)`, `tier!=free`, `*`".into()
+                }));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, f: File, s: &Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(s.get_ref().trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    f,
+                    s.span(),
+                    format!("invalid duration `{}`: {e}", s.get_ref()),
+                )
+                .help = Some("write durations like \"30s\", \"5m\", \"1h 30m\"".into());
+                None
+            }
+        }
+    }
+
+    fn timestamp(&mut self, f: File, s: &Spanned<String>) -> Option<std::time::SystemTime> {
+        match humantime::parse_rfc3339_weak(s.get_ref().trim()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(
+                    f,
+                    s.span(),
+                    format!("invalid timestamp `{}`: {e}", s.get_ref()),
+                )
+                .help = Some("write an RFC 3339 time in UTC, e.g. \"2026-11-27T00:00:00Z\"".into());
+                None
+            }
+        }
+    }
+
+    fn amount(&mut self, f: File, a: &Spanned<schema::Amount>) -> Option<Amount> {
+        match parse_amount(a.get_ref()) {
+            Ok(v) => Some(v),
+            Err(msg) => {
+                self.error(f, a.span(), msg).help =
+                    Some("write a count like 3 or a share like \"5%\"".into());
+                None
+            }
+        }
+    }
+}
+
+/// The safe defaults of a fleet without `[strategy]`: one canary behind a manual gate, then 10%
+/// and 50% of the fleet, then the rest; no failures tolerated; 2 retries; 5 minute timeout.
+pub fn default_strategy(fleet_size: usize) -> Strategy {
+    let share = |p: f64| Amount::Count(((fleet_size as f64 * p).ceil() as u64).max(1));
+    let wave = |name: &str, gate, take| WaveSpec {
+        name: name.into(),
+        select: Selector::All,
+        gate,
+        soak: Duration::ZERO,
+        failure_budget: Amount::Count(0),
+        take: Some(take),
+        spread_by: Vec::new(),
+    };
+    Strategy {
+        max_parallel: 10,
+        retries: 2,
+        backoff: Duration::from_secs(2),
+        step_timeout: Duration::from_secs(300),
+        max_failures: Amount::Count(0),
+        waves: vec![
+            wave("canary", Gate::Approval { approvers: 1 }, Amount::Count(1)),
+            wave("ten-percent", Gate::Auto, share(0.10)),
+            wave("half", Gate::Auto, share(0.50)),
+        ],
+        defaulted: true,
+    }
+}
+
+const NAME_HELP: &str =
+    "names use letters, digits, `-`, `_` and `.`, and start with a letter or digit";
+
+fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_amount(a: &schema::Amount) -> Result<Amount, String> {
+    match a {
+        schema::Amount::Count(n) if *n >= 0 => Ok(Amount::Count(*n as u64)),
+        schema::Amount::Count(n) => Err(format!("{n} is negative")),
+        schema::Amount::Text(t) => {
+            let p = t
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .ok_or_else(|| format!("`{t}` is neither a count nor a percentage"))?;
+            if (0.0..=100.0).contains(&p) {
+                Ok(Amount::Percent(p))
+            } else {
+                Err(format!("`{t}` is not between 0% and 100%"))
+            }
+        }
+    }
+}
+
+/// `"40ms..400ms"` or a single duration.
+pub fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    let parse = |p: &str| {
+        humantime::parse_duration(p.trim()).map_err(|e| format!("invalid latency `{s}`: {e}"))
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (lo, hi) = (parse(a)?, parse(b)?);
+            if hi < lo {
+                return Err(format!("latency range `{s}` ends below its start"));
+            }
+            Ok((lo, hi))
+        }
+        None => parse(s).map(|d| (d, d)),
+    }
+}
+
+/// Finds a cycle in the dependency graph and returns it closed (`[a, b, a]`).
+pub fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
+    let index: BTreeMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the current path, 2 = done.
+    let mut state = vec![0u8; services.len()];
+    let mut path: Vec<usize> = Vec::new();
+    fn visit(
+        i: usize,
+        services: &[Service],
+        index: &BTreeMap<&str, usize>,
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        state[i] = 1;
+        path.push(i);
+        for dep in &services[i].depends_on {
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
+            if state[j] == 1 {
+                let start = path.iter().position(|&p| p == j).unwrap_or(0);
+                let mut cycle: Vec<String> = path[start..]
+                    .iter()
+                    .map(|&p| services[p].name.clone())
+                    .collect();
+                cycle.push(services[j].name.clone());
+                return Some(cycle);
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, services, index, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state[i] = 2;
+        None
+    }
+    for i in 0..services.len() {
+        if state[i] == 0 {
+            if let Some(c) = visit(i, services, &index, &mut state, &mut path) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+/// Compares release names so that `2026.11.10` sorts after `2026.11.9`.
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(s: &str) -> Vec<Result<u64, &str>> {
+        s.split(['.', '-', '_'])
+            .map(|p| p.parse::<u64>().map_err(|_| p))
+            .collect()
+    }
+    parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
+}
+
+/// "did you mean `x`?" when a candidate is close, otherwise the list of valid names.
+pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    let best = candidates
+        .iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, c)) if score >= 0.5 => format!("did you mean `{c}`?"),
+        _ if candidates.is_empty() => "no services are defined".into(),
+        _ => format!("known services: {}", candidates.join(", ")),
+    }
+}
+
+fn hint_one_of(word: &str, options: &[&str]) -> String {
+    let close = options
+        .iter()
+        .find(|o| strsim::normalized_damerau_levenshtein(word, o) >= 0.5);
+    match close {
+        Some(c) => format!("did you mean `{c}`? (one of: {})", options.join(", ")),
+        None => format!("use one of: {}", options.join(", ")),
+    }
+}
+
+/// Extra advice for toml's own messages where the fix is not obvious from them.
+fn toml_help(message: &str) -> Option<String> {
+    if message.contains("unknown field") {
+        Some(
+            "remove the key or fix its spelling; the keys this table takes are listed above".into(),
+        )
+    } else if message.contains("missing field") {
+        Some("add the missing key".into())
+    } else {
+        None
+    }
+}
+
+/// Best-effort position of a config key for a warning: the first line that starts with it.
+fn find_key(text: &str, key: &str) -> Range<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with(key)
+            && trimmed[key.len()..]
+                .trim_start()
+                .starts_with(['.', '=', ']'])
+        {
+            let start = offset + (line.len() - trimmed.len());
+            return start..start + key.len();
+        }
+        offset += line.len();
+    }
+    0..0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev() -> Revision {
+        Revision {
+            commit: "0".repeat(40),
+            short: "0000000".into(),
+            subject: "test".into(),
+        }
+    }
+
+    fn files(list: &[(&str, &str)]) -> Vec<SourceFile> {
+        list.iter()
+            .map(|(p, t)| SourceFile {
+                path: p.to_string(),
+                text: t.to_string(),
+            })
+            .collect()
+    }
+
+    const FLEET: &str = "[fleet]\nname = \"t\"\n[[service]]\nname = \"schema\"\n[[service]]\nname = \"api\"\ndepends_on = [\"schema\"]\n";
+    const RELEASE: &str = "[services]\nschema = \"1\"\napi = \"1.0\"\n";
+
+    fn errors(list: &[(&str, &str)]) -> Vec<Diagnostic> {
+        match parse(rev(), &files(list)) {
+            Ok((_, w)) => panic!("expected errors, got an intent with warnings {w:?}"),
+            Err(d) => d.into_iter().filter(|d| d.is_error()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_intent_gets_the_safe_default_strategy() {
+        let (intent, _) = parse(
+            rev(),
+            &files(&[
+                ("flotilla.toml", FLEET),
+                ("environments/a.toml", "labels = { ring = \"canary\" }\n"),
+                ("releases/1.toml", RELEASE),
+            ]),
+        )
+        .unwrap();
+        assert!(intent.strategy.defaulted);
+        assert_eq!(intent.strategy.retries, 2);
+        assert_eq!(intent.strategy.step_timeout, Duration::from_secs(300));
+        assert_eq!(
+            intent.strategy.waves[0].gate,
+            Gate::Approval { approvers: 1 }
+        );
+        assert_eq!(intent.environments[0].labels["name"], "a");
+    }
+
+    #[test]
+    fn unknown_dependency_suggests_the_closest_service() {
+        let fleet = FLEET.replace("depends_on = [\"schema\"]", "depends_on = [\"shema\"]");
+        let d = errors(&[("flotilla.toml", &fleet)]);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].location(), "flotilla.toml:7:15");
+        assert_eq!(d[0].help.as_deref(), Some("did you mean `schema`?"));
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_printed() {
+        let fleet = FLEET.replace(
+            "name = \"schema\"\n",
+            "name = \"schema\"\ndepends_on = [\"api\"]\n",
+        );
+        let d = errors(&[("flotilla.toml", &fleet)]);
+        assert!(
+            d.iter()
+                .any(|d| d.message == "dependency cycle: schema -> api -> schema"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let fleet = format!("{FLEET}[strategy]\nmax_paralel = 3\n");
+        let d = errors(&[("flotilla.toml", &fleet)]);
+        assert!(d[0].message.contains("max_paralel"), "{d:?}");
+        assert_eq!(d[0].line, 9);
+    }
+
+    #[test]
+    fn a_release_missing_a_service_version_is_an_error() {
+        let d = errors(&[
+            ("flotilla.toml", FLEET),
+            ("releases/2.toml", "[services]\nschema = \"1\"\n"),
+        ]);
+        assert_eq!(d[0].message, "release `2` has no version for service `api`");
+        assert_eq!(d[0].file, "releases/2.toml");
+    }
+
+    #[test]
+    fn a_bad_selector_points_inside_the_string() {
+        let fleet = format!(
+            "{FLEET}[strategy]\n[[strategy.wave]]\nname = \"c\"\nselect = \"ring in canary\"\n"
+        );
+        let d = errors(&[("flotilla.toml", &fleet)]);
+        assert_eq!(d[0].line, 11);
+        assert!(d[0].col > 10, "{:?}", d[0]);
+        assert!(d[0].message.starts_with("invalid selector"));
+    }
+
+    #[test]
+    fn duplicate_services_and_waves_are_errors() {
+        let fleet = format!(
+            "{FLEET}[[service]]\nname = \"api\"\n[strategy]\n[[strategy.wave]]\nname = \"w\"\nselect = \"*\"\n[[strategy.wave]]\nname = \"w\"\nselect = \"*\"\n"
+        );
+        let d = errors(&[("flotilla.toml", &fleet)]);
+        let msgs: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
+        assert!(msgs.contains(&"service `api` is defined twice"), "{msgs:?}");
+        assert!(msgs.contains(&"wave `w` is defined twice"), "{msgs:?}");
+    }
+
+    #[test]
+    fn a_wave_matching_nothing_is_a_warning() {
+        let fleet = format!(
+            "{FLEET}[strategy]\n[[strategy.wave]]\nname = \"c\"\nselect = \"ring=canary\"\n"
+        );
+        let (_, warnings) = parse(
+            rev(),
+            &files(&[
+                ("flotilla.toml", &fleet),
+                ("environments/a.toml", "labels = { ring = \"early\" }\n"),
+            ]),
+        )
+        .unwrap();
+        assert!(warnings
+            .iter()
+            .any(|w| w.message.contains("matches no environment")));
+    }
+
+    #[test]
+    fn malformed_toml_names_line_and_column() {
+        let d = errors(&[
+            ("flotilla.toml", FLEET),
+            ("environments/x.toml", "labels = {\n"),
+        ]);
+        assert_eq!(d[0].file, "environments/x.toml");
+        assert!(d[0].line >= 1 && d[0].col >= 1);
+    }
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = vec!["2026.11.10", "2026.11.9", "2026.2.1"];
+        v.sort_by(|a, b| version_cmp(a, b));
+        assert_eq!(v, ["2026.2.1", "2026.11.9", "2026.11.10"]);
+    }
+
+    #[test]
+    fn amounts_round_as_budgets_and_samples_should() {
+        assert_eq!(Amount::Percent(5.0).allowed(10), 0);
+        assert_eq!(Amount::Percent(5.0).allowed(40), 2);
+        assert_eq!(Amount::Percent(10.0).take(5), 1);
+        assert_eq!(Amount::Percent(50.0).take(5), 3);
+        assert_eq!(Amount::Count(9).take(5), 5);
+    }
+}

@@ -1,0 +1,51 @@
+//! The intent: what the Git repository says the fleet should run.
+
+pub mod diagnostics;
+pub mod layers;
+pub mod load;
+pub mod model;
+pub mod schema;
+pub mod source;
+
+use std::path::Path;
+
+pub use diagnostics::{Diagnostic, Severity};
+pub use model::*;
+
+/// Why the intent could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    /// The repository or revision could not be read.
+    #[error("{0}")]
+    Git(String),
+    /// The files were read but are not a valid intent; every problem found is listed.
+    #[error("the intent is invalid ({} error(s))", .0.iter().filter(|d| d.is_error()).count())]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// A validated intent plus the warnings found on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub intent: Intent,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads and validates the intent in `repo` at `rev`.
+pub fn load(repo: &Path, rev: &str) -> Result<Loaded, IntentError> {
+    let snapshot = source::read(repo, rev)?;
+    match load::parse(snapshot.revision, &snapshot.files) {
+        Ok((intent, mut warnings)) => {
+            let mut all = snapshot.warnings;
+            all.append(&mut warnings);
+            Ok(Loaded {
+                intent,
+                warnings: all,
+            })
+        }
+        Err(mut diags) => {
+            let mut all = snapshot.warnings;
+            all.append(&mut diags);
+            Err(IntentError::Invalid(all))
+        }
+    }
+}

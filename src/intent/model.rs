@@ -1,0 +1,218 @@
+//! The validated intent: plain data the planner, engine and views work from.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::selector::Selector;
+
+/// Everything the intent repo says, at one commit.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    pub revision: Revision,
+    pub fleet: String,
+    pub driver: DriverConfig,
+    /// In file order; dependencies are validated to exist and be acyclic.
+    pub services: Vec<Service>,
+    pub strategy: Strategy,
+    pub policy: Policy,
+    /// Sorted by name.
+    pub environments: Vec<Environment>,
+    /// Sorted by priority, then file name: later entries win.
+    pub overlays: Vec<Overlay>,
+    /// Sorted oldest to newest by version order of their names.
+    pub releases: Vec<Release>,
+}
+
+impl Intent {
+    pub fn release(&self, name: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.name == name)
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.environments[i])
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// The Git commit the intent was read from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Revision {
+    pub commit: String,
+    pub short: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    Sim,
+    Exec,
+    Http,
+}
+
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub kind: DriverKind,
+    pub sim: SimConfig,
+}
+
+/// The simulated fleet's behaviour.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Chance that one apply succeeds first time; failures are transient.
+    pub success_rate: f64,
+    /// Each call takes a latency drawn uniformly from this range.
+    pub latency: (Duration, Duration),
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            success_rate: 0.99,
+            latency: (Duration::ZERO, Duration::ZERO),
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    /// Never rolled back automatically (schema migrations and the like).
+    pub forward_only: bool,
+}
+
+/// A count of environments, or a share of some total.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    Count(u64),
+    Percent(f64),
+}
+
+impl Amount {
+    /// As a budget: how many failures of `total` environments are allowed (rounds down, so
+    /// "5%" of 10 environments allows none).
+    pub fn allowed(&self, total: usize) -> usize {
+        match *self {
+            Amount::Count(n) => n as usize,
+            Amount::Percent(p) => ((p / 100.0) * total as f64 + 1e-9).floor() as usize,
+        }
+    }
+
+    /// As a sample size out of `total` candidates (rounds up, at least one of a non-empty set).
+    pub fn take(&self, total: usize) -> usize {
+        let n = match *self {
+            Amount::Count(n) => n as usize,
+            Amount::Percent(p) => ((p / 100.0) * total as f64 - 1e-9).ceil().max(1.0) as usize,
+        };
+        n.min(total)
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// What must hold before a wave starts, besides soak time and a healthy previous wave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Gate {
+    Auto,
+    /// Manual approval by this many distinct people.
+    Approval {
+        approvers: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Strategy {
+    pub max_parallel: usize,
+    pub retries: u32,
+    pub backoff: Duration,
+    pub step_timeout: Duration,
+    /// Failure budget of the rollout as a whole.
+    pub max_failures: Amount,
+    pub waves: Vec<WaveSpec>,
+    /// True when `[strategy]` was missing and the safe defaults apply.
+    pub defaulted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct WaveSpec {
+    pub name: String,
+    pub select: Selector,
+    pub gate: Gate,
+    /// How long the previous wave must have been done before this one starts.
+    pub soak: Duration,
+    pub failure_budget: Amount,
+    /// Sample only this many of the unassigned environments that match.
+    pub take: Option<Amount>,
+    /// Labels the sample is stratified by.
+    pub spread_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub max_wave_fraction: Option<f64>,
+    pub require_approval: Option<Selector>,
+    pub block_on_drift: bool,
+    pub freezes: Vec<Freeze>,
+}
+
+/// A window in which nothing may be rolled out to the matching environments.
+#[derive(Debug, Clone)]
+pub struct Freeze {
+    pub name: String,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub select: Selector,
+}
+
+/// One single-tenant environment.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub name: String,
+    /// Includes the implicit `name` label.
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub config: toml::Table,
+    pub file: String,
+}
+
+/// Layered configuration for the environments its selector matches.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    pub name: String,
+    pub file: String,
+    pub select: Selector,
+    pub priority: i64,
+    pub config: toml::Table,
+}
+
+/// A version per service plus release-level config.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub name: String,
+    pub file: String,
+    pub services: BTreeMap<String, String>,
+    pub config: toml::Table,
+    /// For the sim driver: environments where this release fails permanently.
+    pub sim_broken: Option<Selector>,
+    /// For the sim driver: environments where applies of this release hang.
+    pub sim_hang: Option<Selector>,
+}

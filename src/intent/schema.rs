@@ -1,0 +1,178 @@
+//! The TOML files of an intent repo exactly as written, before validation.
+//!
+//! Every struct denies unknown keys so a typo is an error that names the key, and the values we
+//! check later keep their spans so those errors can point at them too.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// `flotilla.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    pub fleet: FleetSection,
+    #[serde(default)]
+    pub driver: Option<DriverSection>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceDef>,
+    #[serde(default)]
+    pub strategy: Option<Spanned<StrategyDef>>,
+    #[serde(default)]
+    pub policy: Option<PolicyDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    pub name: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverSection {
+    #[serde(default)]
+    pub kind: Option<Spanned<String>>,
+    #[serde(default)]
+    pub sim: Option<SimDef>,
+    /// Settings of the `exec` and `http` drivers; their issues give them a shape.
+    #[serde(default)]
+    pub exec: Option<toml::Table>,
+    #[serde(default)]
+    pub http: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimDef {
+    #[serde(default)]
+    pub success_rate: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub latency: Option<Spanned<String>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub rollback: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyDef {
+    #[serde(default)]
+    pub max_parallel: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    pub step_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_failures: Option<Spanned<Amount>>,
+    #[serde(default)]
+    pub wave: Vec<WaveDef>,
+}
+
+/// A count (`3`) or a share (`"5%"`), as budgets and `take` accept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Amount {
+    Count(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaveDef {
+    pub name: Spanned<String>,
+    pub select: Spanned<String>,
+    #[serde(default)]
+    pub gate: Option<Spanned<String>>,
+    #[serde(default)]
+    pub approvers: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub soak: Option<Spanned<String>>,
+    #[serde(default)]
+    pub failure_budget: Option<Spanned<Amount>>,
+    #[serde(default)]
+    pub take: Option<Spanned<Amount>>,
+    #[serde(default)]
+    pub spread_by: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDef {
+    #[serde(default)]
+    pub max_wave_fraction: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub require_approval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub block_on_drift: bool,
+    #[serde(default)]
+    pub freeze: Vec<FreezeDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeDef {
+    pub name: String,
+    pub start: Spanned<String>,
+    pub end: Spanned<String>,
+    #[serde(default)]
+    pub select: Option<Spanned<String>>,
+}
+
+/// `environments/NAME.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFile {
+    #[serde(default)]
+    pub labels: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+}
+
+/// `overlays/NAME.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayFile {
+    pub select: Spanned<String>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+}
+
+/// `releases/NAME.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseFile {
+    pub services: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub sim: Option<ReleaseSim>,
+}
+
+/// How the simulated fleet should misbehave for this release.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSim {
+    /// Environments where every apply fails permanently.
+    #[serde(default)]
+    pub broken: Option<Spanned<String>>,
+    /// Environments where an apply never returns (to exercise step timeouts).
+    #[serde(default)]
+    pub hang: Option<Spanned<String>>,
+}

@@ -1,0 +1,151 @@
+//! Reading the intent files out of a Git commit (never the work tree).
+
+use std::path::Path;
+
+use git2::{Repository, Status, StatusOptions};
+
+use super::diagnostics::{Diagnostic, Severity};
+use super::model::Revision;
+use super::IntentError;
+
+/// The directories whose `*.toml` files make up the intent, besides `flotilla.toml`.
+pub const INTENT_DIRS: [&str; 3] = ["environments", "overlays", "releases"];
+
+/// One intent file's path (repo-relative, `/`-separated) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// The intent files of one commit.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub revision: Revision,
+    pub files: Vec<SourceFile>,
+    /// Uncommitted changes to intent files, and files that are not read.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads the intent at `rev` (a commit, branch, tag or anything `git rev-parse` takes).
+pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
+    let repo = Repository::open(repo_dir).map_err(|e| {
+        IntentError::Git(format!(
+            "{} is not a Git repository ({}); flotilla reads intent from Git history: \
+             run `flotilla init DIR` to scaffold one, or pass --repo",
+            repo_dir.display(),
+            e.message()
+        ))
+    })?;
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| {
+            IntentError::Git(format!(
+                "cannot resolve revision `{rev}` in {}: {}",
+                repo_dir.display(),
+                e.message()
+            ))
+        })?;
+    let tree = commit
+        .tree()
+        .map_err(|e| IntentError::Git(format!("cannot read the tree of {rev}: {e}")))?;
+    let id = commit.id().to_string();
+    let revision = Revision {
+        short: id[..7.min(id.len())].to_string(),
+        commit: id,
+        subject: commit.summary().unwrap_or("").to_string(),
+    };
+
+    let mut files = Vec::new();
+    let mut warnings = Vec::new();
+    let blob_text = |path: &str, entry_id: git2::Oid| -> Result<String, IntentError> {
+        let blob = repo
+            .find_blob(entry_id)
+            .map_err(|e| IntentError::Git(format!("cannot read {path}: {e}")))?;
+        String::from_utf8(blob.content().to_vec())
+            .map_err(|_| IntentError::Git(format!("{path} is not valid UTF-8 text")))
+    };
+
+    match tree.get_path(Path::new("flotilla.toml")) {
+        Ok(entry) => files.push(SourceFile {
+            path: "flotilla.toml".into(),
+            text: blob_text("flotilla.toml", entry.id())?,
+        }),
+        Err(_) => return Err(IntentError::Invalid(vec![Diagnostic::file(
+            Severity::Error,
+            "flotilla.toml",
+            format!(
+                "commit {} has no flotilla.toml at the root of the repository",
+                revision.short
+            ),
+        )
+        .with_help(
+            "commit a flotilla.toml with a [fleet] table, or scaffold one with `flotilla init DIR`",
+        )])),
+    }
+
+    for dir in INTENT_DIRS {
+        let Ok(entry) = tree.get_path(Path::new(dir)) else {
+            continue;
+        };
+        let Ok(subtree) = repo.find_tree(entry.id()) else {
+            continue;
+        };
+        for item in subtree.iter() {
+            let name = item.name().unwrap_or("");
+            let path = format!("{dir}/{name}");
+            if item.kind() != Some(git2::ObjectType::Blob) || !name.ends_with(".toml") {
+                warnings.push(Diagnostic::file(
+                    Severity::Warning,
+                    &path,
+                    format!("ignored: only *.toml files directly in {dir}/ are read"),
+                ));
+                continue;
+            }
+            files.push(SourceFile {
+                text: blob_text(&path, item.id())?,
+                path,
+            });
+        }
+    }
+
+    warnings.extend(uncommitted(&repo));
+    Ok(Snapshot {
+        revision,
+        files,
+        warnings,
+    })
+}
+
+/// Warnings for intent files whose work-tree state differs from HEAD: they are easy to forget
+/// and flotilla would silently ignore them.
+fn uncommitted(repo: &Repository) -> Vec<Diagnostic> {
+    if repo.is_bare() {
+        return Vec::new();
+    }
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true);
+    opts.pathspec("flotilla.toml");
+    for dir in INTENT_DIRS {
+        opts.pathspec(format!("{dir}/*.toml"));
+    }
+    let Ok(statuses) = repo.statuses(Some(&mut opts)) else {
+        return Vec::new();
+    };
+    statuses
+        .iter()
+        .filter(|s| s.status() != Status::CURRENT && !s.status().contains(Status::IGNORED))
+        .filter_map(|s| {
+            let path = s.path()?.to_string();
+            Some(
+                Diagnostic::file(
+                    Severity::Warning,
+                    &path,
+                    "has uncommitted changes; flotilla reads the committed version",
+                )
+                .with_help("commit it to make it part of the intent"),
+            )
+        })
+        .collect()
+}

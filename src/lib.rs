@@ -1,0 +1,13 @@
+//! flotilla: roll one release out across a fleet of single-tenant environments.
+//!
+//! Data flows one way: intent (Git) -> plan -> engine <-> drivers, and the engine reports
+//! events that every view folds.
+
+pub mod cli;
+pub mod demo;
+pub mod drivers;
+pub mod engine;
+pub mod hash;
+pub mod intent;
+pub mod plan;
+pub mod selector;

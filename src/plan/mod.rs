@@ -1,0 +1,298 @@
+//! Turning an intent and a release into a plan: waves, service order, risk and preflight
+//! checks. Planning is pure and changes nothing.
+
+pub mod risk;
+pub mod sample;
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::intent::load::REMAINING_WAVE;
+use crate::intent::{Amount, Gate, Intent, Revision};
+pub use risk::Risk;
+
+/// What a rollout of one release will do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub fleet: String,
+    pub release: String,
+    pub revision: Revision,
+    pub waves: Vec<PlannedWave>,
+    /// Services by dependency level: every service's dependencies are in earlier levels, and
+    /// services in one level may run in parallel within an environment.
+    pub service_levels: Vec<Vec<String>>,
+    pub max_parallel: usize,
+    pub retries: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub step_timeout: Duration,
+    /// Failures the rollout as a whole tolerates before it halts.
+    pub max_failures: usize,
+    /// Whether `[strategy]` was missing and the safe defaults were used.
+    pub default_strategy: bool,
+    /// Where the per-step success chance used for risk comes from.
+    pub risk_basis: String,
+    pub checks: Vec<Check>,
+}
+
+impl Plan {
+    pub fn env_count(&self) -> usize {
+        self.waves.iter().map(|w| w.envs.len()).sum()
+    }
+
+    /// True when a failed check forbids starting.
+    pub fn blocked(&self) -> bool {
+        self.checks.iter().any(|c| c.status == CheckStatus::Fail)
+    }
+}
+
+/// One wave of environments.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedWave {
+    pub name: String,
+    pub envs: Vec<String>,
+    pub gate: Gate,
+    /// Why the gate is stricter than configured (a policy), if it is.
+    pub gate_reason: Option<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub soak: Duration,
+    /// The budget as configured (`3`, `5%`).
+    pub failure_budget: String,
+    /// Failed environments the wave tolerates; one more halts the rollout.
+    pub allowed_failures: usize,
+    pub risk: Risk,
+}
+
+/// The outcome of one preflight check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Check {
+    pub fn new(name: &str, status: CheckStatus, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no release `{name}` in the intent{}", releases_hint(.known))]
+    UnknownRelease { name: String, known: Vec<String> },
+}
+
+fn releases_hint(names: &[String]) -> String {
+    if names.is_empty() {
+        " (releases/ holds no release)".into()
+    } else {
+        format!(" (releases: {})", names.join(", "))
+    }
+}
+
+/// Plans `release` over the intent's fleet at time `now` (freeze windows depend on it).
+pub fn build(intent: &Intent, release: &str, now: SystemTime) -> Result<Plan, PlanError> {
+    let rel = intent
+        .release(release)
+        .ok_or_else(|| PlanError::UnknownRelease {
+            name: release.into(),
+            known: intent.releases.iter().map(|r| r.name.clone()).collect(),
+        })?;
+    let strategy = &intent.strategy;
+    let envs = &intent.environments;
+    let mut assigned = vec![false; envs.len()];
+    let mut waves = Vec::new();
+    let step_success = intent.driver.sim.success_rate;
+    let services = intent.services.len();
+
+    let mut push_wave = |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount| {
+        let mut gate = gate;
+        let mut gate_reason = None;
+        if let (Some(sel), Gate::Auto) = (&intent.policy.require_approval, gate) {
+            if members.iter().any(|&i| sel.matches(&envs[i].labels)) {
+                gate = Gate::Approval { approvers: 1 };
+                gate_reason = Some(format!("policy require_approval = \"{sel}\""));
+            }
+        }
+        let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
+        names.sort();
+        waves.push(PlannedWave {
+            name: name.to_string(),
+            allowed_failures: budget.allowed(names.len()),
+            risk: Risk::of_wave(step_success, strategy.retries, services, names.len()),
+            envs: names,
+            gate,
+            gate_reason,
+            soak,
+            failure_budget: budget.to_string(),
+        });
+    };
+
+    for spec in &strategy.waves {
+        let candidates: Vec<usize> = (0..envs.len())
+            .filter(|&i| !assigned[i] && spec.select.matches(&envs[i].labels))
+            .collect();
+        let members = match spec.take {
+            Some(take) => sample::stratified(
+                &candidates,
+                take.take(candidates.len()),
+                &spec.spread_by,
+                envs,
+                release,
+            ),
+            None => candidates,
+        };
+        for &i in &members {
+            assigned[i] = true;
+        }
+        push_wave(
+            &spec.name,
+            members,
+            spec.gate,
+            spec.soak,
+            spec.failure_budget,
+        );
+    }
+    let rest: Vec<usize> = (0..envs.len()).filter(|&i| !assigned[i]).collect();
+    if !rest.is_empty() {
+        let budget = strategy
+            .waves
+            .last()
+            .map(|w| w.failure_budget)
+            .unwrap_or(Amount::Count(0));
+        push_wave(REMAINING_WAVE, rest, Gate::Auto, Duration::ZERO, budget);
+    }
+
+    let mut plan = Plan {
+        fleet: intent.fleet.clone(),
+        release: rel.name.clone(),
+        revision: intent.revision.clone(),
+        waves,
+        service_levels: service_levels(intent),
+        max_parallel: strategy.max_parallel,
+        retries: strategy.retries,
+        backoff: strategy.backoff,
+        step_timeout: strategy.step_timeout,
+        max_failures: strategy.max_failures.allowed(envs.len()),
+        default_strategy: strategy.defaulted,
+        risk_basis: match intent.driver.kind {
+            crate::intent::DriverKind::Sim => {
+                format!("sim success_rate {step_success} per attempt")
+            }
+            _ => format!("assumed success rate {step_success} per attempt (no history yet)"),
+        },
+        checks: Vec::new(),
+    };
+    plan.checks = policy_checks(intent, &plan, now);
+    Ok(plan)
+}
+
+/// Preflight checks that need no driver: policy limits and freeze windows.
+fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let total = intent.environments.len().max(1);
+    if let Some(max) = intent.policy.max_wave_fraction {
+        let over: Vec<String> = plan
+            .waves
+            .iter()
+            .filter(|w| w.envs.len() as f64 / total as f64 > max + 1e-9)
+            .map(|w| format!("`{}` ({} of {total})", w.name, w.envs.len()))
+            .collect();
+        checks.push(if over.is_empty() {
+            Check::new("max_wave_fraction", CheckStatus::Pass, format!("no wave touches more than {max} of the fleet"))
+        } else {
+            Check::new(
+                "max_wave_fraction",
+                CheckStatus::Fail,
+                format!("policy allows at most {max} of the fleet per wave; too large: {}; add waves or use `take`", over.join(", ")),
+            )
+        });
+    }
+    for freeze in &intent.policy.freezes {
+        let active = now >= freeze.start && now <= freeze.end;
+        let hit = plan
+            .waves
+            .iter()
+            .flat_map(|w| &w.envs)
+            .filter(|e| {
+                intent
+                    .environment(e)
+                    .is_some_and(|env| freeze.select.matches(&env.labels))
+            })
+            .count();
+        let until = humantime::format_rfc3339_seconds(freeze.end);
+        checks.push(match (active, hit) {
+            (true, n) if n > 0 => Check::new(
+                "freeze",
+                CheckStatus::Fail,
+                format!("freeze `{}` is in force until {until} and covers {n} environment(s) of this plan", freeze.name),
+            ),
+            (false, n) if n > 0 && freeze.start > now => Check::new(
+                "freeze",
+                CheckStatus::Warn,
+                format!("freeze `{}` starts at {}", freeze.name, humantime::format_rfc3339_seconds(freeze.start)),
+            ),
+            _ => Check::new("freeze", CheckStatus::Pass, format!("freeze `{}` is not in force", freeze.name)),
+        });
+    }
+    if intent.strategy.defaulted {
+        checks.push(Check::new(
+            "strategy",
+            CheckStatus::Warn,
+            "flotilla.toml has no [strategy]: using the safe defaults (canary behind approval, 10%, 50%, rest)",
+        ));
+    }
+    checks
+}
+
+/// Services grouped by dependency depth, in file order within a level.
+pub fn service_levels(intent: &Intent) -> Vec<Vec<String>> {
+    let mut level: Vec<Option<usize>> = vec![None; intent.services.len()];
+    // Validation rejected cycles, so this settles within `services.len()` passes.
+    for _ in 0..=intent.services.len() {
+        for (i, s) in intent.services.iter().enumerate() {
+            let deps: Option<Vec<usize>> = s
+                .depends_on
+                .iter()
+                .map(|d| {
+                    intent
+                        .services
+                        .iter()
+                        .position(|x| &x.name == d)
+                        .and_then(|j| level[j])
+                })
+                .collect();
+            if let Some(deps) = deps {
+                level[i] = Some(deps.into_iter().map(|l| l + 1).max().unwrap_or(0));
+            }
+        }
+    }
+    let depth = level.iter().flatten().max().map(|m| m + 1).unwrap_or(0);
+    let mut out = vec![Vec::new(); depth];
+    for (i, s) in intent.services.iter().enumerate() {
+        if let Some(l) = level[i] {
+            out[l].push(s.name.clone());
+        }
+    }
+    out
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
