@@ -6,6 +6,7 @@ pub mod load;
 pub mod model;
 pub mod schema;
 pub mod source;
+pub mod write;
 
 use std::path::Path;
 

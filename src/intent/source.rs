@@ -72,7 +72,8 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
             path: "flotilla.toml".into(),
             text: blob_text("flotilla.toml", entry.id())?,
         }),
-        Err(_) => return Err(IntentError::Invalid(vec![Diagnostic::file(
+        Err(_) => {
+            return Err(IntentError::Invalid(vec![Diagnostic::file(
             Severity::Error,
             "flotilla.toml",
             format!(
@@ -82,7 +83,8 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
         )
         .with_help(
             "commit a flotilla.toml with a [fleet] table, or scaffold one with `flotilla init DIR`",
-        )])),
+        )]))
+        }
     }
 
     for dir in INTENT_DIRS {

@@ -1,0 +1,304 @@
+//! The real `flotilla` binary, as scripts and operators run it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn flotilla(repo: &Path, state: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--repo")
+        .arg(repo)
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .env("USER", "tester")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A fixture repo without latency, so the binary finishes quickly in real time.
+fn quick(
+    n: usize,
+    extra_release: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(n, &strategy("", "0"));
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    if !extra_release.is_empty() {
+        f = f.with_release_sim(extra_release);
+    }
+    f.load(&repo);
+    let state = dir.path().join("fleet.json");
+    (dir, repo, state)
+}
+
+#[test]
+fn an_invalid_intent_exits_2_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(2, "");
+    f.fleet = f
+        .fleet
+        .replace("depends_on = [\"api\"]", "depends_on = [\"apy\"]");
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let out = flotilla(&repo, &dir.path().join("s.json"), &["validate"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--> flotilla.toml:16:15"), "{err}");
+    assert!(err.contains("did you mean `api`?"), "{err}");
+    // A rollout refuses to start on the same intent.
+    let out = flotilla(
+        &repo,
+        &dir.path().join("s.json"),
+        &["rollout", "r1", "--approve-all"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.path().join("s.json").exists(), "nothing was changed");
+}
+
+#[test]
+fn malformed_toml_in_an_environment_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(2, "");
+    f.envs[1].1 = "labels = { ring = \"general\"\n".into();
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let (_, err) = text(&flotilla(&repo, &dir.path().join("s"), &["validate"]));
+    assert!(err.contains("--> environments/e-01.toml:1:"), "{err}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_git_repository_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = flotilla(dir.path(), &dir.path().join("s"), &["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("is not a Git repository"),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[test]
+fn uncommitted_intent_changes_are_reported_and_ignored() {
+    let (_dir, repo, state) = quick(2, "");
+    std::fs::write(repo.join("environments/e-01.toml"), "labels = {").unwrap();
+    let out = flotilla(&repo, &state, &["validate"]);
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("environments/e-01.toml") && err.contains("uncommitted"),
+        "{err}"
+    );
+    assert!(stdout.contains("is valid"), "{stdout}");
+}
+
+#[test]
+fn rollout_json_prints_one_event_per_line_and_completes() {
+    let (_dir, repo, state) = quick(5, "");
+    let out = flotilla(
+        &repo,
+        &state,
+        &["rollout", "r1", "--approve-all", "--output", "json"],
+    );
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events
+        .iter()
+        .all(|e| e["ts"].is_string() && e["kind"].is_string()));
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"rollout_started"));
+    assert_eq!(kinds.last(), Some(&"rollout_completed"));
+    assert_eq!(kinds.iter().filter(|k| **k == "step_succeeded").count(), 15);
+    let step = events.iter().find(|e| e["kind"] == "step_started").unwrap();
+    assert!(step["wave"].is_string() && step["env"].is_string() && step["service"].is_string());
+}
+
+#[test]
+fn an_unapproved_gate_exits_3_and_says_how_to_approve() {
+    let (_dir, repo, state) = quick(3, "");
+    let out = flotilla(&repo, &state, &["rollout", "r1"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("--approve canary"), "{err}");
+}
+
+#[test]
+fn a_halted_rollout_exits_1_and_names_what_failed() {
+    let (_dir, repo, state) = quick(4, "broken = \"name=e-02\"");
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve", "canary"]);
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
+    assert!(stdout.contains("FAILED e-02/schema"), "{stdout}");
+    assert!(
+        err.contains("halted in wave `rest`") && err.contains("e-02"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_fleet_state_persists_and_a_second_rollout_applies_nothing_twice() {
+    let (_dir, repo, state) = quick(3, "");
+    for _ in 0..2 {
+        let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    }
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let envs = saved["envs"].as_object().unwrap();
+    assert_eq!(envs.len(), 3);
+    for services in envs.values() {
+        for s in services.as_object().unwrap().values() {
+            assert_eq!(s["applies"], 1, "{s}");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_state_file_is_refused_and_left_alone() {
+    let (_dir, repo, state) = quick(2, "");
+    std::fs::write(&state, "garbage").unwrap();
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("corrupt"), "{:?}", text(&out));
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "garbage");
+}
+
+#[test]
+fn plan_prints_waves_risk_and_preflight_in_plain_and_json() {
+    let (_dir, repo, state) = quick(6, "");
+    let out = flotilla(&repo, &state, &["plan", "r1"]);
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        stdout.contains("canary") && stdout.contains("rest"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("schema -> api -> web"), "{stdout}");
+    assert!(stdout.contains("pass  reachability"), "{stdout}");
+
+    let out = flotilla(&repo, &state, &["plan", "r1", "--output", "json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let waves = plan["waves"].as_array().unwrap();
+    assert_eq!(waves.len(), 2);
+    assert_eq!(waves[0]["envs"], serde_json::json!(["e-00"]));
+    assert_eq!(waves[1]["envs"].as_array().unwrap().len(), 5);
+    assert!(waves[1]["risk"]["with_retries"].as_f64().is_some());
+    assert!(!state.exists(), "plan changes nothing");
+
+    let out = flotilla(&repo, &state, &["plan", "r9"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("releases: r1"), "{:?}", text(&out));
+}
+
+#[test]
+fn explain_shows_the_layer_that_set_each_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    flotilla::intent::write::write_repo(&repo, &flotilla::demo::demo_commits(12)).unwrap();
+    let out = flotilla(
+        &repo,
+        &dir.path().join("s"),
+        &["explain", "acme-eu-1", "api.replicas"],
+    );
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("api.replicas = 4"), "{stdout}");
+    assert!(stdout.contains("environments/acme-eu-1.toml"), "{stdout}");
+    assert!(stdout.contains("overrides 2 from releases/"), "{stdout}");
+}
+
+#[test]
+fn init_demo_writes_a_valid_repo_with_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["init", "--demo", "--envs", "30"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let log = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["log", "--oneline"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&log.stdout).lines().count() >= 3);
+    let out = flotilla(&repo, &dir.path().join("s"), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    // Never over someone's files.
+    let again = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["init"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+}
+
+#[test]
+fn ctrl_c_finishes_steps_in_flight_and_starts_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(
+        30,
+        &strategy("", "0").replace("max_parallel = 4", "max_parallel = 2"),
+    );
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"50ms..100ms\"");
+    f.load(&repo);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--state")
+        .arg(dir.path().join("s.json"))
+        .args(["rollout", "r1", "--approve-all", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Wait until the second wave is under way, then interrupt.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"wave\":\"rest\"") {
+            break;
+        }
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("starting nothing new"), "{err}");
+    assert!(
+        rest.last().unwrap().contains("rollout_interrupted"),
+        "{rest:?}"
+    );
+    let succeeded = rest.iter().filter(|l| l.contains("step_succeeded")).count();
+    assert!(
+        succeeded < 80,
+        "the rollout stopped early ({succeeded} steps after the interrupt)"
+    );
+}

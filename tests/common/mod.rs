@@ -1,0 +1,198 @@
+//! Shared fixtures: small intent repos written as real Git history, and a harness that runs
+//! the engine on them under paused tokio time.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use flotilla::demo::DemoCommit;
+use flotilla::drivers::sim::SimFleet;
+use flotilla::drivers::Driver;
+use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
+use flotilla::intent::{self, Intent};
+use flotilla::plan;
+use tokio::sync::mpsc;
+
+/// A fixed "now" so freeze windows and timestamps never depend on the day the tests run.
+pub fn epoch() -> SystemTime {
+    humantime::parse_rfc3339("2026-11-02T09:00:00Z").unwrap()
+}
+
+/// Builds an intent repo: `flotilla.toml` text, environments as (name, labels), one release.
+pub struct Fixture {
+    pub fleet: String,
+    pub envs: Vec<(String, String)>,
+    pub release: String,
+}
+
+impl Fixture {
+    /// A fleet of `n` environments `e-00`.. with services schema <- api <- web, a canary
+    /// wave (`ring=canary`, e-00) behind approval and a `rest` wave.
+    pub fn standard(n: usize, strategy: &str) -> Self {
+        let fleet = format!(
+            r#"[fleet]
+name = "test"
+[driver]
+kind = "sim"
+[driver.sim]
+success_rate = 1.0
+latency = "100ms..2s"
+seed = 3
+[[service]]
+name = "schema"
+[[service]]
+name = "api"
+depends_on = ["schema"]
+[[service]]
+name = "web"
+depends_on = ["api"]
+{strategy}
+"#
+        );
+        let envs = (0..n)
+            .map(|i| {
+                let ring = if i == 0 { "canary" } else { "general" };
+                (
+                    format!("e-{i:02}"),
+                    format!(
+                        "labels = {{ ring = \"{ring}\", region = \"r{}\" }}\n",
+                        i % 3
+                    ),
+                )
+            })
+            .collect();
+        Fixture {
+            fleet,
+            envs,
+            release: "[services]\nschema = \"1\"\napi = \"1.0\"\nweb = \"1.0\"\n".into(),
+        }
+    }
+
+    pub fn with_release_sim(mut self, sim: &str) -> Self {
+        self.release = format!("{}[sim]\n{sim}\n", self.release);
+        self
+    }
+
+    pub fn commits(&self) -> Vec<DemoCommit> {
+        let mut files = vec![("flotilla.toml".to_string(), self.fleet.clone())];
+        for (name, text) in &self.envs {
+            files.push((format!("environments/{name}.toml"), text.clone()));
+        }
+        files.push(("releases/r1.toml".to_string(), self.release.clone()));
+        vec![DemoCommit {
+            message: "fixture".into(),
+            files,
+        }]
+    }
+
+    /// Writes the repo into `dir` and loads the intent back from Git.
+    pub fn load(&self, dir: &Path) -> Intent {
+        intent::write::write_repo(dir, &self.commits()).unwrap();
+        match intent::load(dir, "HEAD") {
+            Ok(l) => l.intent,
+            Err(intent::IntentError::Invalid(d)) => {
+                let text: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+                panic!("fixture invalid:\n{}", text.join("\n"))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The strategy most tests use: canary behind approval, then everything else.
+pub fn strategy(extra: &str, rest_budget: &str) -> String {
+    format!(
+        r#"[strategy]
+max_parallel = 4
+retries = 2
+backoff = "1s"
+step_timeout = "1m"
+max_failures = 100
+{extra}
+[[strategy.wave]]
+name = "canary"
+select = "ring=canary"
+gate = "approval"
+failure_budget = 0
+[[strategy.wave]]
+name = "rest"
+select = "*"
+failure_budget = {rest_budget}
+"#
+    )
+}
+
+/// What a rollout produced.
+pub struct Run {
+    pub events: Vec<Event>,
+    pub outcome: Outcome,
+    pub fleet: Arc<SimFleet>,
+}
+
+impl Run {
+    pub fn kinds(&self) -> Vec<&'static str> {
+        self.events.iter().map(|e| e.kind.name()).collect()
+    }
+
+    /// Environments in which any step started.
+    pub fn touched(&self) -> std::collections::BTreeSet<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StepStarted { env, .. } => Some(env.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn count(&self, kind: &str) -> usize {
+        self.kinds().iter().filter(|k| **k == kind).count()
+    }
+}
+
+/// Runs `release` of `intent` headlessly on a fresh simulated fleet with the given advance
+/// approvals. Call under paused time.
+pub async fn rollout(intent: Intent, approvals: &[&str]) -> Run {
+    let intent = Arc::new(intent);
+    let plan = plan::build(&intent, "r1", epoch()).unwrap();
+    let fleet = Arc::new(SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release("r1"),
+    ));
+    let driver: Arc<dyn Driver> = fleet.clone();
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (ctx, crx) = mpsc::unbounded_channel();
+    for w in approvals {
+        ctx.send(Command::Approve {
+            wave: w.to_string(),
+            by: "tester".into(),
+            note: None,
+        })
+        .unwrap();
+    }
+    let engine = Engine::new(
+        intent,
+        plan,
+        driver,
+        Arc::new(TokioClock::starting_at(epoch())),
+        etx,
+        crx,
+        OnHold::Exit,
+    );
+    let outcome = engine.run().await;
+    drop(ctx);
+    let mut events = Vec::new();
+    while let Ok(e) = erx.try_recv() {
+        events.push(e);
+    }
+    Run {
+        events,
+        outcome,
+        fleet,
+    }
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}

@@ -1,0 +1,230 @@
+//! Rollouts of generated intent repos on the simulated fleet, under paused tokio time.
+
+mod common;
+
+use common::*;
+use flotilla::drivers::ErrorClass;
+use flotilla::engine::{EventKind, Outcome};
+
+#[tokio::test(start_paused = true)]
+async fn a_bad_release_on_the_canary_halts_before_any_other_environment_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Fixture::standard(12, &strategy("", "\"50%\""))
+        .with_release_sim("broken = \"ring=canary\"")
+        .load(dir.path());
+    let run = rollout(intent, &["canary"]).await;
+
+    match &run.outcome {
+        Outcome::Halted {
+            wave, failed_envs, ..
+        } => {
+            assert_eq!(wave, "canary");
+            assert_eq!(failed_envs, &["e-00".to_string()]);
+        }
+        other => panic!("expected a halt, got {other:?}"),
+    }
+    assert_eq!(run.touched().into_iter().collect::<Vec<_>>(), ["e-00"]);
+    assert!(run.fleet.snapshot().envs.keys().all(|e| e == "e-00"));
+    assert!(
+        !run.kinds().contains(&"wave_completed"),
+        "{:?}",
+        run.kinds()
+    );
+    // The dependents of the failed schema were blocked, not attempted.
+    assert_eq!(run.count("step_blocked"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_budget_of_k_halts_at_failure_k_plus_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(
+        10,
+        &strategy("", "2").replace("max_parallel = 4", "max_parallel = 1"),
+    );
+    for (i, (_, text)) in fixture.envs.iter_mut().enumerate() {
+        if i % 2 == 1 {
+            *text = text.replace("ring =", "bad = \"yes\", ring =");
+        }
+    }
+    let intent = fixture
+        .with_release_sim("broken = \"bad=yes\"")
+        .load(dir.path());
+    let run = rollout(intent, &["canary"]).await;
+
+    let failed: Vec<String> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepFailed { env, .. } => Some(env.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        ["e-01", "e-03", "e-05"],
+        "halts at the third failure, not the second"
+    );
+    assert!(matches!(run.outcome, Outcome::Halted { ref wave, .. } if wave == "rest"));
+    // One environment at a time: nothing after e-05 was started.
+    assert!(!run.touched().contains("e-06"), "{:?}", run.touched());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_within_the_budget_complete_the_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(10, &strategy("", "2"));
+    for name in [1, 2] {
+        fixture.envs[name].1 = fixture.envs[name]
+            .1
+            .replace("ring =", "bad = \"yes\", ring =");
+    }
+    let intent = fixture
+        .with_release_sim("broken = \"bad=yes\"")
+        .load(dir.path());
+    let run = rollout(intent, &["canary"]).await;
+    assert_eq!(
+        run.outcome,
+        Outcome::Completed {
+            succeeded: 8,
+            failed: 2,
+            skipped: 0
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_and_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = Fixture::standard(20, &strategy("", "0").replace("retries = 2", "retries = 8"));
+    let fleet = fixture
+        .fleet
+        .replace("success_rate = 1.0", "success_rate = 0.6");
+    let intent = Fixture { fleet, ..fixture }.load(dir.path());
+    let started = tokio::time::Instant::now();
+    let run = rollout(intent, &["canary"]).await;
+
+    assert_eq!(
+        run.outcome,
+        Outcome::Completed {
+            succeeded: 20,
+            failed: 0,
+            skipped: 0
+        }
+    );
+    let retries = run.count("step_retrying");
+    assert!(retries > 5, "only {retries} retries at a 60% success rate");
+    assert_eq!(run.count("step_succeeded"), 60);
+    // Backoff sleeps happened on the (paused) clock, so the rollout took simulated time.
+    assert!(started.elapsed() > secs(2));
+    // Every apply reached the fleet exactly once per (env, service) despite the retries.
+    let snapshot = run.fleet.snapshot();
+    assert!(snapshot
+        .envs
+        .values()
+        .flat_map(|s| s.values())
+        .all(|s| s.applies == 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_step_times_out_and_is_retried_then_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Fixture::standard(
+        6,
+        &strategy("", "1").replace("step_timeout = \"1m\"", "step_timeout = \"30s\""),
+    )
+    .with_release_sim("hang = \"name=e-03\"")
+    .load(dir.path());
+    let started = tokio::time::Instant::now();
+    let run = rollout(intent, &["canary"]).await;
+
+    let timeouts: Vec<(String, ErrorClass, u32)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepFailed {
+                env,
+                class,
+                attempts,
+                ..
+            } => Some((env.clone(), *class, *attempts)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timeouts, [("e-03".to_string(), ErrorClass::Timeout, 3)]);
+    assert_eq!(
+        run.outcome,
+        Outcome::Completed {
+            succeeded: 5,
+            failed: 1,
+            skipped: 0
+        }
+    );
+    assert!(started.elapsed() >= secs(90), "three attempts of 30 s each");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unapproved_gate_blocks_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Fixture::standard(4, &strategy("", "0")).load(dir.path());
+    let run = rollout(intent, &[]).await;
+    assert!(matches!(run.outcome, Outcome::Blocked { ref wave, .. } if wave == "canary"));
+    assert!(run.touched().is_empty());
+    assert_eq!(run.kinds(), ["rollout_started", "gate_waiting"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_soak_holds_the_next_wave_for_its_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = strategy("", "0").replace("name = \"rest\"\n", "name = \"rest\"\nsoak = \"10m\"\n");
+    let intent = Fixture::standard(4, &s).load(dir.path());
+    let run = rollout(intent, &["canary"]).await;
+    assert!(matches!(run.outcome, Outcome::Completed { failed: 0, .. }));
+    let ts = |kind: &str| -> std::time::SystemTime {
+        let e = run
+            .events
+            .iter()
+            .filter(|e| e.kind.name() == kind)
+            .collect::<Vec<_>>();
+        humantime::parse_rfc3339(&e[e.len() - 1].ts).unwrap()
+    };
+    let canary_done = humantime::parse_rfc3339(
+        &run.events
+            .iter()
+            .find(|e| e.kind.name() == "wave_completed")
+            .unwrap()
+            .ts,
+    )
+    .unwrap();
+    let soaked = ts("wave_started").duration_since(canary_done).unwrap();
+    assert!(
+        soaked >= secs(600),
+        "the rest wave started {soaked:?} after the canary"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_raises_the_gate_of_waves_touching_protected_environments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(
+        4,
+        &strategy("[policy]\nrequire_approval = \"tier=enterprise\"\n", "0"),
+    );
+    // `[policy]` must come after the strategy's tables: move it to the end of the file.
+    fixture.fleet = fixture
+        .fleet
+        .replace("[policy]\nrequire_approval = \"tier=enterprise\"\n", "")
+        + "[policy]\nrequire_approval = \"tier=enterprise\"\n";
+    fixture.envs[2].1 = fixture.envs[2]
+        .1
+        .replace("ring =", "tier = \"enterprise\", ring =");
+    let intent = fixture.load(dir.path());
+    let run = rollout(intent, &["canary"]).await;
+    match &run.outcome {
+        Outcome::Blocked { wave, reason } => {
+            assert_eq!(wave, "rest");
+            assert!(reason.contains("require_approval"), "{reason}");
+        }
+        other => panic!("expected the rest wave to need approval, got {other:?}"),
+    }
+    assert_eq!(run.touched().into_iter().collect::<Vec<_>>(), ["e-00"]);
+}

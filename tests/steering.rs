@@ -1,0 +1,289 @@
+//! Steering a running rollout with commands, as the console and other terminals do.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use flotilla::drivers::sim::SimFleet;
+use flotilla::drivers::Driver;
+use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
+use flotilla::intent::Intent;
+use flotilla::plan;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A rollout in Wait mode that the test drives event by event.
+struct Live {
+    events: mpsc::UnboundedReceiver<Event>,
+    commands: mpsc::UnboundedSender<Command>,
+    engine: JoinHandle<Outcome>,
+    seen: Vec<Event>,
+}
+
+impl Live {
+    fn start(intent: Intent) -> Live {
+        let intent = Arc::new(intent);
+        let plan = plan::build(&intent, "r1", epoch()).unwrap();
+        let fleet: Arc<dyn Driver> = Arc::new(SimFleet::new(
+            intent.driver.sim.clone(),
+            intent.release("r1"),
+        ));
+        let (etx, erx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let engine = Engine::new(
+            intent,
+            plan,
+            fleet,
+            Arc::new(TokioClock::starting_at(epoch())),
+            etx,
+            crx,
+            OnHold::Wait,
+        );
+        Live {
+            events: erx,
+            commands: ctx,
+            engine: tokio::spawn(engine.run()),
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&self, cmd: Command) {
+        self.commands.send(cmd).unwrap();
+    }
+
+    /// Reads events until one of `kind` arrives and returns it.
+    async fn until(&mut self, kind: &str) -> Event {
+        loop {
+            let e = self.events.recv().await.unwrap_or_else(|| {
+                panic!(
+                    "no `{kind}` event; saw {:?}",
+                    self.seen.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
+                )
+            });
+            self.seen.push(e.clone());
+            if e.kind.name() == kind {
+                return e;
+            }
+        }
+    }
+
+    /// Events that arrive within `d` of (paused) time.
+    async fn during(&mut self, d: std::time::Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.seen.push(e.clone());
+            got.push(e);
+        }
+        got
+    }
+}
+
+fn approve(wave: &str, by: &str) -> Command {
+    Command::Approve {
+        wave: wave.into(),
+        by: by.into(),
+        note: Some("looks good".into()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rollout_waits_at_a_gate_until_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = Live::start(Fixture::standard(4, &strategy("", "0")).load(dir.path()));
+    live.until("gate_waiting").await;
+    assert!(
+        live.during(secs(3600)).await.is_empty(),
+        "nothing moves without approval"
+    );
+    live.send(approve("canary", "alice"));
+    let e = live.until("gate_approved").await;
+    assert!(matches!(e.kind, EventKind::GateApproved { ref by, .. } if by == "alice"));
+    live.until("rollout_completed").await;
+    assert!(matches!(
+        live.engine.await.unwrap(),
+        Outcome::Completed { succeeded: 4, .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_needing_two_approvers_counts_distinct_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = strategy("", "0").replace(
+        "gate = \"approval\"\n",
+        "gate = \"approval\"\napprovers = 2\n",
+    );
+    let mut live = Live::start(Fixture::standard(3, &s).load(dir.path()));
+    live.until("gate_waiting").await;
+    live.send(approve("canary", "alice"));
+    live.send(approve("canary", "alice"));
+    let rejected = live.until("command_rejected").await;
+    assert!(
+        matches!(rejected.kind, EventKind::CommandRejected { ref reason, .. } if reason.contains("distinct"))
+    );
+    assert!(live
+        .during(secs(60))
+        .await
+        .iter()
+        .all(|e| e.kind.name() != "wave_started"));
+    live.send(approve("canary", "bob"));
+    live.until("wave_started").await;
+    live.until("rollout_completed").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_starts_nothing_new_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = strategy("", "0").replace("max_parallel = 4", "max_parallel = 2");
+    let mut live = Live::start(Fixture::standard(12, &s).load(dir.path()));
+    live.send(approve("canary", "alice"));
+    live.until("wave_started").await;
+    live.until("wave_started").await; // the `rest` wave
+    live.until("step_succeeded").await;
+    live.send(Command::Pause { by: "alice".into() });
+    live.until("rollout_paused").await;
+    // In-flight steps may finish; nothing new starts, however long we wait.
+    let while_paused = live.during(secs(3600)).await;
+    let started: Vec<_> = while_paused
+        .iter()
+        .filter(|e| e.kind.name() == "step_started")
+        .collect();
+    assert!(started.is_empty(), "started while paused: {started:?}");
+    live.send(Command::Resume { by: "alice".into() });
+    live.until("rollout_resumed").await;
+    live.until("step_started").await;
+    live.until("rollout_completed").await;
+    assert!(matches!(
+        live.engine.await.unwrap(),
+        Outcome::Completed {
+            succeeded: 12,
+            failed: 0,
+            ..
+        }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_halted_rollout_waits_for_a_decision_and_skip_lets_it_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(8, &strategy("", "0"));
+    fixture.envs[3].1 = fixture.envs[3].1.replace("ring =", "bad = \"yes\", ring =");
+    let intent = fixture
+        .with_release_sim("broken = \"bad=yes\"")
+        .load(dir.path());
+    let mut live = Live::start(intent);
+    live.send(approve("canary", "alice"));
+    live.until("rollout_halted").await;
+    assert!(
+        live.during(secs(3600)).await.is_empty(),
+        "a halted rollout neither exits nor moves on by itself"
+    );
+    live.send(Command::Skip {
+        env: "e-03".into(),
+        reason: "customer offboarding".into(),
+        by: "alice".into(),
+    });
+    live.until("env_skipped").await;
+    let done = live.until("rollout_completed").await;
+    assert!(
+        matches!(
+            done.kind,
+            EventKind::RolloutCompleted {
+                failed: 0,
+                skipped: 1,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_failed_runs_the_failed_environment_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(5, &strategy("", "0"));
+    fixture.envs[2].1 = fixture.envs[2].1.replace("ring =", "bad = \"yes\", ring =");
+    let intent = fixture
+        .with_release_sim("broken = \"bad=yes\"")
+        .load(dir.path());
+    let mut live = Live::start(intent);
+    live.send(approve("canary", "alice"));
+    live.until("rollout_halted").await;
+    live.send(Command::Retry {
+        envs: vec![],
+        by: "alice".into(),
+    });
+    // Still broken: it fails again and the rollout halts again.
+    let before = live.seen.len();
+    live.until("rollout_halted").await;
+    let retried: Vec<&str> = live.seen[before..]
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepFailed { env, .. } => Some(env.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried, ["e-02"]);
+    live.send(Command::Abort { by: "alice".into() });
+    live.until("rollout_aborted").await;
+    assert_eq!(
+        live.engine.await.unwrap(),
+        Outcome::Aborted { by: "alice".into() }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resuming_a_halt_accepts_the_failures_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(6, &strategy("", "0"));
+    fixture.envs[1].1 = fixture.envs[1].1.replace("ring =", "bad = \"yes\", ring =");
+    let intent = fixture
+        .with_release_sim("broken = \"bad=yes\"")
+        .load(dir.path());
+    let mut live = Live::start(intent);
+    live.send(approve("canary", "alice"));
+    live.until("rollout_halted").await;
+    live.send(Command::Resume { by: "alice".into() });
+    live.until("rollout_resumed").await;
+    let done = live.until("rollout_completed").await;
+    assert!(
+        matches!(
+            done.kind,
+            EventKind::RolloutCompleted {
+                succeeded: 5,
+                failed: 1,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_commands_are_rejected_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = Live::start(Fixture::standard(3, &strategy("", "0")).load(dir.path()));
+    live.until("gate_waiting").await;
+    live.send(approve("canari", "alice"));
+    let e = live.until("command_rejected").await;
+    assert!(
+        matches!(e.kind, EventKind::CommandRejected { ref reason, .. } if reason.contains("no wave `canari`")),
+        "{e:?}"
+    );
+    live.send(Command::Skip {
+        env: "nope".into(),
+        reason: "x".into(),
+        by: "alice".into(),
+    });
+    let e = live.until("command_rejected").await;
+    assert!(
+        matches!(e.kind, EventKind::CommandRejected { ref reason, .. } if reason.contains("no environment")),
+        "{e:?}"
+    );
+    live.send(Command::Abort { by: "alice".into() });
+    assert_eq!(
+        live.engine.await.unwrap(),
+        Outcome::Aborted { by: "alice".into() }
+    );
+}
