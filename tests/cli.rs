@@ -302,3 +302,39 @@ fn ctrl_c_finishes_steps_in_flight_and_starts_nothing_new() {
         "the rollout stopped early ({succeeded} steps after the interrupt)"
     );
 }
+
+#[test]
+fn a_freeze_in_force_blocks_the_rollout_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(3, &strategy("", "0"));
+    f.fleet += "[policy]\n[[policy.freeze]]\nname = \"all-hands\"\nstart = \"2000-01-01T00:00:00Z\"\nend = \"2999-01-01T00:00:00Z\"\n";
+    f.load(&repo);
+    let state = dir.path().join("s.json");
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("freeze `all-hands` is in force"), "{err}");
+    assert!(!state.exists(), "nothing was started");
+}
+
+#[test]
+fn validate_json_lists_errors_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(2, "");
+    f.release = "[services]\nschema = \"1\"\n".into();
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let out = flotilla(
+        &repo,
+        &dir.path().join("s"),
+        &["validate", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["valid"], false);
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}"); // api and web have no version
+    assert_eq!(errors[0]["file"], "releases/r1.toml");
+    assert_eq!(errors[0]["line"], 1);
+}

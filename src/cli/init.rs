@@ -1,6 +1,7 @@
 //! `flotilla init DIR [--demo]` and `flotilla demo`: writing intent repos as real Git history.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{exit, rollout};
 use crate::demo::{demo_commits, DemoCommit};
@@ -8,6 +9,9 @@ use crate::intent::write::write_repo;
 
 /// Marks a directory as a demo flotilla made, so `demo` may replace it and nothing else.
 const DEMO_MARKER: &str = "flotilla-demo";
+
+/// The demo rolls out this release: good everywhere, so the main job ends well.
+const DEMO_RELEASE: &str = "2026.11.2";
 
 const SKELETON_FLEET: &str = r#"# The fleet: its services, how releases roll out, and the policy that limits them.
 [fleet]
@@ -118,8 +122,13 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
         dir.display(),
         envs.max(1)
     );
+    if let Ok(loaded) = crate::intent::load(&dir, "HEAD") {
+        if let Ok(plan) = crate::plan::build(&loaded.intent, DEMO_RELEASE, SystemTime::now()) {
+            println!("\n{}", super::output::plan_text(&plan));
+        }
+    }
     let args = rollout::RolloutArgs {
-        release: "2026.11.2".into(),
+        release: DEMO_RELEASE.into(),
         approve: Vec::new(),
         approve_all: true,
         output: super::Output::Plain,

@@ -46,37 +46,38 @@ fn gate_text(gate: Gate) -> String {
     }
 }
 
-/// The plan as an operator reads it.
+/// The plan as an operator reads it; lines fit 80 columns.
 pub fn plan_text(plan: &Plan) -> String {
     let mut s = String::new();
     let services: usize = plan.service_levels.iter().map(Vec::len).sum();
+    let _ = writeln!(s, "Plan: release {} of {}", plan.release, plan.fleet);
     let _ = writeln!(
         s,
-        "Plan: release {} of {} at {} \"{}\"",
-        plan.release, plan.fleet, plan.revision.short, plan.revision.subject
+        "Intent: {} \"{}\"",
+        plan.revision.short, plan.revision.subject
     );
     let _ = writeln!(
         s,
-        "{} environments, {} services, {} waves; up to {} environments in parallel, {} retries (backoff {}), step timeout {}",
+        "{} environments, {} services, {} waves",
         plan.env_count(),
         services,
-        plan.waves.len(),
+        plan.waves.len()
+    );
+    let _ = writeln!(
+        s,
+        "Up to {} environments at once; {} retries (backoff {}); step timeout {}",
         plan.max_parallel,
         plan.retries,
         humantime::format_duration(plan.backoff),
         humantime::format_duration(plan.step_timeout),
     );
     let order: Vec<String> = plan.service_levels.iter().map(|l| l.join(", ")).collect();
-    let _ = writeln!(
-        s,
-        "Service order in each environment: {}",
-        order.join(" -> ")
-    );
+    let _ = writeln!(s, "Service order: {}", order.join(" -> "));
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "  {:<14} {:>6}  {:<10} {:<6} {:<14} {:>12} {:>14}",
-        "wave", "envs", "gate", "soak", "budget", "risk", "with retries"
+        "  {:<14} {:>6}  {:<11} {:<5} {:<8} {:>8} {:>11}",
+        "wave", "envs", "gate", "soak", "budget", "risk", "w/ retries"
     );
     for w in &plan.waves {
         let soak = if w.soak.is_zero() {
@@ -84,10 +85,14 @@ pub fn plan_text(plan: &Plan) -> String {
         } else {
             humantime::format_duration(w.soak).to_string()
         };
-        let budget = format!("{} ({})", w.failure_budget, w.allowed_failures);
+        let budget = if w.failure_budget == w.allowed_failures.to_string() {
+            w.failure_budget.clone()
+        } else {
+            format!("{}={}", w.failure_budget, w.allowed_failures)
+        };
         let _ = writeln!(
             s,
-            "  {:<14} {:>6}  {:<10} {:<6} {:<14} {:>12} {:>14}",
+            "  {:<14} {:>6}  {:<11} {:<5} {:<8} {:>8} {:>11}",
             w.name,
             w.envs.len(),
             gate_text(w.gate),
@@ -99,28 +104,36 @@ pub fn plan_text(plan: &Plan) -> String {
     }
     let _ = writeln!(s);
     for w in &plan.waves {
-        let shown: Vec<&str> = w.envs.iter().take(6).map(String::as_str).collect();
+        let shown: Vec<&str> = w.envs.iter().take(4).map(String::as_str).collect();
         let more = w.envs.len().saturating_sub(shown.len());
         let more = if more > 0 {
-            format!(" and {more} more")
+            format!(" +{more} more")
         } else {
             String::new()
         };
         let _ = writeln!(s, "  {}: {}{more}", w.name, shown.join(", "));
         if let Some(r) = &w.gate_reason {
-            let _ = writeln!(s, "    gate raised to approval by {r}");
+            let _ = writeln!(s, "    approval required by {r}");
         }
     }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Risk = P(at least one environment of the wave fails), from {}; budget = allowed failed environments (one more halts). The rollout halts after {} failed environment(s) in all.",
-        plan.risk_basis, plan.max_failures
+        "Risk: the chance that at least one environment of the wave fails,"
     );
-    let _ = writeln!(s);
-    let _ = writeln!(s, "Preflight:");
-    if plan.checks.is_empty() {
-        let _ = writeln!(s, "  (no checks)");
+    let _ = writeln!(s, "  from {}.", plan.risk_basis);
+    let _ = writeln!(
+        s,
+        "Budget: failed environments a wave tolerates; one more halts the rollout."
+    );
+    let _ = writeln!(
+        s,
+        "  The whole rollout halts after {} failed environment(s).",
+        plan.max_failures
+    );
+    if !plan.checks.is_empty() {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "Preflight:");
     }
     for c in &plan.checks {
         let status = match c.status {

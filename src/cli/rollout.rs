@@ -160,8 +160,16 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         });
 
         let mut printer = Printer::new(output, services);
-        while let Some(event) = event_rx.recv().await {
-            printer.event(&event);
+        // Ticks keep the progress line current between events (waits, slow steps).
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                event = event_rx.recv() => match event {
+                    Some(event) => printer.event(&event),
+                    None => break,
+                },
+                _ = tick.tick() => printer.draw(false),
+            }
         }
         printer.finish();
         saver.abort();
@@ -235,6 +243,9 @@ struct Printer {
     succeeded_steps: HashMap<String, usize>,
     progress_shown: bool,
     last_draw: Option<std::time::Instant>,
+    /// The progress line as last drawn, so an unchanged line is not written again.
+    last_line: String,
+    waiting: Option<String>,
     started: std::time::Instant,
 }
 
@@ -251,15 +262,16 @@ impl Printer {
             succeeded_steps: HashMap::new(),
             progress_shown: false,
             last_draw: None,
+            last_line: String::new(),
+            waiting: None,
             started: std::time::Instant::now(),
         }
     }
 
     fn event(&mut self, event: &Event) {
-        let mut out = std::io::stdout().lock();
         if self.output == Output::Json {
             if let Ok(line) = serde_json::to_string(event) {
-                let _ = writeln!(out, "{line}");
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
             }
             return;
         }
@@ -270,7 +282,9 @@ impl Printer {
                 self.done = 0;
                 self.failed.clear();
                 self.succeeded_steps.clear();
+                self.waiting = None;
             }
+            EventKind::GateWaiting { reason, .. } => self.waiting = Some(reason.clone()),
             EventKind::StepSucceeded { env, .. } => {
                 let n = self.succeeded_steps.entry(env.clone()).or_insert(0);
                 *n += 1;
@@ -284,32 +298,50 @@ impl Printer {
             _ => {}
         }
         if let Some(line) = output::event_line(&event.kind) {
+            let mut out = std::io::stdout().lock();
             if self.progress_shown {
                 let _ = write!(out, "\r\x1b[2K");
                 self.progress_shown = false;
+                self.last_line.clear();
             }
             let _ = writeln!(out, "{line}");
         }
-        if self.tty && !self.wave.is_empty() {
-            // At most ten redraws a second: cheap over SSH, still feels live.
-            let due = self
-                .last_draw
-                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100));
-            if due {
-                let _ = write!(
-                    out,
-                    "\r\x1b[2K[{}] {}/{} environments done, {} failed, {}s elapsed",
-                    self.wave,
-                    self.done,
-                    self.wave_envs,
-                    self.failed.len(),
-                    self.started.elapsed().as_secs()
-                );
-                let _ = out.flush();
-                self.progress_shown = true;
-                self.last_draw = Some(std::time::Instant::now());
-            }
+        self.draw(true);
+    }
+
+    /// Redraws the progress line on a terminal: at most ten times a second after events, and
+    /// only when its text changed.
+    fn draw(&mut self, after_event: bool) {
+        if !self.tty || self.wave.is_empty() {
+            return;
         }
+        if after_event
+            && self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        let elapsed = self.started.elapsed().as_secs();
+        let line = match &self.waiting {
+            Some(reason) => format!("waiting for {reason} ({elapsed}s elapsed)"),
+            None => format!(
+                "[{}] {}/{} environments done, {} failed, {elapsed}s elapsed",
+                self.wave,
+                self.done,
+                self.wave_envs,
+                self.failed.len(),
+            ),
+        };
+        if line == self.last_line {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\r\x1b[2K{line}");
+        let _ = out.flush();
+        self.progress_shown = true;
+        self.last_draw = Some(std::time::Instant::now());
+        self.last_line = line;
     }
 
     fn finish(&mut self) {

@@ -296,3 +296,120 @@ pub fn service_levels(intent: &Intent) -> Vec<Vec<String>> {
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::load::parse;
+    use crate::intent::source::SourceFile;
+
+    fn intent(strategy: &str, policy: &str, envs: &[(&str, &str)]) -> Intent {
+        let fleet = format!(
+            "[fleet]\nname = \"t\"\n[[service]]\nname = \"db\"\n[[service]]\nname = \"api\"\ndepends_on = [\"db\"]\n[[service]]\nname = \"jobs\"\ndepends_on = [\"db\"]\n{strategy}\n{policy}\n"
+        );
+        let mut files = vec![SourceFile {
+            path: "flotilla.toml".into(),
+            text: fleet,
+        }];
+        for (name, labels) in envs {
+            files.push(SourceFile {
+                path: format!("environments/{name}.toml"),
+                text: format!("labels = {{ {labels} }}\n"),
+            });
+        }
+        files.push(SourceFile {
+            path: "releases/r.toml".into(),
+            text: "[services]\ndb = \"1\"\napi = \"1\"\njobs = \"1\"\n".into(),
+        });
+        let rev = Revision {
+            commit: "c".repeat(40),
+            short: "ccccccc".into(),
+            subject: "s".into(),
+        };
+        parse(rev, &files).map(|(i, _)| i).expect("valid")
+    }
+
+    fn now() -> SystemTime {
+        humantime::parse_rfc3339("2026-11-02T00:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn environments_go_to_the_first_matching_wave_and_the_rest_to_remaining() {
+        let s = "[strategy]\n[[strategy.wave]]\nname = \"eu\"\nselect = \"region=eu\"\n[[strategy.wave]]\nname = \"big\"\nselect = \"tier=big\"\n";
+        let i = intent(
+            s,
+            "",
+            &[
+                ("a", "region = \"eu\", tier = \"big\""),
+                ("b", "region = \"us\", tier = \"big\""),
+                ("c", "region = \"us\""),
+            ],
+        );
+        let plan = build(&i, "r", now()).unwrap();
+        let waves: Vec<(&str, Vec<&str>)> = plan
+            .waves
+            .iter()
+            .map(|w| (w.name.as_str(), w.envs.iter().map(String::as_str).collect()))
+            .collect();
+        assert_eq!(
+            waves,
+            [
+                ("eu", vec!["a"]),
+                ("big", vec!["b"]),
+                ("remaining", vec!["c"])
+            ]
+        );
+        assert_eq!(plan.service_levels, [vec!["db"], vec!["api", "jobs"]]);
+    }
+
+    #[test]
+    fn without_a_strategy_a_single_canary_is_gated_then_ten_and_fifty_percent() {
+        let envs: Vec<(String, String)> = (0..40)
+            .map(|n| (format!("e{n:02}"), format!("region = \"r{}\"", n % 4)))
+            .collect();
+        let refs: Vec<(&str, &str)> = envs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let plan = build(&intent("", "", &refs), "r", now()).unwrap();
+        let sizes: Vec<usize> = plan.waves.iter().map(|w| w.envs.len()).collect();
+        assert_eq!(sizes, [1, 4, 20, 15]);
+        assert_eq!(plan.waves[0].gate, Gate::Approval { approvers: 1 });
+        assert_eq!(plan.waves[0].allowed_failures, 0);
+        assert!(plan.default_strategy);
+        assert!(plan
+            .checks
+            .iter()
+            .any(|c| c.name == "strategy" && c.status == CheckStatus::Warn));
+    }
+
+    #[test]
+    fn an_active_freeze_and_an_oversized_wave_fail_preflight() {
+        let policy = "[policy]\nmax_wave_fraction = 0.5\n[[policy.freeze]]\nname = \"bf\"\nstart = \"2026-11-01T00:00:00Z\"\nend = \"2026-11-03T00:00:00Z\"\nselect = \"region=eu\"\n";
+        let s = "[strategy]\n[[strategy.wave]]\nname = \"all\"\nselect = \"*\"\n";
+        let i = intent(
+            s,
+            policy,
+            &[("a", "region = \"eu\""), ("b", "region = \"us\"")],
+        );
+        let plan = build(&i, "r", now()).unwrap();
+        assert!(plan.blocked());
+        let failed: Vec<&str> = plan
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(failed, ["max_wave_fraction", "freeze"]);
+        let later = humantime::parse_rfc3339("2026-11-04T00:00:00Z").unwrap();
+        let plan = build(&i, "r", later).unwrap();
+        assert!(plan
+            .checks
+            .iter()
+            .all(|c| c.name != "freeze" || c.status == CheckStatus::Pass));
+    }
+
+    #[test]
+    fn an_unknown_release_names_the_known_ones() {
+        let i = intent("", "", &[("a", "region = \"eu\"")]);
+        let err = build(&i, "nope", now()).unwrap_err().to_string();
+        assert_eq!(err, "no release `nope` in the intent (releases: r)");
+    }
+}
