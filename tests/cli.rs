@@ -338,3 +338,30 @@ fn validate_json_lists_errors_with_positions() {
     assert_eq!(errors[0]["file"], "releases/r1.toml");
     assert_eq!(errors[0]["line"], 1);
 }
+
+#[test]
+fn rev_reads_the_intent_of_an_older_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    flotilla::intent::write::write_repo(&repo, &flotilla::demo::demo_commits(10)).unwrap();
+    let state = dir.path().join("s");
+    // The newest commit adds 2026.11.2 and 2026.11.3; one commit earlier only 2026.11.1 exists.
+    let now = flotilla(&repo, &state, &["plan", "2026.11.3"]);
+    assert_eq!(now.status.code(), Some(0), "{:?}", text(&now));
+    let before = flotilla(&repo, &state, &["--rev", "HEAD~1", "plan", "2026.11.3"]);
+    assert_eq!(before.status.code(), Some(2));
+    assert!(
+        text(&before).1.contains("releases: 2026.11.1"),
+        "{:?}",
+        text(&before)
+    );
+    let bad = flotilla(&repo, &state, &["--rev", "no-such-branch", "validate"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad)
+            .1
+            .contains("cannot resolve revision `no-such-branch`"),
+        "{:?}",
+        text(&bad)
+    );
+}

@@ -194,13 +194,20 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             error,
             attempts,
             ..
-        } => format!("  FAILED {env}/{service} after {attempts} attempt(s): {error}"),
+        } => {
+            let tries = if *attempts == 1 {
+                "1 attempt".to_string()
+            } else {
+                format!("{attempts} attempts")
+            };
+            format!("  FAILED {env}/{service} ({tries}): {error}")
+        }
         EventKind::StepBlocked {
             env,
             service,
             dependency,
             ..
-        } => format!("  blocked {env}/{service}: its dependency {dependency} did not succeed"),
+        } => format!("  blocked {env}/{service} (needs {dependency})"),
         EventKind::EnvSkipped {
             env, reason, by, ..
         } => format!("  skipped {env} ({reason}) by {by}"),

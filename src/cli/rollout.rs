@@ -218,9 +218,9 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
                     String::new()
                 }
             );
-            eprintln!("  nothing outside the failed wave was started after the budget ran out.");
-            eprintln!("  see why: flotilla rollout {release} --output json | grep step_failed");
-            eprintln!("  to go on: fix the release, or raise the wave's failure_budget, then run the rollout again (finished steps are no-ops)");
+            eprintln!("  no new step started after the budget ran out; steps in flight finished.");
+            eprintln!("  to go on: fix the release (or raise the budget) and run this rollout");
+            eprintln!("  again; steps that already succeeded are no-ops.");
             exit::FAILED
         }
         Outcome::Aborted { by } => {
@@ -297,7 +297,12 @@ impl Printer {
             }
             _ => {}
         }
-        if let Some(line) = output::event_line(&event.kind) {
+        // The final report says it all for a halt; do not print it twice.
+        let line = match &event.kind {
+            EventKind::RolloutHalted { .. } => None,
+            kind => output::event_line(kind),
+        };
+        if let Some(line) = line {
             let mut out = std::io::stdout().lock();
             if self.progress_shown {
                 let _ = write!(out, "\r\x1b[2K");

@@ -210,13 +210,13 @@ impl Driver for SimFleet {
             self.latency(&env.name, &req.service).await;
             if matches(&self.broken, env) {
                 return Err(DriverError::permanent(format!(
-                    "{} {} crashes on start in this environment (simulated bad release)",
+                    "{} {} crashes on start (simulated)",
                     req.service, req.version
                 )));
             }
             if self.draw(&env.name, &req.service, "apply") >= self.config.success_rate {
                 return Err(DriverError::transient(
-                    "connection reset while applying (simulated transient failure)",
+                    "connection reset (simulated transient failure)",
                 ));
             }
             let mut state = self.lock_state();

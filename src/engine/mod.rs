@@ -477,12 +477,12 @@ impl Engine {
             let total_allowed = self.max_failures + self.total_allowance;
             let reason = if self.failed_in_wave[w] > wave_allowed {
                 Some(format!(
-                    "wave `{}` has {} failed environment(s); its failure budget {} allows {}",
-                    wave.name, self.failed_in_wave[w], wave.failure_budget, wave_allowed
+                    "{} failed in wave `{}`, its budget ({}) allows {}",
+                    self.failed_in_wave[w], wave.name, wave.failure_budget, wave_allowed
                 ))
             } else if self.failed_total > total_allowed {
                 Some(format!(
-                    "the rollout has {} failed environment(s); max_failures allows {}",
+                    "{} failed in the rollout, max_failures allows {}",
                     self.failed_total, total_allowed
                 ))
             } else {
