@@ -287,3 +287,52 @@ async fn bad_commands_are_rejected_with_a_reason() {
         Outcome::Aborted { by: "alice".into() }
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_failure_counts_again_after_a_resume_accepted_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fixture = Fixture::standard(6, &strategy("", "0"));
+    fixture.envs[2].1 = fixture.envs[2].1.replace("ring =", "bad = \"yes\", ring =");
+    let intent = fixture
+        .with_release_sim("broken = \"bad=yes\"")
+        .load(dir.path());
+    let mut live = Live::start(intent);
+    live.send(approve("canary", "alice"));
+    live.until("rollout_halted").await;
+    live.send(Command::Resume { by: "alice".into() });
+    live.until("rollout_resumed").await;
+    live.send(Command::Retry {
+        envs: vec!["e-02".into()],
+        by: "bob".into(),
+    });
+    let e = live.until("env_retried").await;
+    assert!(matches!(e.kind, EventKind::EnvRetried { ref by, .. } if by == "bob"));
+    // It fails again: the budget of 0 halts the rollout again instead of waving it through.
+    live.until("rollout_halted").await;
+    live.send(Command::Abort { by: "alice".into() });
+    assert_eq!(
+        live.engine.await.unwrap(),
+        Outcome::Aborted { by: "alice".into() }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_rollout_whose_commander_went_away_ends_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = Live::start(Fixture::standard(8, &strategy("", "0")).load(dir.path()));
+    live.send(approve("canary", "alice"));
+    live.until("wave_started").await;
+    live.until("wave_started").await;
+    live.until("step_succeeded").await;
+    live.send(Command::Pause { by: "alice".into() });
+    live.until("rollout_paused").await;
+    let Live {
+        commands, engine, ..
+    } = live;
+    drop(commands);
+    let outcome = tokio::time::timeout(secs(3600), engine).await;
+    assert_eq!(
+        outcome.expect("the engine ended").unwrap(),
+        Outcome::Interrupted
+    );
+}

@@ -208,6 +208,7 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             dependency,
             ..
         } => format!("  blocked {env}/{service} (needs {dependency})"),
+        EventKind::EnvRetried { env, by, .. } => format!("  retrying {env} (asked by {by})"),
         EventKind::EnvSkipped {
             env, reason, by, ..
         } => format!("  skipped {env} ({reason}) by {by}"),

@@ -193,12 +193,19 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
     match outcome {
         Outcome::Completed { failed: 0, .. } => exit::OK,
         Outcome::Completed { failed, .. } => {
-            eprintln!("note: {failed} environment(s) failed within the failure budget; run `flotilla rollout {release}` again to retry them (applies are idempotent)");
-            exit::OK
+            // Within budget the rollout went on, but the release is not everywhere: a script
+            // must be able to tell.
+            eprintln!("completed, but {failed} environment(s) failed within the failure budget and do not run {release};");
+            eprintln!("  run `flotilla rollout {release}` again to retry them (steps that succeeded are no-ops)");
+            exit::FAILED
         }
         Outcome::Blocked { wave, reason } => {
             eprintln!("blocked: wave `{wave}` waits for {reason}; nothing in it was started.");
-            eprintln!("  to approve and go on: flotilla rollout {release} --approve {wave}   (or --approve-all)");
+            if reason.contains("distinct people") {
+                eprintln!("  --approve counts as one approval (yours); this gate needs approvals from different people");
+            } else {
+                eprintln!("  to approve and go on: flotilla rollout {release} --approve {wave}   (or --approve-all)");
+            }
             exit::BLOCKED
         }
         Outcome::Halted {
@@ -246,7 +253,6 @@ struct Printer {
     /// The progress line as last drawn, so an unchanged line is not written again.
     last_line: String,
     waiting: Option<String>,
-    started: std::time::Instant,
 }
 
 impl Printer {
@@ -264,7 +270,6 @@ impl Printer {
             last_draw: None,
             last_line: String::new(),
             waiting: None,
-            started: std::time::Instant::now(),
         }
     }
 
@@ -327,11 +332,12 @@ impl Printer {
         {
             return;
         }
-        let elapsed = self.started.elapsed().as_secs();
+        // No clock in the line: it changes only when the rollout does, so an idle wait costs
+        // no bytes over SSH.
         let line = match &self.waiting {
-            Some(reason) => format!("waiting for {reason} ({elapsed}s elapsed)"),
+            Some(reason) => format!("waiting for {reason}"),
             None => format!(
-                "[{}] {}/{} environments done, {} failed, {elapsed}s elapsed",
+                "[{}] {}/{} environments done, {} failed",
                 self.wave,
                 self.done,
                 self.wave_envs,

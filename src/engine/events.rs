@@ -88,6 +88,12 @@ pub enum EventKind {
         /// The dependency that failed or was itself blocked.
         dependency: String,
     },
+    /// A failed environment was queued to run again.
+    EnvRetried {
+        wave: String,
+        env: String,
+        by: String,
+    },
     EnvSkipped {
         wave: String,
         env: String,
@@ -147,6 +153,7 @@ impl EventKind {
             EventKind::StepSucceeded { .. } => "step_succeeded",
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::StepBlocked { .. } => "step_blocked",
+            EventKind::EnvRetried { .. } => "env_retried",
             EventKind::EnvSkipped { .. } => "env_skipped",
             EventKind::WaveCompleted { .. } => "wave_completed",
             EventKind::RolloutPaused { .. } => "rollout_paused",

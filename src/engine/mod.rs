@@ -6,7 +6,7 @@ pub mod events;
 pub mod preflight;
 pub mod step;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -93,16 +93,20 @@ pub struct Engine {
     /// Failed environments per wave and in all, kept as counters so budget checks stay O(1).
     failed_in_wave: Vec<usize>,
     failed_total: usize,
-    /// Extra failures an operator accepted by resuming a halted rollout.
-    wave_allowance: Vec<usize>,
-    total_allowance: usize,
+    /// Failed environments an operator accepted by resuming a halted rollout; they stop
+    /// counting against budgets only while they stay failed (a retry that fails again after
+    /// succeeding counts anew).
+    accepted: HashSet<usize>,
     max_failures: usize,
     current_wave: usize,
     queue: VecDeque<usize>,
     paused: bool,
     stop: Option<Stop>,
     wave_done_at: Option<Instant>,
-    in_flight_finished: usize,
+    /// Environment runs finished since an interrupt arrived.
+    finished_since_interrupt: usize,
+    /// Ctrl-C arrived while halting: end with the halt instead of waiting for a decision.
+    interrupt_requested: bool,
 }
 
 impl Engine {
@@ -178,14 +182,14 @@ impl Engine {
             approvals: vec![BTreeSet::new(); waves],
             failed_in_wave: vec![0; waves],
             failed_total: 0,
-            wave_allowance: vec![0; waves],
-            total_allowance: 0,
+            accepted: HashSet::new(),
             current_wave: 0,
             queue: VecDeque::new(),
             paused: false,
             stop: None,
             wave_done_at: None,
-            in_flight_finished: 0,
+            finished_since_interrupt: 0,
+            interrupt_requested: false,
         }
     }
 
@@ -199,8 +203,11 @@ impl Engine {
         });
         for w in 0..self.plan.waves.len() {
             self.current_wave = w;
-            if let Err(end) = self.pass_gate(w).await {
-                return end;
+            // A wave with no environments has nothing to guard: no approval, no soak.
+            if !self.plan.waves[w].envs.is_empty() {
+                if let Err(end) = self.pass_gate(w).await {
+                    return end;
+                }
             }
             if let Err(end) = self.run_wave(w).await {
                 return end;
@@ -311,7 +318,7 @@ impl Engine {
             }
             Some(Stop::Interrupt) => {
                 self.emit(EventKind::RolloutInterrupted {
-                    in_flight_finished: self.in_flight_finished,
+                    in_flight_finished: self.finished_since_interrupt,
                 });
                 Err(Outcome::Interrupted)
             }
@@ -344,6 +351,7 @@ impl Engine {
                 .filter(|i| self.status[i] == EnvStatus::Pending),
         );
         let mut running: JoinSet<(usize, Vec<StepState>)> = JoinSet::new();
+        let mut task_env: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut halt_reported = false;
         loop {
             while !self.paused && self.stop.is_none() && running.len() < self.max_parallel {
@@ -355,13 +363,14 @@ impl Engine {
                 }
                 self.set_status(i, EnvStatus::Running);
                 let wave_name: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
-                running.spawn(step::run_env(
+                let handle = running.spawn(step::run_env(
                     self.ctx.clone(),
                     i,
                     wave_name,
                     self.steps[&i].clone(),
                     self.state.subscribe(),
                 ));
+                task_env.insert(handle.id(), i);
             }
             if running.is_empty() {
                 match self.stop.clone() {
@@ -376,7 +385,10 @@ impl Engine {
                             halt_reported = true;
                         }
                         // Headless, or nobody left to decide: end here and say why.
-                        if self.on_hold == OnHold::Exit || !self.commands_open {
+                        if self.on_hold == OnHold::Exit
+                            || !self.commands_open
+                            || self.interrupt_requested
+                        {
                             return Err(Outcome::Halted {
                                 wave: name.to_string(),
                                 reason,
@@ -392,9 +404,18 @@ impl Engine {
                 }
             }
             tokio::select! {
-                joined = running.join_next(), if !running.is_empty() => {
-                    if let Some(Ok((i, steps))) = joined {
-                        self.finish_env(i, steps);
+                joined = running.join_next_with_id(), if !running.is_empty() => {
+                    match joined {
+                        Some(Ok((id, (i, steps)))) => {
+                            task_env.remove(&id);
+                            self.finish_env(i, steps);
+                        }
+                        Some(Err(e)) => {
+                            if let Some(i) = task_env.remove(&e.id()) {
+                                self.env_panicked(i);
+                            }
+                        }
+                        None => {}
                     }
                 }
                 cmd = self.commands.recv(), if self.commands_open => {
@@ -404,13 +425,9 @@ impl Engine {
                         halt_reported = false;
                     }
                 }
-                // Nothing running and no way to get a command: end instead of hanging.
-                _ = std::future::ready(()), if running.is_empty() && !self.commands_open => {
-                    if self.paused {
-                        self.stop.get_or_insert(Stop::Interrupt);
-                        self.paused = false;
-                    }
-                }
+                // Nothing running and no way to get a command: the checks above end the
+                // wave (a paused engine was interrupted when the channel closed).
+                _ = std::future::ready(()), if running.is_empty() && !self.commands_open => {}
             }
         }
         let count = |s: EnvStatus| {
@@ -455,7 +472,9 @@ impl Engine {
     }
 
     fn finish_env(&mut self, i: usize, steps: Vec<StepState>) {
-        self.in_flight_finished += 1;
+        if self.stop == Some(Stop::Interrupt) {
+            self.finished_since_interrupt += 1;
+        }
         let status = if steps
             .iter()
             .any(|s| matches!(s, StepState::Failed | StepState::Blocked))
@@ -470,27 +489,73 @@ impl Engine {
         };
         self.steps.insert(i, steps);
         self.set_status(i, status);
+        if status != EnvStatus::Failed {
+            self.accepted.remove(&i);
+        }
         if status == EnvStatus::Failed && self.stop.is_none() {
-            let w = self.wave_of[&i];
-            let wave = &self.plan.waves[w];
-            let wave_allowed = wave.allowed_failures + self.wave_allowance[w];
-            let total_allowed = self.max_failures + self.total_allowance;
-            let reason = if self.failed_in_wave[w] > wave_allowed {
-                Some(format!(
-                    "{} failed in wave `{}`, its budget ({}) allows {}",
-                    self.failed_in_wave[w], wave.name, wave.failure_budget, wave_allowed
-                ))
-            } else if self.failed_total > total_allowed {
-                Some(format!(
-                    "{} failed in the rollout, max_failures allows {}",
-                    self.failed_total, total_allowed
-                ))
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
+            if let Some(reason) = self.over_budget() {
                 self.stop = Some(Stop::Halt { reason });
                 self.state.send_replace(RunState::Stopping);
+            }
+        }
+    }
+
+    /// A task running environment `i` panicked: its outcome is unknown, so it counts as
+    /// failed (never silently lost, never retried in a loop).
+    fn env_panicked(&mut self, i: usize) {
+        let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+        self.emit(EventKind::StepFailed {
+            wave,
+            env: self.ctx.intent.environments[i].name.clone(),
+            service: String::new(),
+            error: "internal error: the task running this environment panicked".into(),
+            class: crate::drivers::ErrorClass::Permanent,
+            attempts: 0,
+        });
+        if let Some(steps) = self.steps.get_mut(&i) {
+            for s in steps.iter_mut().filter(|s| **s == StepState::Pending) {
+                *s = StepState::Failed;
+            }
+        }
+        let steps = self.steps.get(&i).cloned().unwrap_or_default();
+        self.finish_env(i, steps);
+    }
+
+    /// Why the failures so far exceed a budget, if they do. Accepted failures do not count.
+    fn over_budget(&self) -> Option<String> {
+        let mut accepted_in_wave = vec![0; self.plan.waves.len()];
+        let mut accepted_total = 0;
+        for i in &self.accepted {
+            if self.status.get(i) == Some(&EnvStatus::Failed) {
+                accepted_in_wave[self.wave_of[i]] += 1;
+                accepted_total += 1;
+            }
+        }
+        for (w, wave) in self.plan.waves.iter().enumerate() {
+            let failed = self.failed_in_wave[w] - accepted_in_wave[w];
+            if failed > wave.allowed_failures {
+                return Some(format!(
+                    "{failed} failed in wave `{}`, its budget ({}) allows {}",
+                    wave.name, wave.failure_budget, wave.allowed_failures
+                ));
+            }
+        }
+        let failed = self.failed_total - accepted_total;
+        (failed > self.max_failures).then(|| {
+            format!(
+                "{failed} failed in the rollout, max_failures allows {}",
+                self.max_failures
+            )
+        })
+    }
+
+    /// Clears a halt once retries or skips brought the failures back within budget.
+    fn clear_halt_if_within_budget(&mut self, by: &str) {
+        if let Some(Stop::Halt { .. }) = self.stop {
+            if self.over_budget().is_none() {
+                self.stop = None;
+                self.publish_state();
+                self.emit(EventKind::RolloutResumed { by: by.to_string() });
             }
         }
     }
@@ -516,6 +581,12 @@ impl Engine {
     fn on_command(&mut self, cmd: Option<Command>) {
         let Some(cmd) = cmd else {
             self.commands_open = false;
+            // Nobody can resume any more: stop rather than wait paused forever.
+            if self.paused {
+                self.paused = false;
+                self.stop.get_or_insert(Stop::Interrupt);
+                self.publish_state();
+            }
             return;
         };
         match &cmd {
@@ -562,10 +633,13 @@ impl Engine {
             Command::Resume { by } => {
                 if let Some(Stop::Halt { .. }) = self.stop {
                     // Resuming a halt is the operator accepting the failures so far.
-                    let w = self.current_wave;
-                    let wave_allowed = self.plan.waves[w].allowed_failures;
-                    self.wave_allowance[w] = self.failed_in_wave[w].saturating_sub(wave_allowed);
-                    self.total_allowance = self.failed_total.saturating_sub(self.max_failures);
+                    let failed: Vec<usize> = self
+                        .status
+                        .iter()
+                        .filter(|(_, s)| **s == EnvStatus::Failed)
+                        .map(|(i, _)| *i)
+                        .collect();
+                    self.accepted.extend(failed);
                     self.stop = None;
                 } else if !self.paused {
                     return self.reject(&cmd, "the rollout is not paused or halted");
@@ -580,13 +654,16 @@ impl Engine {
                 self.publish_state();
             }
             Command::Interrupt => {
-                if !matches!(self.stop, Some(Stop::Abort { .. })) {
+                // An abort or a halt already stops new work and says more than "interrupted".
+                self.interrupt_requested = true;
+                if self.stop.is_none() {
                     self.stop = Some(Stop::Interrupt);
+                    self.finished_since_interrupt = 0;
                 }
                 self.paused = false;
                 self.publish_state();
             }
-            Command::Retry { envs, by: _ } => {
+            Command::Retry { envs, by } => {
                 let failed: Vec<usize> = if envs.is_empty() {
                     let mut f: Vec<usize> = self
                         .status
@@ -623,14 +700,15 @@ impl Engine {
                         }
                     }
                     self.set_status(i, EnvStatus::Pending);
+                    self.accepted.remove(&i);
                     self.queue.push_back(i);
+                    self.emit(EventKind::EnvRetried {
+                        wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                        env: self.ctx.intent.environments[i].name.clone(),
+                        by: by.clone(),
+                    });
                 }
-                if let Some(Stop::Halt { .. }) = self.stop {
-                    if !self.over_budget() {
-                        self.stop = None;
-                        self.publish_state();
-                    }
-                }
+                self.clear_halt_if_within_budget(by);
             }
             Command::Skip { env, reason, by } => {
                 let Some(&i) = self.env_index.get(env) else {
@@ -660,19 +738,8 @@ impl Engine {
                     reason: reason.clone(),
                     by: by.clone(),
                 });
-                if let Some(Stop::Halt { .. }) = self.stop {
-                    if !self.over_budget() {
-                        self.stop = None;
-                        self.publish_state();
-                    }
-                }
+                self.clear_halt_if_within_budget(by);
             }
         }
-    }
-
-    fn over_budget(&self) -> bool {
-        let w = self.current_wave;
-        self.failed_in_wave[w] > self.plan.waves[w].allowed_failures + self.wave_allowance[w]
-            || self.failed_total > self.max_failures + self.total_allowance
     }
 }

@@ -86,6 +86,7 @@ pub async fn run_env(
     let n = steps.len();
     let mut started = vec![false; n];
     let mut running: JoinSet<(usize, StepState)> = JoinSet::new();
+    let mut task_step = std::collections::HashMap::new();
     let mut stopping = false;
     loop {
         // Block the dependents of failures, transitively, before starting anything.
@@ -136,13 +137,14 @@ pub async fn run_env(
             let ctx = ctx.clone();
             let wave = wave.clone();
             let st = state.clone();
-            running.spawn(async move {
+            let handle = running.spawn(async move {
                 let r = run_step(&ctx, env, &wave, req, st).await;
                 (s, r)
             });
+            task_step.insert(handle.id(), s);
         }
-        match running.join_next().await {
-            Some(Ok((s, r))) => {
+        match running.join_next_with_id().await {
+            Some(Ok((_, (s, r)))) => {
                 steps[s] = r;
                 if r == StepState::Pending {
                     // Interrupted between retries: it may be started again later.
@@ -150,11 +152,19 @@ pub async fn run_env(
                     stopping = true;
                 }
             }
-            // A step task panicked: the step's outcome is unknown, so count it failed rather
-            // than lose the environment.
-            Some(Err(_)) => {
-                if let Some(s) = (0..n).find(|&s| started[s] && steps[s] == StepState::Pending) {
+            // A step task panicked (a driver bug): its outcome is unknown, so it counts as
+            // failed rather than being lost or retried in a loop.
+            Some(Err(e)) => {
+                if let Some(&s) = task_step.get(&e.id()) {
                     steps[s] = StepState::Failed;
+                    ctx.emit(EventKind::StepFailed {
+                        wave: wave.to_string(),
+                        env: environment.name.clone(),
+                        service: intent.services[s].name.clone(),
+                        error: "internal error: the driver call panicked".into(),
+                        class: ErrorClass::Permanent,
+                        attempts: 0,
+                    });
                 }
             }
             None => break,
@@ -241,9 +251,13 @@ async fn run_step(
             class: error.class,
             delay_ms: delay.as_millis() as u64,
         });
-        tokio::time::sleep(delay).await;
+        // A stop (halt, abort, Ctrl-C) cuts the wait short instead of sitting out the backoff.
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = state.wait_for(|s| *s == RunState::Stopping) => true,
+        };
         // A retry is a new start: a pause holds it, a stop abandons it.
-        if !may_start(&mut state).await {
+        if stopped || !may_start(&mut state).await {
             return StepState::Pending;
         }
         attempt += 1;

@@ -40,7 +40,7 @@ impl Diagnostic {
     ) -> Self {
         let (line, col, text) = locate(source, span.start);
         let width = source
-            .get(span.clone())
+            .get(span.start.min(source.len())..span.end.min(source.len()))
             .map(|s| s.lines().next().unwrap_or("").chars().count())
             .unwrap_or(1)
             .max(1);
@@ -102,15 +102,19 @@ impl Diagnostic {
 
 /// 1-based line and column (in characters) of byte `offset`, and the text of that line.
 pub fn locate(source: &str, offset: usize) -> (usize, usize, &str) {
-    let offset = offset.min(source.len());
-    let before = source.get(..offset).unwrap_or(source);
+    let mut offset = offset.min(source.len());
+    // An offset inside a multi-byte character points at that character.
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let line_end = source[line_start..]
         .find('\n')
         .map(|i| line_start + i)
         .unwrap_or(source.len());
     let line = before.matches('\n').count() + 1;
-    let col = source[line_start..offset].chars().count() + 1;
+    let col = before[line_start..].chars().count() + 1;
     (
         line,
         col,
@@ -154,6 +158,15 @@ mod tests {
         let src = "a = 1\nbé = \"x\"\n";
         let offset = src.find("\"x\"").unwrap();
         assert_eq!(locate(src, offset), (2, 6, "bé = \"x\""));
+    }
+
+    #[test]
+    fn an_offset_inside_a_multibyte_character_does_not_panic() {
+        let src = "select = \"\u{a0},\"\n";
+        let inside = src.find('\u{a0}').unwrap() + 1;
+        assert_eq!(locate(src, inside).0, 1);
+        let d = Diagnostic::error("f.toml", src, inside..inside + 1, "bad");
+        assert!(d.to_string().contains("--> f.toml:1:11"), "{d}");
     }
 
     #[test]

@@ -132,9 +132,11 @@ impl Checker {
         let driver = self.driver(ff, fleet.driver.as_ref());
         let strategy = self.strategy(ff, fleet.strategy.as_ref(), &environments);
         let policy = self.policy(ff, fleet.policy.as_ref());
-        if fleet.fleet.name.get_ref().trim().is_empty() {
-            self.error(ff, fleet.fleet.name.span(), "the fleet name is empty")
-                .help = Some("give the fleet a name, e.g. name = \"acme-cloud\"".into());
+        if !valid_name(fleet.fleet.name.get_ref()) {
+            // The name also names the fleet's state file, so it must be a safe file name.
+            let msg = format!("`{}` is not a valid fleet name", fleet.fleet.name.get_ref());
+            self.error(ff, fleet.fleet.name.span(), msg).help =
+                Some(format!("{NAME_HELP}, e.g. name = \"acme-cloud\""));
         }
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
@@ -295,7 +297,12 @@ impl Checker {
             strategy.max_parallel = (*mp.get_ref()).max(1) as usize;
         }
         if let Some(r) = d.retries {
-            strategy.retries = r;
+            if r > MAX_RETRIES {
+                self.diags.push(Diagnostic::file(Severity::Error, f.path, format!("retries = {r} is more than {MAX_RETRIES}"))
+                    .with_help("a step that fails this often needs a fix, not more retries; use at most 10 or so"));
+                ok = false;
+            }
+            strategy.retries = r.min(MAX_RETRIES);
         }
         if let Some(b) = &d.backoff {
             strategy.backoff = self.duration(f, b).unwrap_or_else(|| {
@@ -320,12 +327,11 @@ impl Checker {
             }
         }
         if d.wave.is_empty() {
-            self.warn(
-                f,
-                def.span(),
-                "[strategy] defines no waves; every environment goes to one final wave `remaining`",
-            )
-            .help = Some("add [[strategy.wave]] tables, starting with a small canary".into());
+            // Keeping the default waves is the safe reading of "every key optional": a
+            // strategy that only tunes retries must not roll out to the whole fleet at once.
+            self.warn(f, def.span(), "[strategy] defines no waves; using the default waves (one canary behind approval, 10%, 50%, the rest)")
+                .help = Some("add [[strategy.wave]] tables to choose your own".into());
+            return ok.then_some(strategy);
         }
         let mut waves = Vec::new();
         let mut names: BTreeMap<&str, ()> = BTreeMap::new();
@@ -643,9 +649,17 @@ impl Checker {
         match Selector::parse(s.get_ref()) {
             Ok(sel) => Some(sel),
             Err(e) => {
-                // +1 skips the opening quote; exact for strings without escapes.
-                let at = s.span().start + 1 + e.offset;
-                let d = self.error(f, at..at + 1, format!("invalid selector: {}", e.message));
+                // Point inside the string when its source text is the value itself (no
+                // escapes, one-quote delimiters); otherwise at the whole string.
+                let span = s.span();
+                let inner = f.text.get(span.start + 1..span.end.saturating_sub(1));
+                let at = if inner == Some(s.get_ref().as_str()) {
+                    let start = span.start + 1 + e.offset;
+                    start..start + 1
+                } else {
+                    span
+                };
+                let d = self.error(f, at, format!("invalid selector: {}", e.message));
                 d.help = Some(e.help.unwrap_or_else(|| {
                     "selectors look like `ring=canary`, `region in (eu-west, us-east)`, `tier!=free`, `*`".into()
                 }));
@@ -656,6 +670,17 @@ impl Checker {
 
     fn duration(&mut self, f: File, s: &Spanned<String>) -> Option<Duration> {
         match humantime::parse_duration(s.get_ref().trim()) {
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    f,
+                    s.span(),
+                    format!("duration `{}` is longer than 30 days", s.get_ref()),
+                )
+                .help = Some(
+                    "soaks, backoffs and timeouts are minutes to hours; use at most \"30d\"".into(),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(e) => {
                 self.error(
@@ -714,7 +739,9 @@ pub fn default_strategy(fleet_size: usize) -> Strategy {
         retries: 2,
         backoff: Duration::from_secs(2),
         step_timeout: Duration::from_secs(300),
-        max_failures: Amount::Count(0),
+        // Wave budgets (0 by default) are what stop a bad release; the rollout-wide budget
+        // only adds a limit when set.
+        max_failures: Amount::Percent(100.0),
         waves: vec![
             wave("canary", Gate::Approval { approvers: 1 }, Amount::Count(1)),
             wave("ten-percent", Gate::Auto, share(0.10)),
@@ -723,6 +750,10 @@ pub fn default_strategy(fleet_size: usize) -> Strategy {
         defaulted: true,
     }
 }
+
+/// Upper bounds that keep arithmetic on user-given values far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+const MAX_RETRIES: u32 = 100;
 
 const NAME_HELP: &str =
     "names use letters, digits, `-`, `_` and `.`, and start with a letter or digit";
@@ -1026,6 +1057,53 @@ mod tests {
         ]);
         assert_eq!(d[0].file, "environments/x.toml");
         assert!(d[0].line >= 1 && d[0].col >= 1);
+    }
+
+    #[test]
+    fn a_strategy_without_waves_keeps_the_safe_default_waves() {
+        let fleet = format!("{FLEET}[strategy]\nretries = 5\n");
+        let (intent, warnings) = parse(
+            rev(),
+            &files(&[("flotilla.toml", &fleet), ("releases/1.toml", RELEASE)]),
+        )
+        .unwrap();
+        assert_eq!(intent.strategy.retries, 5);
+        assert_eq!(intent.strategy.waves[0].name, "canary");
+        assert_eq!(
+            intent.strategy.waves[0].gate,
+            Gate::Approval { approvers: 1 }
+        );
+        assert!(warnings.iter().any(|w| w.message.contains("default waves")));
+    }
+
+    #[test]
+    fn absurd_numbers_and_unsafe_names_are_errors_not_panics() {
+        let fleet =
+            format!("{FLEET}[strategy]\nretries = 4000000000\nbackoff = \"500000000000y\"\n")
+                .replace("name = \"t\"", "name = \"../x\"");
+        let msgs: Vec<String> = errors(&[("flotilla.toml", &fleet)])
+            .into_iter()
+            .map(|d| d.message)
+            .collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("not a valid fleet name")),
+            "{msgs:?}"
+        );
+        assert!(msgs.iter().any(|m| m.contains("retries")), "{msgs:?}");
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("longer than 30 days") || m.contains("invalid duration")),
+            "{msgs:?}"
+        );
+    }
+
+    #[test]
+    fn a_selector_with_escapes_points_at_the_whole_string() {
+        let fleet = format!(
+            "{FLEET}[strategy]\n[[strategy.wave]]\nname = \"c\"\nselect = \"\\t\u{a0},\"\n"
+        );
+        let d = errors(&[("flotilla.toml", &fleet)]);
+        assert_eq!((d[0].line, d[0].col), (11, 10), "{:?}", d[0]);
     }
 
     #[test]

@@ -113,7 +113,10 @@ impl Amount {
     pub fn take(&self, total: usize) -> usize {
         let n = match *self {
             Amount::Count(n) => n as usize,
-            Amount::Percent(p) => ((p / 100.0) * total as f64 - 1e-9).ceil().max(1.0) as usize,
+            Amount::Percent(p) if p > 0.0 => {
+                ((p / 100.0) * total as f64 - 1e-9).ceil().max(1.0) as usize
+            }
+            Amount::Percent(_) => 0,
         };
         n.min(total)
     }
