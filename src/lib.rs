@@ -11,3 +11,4 @@ pub mod hash;
 pub mod intent;
 pub mod plan;
 pub mod selector;
+pub mod store;

@@ -155,8 +155,11 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             commit,
             waves,
             envs,
+            resumed,
+            ..
         } => format!(
-            "rollout of {release} started ({envs} environments in {waves} waves, intent {})",
+            "rollout of {release} {} ({envs} environments in {waves} waves, intent {})",
+            if *resumed { "resumed" } else { "started" },
             &commit[..7.min(commit.len())]
         ),
         EventKind::WaveStarted {
@@ -240,6 +243,12 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             format!("{command} refused: {reason}")
         }
         EventKind::DriftDetected { env, service } => format!("drift in {env}/{service}"),
+        EventKind::StepRecovered { env, service, .. } => {
+            format!("  {env}/{service} was applied before the restart; not applied again")
+        }
+        EventKind::LeaseTakenOver { by, from } => {
+            format!("{by} took over the engine lease from {from}, which stopped answering")
+        }
         EventKind::StepStarted { .. } | EventKind::StepSucceeded { .. } => return None,
     })
 }

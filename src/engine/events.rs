@@ -34,6 +34,14 @@ pub enum EventKind {
         commit: String,
         waves: usize,
         envs: usize,
+        /// Wave names in order, so views can show waves that have not started yet.
+        #[serde(default)]
+        wave_names: Vec<String>,
+        #[serde(default)]
+        services: Vec<String>,
+        /// True when this continues an unfinished rollout from the journal.
+        #[serde(default)]
+        resumed: bool,
     },
     WaveStarted {
         wave: String,
@@ -52,11 +60,16 @@ pub enum EventKind {
         approvals: usize,
         needed: usize,
     },
+    /// Also the write-ahead record of the intent to apply: it is durable before the apply.
     StepStarted {
         wave: String,
         env: String,
         service: String,
         attempt: u32,
+        #[serde(default)]
+        version: String,
+        #[serde(default)]
+        revision: String,
     },
     StepRetrying {
         wave: String,
@@ -72,6 +85,18 @@ pub enum EventKind {
         env: String,
         service: String,
         attempts: u32,
+        #[serde(default)]
+        version: String,
+        #[serde(default)]
+        revision: String,
+    },
+    /// A step in flight at a crash was found applied when the rollout resumed.
+    StepRecovered {
+        wave: String,
+        env: String,
+        service: String,
+        version: String,
+        revision: String,
     },
     StepFailed {
         wave: String,
@@ -138,6 +163,11 @@ pub enum EventKind {
         env: String,
         service: String,
     },
+    /// An engine took over the lease of one whose holder stopped answering.
+    LeaseTakenOver {
+        by: String,
+        from: String,
+    },
 }
 
 impl EventKind {
@@ -151,6 +181,7 @@ impl EventKind {
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepRetrying { .. } => "step_retrying",
             EventKind::StepSucceeded { .. } => "step_succeeded",
+            EventKind::StepRecovered { .. } => "step_recovered",
             EventKind::StepFailed { .. } => "step_failed",
             EventKind::StepBlocked { .. } => "step_blocked",
             EventKind::EnvRetried { .. } => "env_retried",
@@ -164,6 +195,7 @@ impl EventKind {
             EventKind::RolloutCompleted { .. } => "rollout_completed",
             EventKind::CommandRejected { .. } => "command_rejected",
             EventKind::DriftDetected { .. } => "drift_detected",
+            EventKind::LeaseTakenOver { .. } => "lease_taken_over",
         }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod clock;
 pub mod events;
+pub mod fold;
 pub mod preflight;
+pub mod sink;
 pub mod step;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -15,6 +17,8 @@ use tokio::time::Instant;
 
 pub use clock::{Clock, TokioClock};
 pub use events::{Command, Event, EventKind};
+pub use fold::RolloutView;
+pub use sink::{EventSink, SinkFuture};
 use step::{RunState, StepContext, StepState};
 
 use crate::drivers::Driver;
@@ -107,6 +111,12 @@ pub struct Engine {
     finished_since_interrupt: usize,
     /// Ctrl-C arrived while halting: end with the halt instead of waiting for a decision.
     interrupt_requested: bool,
+    /// Set when continuing a rollout from its journal.
+    resumed: bool,
+    completed_waves: HashSet<usize>,
+    gates_passed: HashSet<usize>,
+    /// Steps that were in flight at a crash: (env, service, revision), to observe first.
+    recover: Vec<(usize, usize, String)>,
 }
 
 impl Engine {
@@ -116,10 +126,11 @@ impl Engine {
         plan: Plan,
         driver: Arc<dyn Driver>,
         clock: Arc<dyn Clock>,
-        events: mpsc::UnboundedSender<Event>,
+        events: impl EventSink + 'static,
         commands: mpsc::UnboundedReceiver<Command>,
         on_hold: OnHold,
     ) -> Self {
+        let events: Arc<dyn EventSink> = Arc::new(events);
         let release = intent
             .releases
             .iter()
@@ -190,6 +201,90 @@ impl Engine {
             wave_done_at: None,
             finished_since_interrupt: 0,
             interrupt_requested: false,
+            resumed: false,
+            completed_waves: HashSet::new(),
+            gates_passed: HashSet::new(),
+            recover: Vec::new(),
+        }
+    }
+
+    /// Continues the rollout that `view` (a fold of its journal) describes: succeeded steps
+    /// are not redone, approvals and skips stand, waves already done are not run again, and
+    /// steps that were in flight are observed before anything else happens. Failed steps are
+    /// tried again: restarting a rollout is the operator's decision to retry.
+    pub fn resume(mut self, view: &RolloutView) -> Self {
+        self.resumed = true;
+        let intent = self.ctx.intent.clone();
+        let service_index = |name: &str| intent.services.iter().position(|s| s.name == name);
+        for ((env, service), (state, revision, _)) in &view.steps {
+            let (Some(&i), Some(s)) = (self.env_index.get(env), service_index(service)) else {
+                continue;
+            };
+            let Some(steps) = self.steps.get_mut(&i) else {
+                continue;
+            };
+            match state {
+                fold::StepView::Succeeded => steps[s] = StepState::Succeeded,
+                fold::StepView::Running => self.recover.push((i, s, revision.clone())),
+                _ => {}
+            }
+        }
+        let done: Vec<usize> = self
+            .steps
+            .iter()
+            .filter(|(_, s)| s.iter().all(|x| *x == StepState::Succeeded))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in done {
+            self.set_status(i, EnvStatus::Succeeded);
+        }
+        for env in view.skipped.keys() {
+            if let Some(&i) = self.env_index.get(env) {
+                self.set_status(i, EnvStatus::Skipped);
+            }
+        }
+        for (w, wave) in self.plan.waves.iter().enumerate() {
+            let Some(seen) = view.waves.iter().find(|v| v.name == wave.name) else {
+                continue;
+            };
+            self.approvals[w].extend(seen.approvals.iter().cloned());
+            if seen.started {
+                self.gates_passed.insert(w);
+            }
+            if seen.completed {
+                self.completed_waves.insert(w);
+            }
+        }
+        self
+    }
+
+    /// Steps in flight at the crash: done if the environment already runs their revision.
+    async fn recover_in_flight(&mut self) {
+        for (i, s, revision) in std::mem::take(&mut self.recover) {
+            let env = &self.ctx.intent.environments[i];
+            let service = self.ctx.intent.services[s].name.clone();
+            let live = match self.ctx.driver.observe(env).await {
+                Ok(live) => live,
+                // Cannot tell: leave it pending, so it is applied again (idempotent).
+                Err(_) => continue,
+            };
+            let Some(svc) = live.get(&service).filter(|l| l.revision == revision) else {
+                continue;
+            };
+            let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+            self.emit(EventKind::StepRecovered {
+                wave,
+                env: env.name.clone(),
+                service,
+                version: svc.version.clone(),
+                revision,
+            });
+            if let Some(steps) = self.steps.get_mut(&i) {
+                steps[s] = StepState::Succeeded;
+                if steps.iter().all(|x| *x == StepState::Succeeded) {
+                    self.set_status(i, EnvStatus::Succeeded);
+                }
+            }
         }
     }
 
@@ -200,11 +295,25 @@ impl Engine {
             commit: self.plan.revision.commit.clone(),
             waves: self.plan.waves.len(),
             envs: self.plan.env_count(),
+            wave_names: self.plan.waves.iter().map(|w| w.name.clone()).collect(),
+            services: self
+                .ctx
+                .intent
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            resumed: self.resumed,
         });
+        self.recover_in_flight().await;
         for w in 0..self.plan.waves.len() {
             self.current_wave = w;
-            // A wave with no environments has nothing to guard: no approval, no soak.
-            if !self.plan.waves[w].envs.is_empty() {
+            if self.completed_waves.contains(&w) && self.wave_has_no_work(w) {
+                continue;
+            }
+            // A wave with no environments has nothing to guard: no approval, no soak; and a
+            // gate passed before a restart stays passed.
+            if !self.plan.waves[w].envs.is_empty() && !self.gates_passed.contains(&w) {
                 if let Err(end) = self.pass_gate(w).await {
                     return end;
                 }
@@ -444,6 +553,16 @@ impl Engine {
         });
         self.wave_done_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// True when every environment of wave `w` is already done (succeeded or skipped).
+    fn wave_has_no_work(&self, w: usize) -> bool {
+        self.plan.waves[w].envs.iter().all(|e| {
+            self.env_index
+                .get(e)
+                .and_then(|i| self.status.get(i))
+                .is_some_and(|s| matches!(s, EnvStatus::Succeeded | EnvStatus::Skipped))
+        })
     }
 
     fn failed_envs(&self) -> Vec<String> {

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::clock::Clock;
 use super::events::{Event, EventKind};
+use super::sink::EventSink;
 use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health};
 use crate::hash::{stable_hash, unit};
 use crate::intent::{layers, Intent};
@@ -38,7 +39,7 @@ pub struct StepContext {
     pub release: usize,
     pub driver: Arc<dyn Driver>,
     pub clock: Arc<dyn Clock>,
-    pub events: mpsc::UnboundedSender<Event>,
+    pub events: Arc<dyn EventSink>,
     pub retries: u32,
     pub backoff: Duration,
     pub step_timeout: Duration,
@@ -49,8 +50,14 @@ pub struct StepContext {
 
 impl StepContext {
     pub fn emit(&self, kind: EventKind) {
-        // A closed receiver means nobody is watching any more; the rollout goes on regardless.
-        let _ = self.events.send(Event::new(self.clock.now(), kind));
+        self.events.emit(Event::new(self.clock.now(), kind));
+    }
+
+    /// Emits and waits until the event is durable; false when it could not be recorded.
+    pub async fn emit_durable(&self, kind: EventKind) -> bool {
+        self.events
+            .emit_durable(Event::new(self.clock.now(), kind))
+            .await
     }
 }
 
@@ -192,12 +199,30 @@ async fn run_step(
     let mut attempt = 1;
     loop {
         let (w, e, s) = ids();
-        ctx.emit(EventKind::StepStarted {
-            wave: w,
-            env: e,
-            service: s,
-            attempt,
-        });
+        let recorded = ctx
+            .emit_durable(EventKind::StepStarted {
+                wave: w,
+                env: e,
+                service: s,
+                attempt,
+                version: req.version.clone(),
+                revision: req.revision.clone(),
+            })
+            .await;
+        if !recorded {
+            // Without a durable record of the intent, applying could not be recovered
+            // safely after a crash: fail the step instead.
+            let (w, e, s) = ids();
+            ctx.emit(EventKind::StepFailed {
+                wave: w,
+                env: e,
+                service: s,
+                error: "the journal could not record the intent to apply; not applied".into(),
+                class: ErrorClass::Permanent,
+                attempts: attempt,
+            });
+            return StepState::Failed;
+        }
         let outcome = tokio::time::timeout(ctx.step_timeout, async {
             ctx.driver.apply(environment, &req).await?;
             match ctx.driver.health(environment, &req.service).await? {
@@ -223,6 +248,8 @@ async fn run_step(
                     env: e,
                     service: s,
                     attempts: attempt,
+                    version: req.version.clone(),
+                    revision: req.revision.clone(),
                 });
                 return StepState::Succeeded;
             }

@@ -1,0 +1,275 @@
+//! The state of a rollout as a fold over its events: what `status` prints, what a resumed
+//! engine starts from, and (later) what the console shows.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::events::{Event, EventKind};
+
+/// Where one step stands, as far as the journal knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepView {
+    Pending,
+    /// Started and not finished: in flight, or interrupted by a crash.
+    Running,
+    Succeeded,
+    Failed,
+    Blocked,
+}
+
+/// One wave as the journal tells it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WaveView {
+    pub name: String,
+    pub started: bool,
+    pub completed: bool,
+    /// What the gate waits for, while it waits.
+    pub waiting: Option<String>,
+    pub approvals: Vec<String>,
+    pub envs: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// The whole rollout as the journal tells it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RolloutView {
+    pub release: String,
+    pub commit: String,
+    /// running, waiting, paused, halted, completed, aborted or interrupted.
+    pub state: String,
+    pub halt_reason: Option<String>,
+    pub waves: Vec<WaveView>,
+    pub services: Vec<String>,
+    /// Per (env, service): state, revision of the last attempt, attempts.
+    #[serde(skip)]
+    pub steps: BTreeMap<(String, String), (StepView, String, u32)>,
+    /// The wave of every environment seen.
+    #[serde(skip)]
+    pub env_wave: BTreeMap<String, String>,
+    pub skipped: BTreeMap<String, String>,
+    pub last_event: Option<String>,
+    pub events: usize,
+}
+
+impl RolloutView {
+    /// Folds `events` (oldest first) into a view.
+    pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> RolloutView {
+        let mut v = RolloutView::default();
+        for e in events {
+            v.apply(e);
+        }
+        v
+    }
+
+    fn wave(&mut self, name: &str) -> &mut WaveView {
+        if let Some(i) = self.waves.iter().position(|w| w.name == name) {
+            return &mut self.waves[i];
+        }
+        self.waves.push(WaveView {
+            name: name.to_string(),
+            ..WaveView::default()
+        });
+        self.waves.last_mut().expect("just pushed")
+    }
+
+    fn step(&mut self, env: &str, service: &str) -> &mut (StepView, String, u32) {
+        self.steps
+            .entry((env.to_string(), service.to_string()))
+            .or_insert((StepView::Pending, String::new(), 0))
+    }
+
+    /// Folds one event in.
+    pub fn apply(&mut self, e: &Event) {
+        self.events += 1;
+        self.last_event = Some(e.ts.clone());
+        match &e.kind {
+            EventKind::RolloutStarted {
+                release,
+                commit,
+                wave_names,
+                services,
+                ..
+            } => {
+                self.release = release.clone();
+                self.commit = commit.clone();
+                self.services = services.clone();
+                self.state = "running".into();
+                self.halt_reason = None;
+                for w in wave_names {
+                    self.wave(w);
+                }
+            }
+            EventKind::WaveStarted { wave, envs, .. } => {
+                let w = self.wave(wave);
+                w.started = true;
+                w.waiting = None;
+                w.envs = *envs;
+                self.state = "running".into();
+            }
+            EventKind::GateWaiting { wave, reason } => {
+                self.wave(wave).waiting = Some(reason.clone());
+                self.state = "waiting".into();
+            }
+            EventKind::GateApproved { wave, by, .. } => {
+                let w = self.wave(wave);
+                if !w.approvals.contains(by) {
+                    w.approvals.push(by.clone());
+                }
+            }
+            EventKind::StepStarted {
+                wave,
+                env,
+                service,
+                attempt,
+                revision,
+                ..
+            } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                *self.step(env, service) = (StepView::Running, revision.clone(), *attempt);
+            }
+            EventKind::StepSucceeded { env, service, .. }
+            | EventKind::StepRecovered { env, service, .. } => {
+                self.step(env, service).0 = StepView::Succeeded;
+            }
+            EventKind::StepFailed { env, service, .. } => {
+                self.step(env, service).0 = StepView::Failed;
+            }
+            EventKind::StepBlocked {
+                wave, env, service, ..
+            } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                self.step(env, service).0 = StepView::Blocked;
+            }
+            EventKind::EnvRetried { env, .. } => {
+                for ((e, _), s) in self.steps.iter_mut() {
+                    if e == env && matches!(s.0, StepView::Failed | StepView::Blocked) {
+                        s.0 = StepView::Pending;
+                    }
+                }
+            }
+            EventKind::EnvSkipped {
+                wave, env, reason, ..
+            } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                self.skipped.insert(env.clone(), reason.clone());
+            }
+            EventKind::WaveCompleted {
+                wave,
+                succeeded,
+                failed,
+                skipped,
+            } => {
+                let w = self.wave(wave);
+                w.completed = true;
+                w.succeeded = *succeeded;
+                w.failed = *failed;
+                w.skipped = *skipped;
+            }
+            EventKind::RolloutPaused { .. } => self.state = "paused".into(),
+            EventKind::RolloutResumed { .. } => {
+                self.state = "running".into();
+                self.halt_reason = None;
+            }
+            EventKind::RolloutHalted { reason, .. } => {
+                self.state = "halted".into();
+                self.halt_reason = Some(reason.clone());
+            }
+            EventKind::RolloutAborted { .. } => self.state = "aborted".into(),
+            EventKind::RolloutInterrupted { .. } => self.state = "interrupted".into(),
+            EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
+            EventKind::StepRetrying { .. }
+            | EventKind::CommandRejected { .. }
+            | EventKind::DriftDetected { .. }
+            | EventKind::LeaseTakenOver { .. } => {}
+        }
+    }
+
+    /// Live counts for a wave that has not completed: (succeeded, failed, running) envs.
+    pub fn wave_progress(&self, wave: &str) -> (usize, usize, usize) {
+        let mut per_env: BTreeMap<&str, Vec<StepView>> = BTreeMap::new();
+        for ((env, _), (state, _, _)) in &self.steps {
+            if self.env_wave.get(env).map(String::as_str) == Some(wave) {
+                per_env.entry(env).or_default().push(*state);
+            }
+        }
+        let services = self.services.len().max(1);
+        let (mut ok, mut failed, mut running) = (0, 0, 0);
+        for states in per_env.values() {
+            if states
+                .iter()
+                .any(|s| matches!(s, StepView::Failed | StepView::Blocked))
+            {
+                failed += 1;
+            } else if states.len() == services && states.iter().all(|s| *s == StepView::Succeeded) {
+                ok += 1;
+            } else if states.contains(&StepView::Running) {
+                running += 1;
+            }
+        }
+        (ok, failed, running)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: EventKind) -> Event {
+        Event {
+            ts: "2026-11-02T00:00:00.000Z".into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn folding_tracks_steps_gates_and_state() {
+        let events = vec![
+            ev(EventKind::RolloutStarted {
+                release: "r".into(),
+                commit: "c".into(),
+                waves: 2,
+                envs: 2,
+                wave_names: vec!["canary".into(), "rest".into()],
+                services: vec!["api".into()],
+                resumed: false,
+            }),
+            ev(EventKind::GateWaiting {
+                wave: "canary".into(),
+                reason: "approval".into(),
+            }),
+            ev(EventKind::GateApproved {
+                wave: "canary".into(),
+                by: "alice".into(),
+                note: None,
+                approvals: 1,
+                needed: 1,
+            }),
+            ev(EventKind::WaveStarted {
+                wave: "canary".into(),
+                envs: 1,
+                allowed_failures: 0,
+            }),
+            ev(EventKind::StepStarted {
+                wave: "canary".into(),
+                env: "a".into(),
+                service: "api".into(),
+                attempt: 1,
+                version: "1".into(),
+                revision: "rev1".into(),
+            }),
+        ];
+        let v = RolloutView::fold(&events);
+        assert_eq!(v.state, "running");
+        assert_eq!(v.waves.len(), 2);
+        assert_eq!(v.waves[0].approvals, ["alice"]);
+        assert_eq!(
+            v.steps[&("a".to_string(), "api".to_string())],
+            (StepView::Running, "rev1".to_string(), 1)
+        );
+        assert_eq!(v.wave_progress("canary"), (0, 0, 1));
+    }
+}

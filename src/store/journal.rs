@@ -1,0 +1,425 @@
+//! The journal: every event, one row each, each row carrying a SHA-256 hash chained from the
+//! row before it, so an edited, inserted or deleted row is detected.
+//!
+//! Events are written by one writer thread in batches (one transaction per batch) and only
+//! passed on to views after their batch committed: nothing is visible before it is durable.
+
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{connect, StoreError};
+use crate::engine::{Event, EventKind, EventSink, SinkFuture};
+
+/// One journal row as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JournalRow {
+    pub seq: i64,
+    pub rollout: Option<i64>,
+    pub ts: String,
+    pub kind: String,
+    pub wave: Option<String>,
+    pub env: Option<String>,
+    pub service: Option<String>,
+    pub actor: Option<String>,
+    pub body: String,
+    pub hash: String,
+}
+
+impl JournalRow {
+    /// The event this row records, when this flotilla knows its kind.
+    pub fn event(&self) -> Option<Event> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+/// The hash of a row: its content and the previous row's hash.
+fn row_hash(
+    prev: &str,
+    seq: i64,
+    rollout: Option<i64>,
+    ts: &str,
+    kind: &str,
+    body: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        prev.as_bytes(),
+        seq.to_string().as_bytes(),
+        rollout
+            .map(|r| r.to_string())
+            .unwrap_or_default()
+            .as_bytes(),
+        ts.as_bytes(),
+        kind.as_bytes(),
+        body.as_bytes(),
+    ] {
+        h.update(part);
+        h.update(b"\n");
+    }
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text_field(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key).and_then(|x| x.as_str()).map(str::to_string)
+}
+
+/// Appends `events` of `rollout` in `tx`, continuing the hash chain, and updates the tables
+/// derived from them (history, last-applied) in the same transaction.
+pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Result<(), StoreError> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (mut seq, mut prev) = last.unwrap_or((0, String::new()));
+    let context: Option<(String, String)> = match rollout {
+        Some(id) => tx
+            .query_row(
+                "SELECT release, commit_id FROM rollouts WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?,
+        None => None,
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO journal (seq, rollout, ts, kind, wave, env, service, actor, body, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for event in events {
+        seq += 1;
+        let value = serde_json::to_value(event).unwrap_or_default();
+        let body = value.to_string();
+        let kind = event.kind.name();
+        let hash = row_hash(&prev, seq, rollout, &event.ts, kind, &body);
+        insert.execute(params![
+            seq,
+            rollout,
+            event.ts,
+            kind,
+            text_field(&value, "wave"),
+            text_field(&value, "env"),
+            text_field(&value, "service"),
+            text_field(&value, "by"),
+            body,
+            hash
+        ])?;
+        prev = hash;
+        derive(tx, rollout, context.as_ref(), event)?;
+    }
+    Ok(())
+}
+
+/// Keeps history and last-applied in step with the journal.
+fn derive(
+    tx: &Transaction,
+    rollout: Option<i64>,
+    context: Option<&(String, String)>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    match &event.kind {
+        EventKind::StepStarted { env, service, .. } => {
+            tx.prepare_cached(
+                "INSERT INTO history (env, service, attempts, successes) VALUES (?1, ?2, 1, 0)
+                 ON CONFLICT (env, service) DO UPDATE SET attempts = attempts + 1",
+            )?
+            .execute(params![env, service])?;
+        }
+        EventKind::StepSucceeded {
+            env,
+            service,
+            version,
+            revision,
+            ..
+        }
+        | EventKind::StepRecovered {
+            env,
+            service,
+            version,
+            revision,
+            ..
+        } => {
+            if matches!(event.kind, EventKind::StepSucceeded { .. }) {
+                tx.prepare_cached(
+                    "UPDATE history SET successes = successes + 1 WHERE env = ?1 AND service = ?2",
+                )?
+                .execute(params![env, service])?;
+            }
+            if let (Some(id), Some((release, commit))) = (rollout, context) {
+                tx.prepare_cached(
+                    "INSERT INTO last_applied (env, service, version, revision, release, commit_id, rollout, ts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (env, service) DO UPDATE SET version = ?3, revision = ?4,
+                       release = ?5, commit_id = ?6, rollout = ?7, ts = ?8",
+                )?
+                .execute(params![env, service, version, revision, release, commit, id, event.ts])?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Appends events outside a running engine (an abort from another terminal, a lease takeover).
+pub fn append_now(
+    conn: &mut Connection,
+    rollout: Option<i64>,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    append(&tx, rollout, events)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Journal rows, oldest first: of one rollout, or all.
+pub fn rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<JournalRow>, StoreError> {
+    let sql = "SELECT seq, rollout, ts, kind, wave, env, service, actor, body, hash FROM journal";
+    let mut stmt = match rollout {
+        Some(_) => conn.prepare(&format!("{sql} WHERE rollout = ?1 ORDER BY seq"))?,
+        None => conn.prepare(&format!("{sql} ORDER BY seq"))?,
+    };
+    let map = |r: &rusqlite::Row| {
+        Ok(JournalRow {
+            seq: r.get(0)?,
+            rollout: r.get(1)?,
+            ts: r.get(2)?,
+            kind: r.get(3)?,
+            wave: r.get(4)?,
+            env: r.get(5)?,
+            service: r.get(6)?,
+            actor: r.get(7)?,
+            body: r.get(8)?,
+            hash: r.get(9)?,
+        })
+    };
+    let rows = match rollout {
+        Some(id) => stmt
+            .query_map(params![id], map)?
+            .collect::<Result<Vec<_>, _>>()?,
+        None => stmt.query_map([], map)?.collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(rows)
+}
+
+/// The first row where the chain breaks, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub problem: String,
+}
+
+/// Recomputes the whole chain. `Ok(n)` is the number of rows verified.
+pub fn verify(conn: &Connection) -> Result<Result<usize, ChainBreak>, StoreError> {
+    let rows = rows(conn, None)?;
+    let mut prev = String::new();
+    for (expected_seq, row) in (1..).zip(rows.iter()) {
+        if row.seq != expected_seq {
+            return Ok(Err(ChainBreak {
+                seq: row.seq,
+                problem: if row.seq > expected_seq {
+                    format!("rows {expected_seq}..{} are missing (deleted)", row.seq - 1)
+                } else {
+                    "its sequence number is out of order (inserted)".into()
+                },
+            }));
+        }
+        let hash = row_hash(&prev, row.seq, row.rollout, &row.ts, &row.kind, &row.body);
+        if hash != row.hash {
+            return Ok(Err(ChainBreak {
+                seq: row.seq,
+                problem:
+                    "its hash does not match its contents (edited, or a row was inserted before it)"
+                        .into(),
+            }));
+        }
+        prev = hash;
+    }
+    Ok(Ok(rows.len()))
+}
+
+enum Msg {
+    Event(Event, Option<oneshot::Sender<bool>>),
+    Flush(oneshot::Sender<bool>),
+}
+
+/// The sending side of the journal writer; cheap to clone into the engine.
+#[derive(Clone)]
+pub struct Journal {
+    tx: std_mpsc::Sender<Msg>,
+}
+
+/// The writer thread; join it to learn whether every event was written.
+pub struct JournalThread {
+    handle: JoinHandle<Result<(), StoreError>>,
+}
+
+impl JournalThread {
+    pub fn join(self) -> Result<(), StoreError> {
+        self.handle.join().unwrap_or_else(|_| {
+            Err(StoreError::Open {
+                path: "journal".into(),
+                detail: "the journal writer panicked".into(),
+            })
+        })
+    }
+}
+
+/// Starts a writer for `rollout` in the database at `path`. Committed events are passed on
+/// to `downstream` (the printer, the console).
+pub fn spawn(
+    path: &Path,
+    rollout: i64,
+    downstream: mpsc::UnboundedSender<Event>,
+) -> Result<(Journal, JournalThread), StoreError> {
+    let mut conn = connect(path)?;
+    let (tx, rx) = std_mpsc::channel::<Msg>();
+    let handle = std::thread::Builder::new()
+        .name("flotilla-journal".into())
+        .spawn(move || -> Result<(), StoreError> {
+            let mut failure: Option<StoreError> = None;
+            while let Ok(first) = rx.recv() {
+                // Group commit: everything queued so far goes into one transaction.
+                let mut batch = vec![first];
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let events: Vec<Event> = batch
+                    .iter()
+                    .filter_map(|m| match m {
+                        Msg::Event(e, _) => Some(e.clone()),
+                        Msg::Flush(_) => None,
+                    })
+                    .collect();
+                let ok = failure.is_none()
+                    && match append_now(&mut conn, Some(rollout), &events) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            eprintln!("error: cannot write the journal: {e}; no further step will be applied");
+                            failure = Some(e);
+                            false
+                        }
+                    };
+                for m in batch {
+                    match m {
+                        Msg::Event(e, ack) => {
+                            if ok {
+                                let _ = downstream.send(e);
+                            }
+                            if let Some(ack) = ack {
+                                let _ = ack.send(ok);
+                            }
+                        }
+                        Msg::Flush(ack) => {
+                            let _ = ack.send(ok);
+                        }
+                    }
+                }
+            }
+            failure.map_or(Ok(()), Err)
+        })
+        .map_err(|e| StoreError::Open {
+            path: path.into(),
+            detail: format!("cannot start the journal writer: {e}"),
+        })?;
+    Ok((Journal { tx }, JournalThread { handle }))
+}
+
+impl Journal {
+    /// Waits until everything sent so far is committed; false if the journal failed.
+    pub async fn flush(&self) -> bool {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Flush(ack)).is_err() {
+            return false;
+        }
+        done.await.unwrap_or(false)
+    }
+}
+
+impl EventSink for Journal {
+    fn emit(&self, event: Event) {
+        let _ = self.tx.send(Msg::Event(event, None));
+    }
+
+    fn emit_durable(&self, event: Event) -> SinkFuture<'_> {
+        let (ack, done) = oneshot::channel();
+        let sent = self.tx.send(Msg::Event(event, Some(ack))).is_ok();
+        Box::pin(async move { sent && done.await.unwrap_or(false) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn event(n: u32) -> Event {
+        Event {
+            ts: format!("2026-11-02T00:00:{n:02}.000Z"),
+            kind: EventKind::RolloutPaused {
+                by: format!("user{n}"),
+            },
+        }
+    }
+
+    #[test]
+    fn the_chain_detects_an_edited_a_deleted_and_an_inserted_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, "f").unwrap();
+        let events: Vec<Event> = (0..5).map(event).collect();
+        append_now(&mut store.conn(), None, &events).unwrap();
+        assert_eq!(verify(&store.conn()).unwrap(), Ok(5));
+
+        let conn = store.conn();
+        conn.execute(
+            "UPDATE journal SET body = replace(body, 'user2', 'mallory') WHERE seq = 3",
+            [],
+        )
+        .unwrap();
+        assert_eq!(verify(&conn).unwrap().unwrap_err().seq, 3);
+        conn.execute(
+            "UPDATE journal SET body = replace(body, 'mallory', 'user2') WHERE seq = 3",
+            [],
+        )
+        .unwrap();
+        assert_eq!(verify(&conn).unwrap(), Ok(5));
+
+        conn.execute("DELETE FROM journal WHERE seq = 2", [])
+            .unwrap();
+        let broken = verify(&conn).unwrap().unwrap_err();
+        assert_eq!(broken.seq, 3);
+        assert!(broken.problem.contains("missing"), "{broken:?}");
+    }
+
+    #[tokio::test]
+    async fn the_writer_passes_events_on_only_after_committing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let (down_tx, mut down_rx) = mpsc::unbounded_channel();
+        let (journal, thread) = spawn(&path, id, down_tx).unwrap();
+        assert!(journal.emit_durable(event(1)).await);
+        // Once acknowledged, the row is there for any other connection to read.
+        let other = connect(&path).unwrap();
+        assert_eq!(rows(&other, Some(id)).unwrap().len(), 1);
+        assert_eq!(down_rx.recv().await.unwrap(), event(1));
+        journal.emit(event(2));
+        assert!(journal.flush().await);
+        drop(journal);
+        thread.join().unwrap();
+        assert_eq!(verify(&other).unwrap(), Ok(2));
+    }
+}

@@ -1,0 +1,531 @@
+//! The state store: one SQLite database per fleet holding the hash-chained journal of every
+//! event, the rollouts, queued commands from other terminals, the engine lease, last-applied
+//! state, per-step history and the simulated fleet's live state.
+//!
+//! The journal is the truth: every other view is a fold over it.
+
+pub mod journal;
+pub mod lease;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+/// The schema this flotilla writes. Each entry of [`MIGRATIONS`] moves one version up.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    r#"
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY,
+        release TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        started TEXT NOT NULL,
+        started_by TEXT NOT NULL,
+        status TEXT NOT NULL,
+        ended TEXT
+    );
+    CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY,
+        rollout INTEGER,
+        ts TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        wave TEXT,
+        env TEXT,
+        service TEXT,
+        actor TEXT,
+        body TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX journal_by_rollout ON journal (rollout, seq);
+    CREATE TABLE commands (
+        id INTEGER PRIMARY KEY,
+        rollout INTEGER NOT NULL,
+        ts TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        origin TEXT,
+        body TEXT NOT NULL,
+        taken INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        rollout INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL,
+        acquired TEXT NOT NULL
+    );
+    CREATE TABLE last_applied (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        release TEXT NOT NULL,
+        commit_id TEXT NOT NULL,
+        rollout INTEGER NOT NULL,
+        ts TEXT NOT NULL,
+        PRIMARY KEY (env, service)
+    );
+    CREATE TABLE history (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        PRIMARY KEY (env, service)
+    );
+    CREATE TABLE sim_live (
+        env TEXT NOT NULL,
+        service TEXT NOT NULL,
+        version TEXT NOT NULL,
+        config TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        applies INTEGER NOT NULL,
+        PRIMARY KEY (env, service)
+    );
+    "#,
+];
+
+/// Why the store could not be used. Nothing is ever overwritten on these errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the state database {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("{path} is not a flotilla state database or is corrupt ({detail}); it was left untouched: move it aside or pass another --state")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("the state database {path} was written by a newer flotilla (schema {found}, this one knows up to {SCHEMA_VERSION}); it was left untouched: upgrade flotilla")]
+    Newer { path: PathBuf, found: i64 },
+    #[error("the state database {path} belongs to fleet `{found}`, not `{expected}`; pass the right --state")]
+    OtherFleet {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("state database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// A rollout as recorded in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub id: i64,
+    pub release: String,
+    pub commit: String,
+    pub started: String,
+    pub started_by: String,
+    pub status: String,
+    pub ended: Option<String>,
+}
+
+impl RolloutRecord {
+    /// Finished rollouts are done with; anything else may be resumed.
+    pub fn finished(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "aborted")
+    }
+}
+
+/// The state database of one fleet.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for fleet `fleet`, migrating an older
+    /// schema. A newer schema, a foreign fleet or a file that is not SQLite is refused.
+    pub fn open(path: &Path, fleet: &str) -> Result<Store, StoreError> {
+        let conn = connect(path)?;
+        let store = Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        store.claim_fleet(fleet)?;
+        Ok(store)
+    }
+
+    /// Opens an existing database without knowing the fleet (steering and audit commands).
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.into(),
+                detail: "no such file; has a rollout been started with this --state?".into(),
+            });
+        }
+        let store = Store {
+            path: path.to_path_buf(),
+            conn: Mutex::new(connect(path)?),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for the store's own modules. A poisoned lock is still usable: every
+    /// change happens in a transaction that rolled back on the panic.
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.corrupt(e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            let tx = conn.transaction()?;
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(sql).map_err(|e| self.corrupt(e))?;
+                tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            }
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn claim_fleet(&self, fleet: &str) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let found: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'fleet'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match found {
+            Some(f) if f != fleet => Err(StoreError::OtherFleet {
+                path: self.path.clone(),
+                found: f,
+                expected: fleet.into(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('fleet', ?1)",
+                    params![fleet],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    fn corrupt(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The newest rollout, finished or not.
+    pub fn latest_rollout(&self) -> Result<Option<RolloutRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, release, commit_id, started, started_by, status, ended
+                 FROM rollouts ORDER BY id DESC LIMIT 1",
+                [],
+                rollout_row,
+            )
+            .optional()?)
+    }
+
+    /// The rollout that has not finished, if any (there is at most one).
+    pub fn unfinished_rollout(&self) -> Result<Option<RolloutRecord>, StoreError> {
+        Ok(self.latest_rollout()?.filter(|r| !r.finished()))
+    }
+
+    pub fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, release, commit_id, started, started_by, status, ended
+                 FROM rollouts WHERE id = ?1",
+                params![id],
+                rollout_row,
+            )
+            .optional()?)
+    }
+
+    /// Records a new rollout and returns its id.
+    pub fn start_rollout(
+        &self,
+        release: &str,
+        commit: &str,
+        started: &str,
+        by: &str,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO rollouts (release, commit_id, started, started_by, status)
+             VALUES (?1, ?2, ?3, ?4, 'running')",
+            params![release, commit, started, by],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Sets a rollout's status (the journal writer does this on terminal events).
+    pub fn set_status(
+        &self,
+        rollout: i64,
+        status: &str,
+        ended: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE rollouts SET status = ?2, ended = ?3 WHERE id = ?1",
+            params![rollout, status, ended],
+        )?;
+        Ok(())
+    }
+
+    /// Queues a command for the engine running `rollout`; returns its id.
+    pub fn queue_command(
+        &self,
+        rollout: i64,
+        ts: &str,
+        actor: &str,
+        origin: Option<&str>,
+        body: &StoredCommand,
+    ) -> Result<i64, StoreError> {
+        let body = serde_json::to_string(body).unwrap_or_default();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO commands (rollout, ts, actor, origin, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![rollout, ts, actor, origin, body],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Takes the commands queued for `rollout` that no engine took yet, oldest first.
+    pub fn take_commands(&self, rollout: i64) -> Result<Vec<QueuedCommand>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rows: Vec<QueuedCommand> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, actor, origin, body FROM commands
+                 WHERE rollout = ?1 AND taken = 0 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![rollout], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, actor, origin, body) = row?;
+                // A command we cannot read (a newer flotilla wrote it) is skipped, not fatal.
+                if let Ok(command) = serde_json::from_str(&body) {
+                    out.push(QueuedCommand {
+                        id,
+                        actor,
+                        origin,
+                        command,
+                    });
+                }
+            }
+            out
+        };
+        tx.execute(
+            "UPDATE commands SET taken = 1 WHERE rollout = ?1 AND taken = 0",
+            params![rollout],
+        )?;
+        tx.commit()?;
+        Ok(rows)
+    }
+
+    /// Whether an engine took command `id`.
+    pub fn command_taken(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT taken FROM commands WHERE id = ?1",
+            params![id],
+            |r| r.get::<_, i64>(0),
+        )? != 0)
+    }
+
+    /// Attempts and successes per (env, service) over every rollout.
+    pub fn history(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT env, service, attempts, successes FROM history")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn rollout_row(r: &rusqlite::Row) -> rusqlite::Result<RolloutRecord> {
+    Ok(RolloutRecord {
+        id: r.get(0)?,
+        release: r.get(1)?,
+        commit: r.get(2)?,
+        started: r.get(3)?,
+        started_by: r.get(4)?,
+        status: r.get(5)?,
+        ended: r.get(6)?,
+    })
+}
+
+/// Opens a connection with the settings every user of the database shares: WAL so readers
+/// never block the journal writer, and a busy timeout so two processes wait instead of failing.
+pub fn connect(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: path.into(),
+            detail: e.to_string(),
+        })?;
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Open {
+        path: path.into(),
+        detail: e.to_string(),
+    })?;
+    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+        path: path.into(),
+        detail: e.to_string(),
+    };
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Reading the schema first tells a non-database file apart before anything is written.
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(corrupt)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(corrupt)?;
+    // With WAL, NORMAL still never corrupts the database; a power cut may lose the last
+    // commits, a killed process loses nothing.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// A command as another terminal queues it (who sent it is kept beside it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum StoredCommand {
+    Approve { wave: String, note: Option<String> },
+    Pause,
+    Resume,
+    Abort,
+    Retry { envs: Vec<String> },
+    Skip { env: String, reason: String },
+}
+
+/// A queued command with its sender.
+#[derive(Debug, Clone)]
+pub struct QueuedCommand {
+    pub id: i64,
+    pub actor: String,
+    pub origin: Option<String>,
+    pub command: StoredCommand,
+}
+
+impl QueuedCommand {
+    /// The engine command this asks for.
+    pub fn to_engine(&self) -> crate::engine::Command {
+        use crate::engine::Command;
+        let by = self.actor.clone();
+        match &self.command {
+            StoredCommand::Approve { wave, note } => Command::Approve {
+                wave: wave.clone(),
+                by,
+                note: note.clone(),
+            },
+            StoredCommand::Pause => Command::Pause { by },
+            StoredCommand::Resume => Command::Resume { by },
+            StoredCommand::Abort => Command::Abort { by },
+            StoredCommand::Retry { envs } => Command::Retry {
+                envs: envs.clone(),
+                by,
+            },
+            StoredCommand::Skip { env, reason } => Command::Skip {
+                env: env.clone(),
+                reason: reason.clone(),
+                by,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(
+            &path,
+            b"{\"version\": 1, \"envs\": {}} and more text to fill a page",
+        )
+        .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&path, "f").err().expect("refused");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("left untouched"));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(Store::open(&path, "f").unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = Store::open(&path, "f").err().expect("refused");
+        assert!(matches!(err, StoreError::Newer { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_database_of_another_fleet_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(Store::open(&path, "one").unwrap());
+        let err = Store::open(&path, "two").err().expect("refused");
+        assert!(err.to_string().contains("belongs to fleet `one`"), "{err}");
+    }
+
+    #[test]
+    fn queued_commands_are_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let cmd = StoredCommand::Approve {
+            wave: "canary".into(),
+            note: None,
+        };
+        let q = store.queue_command(id, "t", "bob@h", None, &cmd).unwrap();
+        assert!(!store.command_taken(q).unwrap());
+        let taken = store.take_commands(id).unwrap();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].command, cmd);
+        assert!(store.command_taken(q).unwrap());
+        assert!(store.take_commands(id).unwrap().is_empty());
+    }
+}
