@@ -161,14 +161,16 @@ fn the_fleet_state_persists_and_a_second_rollout_applies_nothing_twice() {
         let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
         assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     }
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let envs = saved["envs"].as_object().unwrap();
-    assert_eq!(envs.len(), 3);
-    for services in envs.values() {
-        for s in services.as_object().unwrap().values() {
-            assert_eq!(s["applies"], 1, "{s}");
-        }
-    }
+    let db = rusqlite::Connection::open(&state).unwrap();
+    let applies: Vec<(String, String, i64)> = db
+        .prepare("SELECT env, service, applies FROM sim_live ORDER BY env, service")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(applies.len(), 9, "{applies:?}");
+    assert!(applies.iter().all(|a| a.2 == 1), "{applies:?}");
 }
 
 #[test]
@@ -315,7 +317,12 @@ fn a_freeze_in_force_blocks_the_rollout_with_exit_3() {
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("freeze `all-hands` is in force"), "{err}");
-    assert!(!state.exists(), "nothing was started");
+    let status = flotilla(&repo, &state, &["status"]);
+    assert!(
+        text(&status).0.contains("no rollout has run"),
+        "{:?}",
+        text(&status)
+    );
 }
 
 #[test]

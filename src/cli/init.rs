@@ -115,8 +115,12 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
     }
     let _ = std::fs::write(dir.join(".git").join(DEMO_MARKER), "");
     // The demo fleet starts empty each time so the rollout has something to do.
-    let state = state.unwrap_or_else(|| super::data_dir().join("demo-fleet.json"));
-    let _ = std::fs::remove_file(&state);
+    let state = state.unwrap_or_else(|| super::data_dir().join("demo-state.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = state.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
     println!(
         "demo intent repo: {} ({} environments)",
         dir.display(),
@@ -131,6 +135,7 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
         release: DEMO_RELEASE.into(),
         approve: Vec::new(),
         approve_all: true,
+        wait: false,
         output: super::Output::Plain,
     };
     let code = rollout::run(&dir, "HEAD", Some(&state), &args);

@@ -1,11 +1,15 @@
 //! The `flotilla` command line: parses arguments, calls the core, prints results and maps
 //! outcomes to exit codes. It never calls a driver except through the engine.
 
+mod audit;
 mod explain;
+mod identity;
 mod init;
 mod output;
 mod plan;
 mod rollout;
+mod status;
+mod steer;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::intent::{self, IntentError, Loaded};
+use crate::store::StoredCommand;
 
 /// Exit codes of PRODUCT.md.
 pub mod exit {
@@ -43,7 +48,8 @@ pub struct Cli {
     /// The revision of the intent to read (commit, branch or tag).
     #[arg(long, global = true, default_value = "HEAD")]
     rev: String,
-    /// Where flotilla keeps its state (the simulated fleet's live state for now).
+    /// The state database (journal, rollouts, the simulated fleet); default: one per fleet in
+    /// the platform data directory.
     #[arg(long, global = true, env = "FLOTILLA_STATE")]
     state: Option<PathBuf>,
     #[command(subcommand)]
@@ -97,8 +103,36 @@ enum Commands {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Roll a release out headlessly (for scripts and CI).
+    /// Roll a release out headlessly (for scripts and CI); resumes an unfinished one.
     Rollout(rollout::RolloutArgs),
+    /// Where the current (or last) rollout stands.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Approve a wave's gate of the running rollout.
+    Approve {
+        wave: String,
+        /// Why you approve (kept in the journal).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Pause the running rollout: steps in flight finish, nothing new starts.
+    Pause,
+    /// Resume a paused or halted rollout (resuming a halt accepts the failures so far).
+    Resume,
+    /// Abort the unfinished rollout.
+    Abort,
+    /// Retry failed environments (all of them when none are named).
+    Retry { envs: Vec<String> },
+    /// Skip an environment, with a reason for the record.
+    Skip {
+        env: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The journal of who did what; --verify checks its hash chain.
+    Audit(audit::AuditArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -142,8 +176,37 @@ pub fn main() -> ExitCode {
         Commands::Rollout(ref args) => {
             rollout::run(&cli.repo, &cli.rev, cli.state.as_deref(), args)
         }
+        Commands::Status { output } => {
+            status::run(&cli.repo, &cli.rev, cli.state.as_deref(), output)
+        }
+        Commands::Audit(ref args) => audit::run(&cli.repo, &cli.rev, cli.state.as_deref(), args),
+        Commands::Approve { ref wave, ref note } => steer(
+            &cli,
+            StoredCommand::Approve {
+                wave: wave.clone(),
+                note: note.clone(),
+            },
+        ),
+        Commands::Pause => steer(&cli, StoredCommand::Pause),
+        Commands::Resume => steer(&cli, StoredCommand::Resume),
+        Commands::Abort => steer(&cli, StoredCommand::Abort),
+        Commands::Retry { ref envs } => steer(&cli, StoredCommand::Retry { envs: envs.clone() }),
+        Commands::Skip {
+            ref env,
+            ref reason,
+        } => steer(
+            &cli,
+            StoredCommand::Skip {
+                env: env.clone(),
+                reason: reason.clone(),
+            },
+        ),
     };
     ExitCode::from(code)
+}
+
+fn steer(cli: &Cli, command: StoredCommand) -> u8 {
+    steer::run(&cli.repo, &cli.rev, cli.state.as_deref(), command)
 }
 
 /// Loads the intent, printing warnings; on failure prints the errors and returns the exit code.
@@ -168,7 +231,7 @@ fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
 
 /// Where the state lives when `--state` is not given: the platform data directory.
 fn default_state(fleet: &str) -> PathBuf {
-    data_dir().join("state").join(format!("{fleet}.json"))
+    data_dir().join("state").join(format!("{fleet}.db"))
 }
 
 fn data_dir() -> PathBuf {
@@ -177,29 +240,18 @@ fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".flotilla"))
 }
 
-/// Who is acting, for approvals and the journal.
-fn whoami() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
-        .or_else(user_from_passwd)
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The login name of this process's user, for environments without `$USER` (cron, CI).
-fn user_from_passwd() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        (f.nth(1)? == uid).then(|| name.to_string())
-    })
+/// The state database: `--state`, or the fleet's default (which needs the fleet's name from
+/// `flotilla.toml`, read on its own so steering works even while the rest of the intent is
+/// invalid).
+fn state_path(repo: &Path, rev: &str, state: Option<&Path>) -> Result<PathBuf, u8> {
+    if let Some(s) = state {
+        return Ok(s.to_path_buf());
+    }
+    match intent::source::fleet_name(repo, rev) {
+        Ok(name) => Ok(default_state(&name)),
+        Err(e) => {
+            eprintln!("error: {e}; pass --state to name the state database");
+            Err(exit::INVALID)
+        }
+    }
 }

@@ -239,9 +239,9 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         } => {
             format!("rollout completed: {succeeded} succeeded, {failed} failed, {skipped} skipped")
         }
-        EventKind::CommandRejected { command, reason } => {
-            format!("{command} refused: {reason}")
-        }
+        EventKind::CommandRejected {
+            command, reason, ..
+        } => format!("{command} refused: {reason}"),
         EventKind::DriftDetected { env, service } => format!("drift in {env}/{service}"),
         EventKind::StepRecovered { env, service, .. } => {
             format!("  {env}/{service} was applied before the restart; not applied again")

@@ -8,12 +8,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::{default_state, exit, load, output, whoami, Output};
+use super::identity::Identity;
+use super::{default_state, exit, load, output, Output};
 use crate::drivers::sim::SimFleet;
 use crate::drivers::Driver;
-use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
+use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, RolloutView, TokioClock};
 use crate::intent::{DriverKind, Gate};
-use crate::plan::{self, CheckStatus};
+use crate::plan::{self, CheckStatus, History};
+use crate::store::journal;
+use crate::store::lease::Acquired;
+use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RolloutArgs {
@@ -25,9 +29,31 @@ pub struct RolloutArgs {
     /// Approve every gate in advance.
     #[arg(long)]
     pub approve_all: bool,
+    /// Wait at gates (and halts) for decisions from another terminal instead of exiting.
+    #[arg(long)]
+    pub wait: bool,
     /// plain: progress and notable events; json: one event per line.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+}
+
+/// How long an engine may miss heartbeats before another may take over its lease.
+pub fn lease_timeout() -> Duration {
+    std::env::var("FLOTILLA_LEASE_TIMEOUT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(30))
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> u8 {
@@ -35,14 +61,85 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         Ok(l) => l,
         Err(code) => return code,
     };
-    let intent = Arc::new(loaded.intent);
-    let mut plan = match plan::build(&intent, &args.release, SystemTime::now()) {
-        Ok(p) => p,
+    let state_path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(&loaded.intent.fleet));
+    let store = match Store::open(&state_path, &loaded.intent.fleet) {
+        Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("error: {e}");
             return exit::INVALID;
         }
     };
+    let me = Identity::current();
+
+    // An unfinished rollout of this release is resumed at its own commit; of another
+    // release, it blocks a new one.
+    let unfinished = match store.unfinished_rollout() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let mut intent = loaded.intent;
+    let mut view = None;
+    if let Some(u) = &unfinished {
+        if u.release != args.release {
+            eprintln!(
+                "refused: rollout {} of release {} (started {} by {}) is unfinished ({}).",
+                u.id, u.release, u.started, u.started_by, u.status
+            );
+            eprintln!(
+                "  finish it with `flotilla rollout {}`, or give it up with `flotilla abort`",
+                u.release
+            );
+            return exit::BLOCKED;
+        }
+        if u.commit != intent.revision.commit {
+            eprintln!(
+                "note: resuming rollout {} at the intent it started from ({}), not {}",
+                u.id,
+                &u.commit[..7.min(u.commit.len())],
+                intent.revision.short
+            );
+            intent = match load(repo, &u.commit) {
+                Ok(l) => l.intent,
+                Err(code) => return code,
+            };
+        }
+        let rows = match store.journal_rows(Some(u.id)) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
+        let events: Vec<Event> = rows.iter().filter_map(|r| r.event()).collect();
+        view = Some(RolloutView::fold(&events));
+    }
+    let intent = Arc::new(intent);
+
+    let history = match store.history() {
+        Ok(rows) => History {
+            steps: rows
+                .into_iter()
+                .map(|(e, s, a, ok)| ((e, s), (a, ok)))
+                .collect(),
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let mut plan =
+        match plan::build_with_history(&intent, &args.release, SystemTime::now(), Some(&history)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
     let waves: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
     for w in &args.approve {
         if !waves.contains(&w.as_str()) {
@@ -60,9 +157,6 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         );
         return exit::INVALID;
     }
-    let state_path = state
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_state(&intent.fleet));
     let fleet = match SimFleet::open(
         intent.driver.sim.clone(),
         intent.release(&args.release),
@@ -92,14 +186,56 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         return exit::BLOCKED;
     }
 
+    let rollout_id = match &unfinished {
+        Some(u) => u.id,
+        None => match store.start_rollout(
+            &args.release,
+            &intent.revision.commit,
+            &now_text(),
+            &me.actor(),
+        ) {
+            Ok(id) => id,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        },
+    };
+    let holder = me.holder();
+    match store.acquire_lease(rollout_id, &holder, now_ms(), lease_timeout()) {
+        Ok(Ok(Acquired::Fresh)) => {}
+        Ok(Ok(Acquired::TookOver(from))) => {
+            let event = Event::new(
+                SystemTime::now(),
+                EventKind::LeaseTakenOver {
+                    by: holder.to_string(),
+                    from,
+                },
+            );
+            if let Err(e) = journal::append_now(&mut store.conn(), Some(rollout_id), &[event]) {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        }
+        Ok(Err(held)) => {
+            eprintln!("refused: {held}");
+            return exit::BLOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    }
+    let _ = store.set_status(rollout_id, "running", None);
+
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            let _ = store.release_lease(&holder);
             return exit::FAILED;
         }
     };
-    let me = whoami();
     let approvals: Vec<String> = if args.approve_all {
         plan.waves
             .iter()
@@ -112,80 +248,135 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
     let services = intent.services.len();
     let release = args.release.clone();
     let output = args.output;
+    let on_hold = if args.wait {
+        OnHold::Wait
+    } else {
+        OnHold::Exit
+    };
 
-    runtime.block_on(async move {
+    let code = runtime.block_on(async {
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+        let (journal, writer) = match journal::spawn(&state_path, rollout_id, event_tx) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        // Commands queued while no engine ran (an approval ahead of a resume) come first.
+        if let Ok(queued) = store.take_commands(rollout_id) {
+            for q in queued {
+                let _ = cmd_tx.send(q.to_engine());
+            }
+        }
         for wave in approvals {
             let _ = cmd_tx.send(Command::Approve {
                 wave,
-                by: me.clone(),
+                by: me.actor(),
                 note: Some("approved in advance on the command line".into()),
             });
         }
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             intent.clone(),
             plan,
             driver,
             Arc::new(TokioClock::new()),
-            event_tx,
+            journal.clone(),
             cmd_rx,
-            OnHold::Exit,
+            on_hold,
         );
+        if let Some(view) = &view {
+            engine = engine.resume(view);
+        }
         let engine = tokio::spawn(engine.run());
 
-        // Ctrl-C once: stop starting work and let in-flight steps finish. Twice: leave now.
+        // Ctrl-C once: stop starting work and let in-flight steps finish. Twice: leave now
+        // (the journal and the fleet keep everything that was done).
         let interrupts = cmd_tx.clone();
-        let saver_fleet = fleet.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("\ninterrupt: starting nothing new, waiting for the steps in flight to finish (Ctrl-C again to quit at once)");
                 let _ = interrupts.send(Command::Interrupt);
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    let _ = saver_fleet.save();
-                    eprintln!("quit: steps in flight were abandoned; the fleet state was saved");
+                    eprintln!("quit: steps in flight were abandoned; `flotilla rollout` resumes this rollout");
                     std::process::exit(exit::INTERRUPTED as i32);
                 }
             }
         });
-        // Save the fleet now and then, so a killed process loses little.
-        let periodic = fleet.clone();
-        let saver = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                if let Err(e) = periodic.save() {
-                    eprintln!("warning: {e}");
+        // Commands from other terminals and the lease heartbeat, a few times a second.
+        let steering = {
+            let store = store.clone();
+            let commands = cmd_tx.clone();
+            let holder = holder.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                let mut beats = 0u32;
+                loop {
+                    tick.tick().await;
+                    if let Ok(queued) = store.take_commands(rollout_id) {
+                        for q in queued {
+                            let _ = commands.send(q.to_engine());
+                        }
+                    }
+                    beats += 1;
+                    if beats % 8 == 0 && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
+                        eprintln!("error: another engine took over this rollout's lease; stopping");
+                        let _ = commands.send(Command::Interrupt);
+                    }
                 }
-            }
-        });
+            })
+        };
 
         let mut printer = Printer::new(output, services);
         // Ticks keep the progress line current between events (waits, slow steps).
         let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
+        let mut engine = engine;
+        let outcome = loop {
             tokio::select! {
-                event = event_rx.recv() => match event {
-                    Some(event) => printer.event(&event),
-                    None => break,
+                event = event_rx.recv() => if let Some(event) = event {
+                    printer.event(&event);
                 },
                 _ = tick.tick() => printer.draw(false),
+                done = &mut engine => break done,
             }
+        };
+        steering.abort();
+        drop(cmd_tx);
+        // Everything the engine emitted is committed and printed before the final words.
+        let journaled = journal.flush().await;
+        drop(journal);
+        while let Ok(event) = event_rx.try_recv() {
+            printer.event(&event);
         }
         printer.finish();
-        saver.abort();
-        drop(cmd_tx);
-        if let Err(e) = fleet.save() {
-            eprintln!("error: {e}");
-        }
-        let outcome = match engine.await {
+        let writer_result = tokio::task::spawn_blocking(move || writer.join()).await;
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("error: the engine stopped unexpectedly: {e}");
                 return exit::FAILED;
             }
         };
+        if !journaled || !matches!(writer_result, Ok(Ok(()))) {
+            eprintln!("error: the journal could not record everything; the state database may be out of space or unwritable");
+            return exit::FAILED;
+        }
+        let status = match &outcome {
+            Outcome::Completed { .. } => "completed",
+            Outcome::Blocked { .. } => "blocked",
+            Outcome::Halted { .. } => "halted",
+            Outcome::Aborted { .. } => "aborted",
+            Outcome::Interrupted => "interrupted",
+        };
+        let ended = matches!(status, "completed" | "aborted").then(now_text);
+        if let Err(e) = store.set_status(rollout_id, status, ended.as_deref()) {
+            eprintln!("error: {e}");
+        }
         report(&outcome, &release)
-    })
+    });
+    let _ = store.release_lease(&holder);
+    code
 }
 
 /// Final words and exit code for each way a rollout can end.

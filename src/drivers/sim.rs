@@ -5,24 +5,22 @@
 //! not depend on how concurrent steps interleave.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState};
 use crate::hash::{stable_hash, unit};
 use crate::intent::{Environment, Release, SimConfig};
 use crate::selector::Selector;
+use crate::store::StoreError;
 
-/// The file format version of the persisted fleet.
-const STATE_VERSION: u32 = 1;
-
-/// The persisted live state of the simulated fleet.
+/// The live state of the simulated fleet.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SimState {
-    pub version: u32,
     pub envs: BTreeMap<String, BTreeMap<String, SimService>>,
 }
 
@@ -35,25 +33,6 @@ pub struct SimService {
     pub applies: u64,
 }
 
-/// Why the simulated fleet's state file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum SimStateError {
-    #[error("cannot read the simulated fleet's state {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the simulated fleet's state {path} is corrupt ({detail}); it was left untouched: move it aside to start a fresh fleet")]
-    Corrupt { path: PathBuf, detail: String },
-    #[error("the simulated fleet's state {path} is from a newer flotilla (format {found}, this one reads {STATE_VERSION}); it was left untouched")]
-    Newer { path: PathBuf, found: u32 },
-    #[error("cannot write the simulated fleet's state {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
 /// A simulated fleet for one release.
 pub struct SimFleet {
     config: SimConfig,
@@ -62,9 +41,10 @@ pub struct SimFleet {
     state: Mutex<SimState>,
     /// Calls per (env, service), so each draw is unique but independent of interleaving.
     calls: Mutex<BTreeMap<(String, String), u64>>,
-    path: Option<PathBuf>,
-    /// One save at a time: the periodic save and the final one must not interleave.
-    saving: Mutex<()>,
+    /// Where the fleet's live state persists (the state database), if anywhere. The
+    /// simulated world keeps a change the moment it is applied, as a real one would, so a
+    /// crash of flotilla never loses it.
+    db: Option<Mutex<Connection>>,
 }
 
 impl SimFleet {
@@ -74,68 +54,82 @@ impl SimFleet {
             config,
             broken: release.and_then(|r| r.sim_broken.clone()),
             hang: release.and_then(|r| r.sim_hang.clone()),
-            state: Mutex::new(SimState {
-                version: STATE_VERSION,
-                envs: BTreeMap::new(),
-            }),
+            state: Mutex::new(SimState::default()),
             calls: Mutex::new(BTreeMap::new()),
-            path: None,
-            saving: Mutex::new(()),
+            db: None,
         }
     }
 
-    /// A fleet whose live state is loaded from, and saved to, `path` (created when missing).
+    /// A fleet whose live state lives in the state database at `path` (already opened and
+    /// migrated by [`crate::store::Store::open`]).
     pub fn open(
         config: SimConfig,
         release: Option<&Release>,
         path: &Path,
-    ) -> Result<Self, SimStateError> {
+    ) -> Result<Self, StoreError> {
         let mut fleet = SimFleet::new(config, release);
-        fleet.path = Some(path.to_path_buf());
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let state: SimState =
-                    serde_json::from_slice(&bytes).map_err(|e| SimStateError::Corrupt {
-                        path: path.into(),
-                        detail: e.to_string(),
-                    })?;
-                if state.version > STATE_VERSION {
-                    return Err(SimStateError::Newer {
-                        path: path.into(),
-                        found: state.version,
-                    });
-                }
-                fleet.state = Mutex::new(state);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(SimStateError::Read {
-                    path: path.into(),
-                    source,
-                })
+        let conn = crate::store::connect(path)?;
+        {
+            let mut state = fleet.lock_state();
+            let mut stmt = conn
+                .prepare("SELECT env, service, version, config, revision, applies FROM sim_live")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?;
+            for row in rows {
+                let (env, service, version, config, revision, applies) = row?;
+                let config = serde_json::from_str(&config).unwrap_or_default();
+                state.envs.entry(env).or_default().insert(
+                    service,
+                    SimService {
+                        live: LiveService {
+                            version,
+                            config,
+                            revision,
+                        },
+                        applies: applies as u64,
+                    },
+                );
             }
         }
+        fleet.db = Some(Mutex::new(conn));
         Ok(fleet)
     }
 
-    /// Writes the live state atomically (a temporary file renamed over the old one), so a
-    /// crash mid-write never leaves a half-written fleet.
-    pub fn save(&self) -> Result<(), SimStateError> {
-        let Some(path) = &self.path else {
+    fn persist(&self, env: &str, service: &str, s: &SimService) -> Result<(), DriverError> {
+        let Some(db) = &self.db else {
             return Ok(());
         };
-        let _one_at_a_time = self.saving.lock().unwrap_or_else(|p| p.into_inner());
-        let err = |source| SimStateError::Write {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let bytes = serde_json::to_vec(&*self.lock_state()).map_err(|e| err(e.into()))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        let conn = db.lock().unwrap_or_else(|p| p.into_inner());
+        conn.prepare_cached(
+            "INSERT INTO sim_live (env, service, version, config, revision, applies)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (env, service) DO UPDATE SET version = ?3, config = ?4,
+               revision = ?5, applies = ?6",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                env,
+                service,
+                s.live.version,
+                serde_json::to_string(&s.live.config).unwrap_or_default(),
+                s.live.revision,
+                s.applies as i64
+            ])
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            DriverError::transient(format!(
+                "the simulated fleet could not store the change: {e}"
+            ))
+        })
     }
 
     /// A copy of the live state (for tests and reports).
@@ -224,23 +218,17 @@ impl Driver for SimFleet {
             }
             let mut state = self.lock_state();
             let svcs = state.envs.entry(env.name.clone()).or_default();
-            match svcs.get_mut(&req.service) {
-                // Idempotent: the same revision applied again changes nothing.
-                Some(s) if s.live.revision == req.revision => {}
-                Some(s) => {
-                    s.live = live_of(req);
-                    s.applies += 1;
-                }
-                None => {
-                    svcs.insert(
-                        req.service.clone(),
-                        SimService {
-                            live: live_of(req),
-                            applies: 1,
-                        },
-                    );
-                }
+            let current = svcs.get(&req.service);
+            // Idempotent: the same revision applied again changes nothing.
+            if current.is_some_and(|s| s.live.revision == req.revision) {
+                return Ok(());
             }
+            let next = SimService {
+                live: live_of(req),
+                applies: current.map_or(0, |s| s.applies) + 1,
+            };
+            self.persist(&env.name, &req.service, &next)?;
+            svcs.insert(req.service.clone(), next);
             Ok(())
         })
     }
@@ -320,23 +308,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn state_survives_a_save_and_reopen_and_corruption_is_refused() {
+    async fn live_state_survives_in_the_state_database() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fleet.json");
+        let path = dir.path().join("fleet.db");
+        drop(crate::store::Store::open(&path, "f").unwrap());
         let cfg = SimConfig {
             success_rate: 1.0,
             ..SimConfig::default()
         };
         let fleet = SimFleet::open(cfg.clone(), None, &path).unwrap();
         fleet.apply(&env("b", "eu"), &req("r1")).await.unwrap();
-        fleet.save().unwrap();
-        let again = SimFleet::open(cfg.clone(), None, &path).unwrap();
+        drop(fleet);
+        let again = SimFleet::open(cfg, None, &path).unwrap();
         let live = again.observe(&env("b", "eu")).await.unwrap();
         assert_eq!(live["api"].revision, "r1");
-
-        std::fs::write(&path, b"{ not json").unwrap();
-        let err = SimFleet::open(cfg, None, &path).err().unwrap();
-        assert!(err.to_string().contains("corrupt"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"{ not json");
+        again.apply(&env("b", "eu"), &req("r2")).await.unwrap();
+        assert_eq!(again.snapshot().envs["b"]["api"].applies, 2);
     }
 }

@@ -158,6 +158,8 @@ pub enum EventKind {
     CommandRejected {
         command: String,
         reason: String,
+        #[serde(default)]
+        by: String,
     },
     DriftDetected {
         env: String,
@@ -232,6 +234,19 @@ pub enum Command {
 }
 
 impl Command {
+    /// Who asked (empty for Ctrl-C, which is the engine's own operator).
+    pub fn by(&self) -> &str {
+        match self {
+            Command::Approve { by, .. }
+            | Command::Pause { by }
+            | Command::Resume { by }
+            | Command::Abort { by }
+            | Command::Retry { by, .. }
+            | Command::Skip { by, .. } => by,
+            Command::Interrupt => "",
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Command::Approve { .. } => "approve",

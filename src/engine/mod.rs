@@ -694,6 +694,7 @@ impl Engine {
         self.emit(EventKind::CommandRejected {
             command: cmd.name().into(),
             reason: reason.into(),
+            by: cmd.by().into(),
         });
     }
 

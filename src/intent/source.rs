@@ -151,3 +151,22 @@ fn uncommitted(repo: &Repository) -> Vec<Diagnostic> {
         })
         .collect()
 }
+
+/// Just the fleet's name from `flotilla.toml` at `rev`, without validating anything else.
+pub fn fleet_name(repo_dir: &Path, rev: &str) -> Result<String, IntentError> {
+    let snapshot = read(repo_dir, rev)?;
+    let text = snapshot
+        .files
+        .iter()
+        .find(|f| f.path == "flotilla.toml")
+        .map(|f| f.text.as_str())
+        .unwrap_or("");
+    let value: toml::Table = toml::from_str(text)
+        .map_err(|e| IntentError::Git(format!("cannot read flotilla.toml: {}", e.message())))?;
+    value
+        .get("fleet")
+        .and_then(|f| f.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| IntentError::Git("flotilla.toml has no [fleet] name".into()))
+}

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::intent::load::REMAINING_WAVE;
 use crate::intent::{Amount, Gate, Intent, Revision};
-pub use risk::Risk;
+pub use risk::{History, Risk};
 
 /// What a rollout of one release will do.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +108,17 @@ fn releases_hint(names: &[String]) -> String {
 
 /// Plans `release` over the intent's fleet at time `now` (freeze windows depend on it).
 pub fn build(intent: &Intent, release: &str, now: SystemTime) -> Result<Plan, PlanError> {
+    build_with_history(intent, release, now, None)
+}
+
+/// Like [`build`], with risk estimated from past attempts where there are any.
+pub fn build_with_history(
+    intent: &Intent,
+    release: &str,
+    now: SystemTime,
+    history: Option<&History>,
+) -> Result<Plan, PlanError> {
+    let history = history.filter(|h| h.attempts() > 0);
     let rel = intent
         .release(release)
         .ok_or_else(|| PlanError::UnknownRelease {
@@ -132,10 +143,22 @@ pub fn build(intent: &Intent, release: &str, now: SystemTime) -> Result<Plan, Pl
         }
         let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
         names.sort();
+        let risk = match history {
+            Some(h) => Risk::of_steps(
+                members.iter().flat_map(|&i| {
+                    intent
+                        .services
+                        .iter()
+                        .map(move |s| h.step_success(&envs[i].name, &s.name, step_success))
+                }),
+                strategy.retries,
+            ),
+            None => Risk::of_wave(step_success, strategy.retries, services, names.len()),
+        };
         waves.push(PlannedWave {
             name: name.to_string(),
             allowed_failures: budget.allowed(names.len()),
-            risk: Risk::of_wave(step_success, strategy.retries, services, names.len()),
+            risk,
             envs: names,
             gate,
             gate_reason,
@@ -191,11 +214,16 @@ pub fn build(intent: &Intent, release: &str, now: SystemTime) -> Result<Plan, Pl
         step_timeout: strategy.step_timeout,
         max_failures: strategy.max_failures.allowed(envs.len()),
         default_strategy: strategy.defaulted,
-        risk_basis: match intent.driver.kind {
-            crate::intent::DriverKind::Sim => {
+        risk_basis: match (history, intent.driver.kind) {
+            (Some(h), _) => format!(
+                "the history of {} past attempts, with a Beta prior of mean {step_success} worth {} attempts",
+                h.attempts(),
+                risk::PRIOR_WEIGHT
+            ),
+            (None, crate::intent::DriverKind::Sim) => {
                 format!("sim success_rate {step_success} per attempt")
             }
-            _ => format!("assumed success rate {step_success} per attempt (no history yet)"),
+            (None, _) => format!("assumed success rate {step_success} per attempt (no history yet)"),
         },
         checks: Vec::new(),
     };

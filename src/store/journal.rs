@@ -174,7 +174,7 @@ pub fn append_now(
     rollout: Option<i64>,
     events: &[Event],
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     append(&tx, rollout, events)?;
     tx.commit()?;
     Ok(())

@@ -187,7 +187,7 @@ impl Store {
             });
         }
         if version < SCHEMA_VERSION {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 tx.execute_batch(sql).map_err(|e| self.corrupt(e))?;
                 tx.pragma_update(None, "user_version", i as i64 + 1)?;
@@ -310,7 +310,7 @@ impl Store {
     /// Takes the commands queued for `rollout` that no engine took yet, oldest first.
     pub fn take_commands(&self, rollout: i64) -> Result<Vec<QueuedCommand>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let rows: Vec<QueuedCommand> = {
             let mut stmt = tx.prepare(
                 "SELECT id, actor, origin, body FROM commands
@@ -354,6 +354,14 @@ impl Store {
             params![id],
             |r| r.get::<_, i64>(0),
         )? != 0)
+    }
+
+    /// The journal rows of one rollout, or all of them, oldest first.
+    pub fn journal_rows(
+        &self,
+        rollout: Option<i64>,
+    ) -> Result<Vec<journal::JournalRow>, StoreError> {
+        journal::rows(&self.conn(), rollout)
     }
 
     /// Attempts and successes per (env, service) over every rollout.

@@ -1,0 +1,124 @@
+//! `flotilla audit [--verify]`: the journal of who did what, and a check of its hash chain.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::{exit, output, state_path, Output};
+use crate::store::journal::{self, JournalRow};
+use crate::store::Store;
+
+/// Filters on the journal; all given ones must hold.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuditArgs {
+    /// Recompute the hash chain and name the first row that does not fit (exit 1).
+    #[arg(long)]
+    pub verify: bool,
+    #[arg(long)]
+    pub env: Option<String>,
+    #[arg(long)]
+    pub wave: Option<String>,
+    /// Event kind, e.g. gate_approved.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Who acted, e.g. alice@bastion-1 (a prefix matches).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+fn parse_time(flag: &str, value: &Option<String>) -> Result<Option<SystemTime>, u8> {
+    match value {
+        None => Ok(None),
+        Some(v) => humantime::parse_rfc3339_weak(v).map(Some).map_err(|e| {
+            eprintln!("error: --{flag} {v}: {e}; write a time like 2026-11-26T09:00:00Z");
+            exit::INVALID
+        }),
+    }
+}
+
+pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8 {
+    let path = match state_path(repo, rev, state) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let store = match Store::open_existing(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    if args.verify {
+        return match journal::verify(&store.conn()) {
+            Ok(Ok(n)) => {
+                println!("journal intact: {n} rows, hash chain verified");
+                exit::OK
+            }
+            Ok(Err(broken)) => {
+                println!("journal broken at row {}: {}", broken.seq, broken.problem);
+                exit::FAILED
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::INVALID
+            }
+        };
+    }
+    let (since, until) = match (
+        parse_time("since", &args.since),
+        parse_time("until", &args.until),
+    ) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let rows = match store.journal_rows(None) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let wanted = |r: &JournalRow| {
+        let at = humantime::parse_rfc3339_weak(&r.ts).ok();
+        args.env.as_ref().is_none_or(|e| r.env.as_ref() == Some(e))
+            && args
+                .wave
+                .as_ref()
+                .is_none_or(|w| r.wave.as_ref() == Some(w))
+            && args.kind.as_ref().is_none_or(|k| &r.kind == k)
+            && args
+                .actor
+                .as_ref()
+                .is_none_or(|a| r.actor.as_ref().is_some_and(|x| x.starts_with(a.as_str())))
+            && since.is_none_or(|s| at.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| at.is_some_and(|t| t < u))
+    };
+    for r in rows.iter().filter(|r| wanted(r)) {
+        match args.output {
+            Output::Json => {
+                let body: serde_json::Value =
+                    serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+                println!(
+                    "{}",
+                    serde_json::json!({ "seq": r.seq, "rollout": r.rollout, "ts": r.ts, "kind": r.kind,
+                        "actor": r.actor, "event": body, "hash": r.hash })
+                );
+            }
+            Output::Plain => {
+                let text = r
+                    .event()
+                    .and_then(|e| output::event_line(&e.kind))
+                    .unwrap_or_else(|| r.kind.clone());
+                println!("{:>6}  {}  {}", r.seq, r.ts, text.trim_start());
+            }
+        }
+    }
+    exit::OK
+}

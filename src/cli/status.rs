@@ -1,0 +1,141 @@
+//! `flotilla status`: where the current (or last) rollout stands, folded from the journal.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::identity::Identity;
+use super::rollout::{lease_timeout, now_ms};
+use super::{exit, state_path, Output};
+use crate::engine::{Event, RolloutView};
+use crate::store::Store;
+
+pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
+    let path = match state_path(repo, rev, state) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let store = match Store::open_existing(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let rollout = match store.latest_rollout() {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            println!("no rollout has run with {}", path.display());
+            return exit::OK;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let rows = match store.journal_rows(Some(rollout.id)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let events: Vec<Event> = rows.iter().filter_map(|r| r.event()).collect();
+    let view = RolloutView::fold(&events);
+    let me = Identity::current();
+    let engine = store
+        .live_holder(now_ms(), lease_timeout(), &me.host)
+        .ok()
+        .flatten()
+        .filter(|(_, r)| *r == rollout.id)
+        .map(|(h, _)| h.to_string());
+    // A crashed engine leaves "running" behind; say what is true.
+    let state = if engine.is_none() && !rollout.finished() && view.state == "running" {
+        "stopped (no engine running)".to_string()
+    } else {
+        view.state.clone()
+    };
+
+    if out == Output::Json {
+        let waves: Vec<_> = view
+            .waves
+            .iter()
+            .map(|w| {
+                let (ok, failed, running) = if w.completed {
+                    (w.succeeded, w.failed, 0)
+                } else {
+                    view.wave_progress(&w.name)
+                };
+                json!({
+                    "name": w.name, "envs": w.envs, "started": w.started, "completed": w.completed,
+                    "succeeded": ok, "failed": failed, "running": running, "skipped": w.skipped,
+                    "waiting": w.waiting, "approvals": w.approvals,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "rollout": rollout, "state": state, "halt_reason": view.halt_reason,
+                "engine": engine, "waves": waves, "skipped": view.skipped,
+                "events": view.events, "last_event": view.last_event,
+            })
+        );
+        return exit::OK;
+    }
+    println!(
+        "rollout {} of release {} (intent {}), started {} by {}",
+        rollout.id,
+        rollout.release,
+        &rollout.commit[..7.min(rollout.commit.len())],
+        rollout.started,
+        rollout.started_by
+    );
+    match &view.halt_reason {
+        Some(reason) if state == "halted" => println!("state: halted: {reason}"),
+        _ => println!("state: {state}"),
+    }
+    match &engine {
+        Some(h) => println!("engine: {h}"),
+        None if !rollout.finished() => println!(
+            "engine: none; resume with `flotilla rollout {}`",
+            rollout.release
+        ),
+        None => {}
+    }
+    println!();
+    println!(
+        "  {:<14} {:>5} {:>5} {:>6} {:>7}  gate",
+        "wave", "envs", "done", "failed", "running"
+    );
+    for w in &view.waves {
+        let (ok, failed, running) = if w.completed {
+            (w.succeeded, w.failed, 0)
+        } else {
+            view.wave_progress(&w.name)
+        };
+        let gate = match (&w.waiting, w.approvals.is_empty()) {
+            (Some(reason), _) if !w.started => format!("waiting for {reason}"),
+            (_, false) => format!("approved by {}", w.approvals.join(", ")),
+            _ => String::new(),
+        };
+        if w.started {
+            println!(
+                "  {:<14} {:>5} {:>5} {:>6} {:>7}  {gate}",
+                w.name, w.envs, ok, failed, running
+            );
+        } else {
+            println!(
+                "  {:<14} {:>5} {:>5} {:>6} {:>7}  {gate}",
+                w.name, "-", "-", "-", "-"
+            );
+        }
+    }
+    if !view.skipped.is_empty() {
+        println!();
+        for (env, reason) in &view.skipped {
+            println!("  skipped {env}: {reason}");
+        }
+    }
+    exit::OK
+}

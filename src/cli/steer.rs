@@ -1,0 +1,146 @@
+//! `flotilla approve / pause / resume / abort / retry / skip`: steering the running rollout
+//! from another terminal, through the state database.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::identity::Identity;
+use super::rollout::{lease_timeout, now_ms};
+use super::{exit, output, state_path};
+use crate::engine::{Event, EventKind};
+use crate::store::journal;
+use crate::store::lease::Acquired;
+use crate::store::{Store, StoredCommand};
+
+/// How long to wait for the engine to act before saying it has not yet.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand) -> u8 {
+    let path = match state_path(repo, rev, state) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let store = match Store::open_existing(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let rollout = match store.unfinished_rollout() {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            eprintln!(
+                "error: no unfinished rollout in {}; start one with `flotilla rollout RELEASE`",
+                path.display()
+            );
+            return exit::INVALID;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let me = Identity::current();
+    let engine = match store.live_holder(now_ms(), lease_timeout(), &me.host) {
+        Ok(h) => h.map(|(holder, _)| holder),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+
+    if engine.is_none() && command == StoredCommand::Abort {
+        return abort_idle(&store, rollout.id, &rollout.release, &me);
+    }
+    let last_seq = store
+        .journal_rows(Some(rollout.id))
+        .ok()
+        .and_then(|r| r.last().map(|x| x.seq))
+        .unwrap_or(0);
+    let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let id = match store.queue_command(
+        rollout.id,
+        &ts,
+        &me.actor(),
+        me.origin().as_deref(),
+        &command,
+    ) {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let Some(engine) = engine else {
+        println!(
+            "queued for rollout {} of {}: no engine is running it now; it takes effect when the rollout resumes (`flotilla rollout {}`)",
+            rollout.id, rollout.release, rollout.release
+        );
+        return exit::OK;
+    };
+
+    // Wait for the engine to take the command and answer it in the journal.
+    let started = Instant::now();
+    while started.elapsed() < ANSWER_WITHIN {
+        if let Some(answer) = answer(&store, rollout.id, last_seq, &me.actor()) {
+            let rejected = matches!(answer.kind, EventKind::CommandRejected { .. });
+            if let Some(line) = output::event_line(&answer.kind) {
+                println!("{}", line.trim_start());
+            }
+            return if rejected { exit::INVALID } else { exit::OK };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let taken = store.command_taken(id).unwrap_or(false);
+    if taken {
+        println!("taken by the engine ({engine}); see `flotilla status`");
+    } else {
+        println!("queued; the engine ({engine}) has not taken it yet; see `flotilla status`");
+    }
+    exit::OK
+}
+
+/// The first journal event after `after` that answers a command from `actor`.
+fn answer(store: &Store, rollout: i64, after: i64, actor: &str) -> Option<Event> {
+    let rows = store.journal_rows(Some(rollout)).ok()?;
+    rows.into_iter()
+        .filter(|r| r.seq > after && r.actor.as_deref() == Some(actor))
+        .find_map(|r| r.event())
+}
+
+/// Aborts a rollout no engine is running: recorded in the journal like any abort.
+fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
+    let holder = me.holder();
+    match store.acquire_lease(rollout, &holder, now_ms(), lease_timeout()) {
+        Ok(Ok(Acquired::Fresh | Acquired::TookOver(_))) => {}
+        Ok(Err(held)) => {
+            eprintln!("refused: {held}");
+            return exit::BLOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    }
+    let now = SystemTime::now();
+    let event = Event::new(now, EventKind::RolloutAborted { by: me.actor() });
+    let result = journal::append_now(&mut store.conn(), Some(rollout), &[event]).and_then(|_| {
+        store.set_status(
+            rollout,
+            "aborted",
+            Some(&humantime::format_rfc3339_millis(now).to_string()),
+        )
+    });
+    let _ = store.release_lease(&holder);
+    match result {
+        Ok(()) => {
+            println!("aborted rollout {rollout} of {release} (no engine was running it)");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+    }
+}
