@@ -320,7 +320,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                         }
                     }
                     beats += 1;
-                    if beats % 8 == 0 && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
+                    if beats.is_multiple_of(8) && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
                         eprintln!("error: another engine took over this rollout's lease; stopping");
                         let _ = commands.send(Command::Interrupt);
                     }
