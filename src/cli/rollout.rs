@@ -212,7 +212,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                     from,
                 },
             );
-            if let Err(e) = journal::append_now(&mut store.conn(), Some(rollout_id), &[event]) {
+            let appended = journal::append_now(&mut store.conn(), Some(rollout_id), &[event]);
+            if let Err(e) = appended {
                 eprintln!("error: {e}");
                 return exit::INVALID;
             }

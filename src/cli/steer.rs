@@ -125,7 +125,9 @@ fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
     }
     let now = SystemTime::now();
     let event = Event::new(now, EventKind::RolloutAborted { by: me.actor() });
-    let result = journal::append_now(&mut store.conn(), Some(rollout), &[event]).and_then(|_| {
+    // Two statements: the connection guard of the first must be gone before the second.
+    let appended = journal::append_now(&mut store.conn(), Some(rollout), &[event]);
+    let result = appended.and_then(|_| {
         store.set_status(
             rollout,
             "aborted",

@@ -1,0 +1,323 @@
+//! Durable state with the real binary: crashes, resume, steering from a second terminal, the
+//! audit chain and one engine at a time.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+use common::*;
+
+fn cmd(repo: &Path, state: &Path, user: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    c.arg("--repo")
+        .arg(repo)
+        .arg("--state")
+        .arg(state)
+        .env("USER", user);
+    c
+}
+
+fn run(repo: &Path, state: &Path, user: &str, args: &[&str]) -> Output {
+    cmd(repo, state, user).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A rollout in the background with JSON events on a pipe.
+struct Background {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    seen: Vec<String>,
+}
+
+impl Background {
+    fn start(repo: &Path, state: &Path, args: &[&str]) -> Background {
+        let mut child = cmd(repo, state, "runner")
+            .args(args)
+            .args(["--output", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Background {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads events until one matches `pred`; panics if the stream ends first.
+    fn until(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            self.seen.push(line.clone());
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if pred(&v) {
+                return v;
+            }
+        }
+        panic!("the rollout ended before {what}; saw {:?}", self.seen);
+    }
+
+    fn finish(mut self) -> (i32, Vec<String>) {
+        let rest: Vec<String> = self.lines.map(|l| l.unwrap()).collect();
+        self.seen.extend(rest);
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), self.seen)
+    }
+}
+
+fn kind_is(kind: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |v| v["kind"] == kind
+}
+
+fn fixture(envs: usize, latency: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(envs, &strategy("", "0"));
+    f.fleet = f.fleet.replace(
+        "latency = \"100ms..2s\"",
+        &format!("latency = \"{latency}\""),
+    );
+    f.load(&repo);
+    (dir, repo)
+}
+
+/// (env, service, version, revision, applies) of the simulated fleet.
+fn fleet(state: &Path) -> Vec<(String, String, String, String, i64)> {
+    let db = rusqlite::Connection::open(state).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT env, service, version, revision, applies FROM sim_live ORDER BY env, service",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+#[test]
+fn a_rollout_killed_mid_wave_resumes_without_applying_anything_twice() {
+    let (dir, repo) = fixture(24, "20ms..120ms");
+    let reference = dir.path().join("reference.db");
+    let out = run(
+        &repo,
+        &reference,
+        "ops",
+        &["rollout", "r1", "--approve-all"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let state = dir.path().join("state.db");
+    let mut bg = Background::start(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    let mut done_in_rest = 0;
+    bg.until("ten steps of the second wave", |v| {
+        if v["kind"] == "step_succeeded" && v["wave"] == "rest" {
+            done_in_rest += 1;
+        }
+        done_in_rest >= 10
+    });
+    bg.child.kill().unwrap(); // SIGKILL: no chance to clean up
+    bg.child.wait().unwrap();
+
+    let status = run(&repo, &state, "ops", &["status"]);
+    assert!(
+        text(&status).contains("no engine running"),
+        "{}",
+        text(&status)
+    );
+
+    let out = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
+    let output = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{output}");
+    assert!(output.contains("rollout of r1 resumed"), "{output}");
+
+    let after = fleet(&state);
+    assert!(after.iter().all(|s| s.4 == 1), "applied twice: {after:?}");
+    let strip =
+        |v: Vec<(String, String, String, String, i64)>| -> Vec<(String, String, String, String)> {
+            v.into_iter()
+                .map(|(e, s, ver, rev, _)| (e, s, ver, rev))
+                .collect()
+        };
+    assert_eq!(
+        strip(after),
+        strip(fleet(&reference)),
+        "same end state as an uninterrupted run"
+    );
+    let status = run(&repo, &state, "ops", &["status"]);
+    assert!(
+        text(&status).contains("state: completed"),
+        "{}",
+        text(&status)
+    );
+    let verify = run(&repo, &state, "ops", &["audit", "--verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+}
+
+#[test]
+fn a_second_terminal_approves_a_gate_and_pauses_and_resumes_the_rollout() {
+    let (dir, repo) = fixture(16, "50ms..150ms");
+    let state = dir.path().join("state.db");
+    let mut bg = Background::start(&repo, &state, &["rollout", "r1", "--wait"]);
+    bg.until("the canary gate", kind_is("gate_waiting"));
+
+    // One engine at a time: a second one is refused and names the holder.
+    let second = run(&repo, &state, "mallory", &["rollout", "r1"]);
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    assert!(
+        text(&second).contains("another engine is running rollout 1: runner@"),
+        "{}",
+        text(&second)
+    );
+
+    let approve = run(
+        &repo,
+        &state,
+        "alice",
+        &["approve", "canary", "--note", "dashboards green"],
+    );
+    assert_eq!(approve.status.code(), Some(0), "{}", text(&approve));
+    assert!(
+        text(&approve).contains("approved by alice@"),
+        "{}",
+        text(&approve)
+    );
+    let approved = bg.until("the approval", kind_is("gate_approved"));
+    assert_eq!(approved["note"], "dashboards green");
+
+    bg.until("the second wave", |v| {
+        v["kind"] == "wave_started" && v["wave"] == "rest"
+    });
+    let pause = run(&repo, &state, "bob", &["pause"]);
+    assert_eq!(pause.status.code(), Some(0), "{}", text(&pause));
+    assert!(text(&pause).contains("paused by bob@"), "{}", text(&pause));
+    let status = run(&repo, &state, "bob", &["status"]);
+    assert!(text(&status).contains("state: paused"), "{}", text(&status));
+
+    let again = run(&repo, &state, "bob", &["pause"]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a refused command says so: {}",
+        text(&again)
+    );
+    assert!(text(&again).contains("already paused"), "{}", text(&again));
+
+    let resume = run(&repo, &state, "bob", &["resume"]);
+    assert_eq!(resume.status.code(), Some(0), "{}", text(&resume));
+    let (code, events) = bg.finish();
+    assert_eq!(code, 0, "{events:?}");
+    assert!(events.last().unwrap().contains("rollout_completed"));
+
+    let audit = run(
+        &repo,
+        &state,
+        "x",
+        &["audit", "--actor", "alice", "--output", "json"],
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&audit.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["kind"], "gate_approved");
+}
+
+#[test]
+fn audit_verify_names_the_row_that_was_edited() {
+    let (dir, repo) = fixture(3, "0ms");
+    let state = dir.path().join("state.db");
+    let out = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ok = run(&repo, &state, "ops", &["audit", "--verify"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+
+    let db = rusqlite::Connection::open(&state).unwrap();
+    db.execute(
+        "UPDATE journal SET body = replace(body, 'ops@', 'someone-else@') WHERE seq = 2",
+        [],
+    )
+    .unwrap();
+    let bad = run(&repo, &state, "ops", &["audit", "--verify"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("journal broken at row 2"),
+        "{}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn another_release_is_refused_while_one_is_unfinished_and_abort_is_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(3, &strategy("", "0"));
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.load(&repo);
+    let state = dir.path().join("state.db");
+    // Blocked at the canary gate: unfinished.
+    assert_eq!(
+        run(&repo, &state, "ops", &["rollout", "r1"]).status.code(),
+        Some(3)
+    );
+    let other = run(&repo, &state, "ops", &["rollout", "r2"]);
+    assert_eq!(other.status.code(), Some(3));
+    assert!(
+        text(&other).contains("rollout 1 of release r1"),
+        "{}",
+        text(&other)
+    );
+    assert!(text(&other).contains("flotilla abort"), "{}", text(&other));
+
+    let abort = run(&repo, &state, "ops", &["abort"]);
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    assert!(
+        text(&abort).contains("aborted rollout 1"),
+        "{}",
+        text(&abort)
+    );
+    let status = run(&repo, &state, "ops", &["status"]);
+    assert!(
+        text(&status).contains("state: aborted"),
+        "{}",
+        text(&status)
+    );
+}
+
+#[test]
+fn an_approval_queued_while_no_engine_runs_counts_when_the_rollout_resumes() {
+    let (dir, repo) = fixture(3, "0ms");
+    let state = dir.path().join("state.db");
+    assert_eq!(
+        run(&repo, &state, "ops", &["rollout", "r1"]).status.code(),
+        Some(3)
+    );
+    let approve = run(&repo, &state, "alice", &["approve", "canary"]);
+    assert!(
+        text(&approve).contains("no engine is running"),
+        "{}",
+        text(&approve)
+    );
+    let out = run(&repo, &state, "ops", &["rollout", "r1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("approved by alice@"), "{}", text(&out));
+}
