@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::{exit, output, state_path, Output};
-use crate::store::journal::{self, JournalRow};
+use crate::store::journal::JournalRow;
 use crate::store::Store;
 
 /// Filters on the journal; all given ones must hold.
@@ -56,7 +56,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
         }
     };
     if args.verify {
-        return match journal::verify(&store.conn()) {
+        return match store.verify() {
             Ok(Ok(n)) => {
                 println!("journal intact: {n} rows, hash chain verified");
                 exit::OK

@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
         Commands::Plan {
             ref release,
             output,
-        } => plan::run(&cli.repo, &cli.rev, release, output),
+        } => plan::run(&cli.repo, &cli.rev, cli.state.as_deref(), release, output),
         Commands::Explain {
             ref env,
             ref key,

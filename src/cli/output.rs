@@ -239,6 +239,17 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         } => {
             format!("rollout completed: {succeeded} succeeded, {failed} failed, {skipped} skipped")
         }
+        EventKind::CommandReceived {
+            command,
+            by,
+            origin,
+        } => format!(
+            "{command} from {by}{}",
+            origin
+                .as_ref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default()
+        ),
         EventKind::CommandRejected {
             command, reason, ..
         } => format!("{command} refused: {reason}"),
@@ -249,7 +260,9 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         EventKind::LeaseTakenOver { by, from } => {
             format!("{by} took over the engine lease from {from}, which stopped answering")
         }
-        EventKind::StepStarted { .. } | EventKind::StepSucceeded { .. } => return None,
+        EventKind::EnvStarted { .. }
+        | EventKind::StepStarted { .. }
+        | EventKind::StepSucceeded { .. } => return None,
     })
 }
 

@@ -7,21 +7,43 @@ use std::time::{Duration, SystemTime};
 use super::{exit, load, output, Output};
 use crate::drivers::Driver;
 use crate::engine::preflight;
-use crate::plan::{self, Plan};
+use crate::plan::{self, History, Plan};
+use crate::store::Store;
 
-pub fn run(repo: &Path, rev: &str, release: &str, out: Output) -> u8 {
+pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Output) -> u8 {
     let loaded = match load(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
     };
     let intent = Arc::new(loaded.intent);
-    let mut plan = match plan::build(&intent, release, SystemTime::now()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+    // Past attempts, when a state database exists, make the risk estimate the fleet's own.
+    let path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| super::default_state(&intent.fleet));
+    let history = if path.exists() {
+        match Store::open_existing(&path).and_then(|s| s.history()) {
+            Ok(rows) => Some(History {
+                steps: rows
+                    .into_iter()
+                    .map(|(e, s, a, ok)| ((e, s), (a, ok)))
+                    .collect(),
+            }),
+            Err(e) => {
+                eprintln!("warning: {e}; risk uses the configured success rate");
+                None
+            }
         }
+    } else {
+        None
     };
+    let mut plan =
+        match plan::build_with_history(&intent, release, SystemTime::now(), history.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
     // Reachability needs the driver; the sim fleet is in-process and answers at once.
     let driver: Arc<dyn Driver> = Arc::new(crate::drivers::sim::SimFleet::new(
         intent.driver.sim.clone(),

@@ -12,12 +12,14 @@ use super::identity::Identity;
 use super::{default_state, exit, load, output, Output};
 use crate::drivers::sim::SimFleet;
 use crate::drivers::Driver;
-use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, RolloutView, TokioClock};
+use crate::engine::{
+    Command, Engine, Event, EventKind, EventSink, OnHold, Outcome, RolloutView, TokioClock,
+};
 use crate::intent::{DriverKind, Gate};
 use crate::plan::{self, CheckStatus, History};
 use crate::store::journal;
 use crate::store::lease::Acquired;
-use crate::store::Store;
+use crate::store::{QueuedCommand, Store};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RolloutArgs {
@@ -212,7 +214,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                     from,
                 },
             );
-            let appended = journal::append_now(&mut store.conn(), Some(rollout_id), &[event]);
+            let appended = store.append(Some(rollout_id), &[event]);
             if let Err(e) = appended {
                 eprintln!("error: {e}");
                 return exit::INVALID;
@@ -268,7 +270,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         // Commands queued while no engine ran (an approval ahead of a resume) come first.
         if let Ok(queued) = store.take_commands(rollout_id) {
             for q in queued {
-                let _ = cmd_tx.send(q.to_engine());
+                deliver(&journal, &cmd_tx, &q);
             }
         }
         for wave in approvals {
@@ -309,6 +311,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         let steering = {
             let store = store.clone();
             let commands = cmd_tx.clone();
+            let journal = journal.clone();
             let holder = holder.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -317,7 +320,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                     tick.tick().await;
                     if let Ok(queued) = store.take_commands(rollout_id) {
                         for q in queued {
-                            let _ = commands.send(q.to_engine());
+                            deliver(&journal, &commands, &q);
                         }
                     }
                     beats += 1;
@@ -378,6 +381,24 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
     });
     let _ = store.release_lease(&holder);
     code
+}
+
+/// Records who sent a queued command, and from where, then hands it to the engine.
+fn deliver(
+    journal: &journal::Journal,
+    commands: &mpsc::UnboundedSender<Command>,
+    q: &QueuedCommand,
+) {
+    let command = q.to_engine();
+    journal.emit(Event::new(
+        SystemTime::now(),
+        EventKind::CommandReceived {
+            command: command.name().into(),
+            by: q.actor.clone(),
+            origin: q.origin.clone(),
+        },
+    ));
+    let _ = commands.send(command);
 }
 
 /// Final words and exit code for each way a rollout can end.

@@ -8,7 +8,6 @@ use super::identity::Identity;
 use super::rollout::{lease_timeout, now_ms};
 use super::{exit, output, state_path};
 use crate::engine::{Event, EventKind};
-use crate::store::journal;
 use crate::store::lease::Acquired;
 use crate::store::{Store, StoredCommand};
 
@@ -105,7 +104,9 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
 fn answer(store: &Store, rollout: i64, after: i64, actor: &str) -> Option<Event> {
     let rows = store.journal_rows(Some(rollout)).ok()?;
     rows.into_iter()
-        .filter(|r| r.seq > after && r.actor.as_deref() == Some(actor))
+        .filter(|r| {
+            r.seq > after && r.actor.as_deref() == Some(actor) && r.kind != "command_received"
+        })
         .find_map(|r| r.event())
 }
 
@@ -126,7 +127,7 @@ fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
     let now = SystemTime::now();
     let event = Event::new(now, EventKind::RolloutAborted { by: me.actor() });
     // Two statements: the connection guard of the first must be gone before the second.
-    let appended = journal::append_now(&mut store.conn(), Some(rollout), &[event]);
+    let appended = store.append(Some(rollout), &[event]);
     let result = appended.and_then(|_| {
         store.set_status(
             rollout,

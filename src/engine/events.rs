@@ -60,7 +60,13 @@ pub enum EventKind {
         approvals: usize,
         needed: usize,
     },
-    /// Also the write-ahead record of the intent to apply: it is durable before the apply.
+    /// The write-ahead record of the intent to apply: the revision of every service still to
+    /// do in this environment, durable before any apply there.
+    EnvStarted {
+        wave: String,
+        env: String,
+        revisions: std::collections::BTreeMap<String, String>,
+    },
     StepStarted {
         wave: String,
         env: String,
@@ -154,6 +160,13 @@ pub enum EventKind {
         failed: usize,
         skipped: usize,
     },
+    /// A command from another terminal reached the engine: who sent it, from where, and when
+    /// (the event's time). What it did follows as its own event.
+    CommandReceived {
+        command: String,
+        by: String,
+        origin: Option<String>,
+    },
     /// A command that could not be carried out, and why.
     CommandRejected {
         command: String,
@@ -172,7 +185,59 @@ pub enum EventKind {
     },
 }
 
+/// The wave, environment, service and actor an event is about, where it has them.
+pub type Subject<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 impl EventKind {
+    /// (wave, env, service, by): the journal indexes these without parsing the JSON.
+    pub fn subject(&self) -> Subject<'_> {
+        use EventKind::*;
+        match self {
+            RolloutStarted { .. } | RolloutCompleted { .. } | RolloutInterrupted { .. } => {
+                (None, None, None, None)
+            }
+            WaveStarted { wave, .. }
+            | GateWaiting { wave, .. }
+            | WaveCompleted { wave, .. }
+            | RolloutHalted { wave, .. } => (Some(wave), None, None, None),
+            GateApproved { wave, by, .. } => (Some(wave), None, None, Some(by)),
+            EnvStarted { wave, env, .. } => (Some(wave), Some(env), None, None),
+            StepStarted {
+                wave, env, service, ..
+            }
+            | StepRetrying {
+                wave, env, service, ..
+            }
+            | StepSucceeded {
+                wave, env, service, ..
+            }
+            | StepRecovered {
+                wave, env, service, ..
+            }
+            | StepFailed {
+                wave, env, service, ..
+            }
+            | StepBlocked {
+                wave, env, service, ..
+            } => (Some(wave), Some(env), Some(service), None),
+            EnvRetried { wave, env, by } | EnvSkipped { wave, env, by, .. } => {
+                (Some(wave), Some(env), None, Some(by))
+            }
+            RolloutPaused { by }
+            | RolloutResumed { by }
+            | RolloutAborted { by }
+            | LeaseTakenOver { by, .. }
+            | CommandReceived { by, .. }
+            | CommandRejected { by, .. } => (None, None, None, Some(by)),
+            DriftDetected { env, service } => (None, Some(env), Some(service), None),
+        }
+    }
+
     /// The `kind` string of the JSON form.
     pub fn name(&self) -> &'static str {
         match self {
@@ -180,6 +245,7 @@ impl EventKind {
             EventKind::WaveStarted { .. } => "wave_started",
             EventKind::GateWaiting { .. } => "gate_waiting",
             EventKind::GateApproved { .. } => "gate_approved",
+            EventKind::EnvStarted { .. } => "env_started",
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepRetrying { .. } => "step_retrying",
             EventKind::StepSucceeded { .. } => "step_succeeded",
@@ -195,6 +261,7 @@ impl EventKind {
             EventKind::RolloutAborted { .. } => "rollout_aborted",
             EventKind::RolloutInterrupted { .. } => "rollout_interrupted",
             EventKind::RolloutCompleted { .. } => "rollout_completed",
+            EventKind::CommandReceived { .. } => "command_received",
             EventKind::CommandRejected { .. } => "command_rejected",
             EventKind::DriftDetected { .. } => "drift_detected",
             EventKind::LeaseTakenOver { .. } => "lease_taken_over",

@@ -120,6 +120,20 @@ impl RolloutView {
                     w.approvals.push(by.clone());
                 }
             }
+            EventKind::EnvStarted {
+                wave,
+                env,
+                revisions,
+            } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                for (service, revision) in revisions {
+                    let step = self.step(env, service);
+                    if step.0 != StepView::Succeeded {
+                        // Intended: applied or not, only observing can tell after a crash.
+                        *step = (StepView::Running, revision.clone(), step.2);
+                    }
+                }
+            }
             EventKind::StepStarted {
                 wave,
                 env,
@@ -183,6 +197,7 @@ impl RolloutView {
             EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
             EventKind::StepRetrying { .. }
             | EventKind::CommandRejected { .. }
+            | EventKind::CommandReceived { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }

@@ -91,6 +91,41 @@ pub async fn run_env(
     let release = &intent.releases[ctx.release];
     let desired = layers::render(intent, release, environment).desired;
     let n = steps.len();
+    // Write-ahead: the intent to apply every remaining step's revision is durable before any
+    // apply, in one record per environment so the journal costs one wait, not one per step.
+    let intents: std::collections::BTreeMap<String, String> = (0..n)
+        .filter(|&s| steps[s] != StepState::Succeeded)
+        .map(|s| {
+            let name = &intent.services[s].name;
+            (name.clone(), desired.services[name].revision.clone())
+        })
+        .collect();
+    let recorded = ctx
+        .emit_durable(EventKind::EnvStarted {
+            wave: wave.to_string(),
+            env: environment.name.clone(),
+            revisions: intents,
+        })
+        .await;
+    if !recorded {
+        // Without a durable record of the intent, an apply could not be recovered safely
+        // after a crash: fail the environment's steps instead of applying blind.
+        for s in 0..n {
+            if steps[s] == StepState::Succeeded {
+                continue;
+            }
+            steps[s] = StepState::Failed;
+            ctx.emit(EventKind::StepFailed {
+                wave: wave.to_string(),
+                env: environment.name.clone(),
+                service: intent.services[s].name.clone(),
+                error: "the journal could not record the intent to apply; not applied".into(),
+                class: ErrorClass::Permanent,
+                attempts: 0,
+            });
+        }
+        return (env, steps);
+    }
     let mut started = vec![false; n];
     let mut running: JoinSet<(usize, StepState)> = JoinSet::new();
     let mut task_step = std::collections::HashMap::new();
@@ -199,30 +234,16 @@ async fn run_step(
     let mut attempt = 1;
     loop {
         let (w, e, s) = ids();
-        let recorded = ctx
-            .emit_durable(EventKind::StepStarted {
-                wave: w,
-                env: e,
-                service: s,
-                attempt,
-                version: req.version.clone(),
-                revision: req.revision.clone(),
-            })
-            .await;
-        if !recorded {
-            // Without a durable record of the intent, applying could not be recovered
-            // safely after a crash: fail the step instead.
-            let (w, e, s) = ids();
-            ctx.emit(EventKind::StepFailed {
-                wave: w,
-                env: e,
-                service: s,
-                error: "the journal could not record the intent to apply; not applied".into(),
-                class: ErrorClass::Permanent,
-                attempts: attempt,
-            });
-            return StepState::Failed;
-        }
+        // The environment's `env_started` record, already durable, holds the intent to
+        // apply this revision; this event only marks the attempt.
+        ctx.emit(EventKind::StepStarted {
+            wave: w,
+            env: e,
+            service: s,
+            attempt,
+            version: req.version.clone(),
+            revision: req.revision.clone(),
+        });
         let outcome = tokio::time::timeout(ctx.step_timeout, async {
             ctx.driver.apply(environment, &req).await?;
             match ctx.driver.health(environment, &req.service).await? {

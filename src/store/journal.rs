@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{connect, StoreError};
-use crate::engine::{Event, EventKind, EventSink, SinkFuture};
+use crate::engine::{Event, EventSink, SinkFuture};
 
 /// One journal row as stored.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,16 +61,16 @@ fn row_hash(
         h.update(part);
         h.update(b"\n");
     }
-    let digest = h.finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in h.finalize() {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
 }
 
-fn text_field(v: &serde_json::Value, key: &str) -> Option<String> {
-    v.get(key).and_then(|x| x.as_str()).map(str::to_string)
-}
-
-/// Appends `events` of `rollout` in `tx`, continuing the hash chain, and updates the tables
-/// derived from them (history, last-applied) in the same transaction.
+/// Appends `events` of `rollout` in `tx`, continuing the hash chain.
 pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Result<(), StoreError> {
     let last: Option<(i64, String)> = tx
         .query_row(
@@ -80,90 +80,20 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
         )
         .optional()?;
     let (mut seq, mut prev) = last.unwrap_or((0, String::new()));
-    let context: Option<(String, String)> = match rollout {
-        Some(id) => tx
-            .query_row(
-                "SELECT release, commit_id FROM rollouts WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?,
-        None => None,
-    };
     let mut insert = tx.prepare_cached(
         "INSERT INTO journal (seq, rollout, ts, kind, wave, env, service, actor, body, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
     for event in events {
         seq += 1;
-        let value = serde_json::to_value(event).unwrap_or_default();
-        let body = value.to_string();
+        let body = serde_json::to_string(event).unwrap_or_default();
         let kind = event.kind.name();
         let hash = row_hash(&prev, seq, rollout, &event.ts, kind, &body);
+        let (wave, env, service, by) = event.kind.subject();
         insert.execute(params![
-            seq,
-            rollout,
-            event.ts,
-            kind,
-            text_field(&value, "wave"),
-            text_field(&value, "env"),
-            text_field(&value, "service"),
-            text_field(&value, "by"),
-            body,
-            hash
+            seq, rollout, event.ts, kind, wave, env, service, by, body, hash
         ])?;
         prev = hash;
-        derive(tx, rollout, context.as_ref(), event)?;
-    }
-    Ok(())
-}
-
-/// Keeps history and last-applied in step with the journal.
-fn derive(
-    tx: &Transaction,
-    rollout: Option<i64>,
-    context: Option<&(String, String)>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    match &event.kind {
-        EventKind::StepStarted { env, service, .. } => {
-            tx.prepare_cached(
-                "INSERT INTO history (env, service, attempts, successes) VALUES (?1, ?2, 1, 0)
-                 ON CONFLICT (env, service) DO UPDATE SET attempts = attempts + 1",
-            )?
-            .execute(params![env, service])?;
-        }
-        EventKind::StepSucceeded {
-            env,
-            service,
-            version,
-            revision,
-            ..
-        }
-        | EventKind::StepRecovered {
-            env,
-            service,
-            version,
-            revision,
-            ..
-        } => {
-            if matches!(event.kind, EventKind::StepSucceeded { .. }) {
-                tx.prepare_cached(
-                    "UPDATE history SET successes = successes + 1 WHERE env = ?1 AND service = ?2",
-                )?
-                .execute(params![env, service])?;
-            }
-            if let (Some(id), Some((release, commit))) = (rollout, context) {
-                tx.prepare_cached(
-                    "INSERT INTO last_applied (env, service, version, revision, release, commit_id, rollout, ts)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (env, service) DO UPDATE SET version = ?3, revision = ?4,
-                       release = ?5, commit_id = ?6, rollout = ?7, ts = ?8",
-                )?
-                .execute(params![env, service, version, revision, release, commit, id, event.ts])?;
-            }
-        }
-        _ => {}
     }
     Ok(())
 }
@@ -362,6 +292,7 @@ impl EventSink for Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::EventKind;
     use crate::store::Store;
 
     fn event(n: u32) -> Event {

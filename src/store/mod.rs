@@ -61,24 +61,23 @@ const MIGRATIONS: &[&str] = &[
         heartbeat_ms INTEGER NOT NULL,
         acquired TEXT NOT NULL
     );
-    CREATE TABLE last_applied (
-        env TEXT NOT NULL,
-        service TEXT NOT NULL,
-        version TEXT NOT NULL,
-        revision TEXT NOT NULL,
-        release TEXT NOT NULL,
-        commit_id TEXT NOT NULL,
-        rollout INTEGER NOT NULL,
-        ts TEXT NOT NULL,
-        PRIMARY KEY (env, service)
-    );
-    CREATE TABLE history (
-        env TEXT NOT NULL,
-        service TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        successes INTEGER NOT NULL,
-        PRIMARY KEY (env, service)
-    );
+    -- Derived from the journal, never written directly: they cannot disagree with it, and
+    -- keeping them costs nothing while a rollout runs.
+    CREATE VIEW last_applied AS
+        SELECT env, service,
+               json_extract(body, '$.version') AS version,
+               json_extract(body, '$.revision') AS revision,
+               rollout, max(seq) AS seq, ts
+        FROM journal
+        WHERE kind IN ('step_succeeded', 'step_recovered')
+        GROUP BY env, service;
+    CREATE VIEW history AS
+        SELECT env, service,
+               sum(kind = 'step_started') AS attempts,
+               sum(kind = 'step_succeeded') AS successes
+        FROM journal
+        WHERE kind IN ('step_started', 'step_succeeded')
+        GROUP BY env, service;
     CREATE TABLE sim_live (
         env TEXT NOT NULL,
         service TEXT NOT NULL,
@@ -354,6 +353,21 @@ impl Store {
             params![id],
             |r| r.get::<_, i64>(0),
         )? != 0)
+    }
+
+    /// Appends events to the journal now, outside a running engine's writer (an abort from
+    /// another terminal, a lease takeover).
+    pub fn append(
+        &self,
+        rollout: Option<i64>,
+        events: &[crate::engine::Event],
+    ) -> Result<(), StoreError> {
+        journal::append_now(&mut self.conn(), rollout, events)
+    }
+
+    /// Recomputes the journal's hash chain (see [`journal::verify`]).
+    pub fn verify(&self) -> Result<Result<usize, journal::ChainBreak>, StoreError> {
+        journal::verify(&self.conn())
     }
 
     /// The journal rows of one rollout, or all of them, oldest first.
