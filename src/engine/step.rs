@@ -110,15 +110,15 @@ pub async fn run_env(
     if !recorded {
         // Without a durable record of the intent, an apply could not be recovered safely
         // after a crash: fail the environment's steps instead of applying blind.
-        for s in 0..n {
-            if steps[s] == StepState::Succeeded {
+        for (state, service) in steps.iter_mut().zip(&intent.services) {
+            if *state == StepState::Succeeded {
                 continue;
             }
-            steps[s] = StepState::Failed;
+            *state = StepState::Failed;
             ctx.emit(EventKind::StepFailed {
                 wave: wave.to_string(),
                 env: environment.name.clone(),
-                service: intent.services[s].name.clone(),
+                service: service.name.clone(),
                 error: "the journal could not record the intent to apply; not applied".into(),
                 class: ErrorClass::Permanent,
                 attempts: 0,
