@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::{exit, output, state_path, Output};
-use crate::store::journal::JournalRow;
+use crate::store::journal::JournalEntry;
 use crate::store::Store;
 
 /// Filters on the journal; all given ones must hold.
@@ -85,7 +85,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
             return exit::INVALID;
         }
     };
-    let wanted = |r: &JournalRow| {
+    let wanted = |r: &JournalEntry| {
         let at = humantime::parse_rfc3339_weak(&r.ts).ok();
         args.env.as_ref().is_none_or(|e| r.env.as_ref() == Some(e))
             && args
@@ -103,12 +103,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
     for r in rows.iter().filter(|r| wanted(r)) {
         match args.output {
             Output::Json => {
-                let body: serde_json::Value =
-                    serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
                 println!(
                     "{}",
-                    serde_json::json!({ "seq": r.seq, "rollout": r.rollout, "ts": r.ts, "kind": r.kind,
-                        "actor": r.actor, "event": body, "hash": r.hash })
+                    serde_json::json!({ "row": r.seq, "index": r.index, "rollout": r.rollout,
+                        "ts": r.ts, "kind": r.kind, "actor": r.actor, "event": r.raw, "row_hash": r.hash })
                 );
             }
             Output::Plain => {
@@ -116,7 +114,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
                     .event()
                     .and_then(|e| output::event_line(&e.kind))
                     .unwrap_or_else(|| r.kind.clone());
-                println!("{:>6}  {}  {}", r.seq, r.ts, text.trim_start());
+                println!(
+                    "{:>6}.{:<4} {}  {}",
+                    r.seq,
+                    r.index,
+                    r.ts,
+                    text.trim_start()
+                );
             }
         }
     }

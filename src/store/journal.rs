@@ -1,8 +1,11 @@
-//! The journal: every event, one row each, each row carrying a SHA-256 hash chained from the
-//! row before it, so an edited, inserted or deleted row is detected.
+//! The journal: every event, in rows of one committed batch each, each row carrying a SHA-256
+//! hash chained from the row before it, so an edited, inserted or deleted row is detected.
 //!
-//! Events are written by one writer thread in batches (one transaction per batch) and only
-//! passed on to views after their batch committed: nothing is visible before it is durable.
+//! Events are written by one writer thread in batches (one row and one transaction per batch)
+//! and only passed on to views after their batch committed: nothing is visible before it is
+//! durable. A row per batch rather than per event keeps the journal's cost small next to a
+//! fast rollout; views over the rows (`journal_events`, `history`, `last_applied`) give SQL a
+//! row per event.
 
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
@@ -15,10 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::{connect, StoreError};
 use crate::engine::{Event, EventSink, SinkFuture};
 
-/// One journal row as stored.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct JournalRow {
+/// One event of the journal with where it is stored.
+#[derive(Debug, Clone)]
+pub struct JournalEntry {
+    /// The row (batch) that holds it.
     pub seq: i64,
+    /// Its place in the row.
+    pub index: usize,
     pub rollout: Option<i64>,
     pub ts: String,
     pub kind: String,
@@ -26,26 +32,21 @@ pub struct JournalRow {
     pub env: Option<String>,
     pub service: Option<String>,
     pub actor: Option<String>,
-    pub body: String,
+    /// The event as stored (also for kinds a newer flotilla wrote).
+    pub raw: serde_json::Value,
+    /// The hash of the row that holds it.
     pub hash: String,
 }
 
-impl JournalRow {
-    /// The event this row records, when this flotilla knows its kind.
+impl JournalEntry {
+    /// The event, when this flotilla knows its kind.
     pub fn event(&self) -> Option<Event> {
-        serde_json::from_str(&self.body).ok()
+        serde_json::from_value(self.raw.clone()).ok()
     }
 }
 
 /// The hash of a row: its content and the previous row's hash.
-fn row_hash(
-    prev: &str,
-    seq: i64,
-    rollout: Option<i64>,
-    ts: &str,
-    kind: &str,
-    body: &str,
-) -> String {
+fn row_hash(prev: &str, seq: i64, rollout: Option<i64>, ts: &str, body: &str) -> String {
     let mut h = Sha256::new();
     for part in [
         prev.as_bytes(),
@@ -55,7 +56,6 @@ fn row_hash(
             .unwrap_or_default()
             .as_bytes(),
         ts.as_bytes(),
-        kind.as_bytes(),
         body.as_bytes(),
     ] {
         h.update(part);
@@ -70,8 +70,11 @@ fn row_hash(
     out
 }
 
-/// Appends `events` of `rollout` in `tx`, continuing the hash chain.
+/// Appends `events` of `rollout` in `tx` as one row, continuing the hash chain.
 pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
     let last: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
@@ -79,22 +82,23 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let (mut seq, mut prev) = last.unwrap_or((0, String::new()));
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO journal (seq, rollout, ts, kind, wave, env, service, actor, body, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
-    for event in events {
-        seq += 1;
-        let body = serde_json::to_string(event).unwrap_or_default();
-        let kind = event.kind.name();
-        let hash = row_hash(&prev, seq, rollout, &event.ts, kind, &body);
-        let (wave, env, service, by) = event.kind.subject();
-        insert.execute(params![
-            seq, rollout, event.ts, kind, wave, env, service, by, body, hash
-        ])?;
-        prev = hash;
+    let (seq, prev) = last.unwrap_or((0, String::new()));
+    let seq = seq + 1;
+    let mut body = String::with_capacity(events.len() * 200);
+    body.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&serde_json::to_string(e).unwrap_or_else(|_| "null".into()));
     }
+    body.push(']');
+    let ts = &events[0].ts;
+    let hash = row_hash(&prev, seq, rollout, ts, &body);
+    tx.prepare_cached(
+        "INSERT INTO journal (seq, rollout, ts, events, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![seq, rollout, ts, events.len() as i64, body, hash])?;
     Ok(())
 }
 
@@ -110,34 +114,66 @@ pub fn append_now(
     Ok(())
 }
 
-/// Journal rows, oldest first: of one rollout, or all.
-pub fn rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<JournalRow>, StoreError> {
-    let sql = "SELECT seq, rollout, ts, kind, wave, env, service, actor, body, hash FROM journal";
-    let mut stmt = match rollout {
-        Some(_) => conn.prepare(&format!("{sql} WHERE rollout = ?1 ORDER BY seq"))?,
-        None => conn.prepare(&format!("{sql} ORDER BY seq"))?,
-    };
+struct Row {
+    seq: i64,
+    rollout: Option<i64>,
+    ts: String,
+    body: String,
+    hash: String,
+}
+
+fn raw_rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<Row>, StoreError> {
+    let sql = "SELECT seq, rollout, ts, body, hash FROM journal";
     let map = |r: &rusqlite::Row| {
-        Ok(JournalRow {
+        Ok(Row {
             seq: r.get(0)?,
             rollout: r.get(1)?,
             ts: r.get(2)?,
-            kind: r.get(3)?,
-            wave: r.get(4)?,
-            env: r.get(5)?,
-            service: r.get(6)?,
-            actor: r.get(7)?,
-            body: r.get(8)?,
-            hash: r.get(9)?,
+            body: r.get(3)?,
+            hash: r.get(4)?,
         })
     };
-    let rows = match rollout {
-        Some(id) => stmt
+    Ok(match rollout {
+        Some(id) => conn
+            .prepare(&format!("{sql} WHERE rollout = ?1 ORDER BY seq"))?
             .query_map(params![id], map)?
             .collect::<Result<Vec<_>, _>>()?,
-        None => stmt.query_map([], map)?.collect::<Result<Vec<_>, _>>()?,
-    };
-    Ok(rows)
+        None => conn
+            .prepare(&format!("{sql} ORDER BY seq"))?
+            .query_map([], map)?
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+fn text(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key).and_then(|x| x.as_str()).map(str::to_string)
+}
+
+/// Journal events, oldest first: of one rollout, or all.
+pub fn entries(conn: &Connection, rollout: Option<i64>) -> Result<Vec<JournalEntry>, StoreError> {
+    let mut out = Vec::new();
+    for row in raw_rows(conn, rollout)? {
+        // A row that does not parse is reported by `audit --verify`; readers skip it.
+        let Ok(serde_json::Value::Array(events)) = serde_json::from_str(&row.body) else {
+            continue;
+        };
+        for (index, raw) in events.into_iter().enumerate() {
+            out.push(JournalEntry {
+                seq: row.seq,
+                index,
+                rollout: row.rollout,
+                ts: text(&raw, "ts").unwrap_or_else(|| row.ts.clone()),
+                kind: text(&raw, "kind").unwrap_or_default(),
+                wave: text(&raw, "wave"),
+                env: text(&raw, "env"),
+                service: text(&raw, "service"),
+                actor: text(&raw, "by"),
+                hash: row.hash.clone(),
+                raw,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The first row where the chain breaks, and how.
@@ -149,7 +185,7 @@ pub struct ChainBreak {
 
 /// Recomputes the whole chain. `Ok(n)` is the number of rows verified.
 pub fn verify(conn: &Connection) -> Result<Result<usize, ChainBreak>, StoreError> {
-    let rows = rows(conn, None)?;
+    let rows = raw_rows(conn, None)?;
     let mut prev = String::new();
     for (expected_seq, row) in (1..).zip(rows.iter()) {
         if row.seq != expected_seq {
@@ -162,7 +198,7 @@ pub fn verify(conn: &Connection) -> Result<Result<usize, ChainBreak>, StoreError
                 },
             }));
         }
-        let hash = row_hash(&prev, row.seq, row.rollout, &row.ts, &row.kind, &row.body);
+        let hash = row_hash(&prev, row.seq, row.rollout, &row.ts, &row.body);
         if hash != row.hash {
             return Ok(Err(ChainBreak {
                 seq: row.seq,
@@ -225,13 +261,17 @@ pub fn spawn(
                         Err(_) => break,
                     }
                 }
-                let events: Vec<Event> = batch
-                    .iter()
-                    .filter_map(|m| match m {
-                        Msg::Event(e, _) => Some(e.clone()),
-                        Msg::Flush(_) => None,
-                    })
-                    .collect();
+                let mut events = Vec::with_capacity(batch.len());
+                let mut acks = Vec::new();
+                for m in batch {
+                    match m {
+                        Msg::Event(e, ack) => {
+                            events.push(e);
+                            acks.extend(ack);
+                        }
+                        Msg::Flush(ack) => acks.push(ack),
+                    }
+                }
                 let ok = failure.is_none()
                     && match append_now(&mut conn, Some(rollout), &events) {
                         Ok(()) => true,
@@ -241,19 +281,14 @@ pub fn spawn(
                             false
                         }
                     };
-                for m in batch {
-                    match m {
-                        Msg::Event(e, ack) => {
-                            if ok {
-                                let _ = downstream.send(e);
-                            }
-                            if let Some(ack) = ack {
-                                let _ = ack.send(ok);
-                            }
-                        }
-                        Msg::Flush(ack) => {
-                            let _ = ack.send(ok);
-                        }
+                // Release the waiting steps first: they are on the rollout's critical path,
+                // the views are not.
+                for ack in acks {
+                    let _ = ack.send(ok);
+                }
+                if ok {
+                    for e in events {
+                        let _ = downstream.send(e);
                     }
                 }
             }
@@ -310,7 +345,9 @@ mod tests {
         let path = dir.path().join("s.db");
         let store = Store::open(&path, "f").unwrap();
         let events: Vec<Event> = (0..5).map(event).collect();
-        append_now(&mut store.conn(), None, &events).unwrap();
+        for e in &events {
+            store.append(None, std::slice::from_ref(e)).unwrap();
+        }
         assert_eq!(verify(&store.conn()).unwrap(), Ok(5));
 
         let conn = store.conn();
@@ -345,7 +382,7 @@ mod tests {
         assert!(journal.emit_durable(event(1)).await);
         // Once acknowledged, the row is there for any other connection to read.
         let other = connect(&path).unwrap();
-        assert_eq!(rows(&other, Some(id)).unwrap().len(), 1);
+        assert_eq!(entries(&other, Some(id)).unwrap().len(), 1);
         assert_eq!(down_rx.recv().await.unwrap(), event(1));
         journal.emit(event(2));
         assert!(journal.flush().await);

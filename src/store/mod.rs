@@ -30,19 +30,20 @@ const MIGRATIONS: &[&str] = &[
         status TEXT NOT NULL,
         ended TEXT
     );
+    -- One row per committed batch of events; `body` is a JSON array of them.
     CREATE TABLE journal (
         seq INTEGER PRIMARY KEY,
         rollout INTEGER,
         ts TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        wave TEXT,
-        env TEXT,
-        service TEXT,
-        actor TEXT,
+        events INTEGER NOT NULL,
         body TEXT NOT NULL,
         hash TEXT NOT NULL
     );
     CREATE INDEX journal_by_rollout ON journal (rollout, seq);
+    CREATE VIEW journal_events AS
+        SELECT j.seq AS seq, j.rollout AS rollout, e.key AS idx,
+               json_extract(e.value, '$.kind') AS kind, e.value AS event
+        FROM journal AS j, json_each(j.body) AS e;
     CREATE TABLE commands (
         id INTEGER PRIMARY KEY,
         rollout INTEGER NOT NULL,
@@ -64,20 +65,23 @@ const MIGRATIONS: &[&str] = &[
     -- Derived from the journal, never written directly: they cannot disagree with it, and
     -- keeping them costs nothing while a rollout runs.
     CREATE VIEW last_applied AS
-        SELECT env, service,
-               json_extract(body, '$.version') AS version,
-               json_extract(body, '$.revision') AS revision,
-               rollout, max(seq) AS seq, ts
-        FROM journal
+        SELECT json_extract(event, '$.env') AS env,
+               json_extract(event, '$.service') AS service,
+               json_extract(event, '$.version') AS version,
+               json_extract(event, '$.revision') AS revision,
+               rollout, max(seq * 100000 + idx) AS position,
+               json_extract(event, '$.ts') AS ts
+        FROM journal_events
         WHERE kind IN ('step_succeeded', 'step_recovered')
-        GROUP BY env, service;
+        GROUP BY 1, 2;
     CREATE VIEW history AS
-        SELECT env, service,
+        SELECT json_extract(event, '$.env') AS env,
+               json_extract(event, '$.service') AS service,
                sum(kind = 'step_started') AS attempts,
                sum(kind = 'step_succeeded') AS successes
-        FROM journal
+        FROM journal_events
         WHERE kind IN ('step_started', 'step_succeeded')
-        GROUP BY env, service;
+        GROUP BY 1, 2;
     CREATE TABLE sim_live (
         env TEXT NOT NULL,
         service TEXT NOT NULL,
@@ -370,12 +374,12 @@ impl Store {
         journal::verify(&self.conn())
     }
 
-    /// The journal rows of one rollout, or all of them, oldest first.
+    /// The journal's events of one rollout, or all of them, oldest first.
     pub fn journal_rows(
         &self,
         rollout: Option<i64>,
-    ) -> Result<Vec<journal::JournalRow>, StoreError> {
-        journal::rows(&self.conn(), rollout)
+    ) -> Result<Vec<journal::JournalEntry>, StoreError> {
+        journal::entries(&self.conn(), rollout)
     }
 
     /// Attempts and successes per (env, service) over every rollout.
