@@ -185,6 +185,7 @@ fn main() {
     );
 
     // 2. A whole rollout on a zero-latency simulated fleet, without and with the journal.
+    // Alternating runs and medians, because shared machines are noisy.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (outcome, wall, events) = rt.block_on(rollout(&intent, None));
     let ok = matches!(outcome, Outcome::Completed { .. });
@@ -192,39 +193,47 @@ fn main() {
         "rollout: {ENVS} environments x 3 services in {wall:.2?} wall (target < 1 s), {events} events, outcome {outcome:?}{}",
         if ok { "" } else { "  <-- did not complete" }
     );
-    let db = dir.path().join("state.db");
-    let store = Store::open(&db, &intent.fleet).expect("store");
-    let id = store
-        .start_rollout(&release.name, &intent.revision.commit, "now", "bench")
-        .expect("rollout row");
-    let (outcome, journaled_wall, events) = rt.block_on(rollout(&intent, Some((&db, id))));
-    let size: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
-    println!(
-        "journaled rollout: {journaled_wall:.2?} wall, {events} events journaled, overhead {:.0}% (target < 20%), database {:.1} MB, outcome {outcome:?}",
-        (journaled_wall.as_secs_f64() / wall.as_secs_f64() - 1.0) * 100.0,
-        size as f64 / 1e6
-    );
-
+    let compare = |intent: &Arc<flotilla::intent::Intent>, label: &str| {
+        let (mut plain, mut journaled) = (Vec::new(), Vec::new());
+        let mut size = 0;
+        for run in 0..5 {
+            plain.push(rt.block_on(rollout(intent, None)).1.as_secs_f64());
+            let db = dir.path().join(format!("{label}-{run}.db"));
+            let store = Store::open(&db, &intent.fleet).expect("store");
+            let id = store
+                .start_rollout(&release.name, &intent.revision.commit, "now", "bench")
+                .expect("rollout row");
+            let (outcome, wall, _) = rt.block_on(rollout(intent, Some((&db, id))));
+            assert!(matches!(outcome, Outcome::Completed { .. }), "{outcome:?}");
+            journaled.push(wall.as_secs_f64());
+            drop(store);
+            size = ["", "-wal"]
+                .iter()
+                .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+                .map(|m| m.len())
+                .sum::<u64>();
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, j) = (median(&mut plain), median(&mut journaled));
+        println!(
+            "{label}: median of 5 runs {:.0} ms without the journal, {:.0} ms with it: journal overhead {:.0}% (target < 20%); database {:.1} MB",
+            p * 1e3,
+            j * 1e3,
+            (j / p - 1.0) * 100.0,
+            size as f64 / 1e6
+        );
+    };
+    compare(&intent, "zero latency");
     // The same with 1-3 ms per call: some latency, as any real fleet has, hides the journal.
     let mut slow = (*intent).clone();
     slow.driver.sim.latency = (
         std::time::Duration::from_millis(1),
         std::time::Duration::from_millis(3),
     );
-    let slow = Arc::new(slow);
-    let (_, slow_wall, _) = rt.block_on(rollout(&slow, None));
-    let id = store
-        .start_rollout(&release.name, &intent.revision.commit, "now", "bench")
-        .expect("rollout row");
-    let (_, slow_journaled, _) = rt.block_on(rollout(&slow, Some((&db, id))));
-    println!(
-        "with 1-3 ms latency: {slow_wall:.2?} without the journal, {slow_journaled:.2?} with it, overhead {:.0}%",
-        (slow_journaled.as_secs_f64() / slow_wall.as_secs_f64() - 1.0) * 100.0
-    );
+    compare(&Arc::new(slow), "1-3 ms latency");
 
     // 3. Raw journal appends in batches of 1,000.
     let events: Vec<Event> = (0..100_000u32)

@@ -117,6 +117,9 @@ pub struct Engine {
     gates_passed: HashSet<usize>,
     /// Steps that were in flight at a crash: (env, service, revision), to observe first.
     recover: Vec<(usize, usize, String)>,
+    /// Environments whose intent to apply is durable but which have not started yet, with
+    /// their rendered desired state.
+    intended: HashMap<usize, crate::intent::layers::Desired>,
 }
 
 impl Engine {
@@ -205,6 +208,7 @@ impl Engine {
             completed_waves: HashSet::new(),
             gates_passed: HashSet::new(),
             recover: Vec::new(),
+            intended: HashMap::new(),
         }
     }
 
@@ -470,6 +474,11 @@ impl Engine {
                 if self.status[&i] != EnvStatus::Pending {
                     continue;
                 }
+                if !self.intended.contains_key(&i) && !self.record_intents(i).await {
+                    self.journal_failed(i);
+                    continue;
+                }
+                let desired = self.intended.remove(&i).expect("recorded just above");
                 self.set_status(i, EnvStatus::Running);
                 let wave_name: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
                 let handle = running.spawn(step::run_env(
@@ -477,6 +486,7 @@ impl Engine {
                     i,
                     wave_name,
                     self.steps[&i].clone(),
+                    desired,
                     self.state.subscribe(),
                 ));
                 task_env.insert(handle.id(), i);
@@ -553,6 +563,87 @@ impl Engine {
         });
         self.wave_done_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// Write-ahead: records the intent to apply (every remaining revision) of environment
+    /// `first` and of the next environments in the queue, up to `max_parallel`, durably and in
+    /// one wait. After a crash the ones that never started are simply observed and found
+    /// untouched. False when the journal could not record it.
+    async fn record_intents(&mut self, first: usize) -> bool {
+        let ahead: Vec<usize> = std::iter::once(first)
+            .chain(
+                self.queue
+                    .iter()
+                    .copied()
+                    .filter(|i| {
+                        self.status.get(i) == Some(&EnvStatus::Pending)
+                            && !self.intended.contains_key(i)
+                    })
+                    .take(self.max_parallel.saturating_sub(1)),
+            )
+            .collect();
+        let intent = self.ctx.intent.clone();
+        let release = &intent.releases[self.ctx.release];
+        let mut last = None;
+        for &i in &ahead {
+            let env = &intent.environments[i];
+            let desired = crate::intent::layers::render(&intent, release, env).desired;
+            let steps = &self.steps[&i];
+            let revisions = intent
+                .services
+                .iter()
+                .zip(steps)
+                .filter(|(_, s)| **s != StepState::Succeeded)
+                .map(|(svc, _)| {
+                    (
+                        svc.name.clone(),
+                        desired.services[&svc.name].revision.clone(),
+                    )
+                })
+                .collect();
+            let event = EventKind::EnvStarted {
+                wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                env: env.name.clone(),
+                revisions,
+            };
+            // Only the last waits: the journal commits in order, so its acknowledgement
+            // covers the ones before it.
+            if let Some(previous) = last.replace(event) {
+                self.emit(previous);
+            }
+            self.intended.insert(i, desired);
+        }
+        match last {
+            Some(event) => self.ctx.emit_durable(event).await,
+            None => true,
+        }
+    }
+
+    /// The journal failed: environment `i` is not applied, and counts as failed so the
+    /// budget stops the rollout rather than applying without a record.
+    fn journal_failed(&mut self, i: usize) {
+        self.intended.remove(&i);
+        let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+        let env = self.ctx.intent.environments[i].name.clone();
+        let services: Vec<String> = self
+            .ctx
+            .intent
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for service in services {
+            self.emit(EventKind::StepFailed {
+                wave: wave.clone(),
+                env: env.clone(),
+                service,
+                error: "the journal could not record the intent to apply; not applied".into(),
+                class: crate::drivers::ErrorClass::Permanent,
+                attempts: 0,
+            });
+        }
+        let steps = vec![StepState::Failed; self.ctx.intent.services.len()];
+        self.finish_env(i, steps);
     }
 
     /// True when every environment of wave `w` is already done (succeeded or skipped).

@@ -12,7 +12,8 @@ use super::events::{Event, EventKind};
 use super::sink::EventSink;
 use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health};
 use crate::hash::{stable_hash, unit};
-use crate::intent::{layers, Intent};
+use crate::intent::layers::Desired;
+use crate::intent::Intent;
 
 /// Where one step stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,53 +80,19 @@ async fn may_start(state: &mut watch::Receiver<RunState>) -> bool {
 
 /// Runs the not-yet-succeeded steps of environment `env` and returns every step's state.
 /// Steps left `Pending` were not started because the rollout paused into a stop.
+/// `desired` is the environment's rendered desired state, whose revisions the engine has
+/// already recorded durably (the write-ahead intent) before calling this.
 pub async fn run_env(
     ctx: Arc<StepContext>,
     env: usize,
     wave: Arc<str>,
     mut steps: Vec<StepState>,
+    desired: Desired,
     mut state: watch::Receiver<RunState>,
 ) -> (usize, Vec<StepState>) {
     let intent = &ctx.intent;
     let environment = &intent.environments[env];
-    let release = &intent.releases[ctx.release];
-    let desired = layers::render(intent, release, environment).desired;
     let n = steps.len();
-    // Write-ahead: the intent to apply every remaining step's revision is durable before any
-    // apply, in one record per environment so the journal costs one wait, not one per step.
-    let intents: std::collections::BTreeMap<String, String> = (0..n)
-        .filter(|&s| steps[s] != StepState::Succeeded)
-        .map(|s| {
-            let name = &intent.services[s].name;
-            (name.clone(), desired.services[name].revision.clone())
-        })
-        .collect();
-    let recorded = ctx
-        .emit_durable(EventKind::EnvStarted {
-            wave: wave.to_string(),
-            env: environment.name.clone(),
-            revisions: intents,
-        })
-        .await;
-    if !recorded {
-        // Without a durable record of the intent, an apply could not be recovered safely
-        // after a crash: fail the environment's steps instead of applying blind.
-        for (state, service) in steps.iter_mut().zip(&intent.services) {
-            if *state == StepState::Succeeded {
-                continue;
-            }
-            *state = StepState::Failed;
-            ctx.emit(EventKind::StepFailed {
-                wave: wave.to_string(),
-                env: environment.name.clone(),
-                service: service.name.clone(),
-                error: "the journal could not record the intent to apply; not applied".into(),
-                class: ErrorClass::Permanent,
-                attempts: 0,
-            });
-        }
-        return (env, steps);
-    }
     let mut started = vec![false; n];
     let mut running: JoinSet<(usize, StepState)> = JoinSet::new();
     let mut task_step = std::collections::HashMap::new();

@@ -247,6 +247,10 @@ pub fn spawn(
     downstream: mpsc::UnboundedSender<Event>,
 ) -> Result<(Journal, JournalThread), StoreError> {
     let mut conn = connect(path)?;
+    // Checkpoints (copying the WAL into the database, with an fsync) in the middle of a
+    // rollout stall the steps waiting on the journal; let the WAL grow to 64 MB instead. The
+    // last connection to close checkpoints it.
+    conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
     let (tx, rx) = std_mpsc::channel::<Msg>();
     let handle = std::thread::Builder::new()
         .name("flotilla-journal".into())
@@ -263,13 +267,14 @@ pub fn spawn(
                 }
                 let mut events = Vec::with_capacity(batch.len());
                 let mut acks = Vec::new();
+                let mut flushes = Vec::new();
                 for m in batch {
                     match m {
                         Msg::Event(e, ack) => {
                             events.push(e);
                             acks.extend(ack);
                         }
-                        Msg::Flush(ack) => acks.push(ack),
+                        Msg::Flush(ack) => flushes.push(ack),
                     }
                 }
                 let ok = failure.is_none()
@@ -282,7 +287,7 @@ pub fn spawn(
                         }
                     };
                 // Release the waiting steps first: they are on the rollout's critical path,
-                // the views are not.
+                // the views are not. A flush is answered last, once the views have it all.
                 for ack in acks {
                     let _ = ack.send(ok);
                 }
@@ -290,6 +295,9 @@ pub fn spawn(
                     for e in events {
                         let _ = downstream.send(e);
                     }
+                }
+                for ack in flushes {
+                    let _ = ack.send(ok);
                 }
             }
             failure.map_or(Ok(()), Err)
