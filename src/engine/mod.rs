@@ -263,31 +263,56 @@ impl Engine {
     }
 
     /// Steps in flight at the crash: done if the environment already runs their revision.
+    /// Environments are observed in parallel, `max_parallel` at a time.
     async fn recover_in_flight(&mut self) {
+        let mut by_env: HashMap<usize, Vec<(usize, String)>> = HashMap::new();
         for (i, s, revision) in std::mem::take(&mut self.recover) {
-            let env = &self.ctx.intent.environments[i];
-            let service = self.ctx.intent.services[s].name.clone();
-            let live = match self.ctx.driver.observe(env).await {
-                Ok(live) => live,
-                // Cannot tell: leave it pending, so it is applied again (idempotent).
-                Err(_) => continue,
-            };
-            let Some(svc) = live.get(&service).filter(|l| l.revision == revision) else {
-                continue;
-            };
-            let wave = self.plan.waves[self.wave_of[&i]].name.clone();
-            self.emit(EventKind::StepRecovered {
-                wave,
-                env: env.name.clone(),
-                service,
-                version: svc.version.clone(),
-                revision,
-            });
-            if let Some(steps) = self.steps.get_mut(&i) {
-                steps[s] = StepState::Succeeded;
-                if steps.iter().all(|x| *x == StepState::Succeeded) {
-                    self.set_status(i, EnvStatus::Succeeded);
+            by_env.entry(i).or_default().push((s, revision));
+        }
+        let mut envs: Vec<usize> = by_env.keys().copied().collect();
+        envs.sort_unstable();
+        let mut observing = JoinSet::new();
+        let mut found = Vec::new();
+        let mut next = envs.into_iter();
+        loop {
+            while observing.len() < self.max_parallel {
+                let Some(i) = next.next() else { break };
+                let ctx = self.ctx.clone();
+                observing.spawn(async move {
+                    let env = &ctx.intent.environments[i];
+                    (i, ctx.driver.observe(env).await.ok())
+                });
+            }
+            match observing.join_next().await {
+                Some(Ok(observed)) => found.push(observed),
+                Some(Err(_)) => {}
+                None => break,
+            }
+        }
+        found.sort_by_key(|(i, _)| *i);
+        for (i, live) in found {
+            // Cannot tell (observe failed): leave it pending, so it is applied again, which
+            // is safe because applies are idempotent by revision.
+            let Some(live) = live else { continue };
+            for (s, revision) in by_env.remove(&i).unwrap_or_default() {
+                let service = self.ctx.intent.services[s].name.clone();
+                let Some(svc) = live.get(&service).filter(|l| l.revision == revision) else {
+                    continue;
+                };
+                let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+                self.emit(EventKind::StepRecovered {
+                    wave,
+                    env: self.ctx.intent.environments[i].name.clone(),
+                    service,
+                    version: svc.version.clone(),
+                    revision,
+                });
+                if let Some(steps) = self.steps.get_mut(&i) {
+                    steps[s] = StepState::Succeeded;
                 }
+            }
+            if self.steps[&i].iter().all(|x| *x == StepState::Succeeded) {
+                self.set_status(i, EnvStatus::Succeeded);
             }
         }
     }
