@@ -421,12 +421,11 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
             }
             exit::BLOCKED
         }
+        // The reason was printed with the rollout_halted event.
         Outcome::Halted {
-            wave,
-            reason,
-            failed_envs,
+            wave, failed_envs, ..
         } => {
-            eprintln!("halted in wave `{wave}`: {reason}");
+            eprintln!("halted in wave `{wave}`.");
             let shown: Vec<&str> = failed_envs.iter().take(10).map(String::as_str).collect();
             let more = failed_envs.len().saturating_sub(shown.len());
             eprintln!(
@@ -444,7 +443,7 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
             exit::FAILED
         }
         Outcome::Aborted { by } => {
-            eprintln!("aborted by {by}");
+            eprintln!("the rollout was aborted by {by}: nothing more will be applied; `flotilla rollout {release}` starts it anew");
             exit::FAILED
         }
         Outcome::Interrupted => exit::INTERRUPTED,
@@ -503,6 +502,14 @@ impl Printer {
                 self.waiting = None;
             }
             EventKind::GateWaiting { reason, .. } => self.waiting = Some(reason.clone()),
+            EventKind::RolloutHalted { .. } => {
+                self.waiting =
+                    Some("a decision: flotilla resume, retry, skip ENV --reason R, or abort".into())
+            }
+            EventKind::RolloutPaused { .. } => {
+                self.waiting = Some("`flotilla resume` (paused)".into())
+            }
+            EventKind::RolloutResumed { .. } => self.waiting = None,
             EventKind::StepSucceeded { env, .. } => {
                 let n = self.succeeded_steps.entry(env.clone()).or_insert(0);
                 *n += 1;
@@ -515,11 +522,7 @@ impl Printer {
             }
             _ => {}
         }
-        // The final report says it all for a halt; do not print it twice.
-        let line = match &event.kind {
-            EventKind::RolloutHalted { .. } => None,
-            kind => output::event_line(kind),
-        };
+        let line = output::event_line(&event.kind);
         if let Some(line) = line {
             let mut out = std::io::stdout().lock();
             if self.progress_shown {

@@ -12,6 +12,9 @@ use super::events::{Event, EventKind};
 #[serde(rename_all = "snake_case")]
 pub enum StepView {
     Pending,
+    /// Its intent to apply is recorded but it has not started: after a crash only
+    /// observing can tell whether it was applied.
+    Intended,
     /// Started and not finished: in flight, or interrupted by a crash.
     Running,
     Succeeded,
@@ -129,8 +132,7 @@ impl RolloutView {
                 for (service, revision) in revisions {
                     let step = self.step(env, service);
                     if step.0 != StepView::Succeeded {
-                        // Intended: applied or not, only observing can tell after a crash.
-                        *step = (StepView::Running, revision.clone(), step.2);
+                        *step = (StepView::Intended, revision.clone(), step.2);
                     }
                 }
             }

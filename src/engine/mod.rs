@@ -229,7 +229,9 @@ impl Engine {
             };
             match state {
                 fold::StepView::Succeeded => steps[s] = StepState::Succeeded,
-                fold::StepView::Running => self.recover.push((i, s, revision.clone())),
+                fold::StepView::Running | fold::StepView::Intended => {
+                    self.recover.push((i, s, revision.clone()))
+                }
                 _ => {}
             }
         }
