@@ -12,9 +12,7 @@ use super::identity::Identity;
 use super::{default_state, exit, load, output, Output};
 use crate::drivers::sim::SimFleet;
 use crate::drivers::Driver;
-use crate::engine::{
-    Command, Engine, Event, EventKind, EventSink, OnHold, Outcome, RolloutView, TokioClock,
-};
+use crate::engine::{Command, Engine, Event, EventKind, EventSink, OnHold, Outcome, TokioClock};
 use crate::intent::{DriverKind, Gate};
 use crate::plan::{self, CheckStatus, History};
 use crate::store::journal;
@@ -77,7 +75,26 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
 
     // An unfinished rollout of this release is resumed at its own commit; of another
     // release, it blocks a new one.
-    let unfinished = match store.unfinished_rollout() {
+    // One engine at a time: take the lease before deciding anything, so two engines started
+    // together cannot both create a rollout.
+    let holder = me.holder();
+    let took_over = match store.acquire_lease(0, &holder, now_ms(), lease_timeout()) {
+        Ok(Ok(Acquired::Fresh)) => None,
+        Ok(Ok(Acquired::TookOver(from))) => Some(from),
+        Ok(Err(held)) => {
+            eprintln!("refused: {held}");
+            return exit::BLOCKED;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let _lease = LeaseGuard {
+        store: store.clone(),
+        holder: holder.clone(),
+    };
+    let unfinished = match store.unfinished_with_view() {
         Ok(u) => u,
         Err(e) => {
             eprintln!("error: {e}");
@@ -86,7 +103,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
     };
     let mut intent = loaded.intent;
     let mut view = None;
-    if let Some(u) = &unfinished {
+    if let Some((u, folded)) = &unfinished {
         if u.release != args.release {
             eprintln!(
                 "refused: rollout {} of release {} (started {} by {}) is unfinished ({}).",
@@ -110,16 +127,9 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                 Err(code) => return code,
             };
         }
-        let rows = match store.journal_rows(Some(u.id)) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return exit::INVALID;
-            }
-        };
-        let events: Vec<Event> = rows.iter().filter_map(|r| r.event()).collect();
-        view = Some(RolloutView::fold(&events));
+        view = Some(folded.clone());
     }
+    let unfinished = unfinished.map(|(u, _)| u);
     let intent = Arc::new(intent);
 
     let history = match store.history() {
@@ -203,28 +213,21 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
             }
         },
     };
-    let holder = me.holder();
-    match store.acquire_lease(rollout_id, &holder, now_ms(), lease_timeout()) {
-        Ok(Ok(Acquired::Fresh)) => {}
-        Ok(Ok(Acquired::TookOver(from))) => {
-            let event = Event::new(
-                SystemTime::now(),
-                EventKind::LeaseTakenOver {
-                    by: holder.to_string(),
-                    from,
-                },
-            );
-            let appended = store.append(Some(rollout_id), &[event]);
-            if let Err(e) = appended {
-                eprintln!("error: {e}");
-                return exit::INVALID;
-            }
-        }
-        Ok(Err(held)) => {
-            eprintln!("refused: {held}");
-            return exit::BLOCKED;
-        }
-        Err(e) => {
+    // The lease now names the rollout; a takeover is recorded in its journal.
+    if let Err(e) = store.acquire_lease(rollout_id, &holder, now_ms(), lease_timeout()) {
+        eprintln!("error: {e}");
+        return exit::INVALID;
+    }
+    if let Some(from) = took_over {
+        let event = Event::new(
+            SystemTime::now(),
+            EventKind::LeaseTakenOver {
+                by: holder.to_string(),
+                from,
+            },
+        );
+        let appended = store.append(Some(rollout_id), &[event]);
+        if let Err(e) = appended {
             eprintln!("error: {e}");
             return exit::INVALID;
         }
@@ -235,7 +238,6 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            let _ = store.release_lease(&holder);
             return exit::FAILED;
         }
     };
@@ -257,7 +259,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         OnHold::Exit
     };
 
-    let code = runtime.block_on(async {
+    runtime.block_on(async {
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
         let (journal, writer) = match journal::spawn(&state_path, rollout_id, event_tx) {
             Ok(j) => j,
@@ -378,9 +380,19 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
             eprintln!("error: {e}");
         }
         report(&outcome, &release)
-    });
-    let _ = store.release_lease(&holder);
-    code
+    })
+}
+
+/// Gives the lease back however `run` returns.
+struct LeaseGuard {
+    store: Arc<Store>,
+    holder: crate::store::lease::Holder,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let _ = self.store.release_lease(&self.holder);
+    }
 }
 
 /// Records who sent a queued command, and from where, then hands it to the engine.

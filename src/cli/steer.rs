@@ -26,8 +26,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             return exit::INVALID;
         }
     };
-    let rollout = match store.unfinished_rollout() {
-        Ok(Some(r)) => r,
+    let rollout = match store.unfinished_with_view() {
+        Ok(Some((r, _))) => r,
         Ok(None) => {
             eprintln!(
                 "error: no unfinished rollout in {}; start one with `flotilla rollout RELEASE`",
@@ -51,6 +51,22 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
 
     if engine.is_none() && command == StoredCommand::Abort {
         return abort_idle(&store, rollout.id, &rollout.release, &me);
+    }
+    if engine.is_none() && command == StoredCommand::Resume {
+        // Nothing runs it: resuming means running it again, headless, from where it stopped.
+        drop(store);
+        println!(
+            "no engine is running rollout {} of {}; resuming it here",
+            rollout.id, rollout.release
+        );
+        let args = super::rollout::RolloutArgs {
+            release: rollout.release.clone(),
+            approve: Vec::new(),
+            approve_all: false,
+            wait: false,
+            output: super::Output::Plain,
+        };
+        return super::rollout::run(repo, rev, Some(&path), &args);
     }
     let last_seq = store
         .journal_rows(Some(rollout.id))

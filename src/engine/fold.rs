@@ -28,6 +28,8 @@ pub struct WaveView {
     pub name: String,
     pub started: bool,
     pub completed: bool,
+    /// When it completed (RFC 3339), so a resumed rollout still soaks after it.
+    pub completed_at: Option<String>,
     /// What the gate waits for, while it waits.
     pub waiting: Option<String>,
     pub approvals: Vec<String>,
@@ -181,6 +183,7 @@ impl RolloutView {
             } => {
                 let w = self.wave(wave);
                 w.completed = true;
+                w.completed_at = Some(e.ts.clone());
                 w.succeeded = *succeeded;
                 w.failed = *failed;
                 w.skipped = *skipped;

@@ -21,7 +21,7 @@ pub use fold::RolloutView;
 pub use sink::{EventSink, SinkFuture};
 use step::{RunState, StepContext, StepState};
 
-use crate::drivers::Driver;
+use crate::drivers::{Driver, Health};
 use crate::intent::{Gate, Intent};
 use crate::plan::Plan;
 
@@ -261,6 +261,23 @@ impl Engine {
                 self.completed_waves.insert(w);
             }
         }
+        // The next wave's soak counts from when the last finished wave completed, not from
+        // the restart (and not at all, wrongly, because nothing ran since).
+        let last_done = view
+            .waves
+            .iter()
+            .filter_map(|w| w.completed_at.as_deref())
+            .filter_map(|ts| humantime::parse_rfc3339_weak(ts).ok())
+            .max();
+        if let Some(done) = last_done {
+            let ago = self
+                .ctx
+                .clock
+                .now()
+                .duration_since(done)
+                .unwrap_or_default();
+            self.wave_done_at = Instant::now().checked_sub(ago);
+        }
         self
     }
 
@@ -280,9 +297,26 @@ impl Engine {
             while observing.len() < self.max_parallel {
                 let Some(i) = next.next() else { break };
                 let ctx = self.ctx.clone();
+                let pending = by_env.get(&i).cloned().unwrap_or_default();
                 observing.spawn(async move {
                     let env = &ctx.intent.environments[i];
-                    (i, ctx.driver.observe(env).await.ok())
+                    // Cannot tell (observe failed): nothing is recovered, so those steps are
+                    // applied again, which is safe because applies are idempotent by revision.
+                    let Ok(live) = ctx.driver.observe(env).await else {
+                        return (i, Vec::new());
+                    };
+                    let mut done = Vec::new();
+                    for (s, revision) in pending {
+                        let service = &ctx.intent.services[s].name;
+                        let Some(svc) = live.get(service).filter(|l| l.revision == revision) else {
+                            continue;
+                        };
+                        // Applied is not enough: the crash may have come before verifying.
+                        if matches!(ctx.driver.health(env, service).await, Ok(Health::Healthy)) {
+                            done.push((s, svc.version.clone(), revision));
+                        }
+                    }
+                    (i, done)
                 });
             }
             match observing.join_next().await {
@@ -292,28 +326,22 @@ impl Engine {
             }
         }
         found.sort_by_key(|(i, _)| *i);
-        for (i, live) in found {
-            // Cannot tell (observe failed): leave it pending, so it is applied again, which
-            // is safe because applies are idempotent by revision.
-            let Some(live) = live else { continue };
-            for (s, revision) in by_env.remove(&i).unwrap_or_default() {
-                let service = self.ctx.intent.services[s].name.clone();
-                let Some(svc) = live.get(&service).filter(|l| l.revision == revision) else {
-                    continue;
-                };
+        for (i, done) in found {
+            for (s, version, revision) in done {
                 let wave = self.plan.waves[self.wave_of[&i]].name.clone();
                 self.emit(EventKind::StepRecovered {
                     wave,
                     env: self.ctx.intent.environments[i].name.clone(),
-                    service,
-                    version: svc.version.clone(),
+                    service: self.ctx.intent.services[s].name.clone(),
+                    version,
                     revision,
                 });
                 if let Some(steps) = self.steps.get_mut(&i) {
                     steps[s] = StepState::Succeeded;
                 }
             }
-            if self.steps[&i].iter().all(|x| *x == StepState::Succeeded) {
+            let all_done = self.steps[&i].iter().all(|x| *x == StepState::Succeeded);
+            if all_done && self.status.get(&i) == Some(&EnvStatus::Pending) {
                 self.set_status(i, EnvStatus::Succeeded);
             }
         }
@@ -502,7 +530,8 @@ impl Engine {
                     continue;
                 }
                 if !self.intended.contains_key(&i) && !self.record_intents(i).await {
-                    self.journal_failed(i);
+                    // Without a journal nothing may be applied: halt with `i` untouched.
+                    self.queue.push_front(i);
                     continue;
                 }
                 let desired = self.intended.remove(&i).expect("recorded just above");
@@ -640,37 +669,21 @@ impl Engine {
             }
             self.intended.insert(i, desired);
         }
-        match last {
+        let recorded = match last {
             Some(event) => self.ctx.emit_durable(event).await,
             None => true,
-        }
-    }
-
-    /// The journal failed: environment `i` is not applied, and counts as failed so the
-    /// budget stops the rollout rather than applying without a record.
-    fn journal_failed(&mut self, i: usize) {
-        self.intended.remove(&i);
-        let wave = self.plan.waves[self.wave_of[&i]].name.clone();
-        let env = self.ctx.intent.environments[i].name.clone();
-        let services: Vec<String> = self
-            .ctx
-            .intent
-            .services
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        for service in services {
-            self.emit(EventKind::StepFailed {
-                wave: wave.clone(),
-                env: env.clone(),
-                service,
-                error: "the journal could not record the intent to apply; not applied".into(),
-                class: crate::drivers::ErrorClass::Permanent,
-                attempts: 0,
+        };
+        if !recorded {
+            for i in &ahead {
+                self.intended.remove(i);
+            }
+            self.stop = Some(Stop::Halt {
+                reason: "the journal could not record the intent to apply; nothing more is applied"
+                    .into(),
             });
+            self.publish_state();
         }
-        let steps = vec![StepState::Failed; self.ctx.intent.services.len()];
-        self.finish_env(i, steps);
+        recorded
     }
 
     /// True when every environment of wave `w` is already done (succeeded or skipped).

@@ -249,6 +249,28 @@ impl Store {
         Ok(self.latest_rollout()?.filter(|r| !r.finished()))
     }
 
+    /// The unfinished rollout with its journal folded. A rollout whose journal says it ended
+    /// (a crash came between its last event and its status update) is marked finished here
+    /// instead: the journal is the truth.
+    pub fn unfinished_with_view(
+        &self,
+    ) -> Result<Option<(RolloutRecord, crate::engine::RolloutView)>, StoreError> {
+        let Some(r) = self.unfinished_rollout()? else {
+            return Ok(None);
+        };
+        let events: Vec<crate::engine::Event> = self
+            .journal_rows(Some(r.id))?
+            .iter()
+            .filter_map(|e| e.event())
+            .collect();
+        let view = crate::engine::RolloutView::fold(&events);
+        if matches!(view.state.as_str(), "aborted" | "completed") {
+            self.set_status(r.id, &view.state, view.last_event.as_deref())?;
+            return Ok(None);
+        }
+        Ok(Some((r, view)))
+    }
+
     pub fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
         Ok(self
             .conn()
