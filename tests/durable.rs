@@ -96,12 +96,12 @@ fn fixture(envs: usize, latency: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, repo)
 }
 
-/// (env, service, version, revision, applies) of the simulated fleet.
+/// (env, service, version, revision, apply calls) of the simulated fleet.
 fn fleet(state: &Path) -> Vec<(String, String, String, String, i64)> {
     let db = rusqlite::Connection::open(state).unwrap();
     let mut stmt = db
         .prepare(
-            "SELECT env, service, version, revision, applies FROM sim_live ORDER BY env, service",
+            "SELECT env, service, version, revision, calls FROM sim_live ORDER BY env, service",
         )
         .unwrap();
     stmt.query_map([], |r| {

@@ -30,7 +30,10 @@ pub struct SimState {
 pub struct SimService {
     #[serde(flatten)]
     pub live: LiveService,
+    /// Applies that changed what runs.
     pub applies: u64,
+    /// Every apply that reached the service, including repeats of the running revision.
+    pub calls: u64,
 }
 
 /// A simulated fleet for one release.
@@ -69,10 +72,13 @@ impl SimFleet {
     ) -> Result<Self, StoreError> {
         let mut fleet = SimFleet::new(config, release);
         let conn = crate::store::connect(path)?;
+        // Like the journal writer: no checkpoint (an fsync) in the middle of applies.
+        conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         {
             let mut state = fleet.lock_state();
-            let mut stmt = conn
-                .prepare("SELECT env, service, version, config, revision, applies FROM sim_live")?;
+            let mut stmt = conn.prepare(
+                "SELECT env, service, version, config, revision, applies, calls FROM sim_live",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -81,10 +87,11 @@ impl SimFleet {
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
                 ))
             })?;
             for row in rows {
-                let (env, service, version, config, revision, applies) = row?;
+                let (env, service, version, config, revision, applies, calls) = row?;
                 let config = serde_json::from_str(&config).unwrap_or_default();
                 state.envs.entry(env).or_default().insert(
                     service,
@@ -95,6 +102,7 @@ impl SimFleet {
                             revision,
                         },
                         applies: applies as u64,
+                        calls: calls as u64,
                     },
                 );
             }
@@ -109,10 +117,10 @@ impl SimFleet {
         };
         let conn = db.lock().unwrap_or_else(|p| p.into_inner());
         conn.prepare_cached(
-            "INSERT INTO sim_live (env, service, version, config, revision, applies)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO sim_live (env, service, version, config, revision, applies, calls)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (env, service) DO UPDATE SET version = ?3, config = ?4,
-               revision = ?5, applies = ?6",
+               revision = ?5, applies = ?6, calls = ?7",
         )
         .and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
@@ -121,7 +129,8 @@ impl SimFleet {
                 s.live.version,
                 serde_json::to_string(&s.live.config).unwrap_or_default(),
                 s.live.revision,
-                s.applies as i64
+                s.applies as i64,
+                s.calls as i64
             ])
         })
         .map(|_| ())
@@ -219,13 +228,12 @@ impl Driver for SimFleet {
             let mut state = self.lock_state();
             let svcs = state.envs.entry(env.name.clone()).or_default();
             let current = svcs.get(&req.service);
-            // Idempotent: the same revision applied again changes nothing.
-            if current.is_some_and(|s| s.live.revision == req.revision) {
-                return Ok(());
-            }
+            // Idempotent: the same revision applied again changes nothing but the call count.
+            let unchanged = current.is_some_and(|s| s.live.revision == req.revision);
             let next = SimService {
                 live: live_of(req),
-                applies: current.map_or(0, |s| s.applies) + 1,
+                applies: current.map_or(0, |s| s.applies) + u64::from(!unchanged),
+                calls: current.map_or(0, |s| s.calls) + 1,
             };
             self.persist(&env.name, &req.service, &next)?;
             svcs.insert(req.service.clone(), next);
@@ -235,6 +243,9 @@ impl Driver for SimFleet {
 
     fn health<'a>(&'a self, env: &'a Environment, service: &'a str) -> DriverFuture<'a, Health> {
         Box::pin(async move {
+            // Verifying takes time too; it also leaves a window after an apply in which a
+            // crash finds the change made but not yet verified.
+            self.latency(&env.name, service).await;
             let state = self.lock_state();
             let running = state.envs.get(&env.name).and_then(|s| s.get(service));
             Ok(match running {

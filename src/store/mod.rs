@@ -89,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL,
         revision TEXT NOT NULL,
         applies INTEGER NOT NULL,
+        calls INTEGER NOT NULL,
         PRIMARY KEY (env, service)
     );
     "#,
