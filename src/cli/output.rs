@@ -243,6 +243,7 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             command,
             by,
             origin,
+            ..
         } => format!(
             "{command} from {by}{}",
             origin

@@ -270,9 +270,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         // Commands queued while no engine ran (an approval ahead of a resume) come first.
-        if let Ok(queued) = store.take_commands(rollout_id) {
+        let mut last_command = view.as_ref().map_or(0, |v| v.last_command);
+        if let Ok(queued) = store.take_commands(rollout_id, last_command) {
             for q in queued {
-                deliver(&journal, &cmd_tx, &q);
+                deliver(&journal, &cmd_tx, &q).await;
+                last_command = q.id;
             }
         }
         for wave in approvals {
@@ -320,9 +322,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                 let mut beats = 0u32;
                 loop {
                     tick.tick().await;
-                    if let Ok(queued) = store.take_commands(rollout_id) {
+                    if let Ok(queued) = store.take_commands(rollout_id, last_command) {
                         for q in queued {
-                            deliver(&journal, &commands, &q);
+                            deliver(&journal, &commands, &q).await;
+                            last_command = q.id;
                         }
                     }
                     beats += 1;
@@ -395,21 +398,24 @@ impl Drop for LeaseGuard {
     }
 }
 
-/// Records who sent a queued command, and from where, then hands it to the engine.
-fn deliver(
+/// Records durably who sent a queued command, and from where, then hands it to the engine.
+async fn deliver(
     journal: &journal::Journal,
     commands: &mpsc::UnboundedSender<Command>,
     q: &QueuedCommand,
 ) {
     let command = q.to_engine();
-    journal.emit(Event::new(
-        SystemTime::now(),
-        EventKind::CommandReceived {
-            command: command.name().into(),
-            by: q.actor.clone(),
-            origin: q.origin.clone(),
-        },
-    ));
+    journal
+        .emit_durable(Event::new(
+            SystemTime::now(),
+            EventKind::CommandReceived {
+                id: q.id,
+                command: command.name().into(),
+                by: q.actor.clone(),
+                origin: q.origin.clone(),
+            },
+        ))
+        .await;
     let _ = commands.send(command);
 }
 

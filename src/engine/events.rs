@@ -163,6 +163,9 @@ pub enum EventKind {
     /// A command from another terminal reached the engine: who sent it, from where, and when
     /// (the event's time). What it did follows as its own event.
     CommandReceived {
+        /// The command's id in the store's queue.
+        #[serde(default)]
+        id: i64,
         command: String,
         by: String,
         origin: Option<String>,

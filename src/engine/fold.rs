@@ -58,6 +58,8 @@ pub struct RolloutView {
     pub skipped: BTreeMap<String, String>,
     pub last_event: Option<String>,
     pub events: usize,
+    /// The newest queued command the journal records as received.
+    pub last_command: i64,
 }
 
 impl RolloutView {
@@ -188,6 +190,7 @@ impl RolloutView {
                 w.failed = *failed;
                 w.skipped = *skipped;
             }
+            EventKind::CommandReceived { id, .. } => self.last_command = self.last_command.max(*id),
             EventKind::RolloutPaused { .. } => self.state = "paused".into(),
             EventKind::RolloutResumed { .. } => {
                 self.state = "running".into();
@@ -202,7 +205,6 @@ impl RolloutView {
             EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
             EventKind::StepRetrying { .. }
             | EventKind::CommandRejected { .. }
-            | EventKind::CommandReceived { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }

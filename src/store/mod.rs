@@ -192,6 +192,8 @@ impl Store {
         }
         if version < SCHEMA_VERSION {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Read again under the write lock: another process may have migrated meanwhile.
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 tx.execute_batch(sql).map_err(|e| self.corrupt(e))?;
                 tx.pragma_update(None, "user_version", i as i64 + 1)?;
@@ -203,25 +205,23 @@ impl Store {
 
     fn claim_fleet(&self, fleet: &str) -> Result<(), StoreError> {
         let conn = self.conn();
-        let found: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'fleet'", [], |r| {
+        // Insert-if-absent first, so two processes opening a new database agree on it.
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('fleet', ?1)",
+            params![fleet],
+        )?;
+        let found: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'fleet'", [], |r| {
                 r.get(0)
-            })
-            .optional()?;
-        match found {
-            Some(f) if f != fleet => Err(StoreError::OtherFleet {
+            })?;
+        if found == fleet {
+            Ok(())
+        } else {
+            Err(StoreError::OtherFleet {
                 path: self.path.clone(),
-                found: f,
+                found,
                 expected: fleet.into(),
-            }),
-            Some(_) => Ok(()),
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('fleet', ?1)",
-                    params![fleet],
-                )?;
-                Ok(())
-            }
+            })
         }
     }
 
@@ -333,16 +333,22 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Takes the commands queued for `rollout` that no engine took yet, oldest first.
-    pub fn take_commands(&self, rollout: i64) -> Result<Vec<QueuedCommand>, StoreError> {
+    /// Takes the commands queued for `rollout` after command `after`, oldest first. The engine
+    /// passes the last command its journal records as received, so a command taken just
+    /// before a crash, but never journaled, is delivered again rather than lost.
+    pub fn take_commands(
+        &self,
+        rollout: i64,
+        after: i64,
+    ) -> Result<Vec<QueuedCommand>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let rows: Vec<QueuedCommand> = {
             let mut stmt = tx.prepare(
                 "SELECT id, actor, origin, body FROM commands
-                 WHERE rollout = ?1 AND taken = 0 ORDER BY id",
+                 WHERE rollout = ?1 AND id > ?2 ORDER BY id",
             )?;
-            let rows = stmt.query_map(params![rollout], |r| {
+            let rows = stmt.query_map(params![rollout, after], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -366,8 +372,8 @@ impl Store {
             out
         };
         tx.execute(
-            "UPDATE commands SET taken = 1 WHERE rollout = ?1 AND taken = 0",
-            params![rollout],
+            "UPDATE commands SET taken = 1 WHERE rollout = ?1 AND id > ?2",
+            params![rollout, after],
         )?;
         tx.commit()?;
         Ok(rows)
@@ -452,9 +458,19 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
         path: path.into(),
         detail: e.to_string(),
     })?;
-    let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
-        path: path.into(),
-        detail: e.to_string(),
+    // Only "not a database" and "corrupt" mean the file is bad; anything else (permissions,
+    // a read-only disk) is a problem opening it, and says so.
+    let corrupt = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt {
+                path: path.into(),
+                detail: e.to_string(),
+            }
+        }
+        _ => StoreError::Open {
+            path: path.into(),
+            detail: format!("{e} (check the file's permissions and free space)"),
+        },
     };
     conn.busy_timeout(Duration::from_secs(10))?;
     // Reading the schema first tells a non-database file apart before anything is written.
@@ -571,10 +587,12 @@ mod tests {
         };
         let q = store.queue_command(id, "t", "bob@h", None, &cmd).unwrap();
         assert!(!store.command_taken(q).unwrap());
-        let taken = store.take_commands(id).unwrap();
+        let taken = store.take_commands(id, 0).unwrap();
         assert_eq!(taken.len(), 1);
         assert_eq!(taken[0].command, cmd);
         assert!(store.command_taken(q).unwrap());
-        assert!(store.take_commands(id).unwrap().is_empty());
+        assert!(store.take_commands(id, q).unwrap().is_empty());
+        // Not journaled as received before a crash: taken again.
+        assert_eq!(store.take_commands(id, 0).unwrap().len(), 1);
     }
 }
