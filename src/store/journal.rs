@@ -124,13 +124,34 @@ struct Row {
 
 fn raw_rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<Row>, StoreError> {
     let sql = "SELECT seq, rollout, ts, body, hash FROM journal";
+    // Read loosely typed: a row whose columns were given the wrong type by hand must show up
+    // as a broken row in `audit --verify`, not as a database error.
     let map = |r: &rusqlite::Row| {
+        use rusqlite::types::Value;
+        let text = |i: usize| -> rusqlite::Result<String> {
+            Ok(match r.get::<_, Value>(i)? {
+                Value::Text(t) => t,
+                Value::Integer(n) => format!("\u{0}int:{n}"),
+                Value::Real(x) => format!("\u{0}real:{x}"),
+                Value::Blob(b) => format!("\u{0}blob:{}", b.len()),
+                Value::Null => "\u{0}null".into(),
+            })
+        };
+        let rollout = match r.get::<_, Value>(1)? {
+            Value::Integer(n) => Some(n),
+            Value::Null => None,
+            // An impossible id: the recomputed hash will not match.
+            _ => Some(i64::MIN),
+        };
         Ok(Row {
-            seq: r.get(0)?,
-            rollout: r.get(1)?,
-            ts: r.get(2)?,
-            body: r.get(3)?,
-            hash: r.get(4)?,
+            seq: r.get::<_, Value>(0).map(|v| match v {
+                Value::Integer(n) => n,
+                _ => i64::MIN,
+            })?,
+            rollout,
+            ts: text(2)?,
+            body: text(3)?,
+            hash: text(4)?,
         })
     };
     Ok(match rollout {
@@ -181,6 +202,18 @@ pub fn entries(conn: &Connection, rollout: Option<i64>) -> Result<Vec<JournalEnt
 pub struct ChainBreak {
     pub seq: i64,
     pub problem: String,
+}
+
+/// The newest row's sequence number and hash: recorded elsewhere, it lets a later check
+/// notice rows deleted from the end, which the chain alone cannot.
+pub fn head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
 }
 
 /// Recomputes the whole chain. `Ok(n)` is the number of rows verified.

@@ -398,6 +398,11 @@ impl Store {
         journal::append_now(&mut self.conn(), rollout, events)
     }
 
+    /// The journal's newest row and hash (see [`journal::head`]).
+    pub fn journal_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        journal::head(&self.conn())
+    }
+
     /// Recomputes the journal's hash chain (see [`journal::verify`]).
     pub fn verify(&self) -> Result<Result<usize, journal::ChainBreak>, StoreError> {
         journal::verify(&self.conn())
