@@ -38,61 +38,11 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
         )
         .await
         .unwrap();
+    let mut journal = canary_done(&intent, &fleet, "2026-11-02T09:00:00.000Z").await;
     let ev = |kind| Event {
         ts: "2026-11-02T09:00:00.000Z".into(),
         kind,
     };
-    let mut journal = vec![ev(EventKind::RolloutStarted {
-        release: "r1".into(),
-        commit: intent.revision.commit.clone(),
-        waves: 2,
-        envs: 3,
-        wave_names: vec!["canary".into(), "rest".into()],
-        services: vec!["schema".into(), "api".into(), "web".into()],
-        resumed: false,
-    })];
-    journal.push(ev(EventKind::GateApproved {
-        wave: "canary".into(),
-        by: "alice".into(),
-        note: None,
-        approvals: 1,
-        needed: 1,
-    }));
-    journal.push(ev(EventKind::WaveStarted {
-        wave: "canary".into(),
-        envs: 1,
-        allowed_failures: 0,
-    }));
-    let e0 = intent.environment("e-00").unwrap();
-    let d0 = layers::render(&intent, release, e0).desired;
-    for (service, d) in &d0.services {
-        fleet
-            .apply(
-                e0,
-                &ApplyRequest {
-                    service: service.clone(),
-                    version: d.version.clone(),
-                    config: d.config.clone(),
-                    revision: d.revision.clone(),
-                },
-            )
-            .await
-            .unwrap();
-        journal.push(ev(EventKind::StepSucceeded {
-            wave: "canary".into(),
-            env: "e-00".into(),
-            service: service.clone(),
-            attempts: 1,
-            version: d.version.clone(),
-            revision: d.revision.clone(),
-        }));
-    }
-    journal.push(ev(EventKind::WaveCompleted {
-        wave: "canary".into(),
-        succeeded: 1,
-        failed: 0,
-        skipped: 0,
-    }));
     journal.push(ev(EventKind::WaveStarted {
         wave: "rest".into(),
         envs: 2,
@@ -168,4 +118,115 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
         .flat_map(|s| s.values())
         .all(|s| s.applies == 1));
     assert_eq!(snapshot.envs.len(), 3);
+}
+
+/// The journal of a rollout whose canary wave (e-00) completed at `ts`, with the fleet
+/// already running what the canary applied.
+async fn canary_done(intent: &flotilla::intent::Intent, fleet: &SimFleet, ts: &str) -> Vec<Event> {
+    let release = intent.release("r1").unwrap();
+    let ev = |kind| Event {
+        ts: ts.to_string(),
+        kind,
+    };
+    let mut journal = vec![ev(EventKind::RolloutStarted {
+        release: "r1".into(),
+        commit: intent.revision.commit.clone(),
+        waves: 2,
+        envs: 3,
+        wave_names: vec!["canary".into(), "rest".into()],
+        services: vec!["schema".into(), "api".into(), "web".into()],
+        resumed: false,
+    })];
+    journal.push(ev(EventKind::GateApproved {
+        wave: "canary".into(),
+        by: "alice".into(),
+        note: None,
+        approvals: 1,
+        needed: 1,
+    }));
+    journal.push(ev(EventKind::WaveStarted {
+        wave: "canary".into(),
+        envs: 1,
+        allowed_failures: 0,
+    }));
+    let e0 = intent.environment("e-00").unwrap();
+    let d0 = layers::render(intent, release, e0).desired;
+    for (service, d) in &d0.services {
+        fleet
+            .apply(
+                e0,
+                &ApplyRequest {
+                    service: service.clone(),
+                    version: d.version.clone(),
+                    config: d.config.clone(),
+                    revision: d.revision.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        journal.push(ev(EventKind::StepSucceeded {
+            wave: "canary".into(),
+            env: "e-00".into(),
+            service: service.clone(),
+            attempts: 1,
+            version: d.version.clone(),
+            revision: d.revision.clone(),
+        }));
+    }
+    journal.push(ev(EventKind::WaveCompleted {
+        wave: "canary".into(),
+        succeeded: 1,
+        failed: 0,
+        skipped: 0,
+    }));
+    journal
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_rollout_still_soaks_after_the_last_completed_wave() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = strategy("", "0").replace("name = \"rest\"\n", "name = \"rest\"\nsoak = \"10m\"\n");
+    let intent = Arc::new(Fixture::standard(3, &s).load(dir.path()));
+    let fleet = Arc::new(SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release("r1"),
+    ));
+    // The canary completed at 09:00; the engine restarts at 09:02.
+    let journal = canary_done(&intent, &fleet, "2026-11-02T09:00:00.000Z").await;
+    let view = RolloutView::fold(&journal);
+    let restart = epoch() + std::time::Duration::from_secs(120);
+    let plan = plan::build(&intent, "r1", epoch()).unwrap();
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (_ctx, crx) = mpsc::unbounded_channel();
+    let driver: Arc<dyn Driver> = fleet.clone();
+    let outcome = Engine::new(
+        intent.clone(),
+        plan,
+        driver,
+        Arc::new(TokioClock::starting_at(restart)),
+        etx,
+        crx,
+        OnHold::Exit,
+    )
+    .resume(&view)
+    .run()
+    .await;
+    assert!(
+        matches!(outcome, Outcome::Completed { failed: 0, .. }),
+        "{outcome:?}"
+    );
+    let mut started = None;
+    while let Ok(e) = erx.try_recv() {
+        if matches!(&e.kind, EventKind::WaveStarted { wave, .. } if wave == "rest") {
+            started = Some(humantime::parse_rfc3339(&e.ts).unwrap());
+        }
+    }
+    let after_canary = started
+        .expect("the rest wave started")
+        .duration_since(epoch())
+        .unwrap();
+    assert!(
+        after_canary >= std::time::Duration::from_secs(600) && after_canary < std::time::Duration::from_secs(660),
+        "the rest wave started {after_canary:?} after the canary: it should soak 10 minutes from the canary, not from the restart"
+    );
 }
