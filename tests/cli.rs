@@ -372,3 +372,16 @@ fn rev_reads_the_intent_of_an_older_commit() {
         text(&bad)
     );
 }
+
+#[test]
+fn a_state_path_that_cannot_be_opened_is_a_clear_error() {
+    let (dir, repo, _) = quick(2, "");
+    // A directory where the database should be: SQLite cannot open it as a file.
+    let out = flotilla(&repo, dir.path(), &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("cannot open the state database"),
+        "{:?}",
+        text(&out)
+    );
+}
