@@ -133,7 +133,7 @@ async fn rollout(
                 .await
         }
         Some((db, id)) => {
-            let (sink, writer) = journal::spawn(db, id, etx).expect("journal");
+            let (sink, writer) = journal::spawn(db, id, None, etx).expect("journal");
             let outcome = Engine::new(
                 intent.clone(),
                 plan,

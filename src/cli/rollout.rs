@@ -261,7 +261,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
 
     runtime.block_on(async {
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-        let (journal, writer) = match journal::spawn(&state_path, rollout_id, event_tx) {
+        let (journal, writer) = match journal::spawn(&state_path, rollout_id, Some(holder.clone()), event_tx) {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("error: {e}");

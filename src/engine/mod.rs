@@ -261,6 +261,11 @@ impl Engine {
                 self.completed_waves.insert(w);
             }
         }
+        // Someone paused it (an incident, most likely): a restart does not lift the pause.
+        if view.state == "paused" {
+            self.paused = true;
+            self.publish_state();
+        }
         // The next wave's soak counts from when the last finished wave completed, not from
         // the restart (and not at all, wrongly, because nothing ran since).
         let last_done = view
@@ -364,6 +369,11 @@ impl Engine {
                 .collect(),
             resumed: self.resumed,
         });
+        if self.paused {
+            self.emit(EventKind::RolloutPaused {
+                by: "the journal (it was paused before the restart)".into(),
+            });
+        }
         self.recover_in_flight().await;
         for w in 0..self.plan.waves.len() {
             self.current_wave = w;

@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
+use super::lease::Holder;
 use super::{connect, StoreError};
 use crate::engine::{Event, EventSink, SinkFuture};
 
@@ -123,7 +124,29 @@ pub fn append_now(
     rollout: Option<i64>,
     events: &[Event],
 ) -> Result<(), StoreError> {
+    append_fenced(conn, rollout, events, None)
+}
+
+/// Appends events in one transaction, only while `fence` (if any) holds the lease.
+fn append_fenced(
+    conn: &mut Connection,
+    rollout: Option<i64>,
+    events: &[Event],
+    fence: Option<&Holder>,
+) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if let Some(h) = fence {
+        let held: i64 = tx.query_row(
+            "SELECT count(*) FROM lease WHERE id = 1 AND user = ?1 AND host = ?2 AND pid = ?3",
+            params![h.user, h.host, h.pid],
+            |r| r.get(0),
+        )?;
+        if held == 0 {
+            return Err(StoreError::LeaseLost {
+                holder: h.to_string(),
+            });
+        }
+    }
     append(&tx, rollout, events)?;
     tx.commit()?;
     Ok(())
@@ -289,9 +312,13 @@ impl JournalThread {
 
 /// Starts a writer for `rollout` in the database at `path`. Committed events are passed on
 /// to `downstream` (the printer, the console).
+///
+/// With `fence`, every batch is written only while that holder still holds the engine lease:
+/// an engine whose lease was taken over cannot record (and so cannot apply) anything more.
 pub fn spawn(
     path: &Path,
     rollout: i64,
+    fence: Option<Holder>,
     downstream: mpsc::UnboundedSender<Event>,
 ) -> Result<(Journal, JournalThread), StoreError> {
     let mut conn = connect(path)?;
@@ -326,7 +353,7 @@ pub fn spawn(
                     }
                 }
                 let ok = failure.is_none()
-                    && match append_now(&mut conn, Some(rollout), &events) {
+                    && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref()) {
                         Ok(()) => true,
                         Err(e) => {
                             eprintln!("error: cannot write the journal: {e}; no further step will be applied");
@@ -457,13 +484,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_engine_that_lost_its_lease_cannot_record_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let old = Holder {
+            user: "a".into(),
+            host: "h".into(),
+            pid: 1,
+        };
+        let new = Holder {
+            user: "b".into(),
+            host: "h2".into(),
+            pid: 2,
+        };
+        let stale = std::time::Duration::from_secs(30);
+        store.acquire_lease(id, &old, 0, stale).unwrap().unwrap();
+        let (down_tx, _down_rx) = mpsc::unbounded_channel();
+        let (journal, thread) = spawn(&path, id, Some(old.clone()), down_tx).unwrap();
+        assert!(journal.emit_durable(event(1)).await);
+        // Another engine takes over after the old one stopped answering.
+        store
+            .acquire_lease(id, &new, 60_000, stale)
+            .unwrap()
+            .unwrap();
+        assert!(!journal.emit_durable(event(2)).await, "fenced off");
+        drop(journal);
+        assert!(matches!(thread.join(), Err(StoreError::LeaseLost { .. })));
+        assert_eq!(entries(&store.conn(), Some(id)).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
     async fn the_writer_passes_events_on_only_after_committing_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = Store::open(&path, "f").unwrap();
         let id = store.start_rollout("r", "c", "t", "me").unwrap();
         let (down_tx, mut down_rx) = mpsc::unbounded_channel();
-        let (journal, thread) = spawn(&path, id, down_tx).unwrap();
+        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
         assert!(journal.emit_durable(event(1)).await);
         // Once acknowledged, the row is there for any other connection to read.
         let other = connect(&path).unwrap();

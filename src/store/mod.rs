@@ -110,6 +110,8 @@ pub enum StoreError {
         found: String,
         expected: String,
     },
+    #[error("{holder} no longer holds the engine lease (another engine took over); this engine records and applies nothing more")]
+    LeaseLost { holder: String },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
 }
