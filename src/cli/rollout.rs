@@ -433,9 +433,11 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
         Outcome::Blocked { wave, reason } => {
             eprintln!("blocked: wave `{wave}` waits for {reason}; nothing in it was started.");
             if reason.contains("distinct people") {
-                eprintln!("  --approve counts as one approval (yours); this gate needs approvals from different people");
+                eprintln!("  --approve counts as one approval (yours); this gate needs approvals from different people:");
+                eprintln!("  run `flotilla rollout {release} --wait` and have each of them run `flotilla approve {wave}`");
             } else {
                 eprintln!("  to approve and go on: flotilla rollout {release} --approve {wave}   (or --approve-all)");
+                eprintln!("  or wait for someone else's approval: flotilla rollout {release} --wait, then `flotilla approve {wave}`");
             }
             exit::BLOCKED
         }
