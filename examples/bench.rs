@@ -126,6 +126,7 @@ async fn rollout(
     });
     let t = Instant::now();
     let clock = Arc::new(TokioClock::new());
+    let mut journaled_events = 0;
     let outcome = match journaled {
         None => {
             Engine::new(intent.clone(), plan, fleet, clock, etx, crx, OnHold::Exit)
@@ -133,7 +134,17 @@ async fn rollout(
                 .await
         }
         Some((db, id)) => {
-            let (sink, writer) = journal::spawn(db, id, None, etx).expect("journal");
+            // The journal passes committed events on in batches, as the printer takes them.
+            drop(etx);
+            let (btx, mut brx) = mpsc::unbounded_channel::<Vec<Event>>();
+            let forward = tokio::spawn(async move {
+                let mut n = 0;
+                while let Some(batch) = brx.recv().await {
+                    n += batch.len();
+                }
+                n
+            });
+            let (sink, writer) = journal::spawn(db, id, None, btx).expect("journal");
             let outcome = Engine::new(
                 intent.clone(),
                 plan,
@@ -148,12 +159,13 @@ async fn rollout(
             sink.flush().await;
             drop(sink);
             writer.join().expect("journal written");
+            journaled_events = forward.await.unwrap_or(0);
             outcome
         }
     };
     let wall = t.elapsed();
     drop(ctx);
-    (outcome, wall, counter.await.unwrap_or(0))
+    (outcome, wall, counter.await.unwrap_or(0) + journaled_events)
 }
 
 fn main() {

@@ -343,8 +343,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         let mut engine = engine;
         let outcome = loop {
             tokio::select! {
-                event = event_rx.recv() => if let Some(event) = event {
-                    printer.event(&event);
+                batch = event_rx.recv() => for event in batch.iter().flatten() {
+                    printer.event(event);
                 },
                 _ = tick.tick() => printer.draw(false),
                 done = &mut engine => break done,
@@ -355,8 +355,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         // Everything the engine emitted is committed and printed before the final words.
         let journaled = journal.flush().await;
         drop(journal);
-        while let Ok(event) = event_rx.try_recv() {
-            printer.event(&event);
+        while let Ok(batch) = event_rx.try_recv() {
+            for event in &batch {
+                printer.event(event);
+            }
         }
         printer.finish();
         let writer_result = tokio::task::spawn_blocking(move || writer.join()).await;

@@ -319,7 +319,7 @@ pub fn spawn(
     path: &Path,
     rollout: i64,
     fence: Option<Holder>,
-    downstream: mpsc::UnboundedSender<Event>,
+    downstream: mpsc::UnboundedSender<Vec<Event>>,
 ) -> Result<(Journal, JournalThread), StoreError> {
     let mut conn = connect(path)?;
     // Checkpoints (copying the WAL into the database, with an fsync) in the middle of a
@@ -366,10 +366,9 @@ pub fn spawn(
                 for ack in acks {
                     let _ = ack.send(ok);
                 }
+                // One message per batch: views wake once per commit, not once per event.
                 if ok {
-                    for e in events {
-                        let _ = downstream.send(e);
-                    }
+                    let _ = downstream.send(events);
                 }
                 for ack in flushes {
                     let _ = ack.send(ok);
@@ -527,7 +526,7 @@ mod tests {
         // Once acknowledged, the row is there for any other connection to read.
         let other = connect(&path).unwrap();
         assert_eq!(entries(&other, Some(id)).unwrap().len(), 1);
-        assert_eq!(down_rx.recv().await.unwrap(), event(1));
+        assert_eq!(down_rx.recv().await.unwrap(), vec![event(1)]);
         journal.emit(event(2));
         assert!(journal.flush().await);
         drop(journal);
