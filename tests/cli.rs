@@ -385,3 +385,28 @@ fn a_state_path_that_cannot_be_opened_is_a_clear_error() {
         text(&out)
     );
 }
+
+#[test]
+fn the_scaffolded_repo_validates_rolls_out_and_reports_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("fleet");
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("init")
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let state = dir.path().join("s.db");
+    assert_eq!(
+        flotilla(&repo, &state, &["validate"]).status.code(),
+        Some(0)
+    );
+    let rollout = flotilla(&repo, &state, &["rollout", "1.0.0", "--approve-all"]);
+    assert_eq!(rollout.status.code(), Some(0), "{:?}", text(&rollout));
+    let status = flotilla(&repo, &state, &["status", "--output", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["state"], "completed");
+    let approver = doc["waves"][0]["approvals"][0].as_str().unwrap();
+    assert!(approver.starts_with("tester@"), "{approver}");
+    assert_eq!(doc["waves"][1]["succeeded"], 1);
+}
