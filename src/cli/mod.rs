@@ -41,6 +41,7 @@ pub mod exit {
     about = "Roll one release out across a fleet of single-tenant environments",
     long_about = None
 )]
+/// The command line as clap parses it.
 pub struct Cli {
     /// The intent repository (a Git repository).
     #[arg(long, global = true, default_value = ".", env = "FLOTILLA_REPO")]
@@ -56,6 +57,7 @@ pub struct Cli {
     command: Commands,
 }
 
+/// How a command reports: text for people or JSON for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Output {
     #[default]

@@ -45,6 +45,7 @@ pub struct LiveService {
 /// Live state of every service of an environment that runs anything.
 pub type LiveState = BTreeMap<String, LiveService>;
 
+/// Whether a service works after an apply, and if not why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Healthy,
@@ -72,6 +73,7 @@ pub struct DriverError {
 }
 
 impl DriverError {
+    /// An error worth retrying.
     pub fn transient(message: impl Into<String>) -> Self {
         DriverError {
             class: ErrorClass::Transient,
@@ -79,6 +81,7 @@ impl DriverError {
         }
     }
 
+    /// An error that retrying will not fix.
     pub fn permanent(message: impl Into<String>) -> Self {
         DriverError {
             class: ErrorClass::Permanent,

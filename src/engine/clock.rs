@@ -5,6 +5,7 @@ use std::time::SystemTime;
 
 /// Wall-clock time for event stamps and freeze windows.
 pub trait Clock: Send + Sync {
+    /// The current wall-clock time.
     fn now(&self) -> SystemTime;
 }
 

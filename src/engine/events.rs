@@ -17,6 +17,7 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event of `kind` that happened at `at`.
     pub fn new(at: SystemTime, kind: EventKind) -> Self {
         Event {
             ts: humantime::format_rfc3339_millis(at).to_string(),
@@ -317,6 +318,7 @@ impl Command {
         }
     }
 
+    /// The command's name, as refusals and the journal show it.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Approve { .. } => "approve",

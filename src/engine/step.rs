@@ -50,6 +50,7 @@ pub struct StepContext {
 }
 
 impl StepContext {
+    /// Emits an event stamped with the context's clock.
     pub fn emit(&self, kind: EventKind) {
         self.events.emit(Event::new(self.clock.now(), kind));
     }

@@ -68,10 +68,12 @@ impl Diagnostic {
         }
     }
 
+    /// An error at `span` of `source`.
     pub fn error(file: &str, source: &str, span: Range<usize>, message: impl Into<String>) -> Self {
         Self::at(Severity::Error, file, source, span, message)
     }
 
+    /// A warning at `span` of `source`.
     pub fn warning(
         file: &str,
         source: &str,
@@ -81,11 +83,13 @@ impl Diagnostic {
         Self::at(Severity::Warning, file, source, span, message)
     }
 
+    /// Adds what would be right.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 
+    /// True for errors, which make the intent unusable.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }

@@ -34,6 +34,7 @@ pub struct Setting {
     pub overrode: Vec<Overridden>,
 }
 
+/// A value a later layer replaced, and the file that had set it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overridden {
     pub file: String,

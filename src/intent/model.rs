@@ -26,10 +26,12 @@ pub struct Intent {
 }
 
 impl Intent {
+    /// The release called `name`, if the intent has it.
     pub fn release(&self, name: &str) -> Option<&Release> {
         self.releases.iter().find(|r| r.name == name)
     }
 
+    /// The environment called `name`, if the intent has it.
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments
             .binary_search_by(|e| e.name.as_str().cmp(name))
@@ -37,6 +39,7 @@ impl Intent {
             .map(|i| &self.environments[i])
     }
 
+    /// The service called `name`, if the fleet has it.
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.name == name)
     }
@@ -50,6 +53,7 @@ pub struct Revision {
     pub subject: String,
 }
 
+/// Which driver reaches the environments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriverKind {
@@ -58,6 +62,7 @@ pub enum DriverKind {
     Http,
 }
 
+/// The `[driver]` settings.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub kind: DriverKind,
@@ -84,6 +89,7 @@ impl Default for SimConfig {
     }
 }
 
+/// A deployable unit that runs in every environment.
 #[derive(Debug, Clone)]
 pub struct Service {
     pub name: String,
@@ -142,6 +148,7 @@ pub enum Gate {
     },
 }
 
+/// How releases roll out: parallelism, retries, timeouts, budgets and waves.
 #[derive(Debug, Clone)]
 pub struct Strategy {
     pub max_parallel: usize,
@@ -155,6 +162,7 @@ pub struct Strategy {
     pub defaulted: bool,
 }
 
+/// One configured wave: which environments, behind which gate, with which budget.
 #[derive(Debug, Clone)]
 pub struct WaveSpec {
     pub name: String,
@@ -169,6 +177,7 @@ pub struct WaveSpec {
     pub spread_by: Vec<String>,
 }
 
+/// What no rollout may do: oversized waves, ungated protected environments, freezes.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     pub max_wave_fraction: Option<f64>,

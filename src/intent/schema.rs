@@ -23,12 +23,14 @@ pub struct FleetFile {
     pub policy: Option<PolicyDef>,
 }
 
+/// `[fleet]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetSection {
     pub name: Spanned<String>,
 }
 
+/// `[driver]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriverSection {
@@ -43,6 +45,7 @@ pub struct DriverSection {
     pub http: Option<toml::Table>,
 }
 
+/// `[driver.sim]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimDef {
@@ -54,6 +57,7 @@ pub struct SimDef {
     pub seed: Option<u64>,
 }
 
+/// `[[service]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDef {
@@ -64,6 +68,7 @@ pub struct ServiceDef {
     pub rollback: Option<Spanned<String>>,
 }
 
+/// `[strategy]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyDef {
@@ -89,6 +94,7 @@ pub enum Amount {
     Text(String),
 }
 
+/// `[[strategy.wave]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaveDef {
@@ -108,6 +114,7 @@ pub struct WaveDef {
     pub spread_by: Vec<String>,
 }
 
+/// `[policy]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDef {
@@ -121,6 +128,7 @@ pub struct PolicyDef {
     pub freeze: Vec<FreezeDef>,
 }
 
+/// `[[policy.freeze]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeDef {

@@ -38,6 +38,7 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// How many environments the plan touches.
     pub fn env_count(&self) -> usize {
         self.waves.iter().map(|w| w.envs.len()).sum()
     }
@@ -73,6 +74,7 @@ pub struct Check {
     pub detail: String,
 }
 
+/// A check's verdict; any `Fail` blocks the rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
@@ -82,6 +84,7 @@ pub enum CheckStatus {
 }
 
 impl Check {
+    /// A check result.
     pub fn new(name: &str, status: CheckStatus, detail: impl Into<String>) -> Self {
         Check {
             name: name.into(),

@@ -27,6 +27,7 @@ impl History {
         (prior * PRIOR_WEIGHT + successes as f64) / (PRIOR_WEIGHT + attempts as f64)
     }
 
+    /// All attempts recorded, over every step.
     pub fn attempts(&self) -> u64 {
         self.steps.values().map(|(a, _)| a).sum()
     }

@@ -300,6 +300,7 @@ pub struct JournalThread {
 }
 
 impl JournalThread {
+    /// Waits for the writer to finish; an error says why events were not written.
     pub fn join(self) -> Result<(), StoreError> {
         self.handle.join().unwrap_or_else(|_| {
             Err(StoreError::Open {

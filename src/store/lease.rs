@@ -106,6 +106,7 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Gives the lease back, if `me` still holds it.
     pub fn release_lease(&self, me: &Holder) -> Result<(), StoreError> {
         self.conn().execute(
             "DELETE FROM lease WHERE id = 1 AND user = ?1 AND host = ?2 AND pid = ?3",

@@ -171,6 +171,7 @@ impl Store {
         Ok(store)
     }
 
+    /// Where the database is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -274,6 +275,7 @@ impl Store {
         Ok(Some((r, view)))
     }
 
+    /// The rollout with this id.
     pub fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
         Ok(self
             .conn()
