@@ -3,9 +3,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{exit, output, state_path, Output};
+use super::{exit, open_state, output, Output};
 use crate::store::journal::JournalEntry;
-use crate::store::Store;
 
 /// Filters on the journal; all given ones must hold.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -44,16 +43,9 @@ fn parse_time(flag: &str, value: &Option<String>) -> Result<Option<SystemTime>, 
 }
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8 {
-    let path = match state_path(repo, rev, state) {
-        Ok(p) => p,
+    let (_, store) = match open_state(repo, rev, state) {
+        Ok(opened) => opened,
         Err(code) => return code,
-    };
-    let store = match Store::open_existing(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
     };
     if args.verify {
         return match store.verify() {

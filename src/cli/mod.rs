@@ -207,6 +207,43 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Opens the existing state database for commands that read or steer a rollout (status,
+/// audit, approve...); prints why it cannot be opened and returns the exit code otherwise.
+fn open_state(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+) -> Result<(PathBuf, crate::store::Store), u8> {
+    let path = state_path(repo, rev, state)?;
+    match crate::store::Store::open_existing(&path) {
+        Ok(store) => Ok((path, store)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::INVALID)
+        }
+    }
+}
+
+/// Takes the engine lease for `holder`; prints who holds it, or the error, and returns the
+/// exit code when it cannot be had.
+fn take_lease(
+    store: &crate::store::Store,
+    rollout: i64,
+    holder: &crate::store::lease::Holder,
+) -> Result<crate::store::lease::Acquired, u8> {
+    match store.acquire_lease(rollout, holder, rollout::now_ms(), rollout::lease_timeout()) {
+        Ok(Ok(acquired)) => Ok(acquired),
+        Ok(Err(held)) => {
+            eprintln!("refused: {held}");
+            Err(exit::BLOCKED)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(exit::INVALID)
+        }
+    }
+}
+
 fn steer(cli: &Cli, command: StoredCommand) -> u8 {
     steer::run(&cli.repo, &cli.rev, cli.state.as_deref(), command)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::{exit, load, output, Output};
 use crate::drivers::Driver;
 use crate::engine::preflight;
-use crate::plan::{self, History, Plan};
+use crate::plan::{self, Plan};
 use crate::store::Store;
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Output) -> u8 {
@@ -22,12 +22,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
         .unwrap_or_else(|| super::default_state(&intent.fleet));
     let history = if path.exists() {
         match Store::open_existing(&path).and_then(|s| s.history()) {
-            Ok(rows) => Some(History {
-                steps: rows
-                    .into_iter()
-                    .map(|(e, s, a, ok)| ((e, s), (a, ok)))
-                    .collect(),
-            }),
+            Ok(h) => Some(h),
             Err(e) => {
                 eprintln!("warning: {e}; risk uses the configured success rate");
                 None

@@ -14,7 +14,7 @@ use crate::drivers::sim::SimFleet;
 use crate::drivers::Driver;
 use crate::engine::{Command, Engine, Event, EventKind, EventSink, OnHold, Outcome, TokioClock};
 use crate::intent::{DriverKind, Gate};
-use crate::plan::{self, CheckStatus, History};
+use crate::plan::{self, CheckStatus};
 use crate::store::journal;
 use crate::store::lease::Acquired;
 use crate::store::{QueuedCommand, Store};
@@ -78,17 +78,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
     // One engine at a time: take the lease before deciding anything, so two engines started
     // together cannot both create a rollout.
     let holder = me.holder();
-    let took_over = match store.acquire_lease(0, &holder, now_ms(), lease_timeout()) {
-        Ok(Ok(Acquired::Fresh)) => None,
-        Ok(Ok(Acquired::TookOver(from))) => Some(from),
-        Ok(Err(held)) => {
-            eprintln!("refused: {held}");
-            return exit::BLOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
+    let took_over = match super::take_lease(&store, 0, &holder) {
+        Ok(Acquired::Fresh) => None,
+        Ok(Acquired::TookOver(from)) => Some(from),
+        Err(code) => return code,
     };
     let _lease = LeaseGuard {
         store: store.clone(),
@@ -133,12 +126,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
     let intent = Arc::new(intent);
 
     let history = match store.history() {
-        Ok(rows) => History {
-            steps: rows
-                .into_iter()
-                .map(|(e, s, a, ok)| ((e, s), (a, ok)))
-                .collect(),
-        },
+        Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");
             return exit::INVALID;

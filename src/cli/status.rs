@@ -6,21 +6,13 @@ use serde_json::json;
 
 use super::identity::Identity;
 use super::rollout::{lease_timeout, now_ms};
-use super::{exit, state_path, Output};
+use super::{exit, open_state, Output};
 use crate::engine::{Event, RolloutView};
-use crate::store::Store;
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
-    let path = match state_path(repo, rev, state) {
-        Ok(p) => p,
+    let (path, store) = match open_state(repo, rev, state) {
+        Ok(opened) => opened,
         Err(code) => return code,
-    };
-    let store = match Store::open_existing(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
     };
     let rollout = match store.latest_rollout() {
         Ok(Some(r)) => r,

@@ -6,25 +6,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::identity::Identity;
 use super::rollout::{lease_timeout, now_ms};
-use super::{exit, output, state_path};
+use super::{exit, open_state, output};
 use crate::engine::{Event, EventKind};
-use crate::store::lease::Acquired;
 use crate::store::{Store, StoredCommand};
 
 /// How long to wait for the engine to act before saying it has not yet.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand) -> u8 {
-    let path = match state_path(repo, rev, state) {
-        Ok(p) => p,
+    let (path, store) = match open_state(repo, rev, state) {
+        Ok(opened) => opened,
         Err(code) => return code,
-    };
-    let store = match Store::open_existing(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
     };
     let rollout = match store.unfinished_with_view() {
         Ok(Some((r, _))) => r,
@@ -129,16 +121,8 @@ fn answer(store: &Store, rollout: i64, after: i64, actor: &str) -> Option<Event>
 /// Aborts a rollout no engine is running: recorded in the journal like any abort.
 fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
     let holder = me.holder();
-    match store.acquire_lease(rollout, &holder, now_ms(), lease_timeout()) {
-        Ok(Ok(Acquired::Fresh | Acquired::TookOver(_))) => {}
-        Ok(Err(held)) => {
-            eprintln!("refused: {held}");
-            return exit::BLOCKED;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
+    if let Err(code) = super::take_lease(store, rollout, &holder) {
+        return code;
     }
     let now = SystemTime::now();
     let event = Event::new(now, EventKind::RolloutAborted { by: me.actor() });

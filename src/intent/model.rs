@@ -38,11 +38,6 @@ impl Intent {
             .ok()
             .map(|i| &self.environments[i])
     }
-
-    /// The service called `name`, if the fleet has it.
-    pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.name == name)
-    }
 }
 
 /// The Git commit the intent was read from.

@@ -172,10 +172,6 @@ impl Store {
     }
 
     /// Where the database is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The connection, for the store's own modules. A poisoned lock is still usable: every
     /// change happens in a transaction that rolled back on the panic.
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -273,19 +269,6 @@ impl Store {
             return Ok(None);
         }
         Ok(Some((r, view)))
-    }
-
-    /// The rollout with this id.
-    pub fn rollout(&self, id: i64) -> Result<Option<RolloutRecord>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id, release, commit_id, started, started_by, status, ended
-                 FROM rollouts WHERE id = ?1",
-                params![id],
-                rollout_row,
-            )
-            .optional()?)
     }
 
     /// Records a new rollout and returns its id.
@@ -421,18 +404,18 @@ impl Store {
     }
 
     /// Attempts and successes per (env, service) over every rollout.
-    pub fn history(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
+    pub fn history(&self) -> Result<crate::plan::History, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT env, service, attempts, successes FROM history")?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)? as u64,
-                r.get::<_, i64>(3)? as u64,
+                (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+                (r.get::<_, i64>(2)? as u64, r.get::<_, i64>(3)? as u64),
             ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok(crate::plan::History {
+            steps: rows.collect::<Result<_, _>>()?,
+        })
     }
 }
 
