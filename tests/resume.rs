@@ -67,22 +67,7 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
     }));
     let view = RolloutView::fold(&journal);
 
-    let plan = plan::build(&intent, "r1", epoch()).unwrap();
-    let (etx, mut erx) = mpsc::unbounded_channel();
-    let (_ctx, crx) = mpsc::unbounded_channel();
-    let driver: Arc<dyn Driver> = fleet.clone();
-    let outcome = Engine::new(
-        intent.clone(),
-        plan,
-        driver,
-        Arc::new(TokioClock::starting_at(epoch())),
-        etx,
-        crx,
-        OnHold::Exit,
-    )
-    .resume(&view)
-    .run()
-    .await;
+    let (outcome, kinds) = resume(&intent, &fleet, &view, epoch()).await;
     assert_eq!(
         outcome,
         Outcome::Completed {
@@ -91,10 +76,6 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
             skipped: 0
         }
     );
-    let mut kinds = Vec::new();
-    while let Ok(e) = erx.try_recv() {
-        kinds.push(e);
-    }
     let recovered: Vec<(String, String)> = kinds
         .iter()
         .filter_map(|e| match &e.kind {
@@ -195,28 +176,13 @@ async fn a_resumed_rollout_still_soaks_after_the_last_completed_wave() {
     let journal = canary_done(&intent, &fleet, "2026-11-02T09:00:00.000Z").await;
     let view = RolloutView::fold(&journal);
     let restart = epoch() + std::time::Duration::from_secs(120);
-    let plan = plan::build(&intent, "r1", epoch()).unwrap();
-    let (etx, mut erx) = mpsc::unbounded_channel();
-    let (_ctx, crx) = mpsc::unbounded_channel();
-    let driver: Arc<dyn Driver> = fleet.clone();
-    let outcome = Engine::new(
-        intent.clone(),
-        plan,
-        driver,
-        Arc::new(TokioClock::starting_at(restart)),
-        etx,
-        crx,
-        OnHold::Exit,
-    )
-    .resume(&view)
-    .run()
-    .await;
+    let (outcome, events) = resume(&intent, &fleet, &view, restart).await;
     assert!(
         matches!(outcome, Outcome::Completed { failed: 0, .. }),
         "{outcome:?}"
     );
     let mut started = None;
-    while let Ok(e) = erx.try_recv() {
+    for e in events {
         if matches!(&e.kind, EventKind::WaveStarted { wave, .. } if wave == "rest") {
             started = Some(humantime::parse_rfc3339(&e.ts).unwrap());
         }
@@ -229,4 +195,35 @@ async fn a_resumed_rollout_still_soaks_after_the_last_completed_wave() {
         after_canary >= std::time::Duration::from_secs(600) && after_canary < std::time::Duration::from_secs(660),
         "the rest wave started {after_canary:?} after the canary: it should soak 10 minutes from the canary, not from the restart"
     );
+}
+
+/// Resumes the rollout `view` describes on `fleet`, with the clock at `now`; returns how it
+/// ended and every event it emitted.
+async fn resume(
+    intent: &Arc<flotilla::intent::Intent>,
+    fleet: &Arc<SimFleet>,
+    view: &RolloutView,
+    now: std::time::SystemTime,
+) -> (Outcome, Vec<Event>) {
+    let plan = plan::build(intent, "r1", epoch()).unwrap();
+    let (etx, mut erx) = mpsc::unbounded_channel();
+    let (_ctx, crx) = mpsc::unbounded_channel();
+    let driver: Arc<dyn Driver> = fleet.clone();
+    let outcome = Engine::new(
+        intent.clone(),
+        plan,
+        driver,
+        Arc::new(TokioClock::starting_at(now)),
+        etx,
+        crx,
+        OnHold::Exit,
+    )
+    .resume(view)
+    .run()
+    .await;
+    let mut events = Vec::new();
+    while let Ok(e) = erx.try_recv() {
+        events.push(e);
+    }
+    (outcome, events)
 }

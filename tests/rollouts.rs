@@ -37,18 +37,12 @@ async fn a_bad_release_on_the_canary_halts_before_any_other_environment_is_touch
 #[tokio::test(start_paused = true)]
 async fn a_failure_budget_of_k_halts_at_failure_k_plus_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fixture = Fixture::standard(
+    let intent = Fixture::standard(
         10,
         &strategy("", "2").replace("max_parallel = 4", "max_parallel = 1"),
-    );
-    for (i, (_, text)) in fixture.envs.iter_mut().enumerate() {
-        if i % 2 == 1 {
-            *text = text.replace("ring =", "bad = \"yes\", ring =");
-        }
-    }
-    let intent = fixture
-        .with_release_sim("broken = \"bad=yes\"")
-        .load(dir.path());
+    )
+    .broken_at(&[1, 3, 5, 7, 9])
+    .load(dir.path());
     let run = rollout(intent, &["canary"]).await;
 
     let failed: Vec<String> = run
@@ -72,14 +66,8 @@ async fn a_failure_budget_of_k_halts_at_failure_k_plus_one() {
 #[tokio::test(start_paused = true)]
 async fn failures_within_the_budget_complete_the_rollout() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fixture = Fixture::standard(10, &strategy("", "2"));
-    for name in [1, 2] {
-        fixture.envs[name].1 = fixture.envs[name]
-            .1
-            .replace("ring =", "bad = \"yes\", ring =");
-    }
-    let intent = fixture
-        .with_release_sim("broken = \"bad=yes\"")
+    let intent = Fixture::standard(10, &strategy("", "2"))
+        .broken_at(&[1, 2])
         .load(dir.path());
     let run = rollout(intent, &["canary"]).await;
     assert_eq!(

@@ -167,10 +167,8 @@ async fn pause_starts_nothing_new_until_resumed() {
 #[tokio::test(start_paused = true)]
 async fn a_halted_rollout_waits_for_a_decision_and_skip_lets_it_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fixture = Fixture::standard(8, &strategy("", "0"));
-    fixture.envs[3].1 = fixture.envs[3].1.replace("ring =", "bad = \"yes\", ring =");
-    let intent = fixture
-        .with_release_sim("broken = \"bad=yes\"")
+    let intent = Fixture::standard(8, &strategy("", "0"))
+        .broken_at(&[3])
         .load(dir.path());
     let mut live = Live::start(intent);
     live.send(approve("canary", "alice"));
@@ -202,10 +200,8 @@ async fn a_halted_rollout_waits_for_a_decision_and_skip_lets_it_go_on() {
 #[tokio::test(start_paused = true)]
 async fn retry_failed_runs_the_failed_environment_again() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fixture = Fixture::standard(5, &strategy("", "0"));
-    fixture.envs[2].1 = fixture.envs[2].1.replace("ring =", "bad = \"yes\", ring =");
-    let intent = fixture
-        .with_release_sim("broken = \"bad=yes\"")
+    let intent = Fixture::standard(5, &strategy("", "0"))
+        .broken_at(&[2])
         .load(dir.path());
     let mut live = Live::start(intent);
     live.send(approve("canary", "alice"));
@@ -236,10 +232,8 @@ async fn retry_failed_runs_the_failed_environment_again() {
 #[tokio::test(start_paused = true)]
 async fn resuming_a_halt_accepts_the_failures_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fixture = Fixture::standard(6, &strategy("", "0"));
-    fixture.envs[1].1 = fixture.envs[1].1.replace("ring =", "bad = \"yes\", ring =");
-    let intent = fixture
-        .with_release_sim("broken = \"bad=yes\"")
+    let intent = Fixture::standard(6, &strategy("", "0"))
+        .broken_at(&[1])
         .load(dir.path());
     let mut live = Live::start(intent);
     live.send(approve("canary", "alice"));
@@ -291,10 +285,8 @@ async fn bad_commands_are_rejected_with_a_reason() {
 #[tokio::test(start_paused = true)]
 async fn a_retried_failure_counts_again_after_a_resume_accepted_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut fixture = Fixture::standard(6, &strategy("", "0"));
-    fixture.envs[2].1 = fixture.envs[2].1.replace("ring =", "bad = \"yes\", ring =");
-    let intent = fixture
-        .with_release_sim("broken = \"bad=yes\"")
+    let intent = Fixture::standard(6, &strategy("", "0"))
+        .broken_at(&[2])
         .load(dir.path());
     let mut live = Live::start(intent);
     live.send(approve("canary", "alice"));

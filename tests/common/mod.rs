@@ -69,6 +69,14 @@ depends_on = ["api"]
         }
     }
 
+    /// Makes the release fail permanently on these environments (by index).
+    pub fn broken_at(mut self, envs: &[usize]) -> Self {
+        for &i in envs {
+            self.envs[i].1 = self.envs[i].1.replace("ring =", "bad = \"yes\", ring =");
+        }
+        self.with_release_sim("broken = \"bad=yes\"")
+    }
+
     pub fn with_release_sim(mut self, sim: &str) -> Self {
         self.release = format!("{}[sim]\n{sim}\n", self.release);
         self
