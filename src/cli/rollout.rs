@@ -52,7 +52,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn now_text() -> String {
+pub(super) fn now_text() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 

@@ -65,7 +65,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
         .ok()
         .and_then(|r| r.last().map(|x| x.seq))
         .unwrap_or(0);
-    let ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let ts = super::rollout::now_text();
     let id = match store.queue_command(
         rollout.id,
         &ts,
