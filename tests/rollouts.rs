@@ -216,3 +216,85 @@ async fn a_policy_raises_the_gate_of_waves_touching_protected_environments() {
     }
     assert_eq!(run.touched().into_iter().collect::<Vec<_>>(), ["e-00"]);
 }
+
+/// A journal that records everything but can make only its first `durable` waits good.
+struct FailingJournal {
+    events: std::sync::Mutex<Vec<flotilla::engine::Event>>,
+    durable: std::sync::atomic::AtomicUsize,
+}
+
+impl flotilla::engine::EventSink for FailingJournal {
+    fn emit(&self, event: flotilla::engine::Event) {
+        self.events.lock().unwrap().push(event);
+    }
+
+    fn emit_durable(&self, event: flotilla::engine::Event) -> flotilla::engine::SinkFuture {
+        self.emit(event);
+        let left = self.durable.load(std::sync::atomic::Ordering::SeqCst);
+        self.durable
+            .store(left.saturating_sub(1), std::sync::atomic::Ordering::SeqCst);
+        Box::pin(std::future::ready(left > 0))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_environment_is_touched_before_its_intent_is_durable() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Arc::new(Fixture::standard(12, &strategy("", "\"50%\"")).load(dir.path()));
+    let plan = flotilla::plan::build(&intent, "r1", epoch()).unwrap();
+    let fleet = Arc::new(flotilla::drivers::sim::SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release("r1"),
+    ));
+    // The canary's intent and the first window of four in `rest` are recorded; the journal
+    // fails on the next window, which the engine records ahead while the first one runs.
+    let journal = Arc::new(FailingJournal {
+        events: Default::default(),
+        durable: 2.into(),
+    });
+    let (ctx, crx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.send(flotilla::engine::Command::Approve {
+        wave: "canary".into(),
+        by: "tester".into(),
+        note: None,
+    })
+    .unwrap();
+    let outcome = flotilla::engine::Engine::new(
+        intent.clone(),
+        plan,
+        fleet.clone(),
+        Arc::new(flotilla::engine::TokioClock::starting_at(epoch())),
+        journal.clone(),
+        crx,
+        flotilla::engine::OnHold::Exit,
+    )
+    .run()
+    .await;
+    assert!(
+        matches!(&outcome, Outcome::Halted { reason, .. } if reason.contains("journal")),
+        "{outcome:?}"
+    );
+    let events = journal.events.lock().unwrap();
+    let mut intended = std::collections::BTreeSet::new();
+    let mut touched = std::collections::BTreeSet::new();
+    for e in events.iter() {
+        match &e.kind {
+            EventKind::EnvStarted { env, .. } => {
+                intended.insert(env.clone());
+            }
+            EventKind::StepStarted { env, .. } => {
+                assert!(intended.contains(env), "{env} started before its intent");
+                touched.insert(env.clone());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        touched.into_iter().collect::<Vec<_>>(),
+        ["e-00", "e-01", "e-02", "e-03", "e-04"]
+    );
+    // Only what the engine could record reached the fleet.
+    let live = fleet.snapshot();
+    assert_eq!(live.envs.len(), 5, "{:?}", live.envs.keys());
+}

@@ -117,9 +117,13 @@ pub struct Engine {
     gates_passed: HashSet<usize>,
     /// Steps that were in flight at a crash: (env, service, revision), to observe first.
     recover: Vec<(usize, usize, String)>,
-    /// Environments whose intent to apply is durable but which have not started yet, with
+    /// Environments whose intent to apply is recorded but which have not started yet, with
     /// their rendered desired state.
     intended: HashMap<usize, crate::intent::layers::Desired>,
+    /// The window of intents recorded ahead of need, still committing: those environments
+    /// start once it resolves. Recording the next window while the current one runs keeps
+    /// the journal's commit off the rollout's critical path.
+    intents_ahead: Option<(HashSet<usize>, SinkFuture)>,
 }
 
 impl Engine {
@@ -209,6 +213,7 @@ impl Engine {
             gates_passed: HashSet::new(),
             recover: Vec::new(),
             intended: HashMap::new(),
+            intents_ahead: None,
         }
     }
 
@@ -539,7 +544,7 @@ impl Engine {
                 if self.status[&i] != EnvStatus::Pending {
                     continue;
                 }
-                if !self.intended.contains_key(&i) && !self.record_intents(i).await {
+                if !self.intent_durable(i).await {
                     // Without a journal nothing may be applied: halt with `i` untouched.
                     self.queue.push_front(i);
                     continue;
@@ -631,21 +636,56 @@ impl Engine {
         Ok(())
     }
 
-    /// Write-ahead: records the intent to apply (every remaining revision) of environment
-    /// `first` and of the next environments in the queue, up to `max_parallel`, durably and in
-    /// one wait. After a crash the ones that never started are simply observed and found
-    /// untouched. False when the journal could not record it.
-    async fn record_intents(&mut self, first: usize) -> bool {
-        let ahead: Vec<usize> = std::iter::once(first)
+    /// Write-ahead: makes sure the intent to apply (every remaining revision) of environment
+    /// `i` is durable before it starts, waiting only when it is not yet. Each wait also
+    /// records the next window of up to `max_parallel` environments of the queue without
+    /// waiting for it, so that by the time they start their intents are usually committed.
+    /// After a crash the ones that never started are simply observed and found untouched.
+    /// False (and the rollout halts) when the journal could not record it.
+    async fn intent_durable(&mut self, i: usize) -> bool {
+        let ahead = self.intents_ahead.take_if(|(envs, _)| envs.contains(&i));
+        let (envs, ack) = match ahead {
+            Some(window) => window,
+            // Already durable: recorded in a window that was waited for.
+            None if self.intended.contains_key(&i) => return true,
+            None => match self.record_intents(Some(i)) {
+                Some(window) => window,
+                None => return true,
+            },
+        };
+        if !ack.await {
+            for e in &envs {
+                self.intended.remove(e);
+            }
+            self.stop = Some(Stop::Halt {
+                reason: "the journal could not record the intent to apply; nothing more is applied"
+                    .into(),
+            });
+            self.publish_state();
+            return false;
+        }
+        if self.intents_ahead.is_none() {
+            self.intents_ahead = self.record_intents(None);
+        }
+        true
+    }
+
+    /// Records the intents of `first` (when given) and of the next pending environments of
+    /// the queue that have none, up to `max_parallel` in all. Returns them with the
+    /// acknowledgement of the last one: the journal commits in order, so it covers them all.
+    fn record_intents(&mut self, first: Option<usize>) -> Option<(HashSet<usize>, SinkFuture)> {
+        let ahead: Vec<usize> = first
+            .into_iter()
             .chain(
                 self.queue
                     .iter()
                     .copied()
                     .filter(|i| {
-                        self.status.get(i) == Some(&EnvStatus::Pending)
+                        Some(*i) != first
+                            && self.status.get(i) == Some(&EnvStatus::Pending)
                             && !self.intended.contains_key(i)
                     })
-                    .take(self.max_parallel.saturating_sub(1)),
+                    .take(self.max_parallel.saturating_sub(first.is_some() as usize)),
             )
             .collect();
         let intent = self.ctx.intent.clone();
@@ -672,28 +712,16 @@ impl Engine {
                 env: env.name.clone(),
                 revisions,
             };
-            // Only the last waits: the journal commits in order, so its acknowledgement
-            // covers the ones before it.
             if let Some(previous) = last.replace(event) {
                 self.emit(previous);
             }
             self.intended.insert(i, desired);
         }
-        let recorded = match last {
-            Some(event) => self.ctx.emit_durable(event).await,
-            None => true,
-        };
-        if !recorded {
-            for i in &ahead {
-                self.intended.remove(i);
-            }
-            self.stop = Some(Stop::Halt {
-                reason: "the journal could not record the intent to apply; nothing more is applied"
-                    .into(),
-            });
-            self.publish_state();
-        }
-        recorded
+        let ack = self
+            .ctx
+            .events
+            .emit_durable(Event::new(self.ctx.clock.now(), last?));
+        Some((ahead.into_iter().collect(), ack))
     }
 
     /// True when every environment of wave `w` is already done (succeeded or skipped).

@@ -8,16 +8,28 @@ use tokio::sync::mpsc;
 
 use super::events::Event;
 
-/// Resolves to true once the event is durable (false: it could not be recorded).
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+/// Resolves to true once the event is durable (false: it could not be recorded). It owns
+/// what it waits on, so the engine can keep it and go on working while the event commits.
+pub type SinkFuture = Pin<Box<dyn Future<Output = bool> + Send + 'static>>;
 
 /// Receives every event the engine emits.
 pub trait EventSink: Send + Sync {
     /// Records an event; nothing waits for it.
     fn emit(&self, event: Event);
-    /// Records an event and resolves once it is durable. The engine waits for this before
-    /// acting on what the event announces (an apply), so a crash never loses the intent.
-    fn emit_durable(&self, event: Event) -> SinkFuture<'_>;
+    /// Records an event (in order with the ones emitted before it, at the time of the call)
+    /// and resolves once it is durable. The engine waits for this before acting on what the
+    /// event announces (an apply), so a crash never loses the intent.
+    fn emit_durable(&self, event: Event) -> SinkFuture;
+}
+
+impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
+    fn emit(&self, event: Event) {
+        (**self).emit(event)
+    }
+
+    fn emit_durable(&self, event: Event) -> SinkFuture {
+        (**self).emit_durable(event)
+    }
 }
 
 impl EventSink for mpsc::UnboundedSender<Event> {
@@ -26,7 +38,7 @@ impl EventSink for mpsc::UnboundedSender<Event> {
         let _ = self.send(event);
     }
 
-    fn emit_durable(&self, event: Event) -> SinkFuture<'_> {
+    fn emit_durable(&self, event: Event) -> SinkFuture {
         let _ = self.send(event);
         Box::pin(std::future::ready(true))
     }

@@ -54,13 +54,6 @@ impl StepContext {
     pub fn emit(&self, kind: EventKind) {
         self.events.emit(Event::new(self.clock.now(), kind));
     }
-
-    /// Emits and waits until the event is durable; false when it could not be recorded.
-    pub async fn emit_durable(&self, kind: EventKind) -> bool {
-        self.events
-            .emit_durable(Event::new(self.clock.now(), kind))
-            .await
-    }
 }
 
 /// Waits until steps may start; false when the rollout is stopping.

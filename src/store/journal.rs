@@ -91,12 +91,11 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
     if events.is_empty() {
         return Ok(());
     }
+    // Cached statements: the writer appends many small batches when events trickle in, and
+    // parsing the SQL each time would cost more than the insert.
     let last: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = last.unwrap_or((0, String::new()));
     let seq = seq + 1;
@@ -136,11 +135,11 @@ fn append_fenced(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if let Some(h) = fence {
-        let held: i64 = tx.query_row(
-            "SELECT count(*) FROM lease WHERE id = 1 AND user = ?1 AND host = ?2 AND pid = ?3",
-            params![h.user, h.host, h.pid],
-            |r| r.get(0),
-        )?;
+        let held: i64 = tx
+            .prepare_cached(
+                "SELECT count(*) FROM lease WHERE id = 1 AND user = ?1 AND host = ?2 AND pid = ?3",
+            )?
+            .query_row(params![h.user, h.host, h.pid], |r| r.get(0))?;
         if held == 0 {
             return Err(StoreError::LeaseLost {
                 holder: h.to_string(),
@@ -288,10 +287,29 @@ enum Msg {
     Flush(oneshot::Sender<bool>),
 }
 
+impl Msg {
+    /// Whether somebody waits for this message to be committed.
+    fn waited_on(&self) -> bool {
+        matches!(self, Msg::Event(_, Some(_)) | Msg::Flush(_))
+    }
+}
+
+/// The most events in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Below this many events a batch nobody waits on is a trickle worth lingering for.
+const LINGER_BELOW: usize = 64;
+
+/// How long the writer waits for more events while nobody waits on the ones it has: short
+/// next to a person watching, long next to events that trickle in from a fleet.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The sending side of the journal writer; cheap to clone into the engine.
 #[derive(Clone)]
 pub struct Journal {
     tx: std_mpsc::Sender<Msg>,
+    /// The writer, to wake it from lingering when someone waits.
+    writer: std::thread::Thread,
 }
 
 /// The writer thread; join it to learn whether every event was written.
@@ -335,11 +353,21 @@ pub fn spawn(
             while let Ok(first) = rx.recv() {
                 // Group commit: everything queued so far goes into one transaction.
                 let mut batch = vec![first];
-                while batch.len() < 4096 {
-                    match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
+                let drain = |batch: &mut Vec<Msg>| {
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
                     }
+                };
+                drain(&mut batch);
+                // Events that trickle in one by one would cost a transaction and a wake-up
+                // each: while nobody waits on a small batch, sleep a moment to gather more.
+                // Whoever starts waiting (a durable event, a flush) wakes the writer at once.
+                if batch.len() < LINGER_BELOW && !batch.iter().any(Msg::waited_on) {
+                    std::thread::park_timeout(LINGER);
+                    drain(&mut batch);
                 }
                 let mut events = Vec::with_capacity(batch.len());
                 let mut acks = Vec::new();
@@ -381,7 +409,8 @@ pub fn spawn(
             path: path.into(),
             detail: format!("cannot start the journal writer: {e}"),
         })?;
-    Ok((Journal { tx }, JournalThread { handle }))
+    let writer = handle.thread().clone();
+    Ok((Journal { tx, writer }, JournalThread { handle }))
 }
 
 impl Journal {
@@ -391,6 +420,7 @@ impl Journal {
         if self.tx.send(Msg::Flush(ack)).is_err() {
             return false;
         }
+        self.writer.unpark();
         done.await.unwrap_or(false)
     }
 }
@@ -400,9 +430,10 @@ impl EventSink for Journal {
         let _ = self.tx.send(Msg::Event(event, None));
     }
 
-    fn emit_durable(&self, event: Event) -> SinkFuture<'_> {
+    fn emit_durable(&self, event: Event) -> SinkFuture {
         let (ack, done) = oneshot::channel();
         let sent = self.tx.send(Msg::Event(event, Some(ack))).is_ok();
+        self.writer.unpark();
         Box::pin(async move { sent && done.await.unwrap_or(false) })
     }
 }
