@@ -4,7 +4,9 @@
 //! events that every view folds.
 
 pub mod cli;
+pub mod console;
 pub mod demo;
+pub mod drift;
 pub mod drivers;
 pub mod engine;
 pub mod hash;

@@ -1,5 +1,6 @@
 //! `flotilla init DIR [--demo]` and `flotilla demo`: writing intent repos as real Git history.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -126,19 +127,25 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
         dir.display(),
         envs.max(1)
     );
-    if let Ok(loaded) = crate::intent::load(&dir, "HEAD") {
-        if let Ok(plan) = crate::plan::build(&loaded.intent, DEMO_RELEASE, SystemTime::now()) {
-            println!("\n{}", super::output::plan_text(&plan));
+    // On a terminal the demo opens the console; elsewhere (a pipe, CI) it runs headless.
+    let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    let code = if interactive {
+        super::console::open(&dir, "HEAD", Some(&state), DEMO_RELEASE, false, None)
+    } else {
+        if let Ok(loaded) = crate::intent::load(&dir, "HEAD") {
+            if let Ok(plan) = crate::plan::build(&loaded.intent, DEMO_RELEASE, SystemTime::now()) {
+                println!("\n{}", super::output::plan_text(&plan));
+            }
         }
-    }
-    let args = rollout::RolloutArgs {
-        release: DEMO_RELEASE.into(),
-        approve: Vec::new(),
-        approve_all: true,
-        wait: false,
-        output: super::Output::Plain,
+        let args = rollout::RolloutArgs {
+            release: DEMO_RELEASE.into(),
+            approve: Vec::new(),
+            approve_all: true,
+            wait: false,
+            output: super::Output::Plain,
+        };
+        rollout::run(&dir, "HEAD", Some(&state), &args, None)
     };
-    let code = rollout::run(&dir, "HEAD", Some(&state), &args);
     println!();
     println!("Next: see how a bad release is stopped before it reaches the fleet:");
     println!("  flotilla --repo {} plan 2026.11.3", dir.display());

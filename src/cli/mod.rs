@@ -2,10 +2,11 @@
 //! outcomes to exit codes. It never calls a driver except through the engine.
 
 mod audit;
+mod console;
 mod explain;
 mod identity;
 mod init;
-mod output;
+pub mod output;
 mod plan;
 mod rollout;
 mod status;
@@ -107,6 +108,18 @@ enum Commands {
     },
     /// Roll a release out headlessly (for scripts and CI); resumes an unfinished one.
     Rollout(rollout::RolloutArgs),
+    /// The operations console: roll RELEASE out (or resume the unfinished rollout) and watch
+    /// and steer it with single keys.
+    Console {
+        /// The release; default: the unfinished rollout's.
+        release: Option<String>,
+        /// Watch only: every action that changes anything is removed.
+        #[arg(long)]
+        read_only: bool,
+        /// dark, light, high-contrast, mono, or a theme file (.toml).
+        #[arg(long)]
+        theme: Option<String>,
+    },
     /// Where the current (or last) rollout stands.
     Status {
         #[arg(long, value_enum, default_value_t)]
@@ -176,8 +189,20 @@ pub fn main() -> ExitCode {
             output,
         ),
         Commands::Rollout(ref args) => {
-            rollout::run(&cli.repo, &cli.rev, cli.state.as_deref(), args)
+            rollout::run(&cli.repo, &cli.rev, cli.state.as_deref(), args, None)
         }
+        Commands::Console {
+            ref release,
+            read_only,
+            ref theme,
+        } => console::run(
+            &cli.repo,
+            &cli.rev,
+            cli.state.as_deref(),
+            release.as_deref(),
+            read_only,
+            theme.clone(),
+        ),
         Commands::Status { output } => {
             status::run(&cli.repo, &cli.rev, cli.state.as_deref(), output)
         }

@@ -56,7 +56,15 @@ pub(super) fn now_text() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> u8 {
+/// Runs (or resumes) a rollout of `args.release`: headless with progress lines, or in the
+/// operations console when `console` says how it should look.
+pub fn run(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    args: &RolloutArgs,
+    console: Option<crate::console::Options>,
+) -> u8 {
     let loaded = match load(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
@@ -241,7 +249,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
     let services = intent.services.len();
     let release = args.release.clone();
     let output = args.output;
-    let on_hold = if args.wait {
+    // The console is where decisions are made: a halted rollout waits for them.
+    let on_hold = if args.wait || console.is_some() {
         OnHold::Wait
     } else {
         OnHold::Exit
@@ -272,6 +281,20 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
                 note: Some("approved in advance on the command line".into()),
             });
         }
+        // What the console needs of the rollout: its plan, the driver to observe live state
+        // for the drift pane, and the events so far when resuming.
+        let console_parts = console.map(|options| {
+            let past: Vec<Event> = if view.is_some() {
+                journal::entries(&store.conn(), Some(rollout_id))
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|e| e.event())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (options, plan.clone(), driver.clone(), past)
+        });
         let mut engine = Engine::new(
             intent.clone(),
             plan,
@@ -325,17 +348,52 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
             })
         };
 
-        let mut printer = Printer::new(output, services);
-        // Ticks keep the progress line current between events (waits, slow steps).
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut engine = engine;
-        let outcome = loop {
-            tokio::select! {
-                batch = event_rx.recv() => for event in batch.iter().flatten() {
-                    printer.event(event);
-                },
-                _ = tick.tick() => printer.draw(false),
-                done = &mut engine => break done,
+        let (outcome, mut printer) = match console_parts {
+            None => {
+                let mut printer = Printer::new(output, services);
+                // Ticks keep the progress line current between events (waits, slow steps).
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                let outcome = loop {
+                    tokio::select! {
+                        batch = event_rx.recv() => for event in batch.iter().flatten() {
+                            printer.event(event);
+                        },
+                        _ = tick.tick() => printer.draw(false),
+                        done = &mut engine => break done.map_err(|e| e.to_string()),
+                    }
+                };
+                (outcome, Some(printer))
+            }
+            Some((options, plan, driver, past)) => {
+                let (mut model, ui) = crate::console::session(intent.clone(), plan, &options);
+                for e in &past {
+                    model.apply(e);
+                }
+                let ran = crate::console::run(model, ui, &mut event_rx, cmd_tx.clone(), driver, &mut engine).await;
+                let outcome = match ran {
+                    Ok(Some(o)) => {
+                        // The console's screen is gone: say where the rollout stands.
+                        match &o {
+                            Outcome::Completed { succeeded, failed, skipped } => println!(
+                                "rollout of {release} completed: {succeeded} succeeded, {failed} failed, {skipped} skipped"
+                            ),
+                            Outcome::Interrupted => println!(
+                                "rollout of {release} stopped when you quit (steps in flight finished); `flotilla console {release}` resumes it"
+                            ),
+                            _ => {}
+                        }
+                        Ok(o)
+                    }
+                    Ok(None) => Err("the engine task failed".to_string()),
+                    Err(e) => {
+                        // The terminal failed: stop the engine cleanly rather than leave it.
+                        let _ = cmd_tx.send(Command::Interrupt);
+                        eprintln!("error: the console cannot use this terminal: {e}");
+                        (&mut engine).await.map_err(|e| e.to_string())
+                    }
+                };
+                (outcome, None)
             }
         };
         steering.abort();
@@ -345,10 +403,14 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &RolloutArgs) -> 
         drop(journal);
         while let Ok(batch) = event_rx.try_recv() {
             for event in &batch {
-                printer.event(event);
+                if let Some(p) = printer.as_mut() {
+                    p.event(event);
+                }
             }
         }
-        printer.finish();
+        if let Some(p) = printer.as_mut() {
+            p.finish();
+        }
         let writer_result = tokio::task::spawn_blocking(move || writer.join()).await;
         let outcome = match outcome {
             Ok(o) => o,

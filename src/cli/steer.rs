@@ -58,7 +58,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             wait: false,
             output: super::Output::Plain,
         };
-        return super::rollout::run(repo, rev, Some(&path), &args);
+        return super::rollout::run(repo, rev, Some(&path), &args, None);
     }
     let last_seq = store
         .journal_rows(Some(rollout.id))

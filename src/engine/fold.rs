@@ -115,7 +115,10 @@ impl RolloutView {
                 w.started = true;
                 w.waiting = None;
                 w.envs = *envs;
-                self.state = "running".into();
+                // A paused engine still opens the next wave; it starts nothing in it.
+                if self.state != "paused" {
+                    self.state = "running".into();
+                }
             }
             EventKind::GateWaiting { wave, reason } => {
                 self.wave(wave).waiting = Some(reason.clone());

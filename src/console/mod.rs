@@ -1,0 +1,283 @@
+//! The operations console: a terminal UI over a running rollout.
+//!
+//! The engine runs as a tokio task; the console only folds the events it is sent (after the
+//! journal committed them) into its [`model::Model`] and sends [`Command`]s back. Keys go
+//! through one action table ([`actions`]); what is drawn comes from [`panes`]; frames are
+//! drawn only when something changed, at most about ten a second while events stream.
+
+pub mod actions;
+pub mod config;
+pub mod model;
+pub mod panes;
+pub mod screen;
+pub mod theme;
+pub mod ui;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossterm::event::{Event as TermEvent, KeyEventKind};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::drivers::Driver;
+use crate::engine::{Command, Event, Outcome};
+use crate::intent::Intent;
+use crate::plan::Plan;
+use model::Model;
+use theme::{ColorMode, Glyphs, Theme};
+use ui::{Effect, Observed, Ui};
+
+/// How the console was asked to look and behave.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub read_only: bool,
+    /// A theme name or file; else the config's, else dark.
+    pub theme: Option<String>,
+    /// Who commands are sent as.
+    pub actor: String,
+    /// Asked before quitting while the engine still runs, when quitting stops it.
+    pub quit_warning: Option<String>,
+}
+
+/// The model and UI state for `plan`, with theme, glyphs and key map resolved from the
+/// environment and the config file. Problems become warnings on screen.
+pub fn session(intent: Arc<Intent>, plan: Plan, options: &Options) -> (Model, Ui) {
+    let (config, mut warnings) = config::load(config::default_path().as_deref());
+    let mode = ColorMode::detect();
+    let theme_name = options
+        .theme
+        .clone()
+        .or(config.theme.clone())
+        .unwrap_or_else(|| "dark".into());
+    let theme = Theme::load(&theme_name, mode).unwrap_or_else(|e| {
+        warnings.push(e.to_string());
+        Theme::default_for(mode)
+    });
+    let mut keymap = actions::KeyMap::new(options.read_only);
+    warnings.extend(keymap.merge(&config.keys, options.read_only));
+    let model = Model::new(intent, plan);
+    let mut ui = Ui::new(
+        &model,
+        keymap,
+        options.read_only,
+        options.actor.clone(),
+        theme,
+    );
+    ui.color_mode = mode;
+    ui.glyphs = Glyphs::detect();
+    ui.warnings = warnings;
+    ui.quit_warning = options.quit_warning.clone();
+    if let Some(n) = config.newest_first {
+        ui.newest_first = n;
+    }
+    (model, ui)
+}
+
+/// Reads terminal input on its own thread (crossterm's reads block) until told to stop.
+fn spawn_input(stop: Arc<AtomicBool>) -> mpsc::UnboundedReceiver<TermEvent> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("flotilla-input".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match crossterm::event::poll(Duration::from_millis(100)) {
+                    Ok(true) => match crossterm::event::read() {
+                        Ok(e) => {
+                            if tx.send(e).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    },
+                    Ok(false) => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .expect("spawn the input thread");
+    rx
+}
+
+/// The least time between two frames drawn for streaming events (keys draw at once).
+const FRAME_GAP: Duration = Duration::from_millis(100);
+
+/// Runs the console over an engine task until the operator quits. Quitting while the engine
+/// runs interrupts it (in-flight steps finish) and waits for it. Returns the engine's
+/// outcome, or None when it was lost.
+pub async fn run(
+    mut model: Model,
+    mut ui: Ui,
+    events: &mut mpsc::UnboundedReceiver<Vec<Event>>,
+    commands: mpsc::UnboundedSender<Command>,
+    driver: Arc<dyn Driver>,
+    engine: &mut JoinHandle<Outcome>,
+) -> std::io::Result<Option<Outcome>> {
+    screen::restore_on_panic();
+    screen::enter()?;
+    let result = drive(&mut model, &mut ui, events, &commands, driver, engine).await;
+    screen::leave();
+    result
+}
+
+async fn drive(
+    model: &mut Model,
+    ui: &mut Ui,
+    events: &mut mpsc::UnboundedReceiver<Vec<Event>>,
+    commands: &mpsc::UnboundedSender<Command>,
+    driver: Arc<dyn Driver>,
+    engine: &mut JoinHandle<Outcome>,
+) -> std::io::Result<Option<Outcome>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut input = spawn_input(stop.clone());
+    let mut screen = screen::Screen::new(std::io::stdout())?;
+    let (observe_tx, mut observed) = mpsc::unbounded_channel::<Observed>();
+    let (intent, release) = (model.intent.clone(), model.plan.release.clone());
+    let observe = |name: String| {
+        let tx = observe_tx.clone();
+        let driver = driver.clone();
+        let intent = intent.clone();
+        let release = release.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let env = intent.environment(&name).ok_or("not in the intent")?;
+                let rel = intent
+                    .release(&release)
+                    .ok_or("release not in the intent")?;
+                let desired = crate::intent::layers::render(&intent, rel, env).desired;
+                let live = driver.observe(env).await.map_err(|e| e.message)?;
+                Ok::<_, String>(crate::drift::compare(&desired, &live))
+            }
+            .await;
+            let _ = tx.send(match result {
+                Ok(report) => Observed::Done(name, report),
+                Err(why) => Observed::Failed(name, why.to_string()),
+            });
+        });
+    };
+    if let Some(i) = ui.selected() {
+        let name = model.envs[i].name.clone();
+        ui.observed = Some(Observed::Loading(name.clone()));
+        observe(name);
+    }
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut clock = tokio::time::interval(Duration::from_secs(1));
+    let mut outcome: Option<Option<Outcome>> = None;
+    // Quit asked for; quit at once (the engine is done); waiting for the engine to stop.
+    let (mut quit, mut quit_now, mut stopping) = (false, false, false);
+    let mut last_frame = Instant::now() - FRAME_GAP;
+    let mut next_frame: Option<Instant> = None;
+    ui.now = SystemTime::now();
+    screen.frame(model, ui)?;
+    loop {
+        let mut draw_now = false;
+        tokio::select! {
+            Some(ev) = input.recv() => {
+                match ev {
+                    TermEvent::Key(key) if key.kind != KeyEventKind::Release => {
+                        for effect in ui.key(model, key) {
+                            match effect {
+                                Effect::Send(c) => {
+                                    if commands.send(c).is_err() {
+                                        ui.flash_error("the engine has stopped; nothing was sent");
+                                    }
+                                }
+                                Effect::Observe(name) => observe(name),
+                                Effect::Quit => {
+                                    quit = true;
+                                    quit_now = outcome.is_some();
+                                }
+                                Effect::Repaint => screen.invalidate(ui)?,
+                                Effect::Suspend => {
+                                    screen::suspend()?;
+                                    screen.invalidate(ui)?;
+                                }
+                            }
+                        }
+                        draw_now = true;
+                    }
+                    TermEvent::Resize(..) => {
+                        ui.dirty = true;
+                        draw_now = true;
+                    }
+                    _ => {}
+                }
+            }
+            Some(batch) = events.recv() => {
+                let selected = ui.selected().map(|i| model.envs[i].name.clone());
+                let mut touched = false;
+                for e in &batch {
+                    model.apply(e);
+                    touched |= selected.is_some() && e.kind.subject().1 == selected.as_deref();
+                }
+                // The detail pane's live side follows what just happened there.
+                if let (true, Some(name)) = (touched, selected) {
+                    if !matches!(&ui.observed, Some(Observed::Loading(n)) if *n == name) {
+                        observe(name);
+                    }
+                }
+                ui.dirty = true;
+            }
+            Some(obs) = observed.recv() => {
+                ui.observed = Some(obs);
+                ui.dirty = true;
+            }
+            _ = clock.tick() => {
+                ui.tick(model, SystemTime::now());
+            }
+            _ = sigterm.recv() => {
+                quit = true;
+                quit_now = outcome.is_some();
+            }
+            done = &mut *engine, if outcome.is_none() => {
+                // Events still in flight from the journal come first.
+                while let Ok(batch) = events.try_recv() {
+                    for e in &batch {
+                        model.apply(e);
+                    }
+                }
+                let o = done.ok();
+                model.finished = Some(match &o {
+                    Some(o) => format!("{o:?}"),
+                    None => "the engine stopped unexpectedly".into(),
+                });
+                ui.flash(match &o {
+                    Some(Outcome::Completed { .. }) => "rollout completed; q quits".to_string(),
+                    Some(Outcome::Halted { .. }) => "rollout halted: the engine has exited; q quits, `flotilla rollout` resumes".to_string(),
+                    Some(Outcome::Blocked { reason, .. }) => format!("rollout blocked ({reason}); q quits"),
+                    Some(_) => "the engine has stopped; q quits".to_string(),
+                    None => "the engine stopped unexpectedly; q quits".to_string(),
+                });
+                outcome = Some(o);
+                ui.dirty = true;
+                draw_now = true;
+            }
+            _ = tokio::time::sleep_until(next_frame.unwrap_or_else(Instant::now)), if next_frame.is_some() => {
+                draw_now = true;
+            }
+        }
+        if std::mem::take(&mut quit) && outcome.is_none() && !stopping {
+            // Stop starting work, let the steps in flight finish, then leave.
+            stopping = true;
+            let _ = commands.send(Command::Interrupt);
+            ui.flash("stopping: waiting for the steps in flight to finish...");
+        }
+        if (stopping || quit_now) && outcome.is_some() {
+            stop.store(true, Ordering::Relaxed);
+            return Ok(outcome.take().flatten());
+        }
+        if !ui.dirty {
+            continue;
+        }
+        let now = Instant::now();
+        if draw_now || now >= last_frame + FRAME_GAP {
+            screen.frame(model, ui)?;
+            last_frame = now;
+            next_frame = None;
+        } else if next_frame.is_none() {
+            next_frame = Some(last_frame + FRAME_GAP);
+        }
+    }
+}

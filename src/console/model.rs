@@ -1,0 +1,259 @@
+//! What the console shows, folded from the rollout's events: the journal's view of the
+//! rollout plus, per environment, the state its grid cell shows. Plain data, no terminal.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::engine::fold::StepView;
+use crate::engine::{Event, EventKind, RolloutView};
+use crate::intent::Intent;
+use crate::plan::Plan;
+
+/// The state of one environment as its grid cell shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CellState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Blocked,
+    Skipped,
+    Drifted,
+    RolledBack,
+}
+
+impl CellState {
+    /// Every state, in the order the legend lists them.
+    pub const ALL: [CellState; 8] = [
+        CellState::Pending,
+        CellState::Running,
+        CellState::Succeeded,
+        CellState::Failed,
+        CellState::Blocked,
+        CellState::Skipped,
+        CellState::Drifted,
+        CellState::RolledBack,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CellState::Pending => "pending",
+            CellState::Running => "running",
+            CellState::Succeeded => "succeeded",
+            CellState::Failed => "failed",
+            CellState::Blocked => "blocked",
+            CellState::Skipped => "skipped",
+            CellState::Drifted => "drifted",
+            CellState::RolledBack => "rolled back",
+        }
+    }
+}
+
+/// One environment of the fleet.
+#[derive(Debug, Clone)]
+pub struct EnvEntry {
+    pub name: String,
+    /// Index into the plan's waves.
+    pub wave: usize,
+    pub state: CellState,
+    /// The newest failure message of any of its steps.
+    pub last_error: Option<String>,
+    pub drifted: bool,
+}
+
+/// How many events the log keeps; older ones are in the journal (`flotilla audit`).
+pub const LOG_CAPACITY: usize = 5_000;
+
+/// The console's picture of one rollout.
+pub struct Model {
+    pub intent: Arc<Intent>,
+    pub plan: Plan,
+    pub view: RolloutView,
+    /// Every environment, in plan order: grouped by wave.
+    pub envs: Vec<EnvEntry>,
+    index: HashMap<String, usize>,
+    /// Newest last.
+    pub log: VecDeque<Event>,
+    /// When the rollout started (from its first event), for the elapsed time.
+    pub started_at: Option<String>,
+    /// When each wave's gate started waiting (RFC 3339), for the soak countdown.
+    pub waiting_since: BTreeMap<String, String>,
+    /// Set when the engine finished: how it ended.
+    pub finished: Option<String>,
+    /// The longest environment name, for the grid's cell width.
+    pub name_width: usize,
+}
+
+impl Model {
+    /// A model of `plan` before anything happened.
+    pub fn new(intent: Arc<Intent>, plan: Plan) -> Model {
+        let mut envs = Vec::with_capacity(plan.env_count());
+        for (w, wave) in plan.waves.iter().enumerate() {
+            for name in &wave.envs {
+                envs.push(EnvEntry {
+                    name: name.clone(),
+                    wave: w,
+                    state: CellState::Pending,
+                    last_error: None,
+                    drifted: false,
+                });
+            }
+        }
+        let index = envs
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        let view = RolloutView {
+            release: plan.release.clone(),
+            commit: plan.revision.commit.clone(),
+            state: "planned".into(),
+            ..RolloutView::default()
+        };
+        let name_width = envs
+            .iter()
+            .map(|e| e.name.chars().count())
+            .max()
+            .unwrap_or(1);
+        Model {
+            intent,
+            view,
+            envs,
+            index,
+            log: VecDeque::new(),
+            started_at: None,
+            waiting_since: BTreeMap::new(),
+            finished: None,
+            plan,
+            name_width,
+        }
+    }
+
+    /// The environment called `name`, by index.
+    pub fn env_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Folds one event in.
+    pub fn apply(&mut self, event: &Event) {
+        self.view.apply(event);
+        match &event.kind {
+            EventKind::RolloutStarted { .. } if self.started_at.is_none() => {
+                self.started_at = Some(event.ts.clone());
+            }
+            EventKind::GateWaiting { wave, .. } => {
+                self.waiting_since.insert(wave.clone(), event.ts.clone());
+            }
+            EventKind::WaveStarted { wave, .. } => {
+                self.waiting_since.remove(wave);
+            }
+            EventKind::StepFailed { env, error, .. }
+            | EventKind::StepRetrying { env, error, .. } => {
+                if let Some(&i) = self.index.get(env) {
+                    self.envs[i].last_error = Some(error.clone());
+                }
+            }
+            EventKind::DriftDetected { env, .. } => {
+                if let Some(&i) = self.index.get(env) {
+                    self.envs[i].drifted = true;
+                }
+            }
+            _ => {}
+        }
+        if let (_, Some(env), _, _) = event.kind.subject() {
+            let env = env.to_string();
+            self.refresh(&env);
+        }
+        self.log.push_back(event.clone());
+        if self.log.len() > LOG_CAPACITY {
+            self.log.pop_front();
+        }
+    }
+
+    /// Recomputes one environment's cell from the journal's view of its steps.
+    fn refresh(&mut self, env: &str) {
+        let Some(&i) = self.index.get(env) else {
+            return;
+        };
+        let states: Vec<StepView> = self
+            .view
+            .services
+            .iter()
+            .map(|s| {
+                self.view
+                    .steps
+                    .get(&(env.to_string(), s.clone()))
+                    .map_or(StepView::Pending, |st| st.0)
+            })
+            .collect();
+        let entry = &mut self.envs[i];
+        entry.state = if self.view.skipped.contains_key(env) {
+            CellState::Skipped
+        } else if states.contains(&StepView::Failed) {
+            CellState::Failed
+        } else if states.contains(&StepView::Blocked) {
+            CellState::Blocked
+        } else if states.contains(&StepView::Running)
+            // An intent recorded ahead is not a start: only steps that ran count.
+            || (states.contains(&StepView::Succeeded)
+                && states.iter().any(|s| *s != StepView::Succeeded))
+        {
+            // Started and not finished: in flight, or stopped part-way by a halt.
+            CellState::Running
+        } else if !states.is_empty() && states.iter().all(|s| *s == StepView::Succeeded) {
+            if entry.drifted {
+                CellState::Drifted
+            } else {
+                CellState::Succeeded
+            }
+        } else if entry.drifted {
+            CellState::Drifted
+        } else {
+            CellState::Pending
+        };
+    }
+
+    /// Counts of each state among the environments of wave `w`.
+    pub fn wave_counts(&self, w: usize) -> BTreeMap<CellState, usize> {
+        let mut counts = BTreeMap::new();
+        for e in self.envs.iter().filter(|e| e.wave == w) {
+            *counts.entry(e.state).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Environments that failed, fleet-wide.
+    pub fn failed(&self) -> usize {
+        self.envs
+            .iter()
+            .filter(|e| e.state == CellState::Failed)
+            .count()
+    }
+
+    /// The wave whose gate waits for an approval, if one does.
+    pub fn waiting_for_approval(&self) -> Option<&str> {
+        self.view
+            .waves
+            .iter()
+            .find(|w| !w.started && w.waiting.as_deref().is_some_and(|r| r.contains("approval")))
+            .map(|w| w.name.as_str())
+    }
+
+    /// Whether the engine is still working on the rollout (not finished, not halted for good).
+    pub fn active(&self) -> bool {
+        self.finished.is_none()
+    }
+}
+
+impl PartialOrd for CellState {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CellState {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let pos = |s: &CellState| CellState::ALL.iter().position(|x| x == s);
+        pos(self).cmp(&pos(other))
+    }
+}

@@ -1,0 +1,119 @@
+//! The fleet grid: every environment as a cell with its state glyph and name, grouped by
+//! wave. Only the rows on screen are built, so 10,000 environments draw as fast as 10.
+
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::widgets::Block;
+use ratatui::Frame;
+
+use crate::console::model::Model;
+use crate::console::ui::{GridRow, Ui};
+
+/// The widest name a cell shows; longer names are cut (the detail pane has them whole).
+const MAX_NAME: usize = 18;
+
+/// Columns of one cell: mark, glyph, space, name, space.
+pub fn cell_width(model: &Model) -> usize {
+    model.name_width.min(MAX_NAME) + 4
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut Ui) {
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.width == 0 || inner.height == 0 {
+        return;
+    }
+    let cell_w = cell_width(model);
+    let cols = (inner.width as usize / cell_w).max(1);
+    let height = inner.height as usize;
+    ui.grid_cols = cols;
+    ui.grid_height = height;
+    let rows = ui.grid_rows(model, cols);
+    // Keep the cursor's row (and its wave heading, when there is room) on screen.
+    if let Some(r) = rows.iter().position(
+        |row| matches!(row, GridRow::Cells { from, to } if (*from..*to).contains(&ui.cursor)),
+    ) {
+        let with_heading = if r > 0 && matches!(rows[r - 1], GridRow::Heading { .. }) {
+            r - 1
+        } else {
+            r
+        };
+        if with_heading < ui.grid_top {
+            ui.grid_top = with_heading;
+        } else if r >= ui.grid_top + height {
+            ui.grid_top = r + 1 - height;
+        }
+    }
+    ui.grid_top = ui.grid_top.min(rows.len().saturating_sub(height));
+    let t = &ui.theme;
+    let buf = frame.buffer_mut();
+    if rows.is_empty() {
+        buf.set_string(inner.x, inner.y, "no environment matches the filter", t.dim);
+        return;
+    }
+    let name_w = cell_w - 4;
+    let mut line = String::with_capacity(inner.width as usize);
+    for (y, row) in rows.iter().skip(ui.grid_top).take(height).enumerate() {
+        let y = inner.y + y as u16;
+        match *row {
+            GridRow::Heading { wave, shown } => {
+                let w = &model.plan.waves[wave];
+                line.clear();
+                let total = w.envs.len();
+                let count = if shown == total {
+                    format!("{total}")
+                } else {
+                    format!("{shown} of {total}")
+                };
+                line.push_str(&format!(
+                    "{} {} ({count}) ",
+                    ui.glyphs.pick("──", "--"),
+                    w.name
+                ));
+                buf.set_stringn(inner.x, y, &line, inner.width as usize, t.title);
+                let used = line.chars().count() as u16;
+                if used < inner.width {
+                    let rule = ui
+                        .glyphs
+                        .pick("─", "-")
+                        .repeat((inner.width - used) as usize);
+                    buf.set_string(inner.x + used, y, rule, t.border);
+                }
+            }
+            GridRow::Cells { from, to } => {
+                for (c, pos) in (from..to).enumerate() {
+                    let i = ui.visible[pos];
+                    let env = &model.envs[i];
+                    let x = inner.x + (c * cell_w) as u16;
+                    let selected = pos == ui.cursor;
+                    let marked = ui.marks.contains(&i);
+                    let mut style = ui.state_style(env.state);
+                    if selected {
+                        style = style.patch(t.cursor);
+                    }
+                    let mark = if marked {
+                        ui.glyphs.pick("•", "*")
+                    } else {
+                        " "
+                    };
+                    buf.set_string(x, y, mark, if selected { t.cursor } else { t.warn });
+                    buf.set_string(x + 1, y, ui.glyph(env.state), style);
+                    let name: String = env.name.chars().take(name_w).collect();
+                    let name_style = if selected {
+                        t.text.patch(t.cursor)
+                    } else if marked {
+                        t.text.add_modifier(Modifier::UNDERLINED)
+                    } else {
+                        t.text
+                    };
+                    buf.set_string(
+                        x + 2,
+                        y,
+                        format!(" {name:<width$}", width = name_w),
+                        name_style,
+                    );
+                }
+            }
+        }
+    }
+}

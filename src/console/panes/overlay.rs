@@ -1,0 +1,113 @@
+//! What draws on top of the panes: help, text entry (command, filter, note, reason, typed
+//! confirmation) and y/n confirmation.
+
+use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+use crate::console::actions::ACTIONS;
+use crate::console::ui::{Mode, Purpose, Ui};
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
+        .flex(Flex::Center)
+        .areas(area);
+    let [h] = Layout::horizontal([Constraint::Length(width.min(area.width))])
+        .flex(Flex::Center)
+        .areas(v);
+    h
+}
+
+pub fn draw(frame: &mut Frame, ui: &Ui) {
+    let t = &ui.theme;
+    let area = frame.area();
+    match &ui.mode {
+        Mode::Normal => {}
+        Mode::Help(scroll) => {
+            let mut lines = vec![Line::from(Span::styled(
+                "Keys (from the live key map; `:` runs any action by name)",
+                t.dim,
+            ))];
+            for a in ACTIONS {
+                let Some(keys) = ui.keymap.keys_of(a.act) else {
+                    continue;
+                };
+                let mut spans = vec![
+                    Span::styled(format!(" {keys:<12}"), t.title),
+                    Span::styled(format!("{:<10}", a.name), t.text),
+                    Span::styled(a.description, t.dim),
+                ];
+                if a.dangerous {
+                    spans.push(Span::styled(" (confirms)", t.warn));
+                }
+                lines.push(Line::from(spans));
+            }
+            let h = (lines.len() as u16 + 2).min(area.height);
+            let scroll = (*scroll).min((lines.len() as u16 + 2).saturating_sub(h));
+            let rect = centered(area, 76, h);
+            frame.render_widget(Clear, rect);
+            frame.render_widget(
+                Paragraph::new(lines).scroll((scroll, 0)).block(
+                    ui.bordered()
+                        .title(Span::styled(" Help ", t.title))
+                        .title_bottom(Span::styled(" j/k scroll, Esc closes ", t.dim))
+                        .border_style(t.border_focused),
+                ),
+                rect,
+            );
+        }
+        Mode::Input { purpose, text } => {
+            let (title, hint) = match purpose {
+                Purpose::Command => (
+                    " : command ".to_string(),
+                    "Tab completes, Enter runs, Esc cancels",
+                ),
+                Purpose::Filter => (
+                    " / filter: selector (ring=canary) or name ".to_string(),
+                    "Enter applies (empty clears), Esc cancels",
+                ),
+                Purpose::ApproveNote { wave } => (
+                    format!(" approve wave {wave}: note (optional) "),
+                    "Enter approves, Esc cancels",
+                ),
+                Purpose::SkipReason { env } => {
+                    (format!(" skip {env}: reason "), "Enter skips, Esc cancels")
+                }
+                Purpose::TypeToConfirm { expected, then } => (
+                    format!(" {} {expected}: type `{expected}` to confirm ", then.name()),
+                    "Enter confirms, Esc cancels",
+                ),
+            };
+            let width = (title.chars().count() as u16 + 4).max(50);
+            let rect = centered(area, width, 4);
+            frame.render_widget(Clear, rect);
+            let block = ui
+                .bordered()
+                .title(Span::styled(title, t.title))
+                .title_bottom(Span::styled(format!(" {hint} "), t.dim))
+                .border_style(t.border_focused);
+            let inner = block.inner(rect);
+            frame.render_widget(block, rect);
+            frame.render_widget(&**text, inner);
+        }
+        Mode::Confirm { prompt, .. } => {
+            let width = (prompt.chars().count() as u16 + 6).clamp(40, area.width);
+            let rect = centered(area, width, 5);
+            frame.render_widget(Clear, rect);
+            frame.render_widget(
+                Paragraph::new(vec![
+                    Line::from(Span::styled(prompt.clone(), t.text)),
+                    Line::from(Span::styled("y confirms, any other key cancels", t.dim)),
+                ])
+                .wrap(Wrap { trim: true })
+                .block(
+                    ui.bordered()
+                        .title(Span::styled(" confirm ", t.warn))
+                        .border_style(t.warn),
+                ),
+                rect,
+            );
+        }
+    }
+}

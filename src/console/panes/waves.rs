@@ -1,0 +1,117 @@
+//! The waves pane: per wave a progress bar, counts, gate state, budget left and risk.
+
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph};
+use ratatui::Frame;
+
+use crate::cli::output::percent;
+use crate::console::model::{CellState, Model};
+use crate::console::ui::Ui;
+use crate::intent::Gate;
+
+pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {
+    let t = &ui.theme;
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let width = inner.width as usize;
+    let mut lines = Vec::new();
+    for (w, wave) in model.plan.waves.iter().enumerate() {
+        let view = model.view.waves.iter().find(|v| v.name == wave.name);
+        let counts = model.wave_counts(w);
+        let n = wave.envs.len().max(1);
+        let count = |s: CellState| counts.get(&s).copied().unwrap_or(0);
+        let done =
+            count(CellState::Succeeded) + count(CellState::Skipped) + count(CellState::Drifted);
+        let failed = count(CellState::Failed) + count(CellState::Blocked);
+        let running = count(CellState::Running);
+        let selected = ui.wave_cursor == w;
+        let name_style = if selected { t.cursor } else { t.title };
+        let gate = match (&wave.gate, view) {
+            (_, Some(v)) if v.completed => Span::styled("done", t.ok),
+            (_, Some(v)) if v.started && model.view.state == "halted" => {
+                Span::styled("HALTED", t.fail)
+            }
+            (_, Some(v)) if v.started && model.view.state == "paused" => {
+                Span::styled("paused", t.warn)
+            }
+            (_, Some(v)) if v.waiting.is_some() && !v.started => {
+                match crate::console::panes::header::soak_left(model, ui, &wave.name) {
+                    Some(left) => Span::styled(format!("soak {left} left"), t.warn),
+                    None => Span::styled("waits for approval", t.warn),
+                }
+            }
+            (Gate::Approval { .. }, Some(v)) if !v.approvals.is_empty() => {
+                Span::styled(format!("approved by {}", v.approvals.join(", ")), t.ok)
+            }
+            (_, Some(v)) if v.started => Span::styled("running", t.running),
+            (Gate::Approval { approvers }, _) => Span::styled(
+                if *approvers > 1 {
+                    format!("gate: {approvers} approvals")
+                } else {
+                    "gate: approval".into()
+                },
+                t.dim,
+            ),
+            (Gate::Auto, _) => Span::styled("auto", t.dim),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<12}", wave.name), name_style),
+            Span::raw(" "),
+            gate,
+        ]));
+        // The bar: succeeded, failed, running, then what is left.
+        let bar_w = width.saturating_sub(12).clamp(4, 40);
+        let cells = |k: usize| (k * bar_w).div_ceil(n).min(bar_w);
+        let mut room = bar_w;
+        let mut take = |k: usize| {
+            let w = cells(k).min(room);
+            room -= w;
+            w
+        };
+        let (ok_w, fail_w, run_w) = (take(done), take(failed), take(running));
+        let rest = room;
+        let g = ui.glyphs;
+        lines.push(Line::from(vec![
+            Span::raw(" "),
+            Span::styled(g.pick("█", "#").repeat(ok_w), t.ok),
+            Span::styled(g.pick("█", "X").repeat(fail_w), t.fail),
+            Span::styled(g.pick("▒", ">").repeat(run_w), t.running),
+            Span::styled(g.pick("░", ".").repeat(rest), t.pending),
+            Span::styled(format!(" {done}/{}", wave.envs.len()), t.text),
+        ]));
+        let left = wave.allowed_failures.saturating_sub(failed);
+        let budget_style = if failed > wave.allowed_failures {
+            t.fail
+        } else if failed > 0 {
+            t.warn
+        } else {
+            t.dim
+        };
+        let mut info = vec![Span::styled(
+            format!(" budget {left}/{} left", wave.allowed_failures),
+            budget_style,
+        )];
+        if failed > 0 || running > 0 {
+            info.push(Span::styled(
+                format!("  {failed} failed"),
+                if failed > 0 { t.fail } else { t.dim },
+            ));
+            info.push(Span::styled(format!("  {running} running"), t.dim));
+        }
+        lines.push(Line::from(info));
+        lines.push(Line::from(Span::styled(
+            format!(
+                " risk {} ({} with retries)",
+                percent(wave.risk.without_retries),
+                percent(wave.risk.with_retries)
+            ),
+            t.dim,
+        )));
+    }
+    // Keep the selected wave in view on short screens.
+    let per_wave = 4;
+    let top = (ui.wave_cursor * per_wave)
+        .saturating_sub(inner.height.saturating_sub(per_wave as u16) as usize);
+    frame.render_widget(Paragraph::new(lines).scroll((top as u16, 0)), inner);
+}

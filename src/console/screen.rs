@@ -1,0 +1,178 @@
+//! The terminal: raw mode and the alternate screen in and out (also on panic and signals),
+//! and frames drawn only when something changed, each as one synchronized update written
+//! with one write, so a slow SSH link carries as few bytes as possible.
+
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
+use crossterm::{cursor, execute, queue, terminal};
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+
+use super::model::Model;
+use super::ui::Ui;
+
+/// Collects a frame's bytes so the screen can hand them to the terminal in one write when
+/// the frame is done: ratatui flushes mid-frame, this does not.
+pub struct FrameWriter {
+    pending: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Write for FrameWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.pending).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What crossterm writes for `cursor::Hide`.
+const HIDE_CURSOR: &str = "\x1b[?25l";
+
+/// A terminal the console draws on.
+pub struct Screen<W: Write> {
+    pub terminal: Terminal<CrosstermBackend<FrameWriter>>,
+    pending: Arc<Mutex<Vec<u8>>>,
+    /// What the backend writes for a frame in which no cell changed (it resets colours
+    /// regardless): such a frame is not sent at all.
+    idle: Vec<u8>,
+    out: W,
+}
+
+impl<W: Write> Screen<W> {
+    /// A screen the size of the terminal, following its resizes.
+    pub fn new(out: W) -> io::Result<Self> {
+        Self::with(out, None)
+    }
+
+    /// A screen of a fixed size that never asks the terminal (tests, benchmarks).
+    pub fn fixed(out: W, width: u16, height: u16) -> io::Result<Self> {
+        Self::with(out, Some(ratatui::layout::Rect::new(0, 0, width, height)))
+    }
+
+    fn with(out: W, fixed: Option<ratatui::layout::Rect>) -> io::Result<Self> {
+        use ratatui::backend::Backend;
+        let pending = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
+        let mut backend = CrosstermBackend::new(FrameWriter {
+            pending: pending.clone(),
+        });
+        backend.draw(std::iter::empty())?;
+        let idle = std::mem::take(&mut *lock(&pending));
+        let terminal = match fixed {
+            Some(rect) => Terminal::with_options(
+                backend,
+                ratatui::TerminalOptions {
+                    viewport: ratatui::Viewport::Fixed(rect),
+                },
+            )?,
+            None => Terminal::new(backend)?,
+        };
+        Ok(Screen {
+            terminal,
+            pending,
+            idle,
+            out,
+        })
+    }
+
+    /// Sends what was collected as one synchronized update, in one write.
+    fn commit(&mut self, synchronized: bool) -> io::Result<()> {
+        let body = std::mem::take(&mut *lock(&self.pending));
+        if body.is_empty() {
+            return Ok(());
+        }
+        let mut bytes = Vec::with_capacity(body.len() + 16);
+        if synchronized {
+            queue!(bytes, BeginSynchronizedUpdate)?;
+        }
+        bytes.extend_from_slice(&body);
+        if synchronized {
+            queue!(bytes, EndSynchronizedUpdate)?;
+        }
+        self.out.write_all(&bytes)?;
+        self.out.flush()
+    }
+
+    /// Draws a frame if anything changed since the last one; true when bytes were sent.
+    pub fn frame(&mut self, model: &Model, ui: &mut Ui) -> io::Result<bool> {
+        if !ui.dirty {
+            return Ok(false);
+        }
+        ui.dirty = false;
+        self.terminal.draw(|f| super::panes::draw(f, model, ui))?;
+        // ratatui hides the (already hidden) cursor after every frame; that alone is no change.
+        let unchanged = {
+            let pending = lock(&self.pending);
+            let body = pending
+                .strip_suffix(HIDE_CURSOR.as_bytes())
+                .unwrap_or(&pending);
+            body == self.idle.as_slice()
+        };
+        if unchanged {
+            lock(&self.pending).clear();
+            return Ok(false);
+        }
+        self.commit(true)?;
+        Ok(true)
+    }
+
+    /// Forgets what is on screen so the next frame repaints everything (Ctrl-L, resume).
+    pub fn invalidate(&mut self, ui: &mut Ui) -> io::Result<()> {
+        self.terminal.clear()?;
+        self.commit(false)?;
+        ui.dirty = true;
+        Ok(())
+    }
+
+    /// Where the frames went.
+    pub fn output(&self) -> &W {
+        &self.out
+    }
+}
+
+/// Puts the terminal into the console's mode: raw, alternate screen, cursor hidden.
+pub fn enter() -> io::Result<()> {
+    terminal::enable_raw_mode()?;
+    execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
+}
+
+/// Gives the terminal back as it was. Safe to call more than once.
+pub fn leave() {
+    let _ = execute!(
+        io::stdout(),
+        EndSynchronizedUpdate,
+        terminal::LeaveAlternateScreen,
+        cursor::Show
+    );
+    let _ = terminal::disable_raw_mode();
+}
+
+/// Restores the terminal before a panic's message is printed, so it is readable.
+pub fn restore_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        leave();
+        previous(info);
+    }));
+}
+
+/// Ctrl-Z: gives the terminal back, stops the process as the shell expects, and takes the
+/// terminal again when it continues (`fg`).
+pub fn suspend() -> io::Result<()> {
+    leave();
+    // SAFETY: raise only sends a signal to this process; SIGTSTP's default action stops it
+    // and returns once SIGCONT arrives.
+    #[cfg(unix)]
+    unsafe {
+        libc::raise(libc::SIGTSTP);
+    }
+    enter()
+}

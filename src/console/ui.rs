@@ -1,0 +1,918 @@
+//! The console's own state (cursor, focus, marks, filter, dialogs, flash) and what keys do
+//! to it. Keys never touch the rollout: they return [`Effect`]s (commands for the engine and
+//! requests for the runtime). Everything here is plain data, tested without a terminal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui_textarea::TextArea;
+
+use super::actions::{self, Act, KeyMap};
+use super::model::{CellState, Model};
+use super::theme::{ColorMode, Glyphs, Theme};
+use crate::drift::ServiceDrift;
+use crate::engine::Command;
+use crate::selector::Selector;
+
+/// How long a flash stays on screen.
+pub const FLASH_FOR: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// What a key asks of the world outside the UI state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A command for the engine.
+    Send(Command),
+    /// Observe this environment's live state for the detail pane.
+    Observe(String),
+    Quit,
+    /// Repaint everything (Ctrl-L).
+    Repaint,
+    /// Suspend to the shell (Ctrl-Z).
+    Suspend,
+}
+
+/// The panes, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Grid,
+    Waves,
+    Detail,
+    Log,
+}
+
+impl Pane {
+    pub const ALL: [Pane; 4] = [Pane::Grid, Pane::Waves, Pane::Detail, Pane::Log];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Grid => "Fleet",
+            Pane::Waves => "Waves",
+            Pane::Detail => "Detail",
+            Pane::Log => "Events",
+        }
+    }
+}
+
+/// What a text box is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Purpose {
+    Command,
+    Filter,
+    ApproveNote {
+        wave: String,
+    },
+    SkipReason {
+        env: String,
+    },
+    /// A fleet-wide action: the target's name must be typed.
+    TypeToConfirm {
+        expected: String,
+        then: Command,
+    },
+}
+
+/// A dialog or overlay on top of the panes.
+pub enum Mode {
+    Normal,
+    /// The help overlay, scrolled this far.
+    Help(u16),
+    Input {
+        purpose: Purpose,
+        text: Box<TextArea<'static>>,
+    },
+    /// y/n before a dangerous action.
+    Confirm {
+        prompt: String,
+        then: Vec<Effect>,
+    },
+}
+
+/// A selection filter over the grid.
+#[derive(Debug, Clone)]
+pub enum Filter {
+    Selector(String, Selector),
+    Name(String),
+}
+
+impl Filter {
+    /// A selector when the text reads as one (`ring=canary`, `tier in (a,b)`), else a name.
+    pub fn parse(text: &str) -> Result<Filter, String> {
+        let looks_like_selector = text.contains('=')
+            || text.contains('!')
+            || text.contains(" in ")
+            || text.contains(" notin ");
+        if looks_like_selector {
+            Selector::parse(text)
+                .map(|s| Filter::Selector(text.to_string(), s))
+                .map_err(|e| format!("filter `{text}`: {e}"))
+        } else {
+            Ok(Filter::Name(text.to_string()))
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        match self {
+            Filter::Selector(t, _) | Filter::Name(t) => t,
+        }
+    }
+
+    fn matches(&self, name: &str, labels: Option<&BTreeMap<String, String>>) -> bool {
+        match self {
+            Filter::Name(t) => name.contains(t.as_str()),
+            Filter::Selector(_, s) => labels.is_some_and(|l| s.matches(l)),
+        }
+    }
+}
+
+/// A result line under the panes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flash {
+    pub text: String,
+    pub error: bool,
+}
+
+/// What the detail pane shows of the live side.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    Loading(String),
+    Done(String, Vec<ServiceDrift>),
+    Failed(String, String),
+}
+
+/// One row of the fleet grid: a wave's heading or a run of cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GridRow {
+    Heading {
+        wave: usize,
+        shown: usize,
+    },
+    /// Positions `from..to` of the visible list.
+    Cells {
+        from: usize,
+        to: usize,
+    },
+}
+
+/// The console's UI state.
+pub struct Ui {
+    pub keymap: KeyMap,
+    pub read_only: bool,
+    /// Who the commands are sent as (user@host).
+    pub actor: String,
+    pub theme: Theme,
+    pub color_mode: ColorMode,
+    pub glyphs: Glyphs,
+    pub focus: Pane,
+    /// Position in `visible` of the selected environment.
+    pub cursor: usize,
+    /// Marked environments (model indexes).
+    pub marks: BTreeSet<usize>,
+    pub filter: Option<Filter>,
+    /// Model indexes of the environments the filter lets through, in grid order.
+    pub visible: Vec<usize>,
+    pub newest_first: bool,
+    pub log_scroll: usize,
+    pub detail_scroll: u16,
+    pub wave_cursor: usize,
+    pub mode: Mode,
+    pub flash: Option<Flash>,
+    /// When the flash was set; it goes after [`FLASH_FOR`].
+    pub flash_at: SystemTime,
+    /// Problems with the config, shown until dismissed.
+    pub warnings: Vec<String>,
+    pub observed: Option<Observed>,
+    /// When quitting stops a rollout this console runs: the warning to confirm.
+    pub quit_warning: Option<String>,
+    /// Set by anything that changes what is drawn; cleared by drawing.
+    pub dirty: bool,
+    /// Cells per grid row and grid rows on screen, from the last frame.
+    pub grid_cols: usize,
+    pub grid_height: usize,
+    /// First grid row on screen.
+    pub grid_top: usize,
+    /// The clock's time, moved on by the runtime.
+    pub now: SystemTime,
+    /// Whether the last frame had room for every pane at once.
+    pub wide: bool,
+}
+
+impl Ui {
+    /// UI state for `model`'s fleet.
+    pub fn new(model: &Model, keymap: KeyMap, read_only: bool, actor: String, theme: Theme) -> Ui {
+        let mut ui = Ui {
+            keymap,
+            read_only,
+            actor,
+            color_mode: ColorMode::Palette256,
+            theme,
+            glyphs: Glyphs { unicode: true },
+            focus: Pane::Grid,
+            cursor: 0,
+            marks: BTreeSet::new(),
+            filter: None,
+            visible: Vec::new(),
+            newest_first: true,
+            log_scroll: 0,
+            detail_scroll: 0,
+            wave_cursor: 0,
+            mode: Mode::Normal,
+            flash: None,
+            flash_at: SystemTime::UNIX_EPOCH,
+            warnings: Vec::new(),
+            observed: None,
+            quit_warning: None,
+            dirty: true,
+            grid_cols: 1,
+            grid_height: 1,
+            grid_top: 0,
+            now: SystemTime::UNIX_EPOCH,
+            wide: true,
+        };
+        ui.refilter(model);
+        ui
+    }
+
+    /// The selected environment (model index).
+    pub fn selected(&self) -> Option<usize> {
+        self.visible.get(self.cursor).copied()
+    }
+
+    pub fn flash(&mut self, text: impl Into<String>) {
+        self.flash = Some(Flash {
+            text: text.into(),
+            error: false,
+        });
+        self.flash_at = self.now;
+        self.dirty = true;
+    }
+
+    pub fn flash_error(&mut self, text: impl Into<String>) {
+        self.flash = Some(Flash {
+            text: text.into(),
+            error: true,
+        });
+        self.flash_at = self.now;
+        self.dirty = true;
+    }
+
+    /// Recomputes the visible environments after the filter changed.
+    pub fn refilter(&mut self, model: &Model) {
+        let selected = self.selected();
+        self.visible = (0..model.envs.len())
+            .filter(|&i| {
+                self.filter.as_ref().is_none_or(|f| {
+                    let name = &model.envs[i].name;
+                    f.matches(name, model.intent.environment(name).map(|e| &e.labels))
+                })
+            })
+            .collect();
+        self.cursor = selected
+            .and_then(|s| self.visible.iter().position(|&i| i == s))
+            .unwrap_or(0);
+        self.grid_top = 0;
+        self.dirty = true;
+    }
+
+    /// The grid's rows for `cols` cells per row: a heading per wave, then its cells.
+    pub fn grid_rows(&self, model: &Model, cols: usize) -> Vec<GridRow> {
+        let cols = cols.max(1);
+        let mut rows = Vec::new();
+        let mut start = 0;
+        while start < self.visible.len() {
+            let wave = model.envs[self.visible[start]].wave;
+            let end = start
+                + self.visible[start..]
+                    .iter()
+                    .take_while(|&&i| model.envs[i].wave == wave)
+                    .count();
+            rows.push(GridRow::Heading {
+                wave,
+                shown: end - start,
+            });
+            let mut from = start;
+            while from < end {
+                let to = (from + cols).min(end);
+                rows.push(GridRow::Cells { from, to });
+                from = to;
+            }
+            start = end;
+        }
+        rows
+    }
+
+    /// Handles one key; what it asks of the runtime comes back.
+    pub fn key(&mut self, model: &Model, key: KeyEvent) -> Vec<Effect> {
+        self.dirty = true;
+        match &mut self.mode {
+            Mode::Normal => {}
+            Mode::Help(scroll) => {
+                match key.code {
+                    KeyCode::Esc | KeyCode::Char('q' | '?') => self.mode = Mode::Normal,
+                    KeyCode::Down | KeyCode::Char('j') => *scroll = scroll.saturating_add(1),
+                    KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
+                    KeyCode::PageDown | KeyCode::Char(' ') => *scroll = scroll.saturating_add(10),
+                    KeyCode::PageUp => *scroll = scroll.saturating_sub(10),
+                    _ => {}
+                }
+                return Vec::new();
+            }
+            Mode::Confirm { then, .. } => {
+                let then = std::mem::take(then);
+                self.mode = Mode::Normal;
+                return if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                    then
+                } else {
+                    self.flash("cancelled");
+                    Vec::new()
+                };
+            }
+            Mode::Input { .. } => return self.input_key(model, key),
+        }
+        // A warning is dismissed by the next key.
+        self.warnings.clear();
+        let Some(act) = self.keymap.action(&key) else {
+            return Vec::new();
+        };
+        self.run(model, act)
+    }
+
+    /// Runs an action as its key would.
+    pub fn run(&mut self, model: &Model, act: Act) -> Vec<Effect> {
+        if self.read_only && actions::info(act).changes {
+            self.flash_error("read-only: this console cannot change the rollout");
+            return Vec::new();
+        }
+        let before = self.selected();
+        let effects = match act {
+            Act::Quit => match (&self.quit_warning, model.active()) {
+                (Some(w), true) => self.confirm(w.clone(), vec![Effect::Quit]),
+                _ => vec![Effect::Quit],
+            },
+            Act::Help => {
+                self.mode = Mode::Help(0);
+                Vec::new()
+            }
+            Act::CommandMode => self.open(Purpose::Command, "", ""),
+            Act::Filter => self.open(Purpose::Filter, "", ""),
+            Act::Up | Act::Down | Act::Left | Act::Right | Act::Top | Act::Bottom => {
+                self.move_by(model, act);
+                Vec::new()
+            }
+            Act::PageUp | Act::PageDown => {
+                let step = if act == Act::PageUp {
+                    Act::Up
+                } else {
+                    Act::Down
+                };
+                for _ in 0..self.grid_height.max(2) - 1 {
+                    self.move_by(model, step);
+                }
+                Vec::new()
+            }
+            Act::NextPane | Act::PrevPane => {
+                let i = Pane::ALL.iter().position(|p| *p == self.focus).unwrap_or(0);
+                let n = Pane::ALL.len();
+                let next = if act == Act::NextPane {
+                    i + 1
+                } else {
+                    i + n - 1
+                };
+                self.focus = Pane::ALL[next % n];
+                Vec::new()
+            }
+            Act::ShowPane(n) => {
+                self.focus = Pane::ALL[n.min(Pane::ALL.len() - 1)];
+                Vec::new()
+            }
+            Act::Detail => {
+                self.focus = Pane::Detail;
+                Vec::new()
+            }
+            Act::Mark => {
+                if let Some(i) = self.selected() {
+                    if !self.marks.remove(&i) {
+                        self.marks.insert(i);
+                    }
+                    self.flash(format!("{} marked", self.marks.len()));
+                }
+                Vec::new()
+            }
+            Act::ClearMarks => {
+                self.marks.clear();
+                self.flash("marks cleared");
+                Vec::new()
+            }
+            Act::LogOrder => {
+                self.newest_first = !self.newest_first;
+                self.log_scroll = 0;
+                self.flash(if self.newest_first {
+                    "events: newest first"
+                } else {
+                    "events: newest last"
+                });
+                Vec::new()
+            }
+            Act::Theme => {
+                let names: Vec<&str> = super::theme::BUILT_IN.iter().map(|(n, _)| *n).collect();
+                let i = names
+                    .iter()
+                    .position(|n| *n == self.theme.name)
+                    .unwrap_or(0);
+                self.set_theme(names[(i + 1) % names.len()]);
+                Vec::new()
+            }
+            Act::Repaint => vec![Effect::Repaint],
+            Act::Suspend => vec![Effect::Suspend],
+            Act::Approve => {
+                match model.waiting_for_approval() {
+                    Some(wave) => {
+                        let title = wave.to_string();
+                        self.open(Purpose::ApproveNote { wave: title }, "", "")
+                    }
+                    None => {
+                        self.flash_error("no gate is waiting for an approval (`:approve WAVE` approves one ahead)");
+                        Vec::new()
+                    }
+                }
+            }
+            Act::Pause => {
+                if matches!(model.view.state.as_str(), "running" | "waiting") {
+                    self.flash("pause sent");
+                    vec![Effect::Send(Command::Pause {
+                        by: self.actor.clone(),
+                    })]
+                } else {
+                    self.flash_error(format!("cannot pause: the rollout is {}", model.view.state));
+                    Vec::new()
+                }
+            }
+            Act::Resume => {
+                if matches!(model.view.state.as_str(), "paused" | "halted") {
+                    self.flash("resume sent");
+                    vec![Effect::Send(Command::Resume {
+                        by: self.actor.clone(),
+                    })]
+                } else {
+                    self.flash_error(format!(
+                        "cannot resume: the rollout is {}",
+                        model.view.state
+                    ));
+                    Vec::new()
+                }
+            }
+            Act::Retry => {
+                let envs: Vec<String> = self
+                    .marks
+                    .iter()
+                    .map(|&i| model.envs[i].name.clone())
+                    .collect();
+                self.retry(model, envs)
+            }
+            Act::Skip => match self.selected() {
+                Some(i) => {
+                    let env = model.envs[i].name.clone();
+                    self.open(Purpose::SkipReason { env }, "", "")
+                }
+                None => Vec::new(),
+            },
+            Act::Abort => {
+                let release = model.view.release.clone();
+                self.open(
+                    Purpose::TypeToConfirm {
+                        expected: release,
+                        then: Command::Abort {
+                            by: self.actor.clone(),
+                        },
+                    },
+                    "",
+                    "",
+                )
+            }
+        };
+        let mut effects = effects;
+        if self.selected() != before {
+            self.detail_scroll = 0;
+            if let Some(i) = self.selected() {
+                let name = model.envs[i].name.clone();
+                self.observed = Some(Observed::Loading(name.clone()));
+                effects.push(Effect::Observe(name));
+            }
+        }
+        effects
+    }
+
+    fn retry(&mut self, model: &Model, envs: Vec<String>) -> Vec<Effect> {
+        let failed = model.failed();
+        let prompt = if envs.is_empty() {
+            if failed == 0 {
+                self.flash_error("nothing to retry: no environment failed (mark some with Space)");
+                return Vec::new();
+            }
+            format!("Retry all {failed} failed environment(s)?")
+        } else {
+            format!(
+                "Retry {} environment(s): {}?",
+                envs.len(),
+                short_list(&envs)
+            )
+        };
+        self.marks.clear();
+        self.confirm(
+            prompt,
+            vec![Effect::Send(Command::Retry {
+                envs,
+                by: self.actor.clone(),
+            })],
+        )
+    }
+
+    fn confirm(&mut self, prompt: String, then: Vec<Effect>) -> Vec<Effect> {
+        self.mode = Mode::Confirm { prompt, then };
+        Vec::new()
+    }
+
+    fn open(&mut self, purpose: Purpose, text: &str, _placeholder: &str) -> Vec<Effect> {
+        let mut area = TextArea::new(vec![text.to_string()]);
+        area.move_cursor(ratatui_textarea::CursorMove::End);
+        area.set_cursor_line_style(ratatui::style::Style::new());
+        self.mode = Mode::Input {
+            purpose,
+            text: Box::new(area),
+        };
+        Vec::new()
+    }
+
+    /// Switches theme by name; a bad name is a flash, not a crash.
+    pub fn set_theme(&mut self, name: &str) {
+        match Theme::load(name, self.color_mode) {
+            Ok(t) => {
+                self.theme = t;
+                self.flash(format!("theme {name}"));
+            }
+            Err(e) => self.flash_error(e.to_string()),
+        }
+    }
+
+    fn move_by(&mut self, model: &Model, act: Act) {
+        match self.focus {
+            Pane::Log => {
+                self.log_scroll = match act {
+                    Act::Up => self.log_scroll.saturating_sub(1),
+                    Act::Down => (self.log_scroll + 1).min(model.log.len().saturating_sub(1)),
+                    Act::Top => 0,
+                    Act::Bottom => model.log.len().saturating_sub(1),
+                    _ => self.log_scroll,
+                };
+                return;
+            }
+            Pane::Detail => {
+                self.detail_scroll = match act {
+                    Act::Up => self.detail_scroll.saturating_sub(1),
+                    Act::Down => self.detail_scroll.saturating_add(1),
+                    Act::Top => 0,
+                    _ => self.detail_scroll,
+                };
+                return;
+            }
+            Pane::Waves => {
+                let n = model.plan.waves.len();
+                self.wave_cursor = match act {
+                    Act::Up | Act::Left => self.wave_cursor.saturating_sub(1),
+                    Act::Down | Act::Right => (self.wave_cursor + 1).min(n.saturating_sub(1)),
+                    Act::Top => 0,
+                    Act::Bottom => n.saturating_sub(1),
+                    _ => self.wave_cursor,
+                };
+                // The grid follows: its cursor goes to the wave's first environment.
+                if let Some(p) = self
+                    .visible
+                    .iter()
+                    .position(|&i| model.envs[i].wave == self.wave_cursor)
+                {
+                    self.cursor = p;
+                }
+                return;
+            }
+            Pane::Grid => {}
+        }
+        let last = self.visible.len().saturating_sub(1);
+        self.cursor = match act {
+            Act::Left => self.cursor.saturating_sub(1),
+            Act::Right => (self.cursor + 1).min(last),
+            Act::Top => 0,
+            Act::Bottom => last,
+            Act::Up | Act::Down => {
+                let rows = self.grid_rows(model, self.grid_cols);
+                let cells: Vec<(usize, usize)> = rows
+                    .iter()
+                    .filter_map(|r| match r {
+                        GridRow::Cells { from, to } => Some((*from, *to)),
+                        GridRow::Heading { .. } => None,
+                    })
+                    .collect();
+                let Some(row) = cells
+                    .iter()
+                    .position(|(f, t)| (*f..*t).contains(&self.cursor))
+                else {
+                    return;
+                };
+                let col = self.cursor - cells[row].0;
+                let target = if act == Act::Up {
+                    row.checked_sub(1)
+                } else {
+                    Some(row + 1).filter(|r| *r < cells.len())
+                };
+                match target {
+                    Some(t) => (cells[t].0 + col).min(cells[t].1 - 1),
+                    None => self.cursor,
+                }
+            }
+            _ => self.cursor,
+        };
+        if let Some(i) = self.selected() {
+            self.wave_cursor = model.envs[i].wave;
+        }
+    }
+
+    fn input_key(&mut self, model: &Model, key: KeyEvent) -> Vec<Effect> {
+        let Mode::Input { purpose, text } = &mut self.mode else {
+            return Vec::new();
+        };
+        match key.code {
+            KeyCode::Esc => {
+                self.mode = Mode::Normal;
+                self.flash("cancelled");
+                Vec::new()
+            }
+            KeyCode::Enter => {
+                let typed = text.lines().join(" ").trim().to_string();
+                let purpose = purpose.clone();
+                self.mode = Mode::Normal;
+                self.submit(model, purpose, typed)
+            }
+            KeyCode::Tab if *purpose == Purpose::Command => {
+                let typed = text.lines().join(" ");
+                if !typed.contains(' ') {
+                    let names = actions::complete(&typed, self.read_only);
+                    let common = common_prefix(&names);
+                    if names.len() == 1 {
+                        text.insert_str(format!("{} ", &names[0][typed.len()..]));
+                    } else if common.len() > typed.len() {
+                        text.insert_str(&common[typed.len()..]);
+                    }
+                    if names.len() > 1 {
+                        self.flash = Some(Flash {
+                            text: names.join("  "),
+                            error: false,
+                        });
+                    }
+                }
+                Vec::new()
+            }
+            // One line only: the note, reason or command is a single line.
+            KeyCode::Char('m') if key.modifiers.contains(KeyModifiers::CONTROL) => Vec::new(),
+            _ => {
+                text.input(key);
+                Vec::new()
+            }
+        }
+    }
+
+    fn submit(&mut self, model: &Model, purpose: Purpose, typed: String) -> Vec<Effect> {
+        match purpose {
+            Purpose::Filter => {
+                if typed.is_empty() {
+                    self.filter = None;
+                    self.refilter(model);
+                    self.flash("filter cleared");
+                    return Vec::new();
+                }
+                match Filter::parse(&typed) {
+                    Ok(f) => {
+                        self.filter = Some(f);
+                        self.refilter(model);
+                        self.flash(format!(
+                            "filter `{typed}`: {} of {} environments",
+                            self.visible.len(),
+                            model.envs.len()
+                        ));
+                    }
+                    Err(e) => self.flash_error(e),
+                }
+                Vec::new()
+            }
+            Purpose::ApproveNote { wave } => {
+                self.flash(format!("approval of {wave} sent"));
+                vec![Effect::Send(Command::Approve {
+                    wave,
+                    by: self.actor.clone(),
+                    note: (!typed.is_empty()).then_some(typed),
+                })]
+            }
+            Purpose::SkipReason { env } => {
+                if typed.is_empty() {
+                    self.flash_error(format!("{env} not skipped: a reason is needed"));
+                    return Vec::new();
+                }
+                self.flash(format!("skip of {env} sent"));
+                vec![Effect::Send(Command::Skip {
+                    env,
+                    reason: typed,
+                    by: self.actor.clone(),
+                })]
+            }
+            Purpose::TypeToConfirm { expected, then } => {
+                if typed == expected {
+                    self.flash(format!("{} sent", then.name()));
+                    vec![Effect::Send(then)]
+                } else {
+                    self.flash_error(format!(
+                        "not confirmed: type `{expected}` exactly to {}",
+                        then.name()
+                    ));
+                    Vec::new()
+                }
+            }
+            Purpose::Command => self.command(model, &typed),
+        }
+    }
+
+    /// Runs a `:` command line.
+    pub fn command(&mut self, model: &Model, line: &str) -> Vec<Effect> {
+        let mut words = line.split_whitespace();
+        let Some(first) = words.next() else {
+            return Vec::new();
+        };
+        let rest: Vec<&str> = words.collect();
+        if first == "rollback" {
+            self.flash_error("rollback is not available in this version");
+            return Vec::new();
+        }
+        let names = actions::complete(first, self.read_only);
+        let name = if names.contains(&first) {
+            first
+        } else if names.len() == 1 {
+            names[0]
+        } else {
+            let why = if names.is_empty() {
+                if actions::complete(first, false).is_empty() {
+                    format!("no command `{first}` (Tab completes, ? lists them)")
+                } else {
+                    "read-only: this console cannot change the rollout".into()
+                }
+            } else {
+                format!("`{first}` could be {}", names.join(", "))
+            };
+            self.flash_error(why);
+            return Vec::new();
+        };
+        let act = actions::ACTIONS
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.act)
+            .expect("completed from the table");
+        match (act, rest.as_slice()) {
+            (Act::Approve, [wave, note @ ..]) => {
+                if !model.plan.waves.iter().any(|w| w.name == *wave) {
+                    self.flash_error(format!("no wave `{wave}` in the plan"));
+                    return Vec::new();
+                }
+                self.flash(format!("approval of {wave} sent"));
+                vec![Effect::Send(Command::Approve {
+                    wave: wave.to_string(),
+                    by: self.actor.clone(),
+                    note: (!note.is_empty()).then(|| note.join(" ")),
+                })]
+            }
+            (Act::Retry, envs) if !envs.is_empty() => {
+                let unknown: Vec<&str> = envs
+                    .iter()
+                    .copied()
+                    .filter(|e| model.env_index(e).is_none())
+                    .collect();
+                if !unknown.is_empty() {
+                    self.flash_error(format!("no environment {}", unknown.join(", ")));
+                    return Vec::new();
+                }
+                self.retry(model, envs.iter().map(|e| e.to_string()).collect())
+            }
+            (Act::Skip, [env, reason @ ..]) => {
+                if model.env_index(env).is_none() {
+                    self.flash_error(format!("no environment `{env}`"));
+                    return Vec::new();
+                }
+                self.submit(
+                    model,
+                    Purpose::SkipReason {
+                        env: env.to_string(),
+                    },
+                    reason.join(" "),
+                )
+            }
+            (Act::Filter, expr) if !expr.is_empty() => {
+                self.submit(model, Purpose::Filter, expr.join(" "))
+            }
+            (Act::Theme, [name]) => {
+                self.set_theme(name);
+                Vec::new()
+            }
+            _ => self.run(model, act),
+        }
+    }
+
+    /// Moves the clock on; true when that changes what is drawn (a coarse countdown, a
+    /// flash that has been read).
+    pub fn tick(&mut self, model: &Model, now: SystemTime) -> bool {
+        let before = super::panes::header::clock_texts(model, self);
+        self.now = now;
+        let mut changed = super::panes::header::clock_texts(model, self) != before;
+        let stale = now
+            .duration_since(self.flash_at)
+            .is_ok_and(|d| d >= FLASH_FOR);
+        if self.flash.is_some() && stale {
+            self.flash = None;
+            changed = true;
+        }
+        self.dirty |= changed;
+        changed
+    }
+
+    /// A bordered block, in ASCII when the locale cannot show box drawing.
+    pub fn bordered<'a>(&self) -> ratatui::widgets::Block<'a> {
+        let block = ratatui::widgets::Block::bordered();
+        if self.glyphs.unicode {
+            block
+        } else {
+            block.border_set(ratatui::symbols::border::Set {
+                top_left: "+",
+                top_right: "+",
+                bottom_left: "+",
+                bottom_right: "+",
+                vertical_left: "|",
+                vertical_right: "|",
+                horizontal_top: "-",
+                horizontal_bottom: "-",
+            })
+        }
+    }
+
+    /// The state glyph of a cell.
+    pub fn glyph(&self, state: CellState) -> &'static str {
+        let g = self.glyphs;
+        match state {
+            CellState::Pending => g.pick("·", "."),
+            CellState::Running => g.pick("▶", ">"),
+            CellState::Succeeded => g.pick("✓", "+"),
+            CellState::Failed => g.pick("✗", "X"),
+            CellState::Blocked => g.pick("⊘", "#"),
+            CellState::Skipped => g.pick("↷", "~"),
+            CellState::Drifted => g.pick("≠", "!"),
+            CellState::RolledBack => g.pick("↺", "<"),
+        }
+    }
+
+    /// The style of a cell state.
+    pub fn state_style(&self, state: CellState) -> ratatui::style::Style {
+        let t = &self.theme;
+        match state {
+            CellState::Pending => t.pending,
+            CellState::Running => t.running,
+            CellState::Succeeded => t.ok,
+            CellState::Failed => t.fail,
+            CellState::Blocked => t.blocked,
+            CellState::Skipped => t.skipped,
+            CellState::Drifted => t.drifted,
+            CellState::RolledBack => t.rolled_back,
+        }
+    }
+}
+
+fn common_prefix(names: &[&str]) -> String {
+    let Some(first) = names.first() else {
+        return String::new();
+    };
+    let mut len = first.len();
+    for n in &names[1..] {
+        len = len.min(
+            first
+                .bytes()
+                .zip(n.bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
+    }
+    first[..len].to_string()
+}
+
+fn short_list(names: &[String]) -> String {
+    if names.len() <= 3 {
+        names.join(", ")
+    } else {
+        format!(
+            "{}, ... and {} more",
+            names[..3].join(", "),
+            names.len() - 3
+        )
+    }
+}

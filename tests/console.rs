@@ -1,0 +1,511 @@
+//! The console driven by keys over a real engine on a simulated fleet, under paused time:
+//! snapshots of what an operator sees, what each key does to the rollout, and how many
+//! bytes a frame costs.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use flotilla::console::actions::KeyMap;
+use flotilla::console::model::{CellState, Model};
+use flotilla::console::panes;
+use flotilla::console::screen::Screen;
+use flotilla::console::theme::{ColorMode, Theme};
+use flotilla::console::ui::{Effect, Mode, Observed, Ui};
+use flotilla::drivers::sim::SimFleet;
+use flotilla::drivers::Driver;
+use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
+use flotilla::intent::Intent;
+use flotilla::plan;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A console over an engine, both driven by the test.
+struct Harness {
+    model: Model,
+    ui: Ui,
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+    engine: JoinHandle<Outcome>,
+    fleet: Arc<SimFleet>,
+    started: tokio::time::Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(fixture: Fixture, read_only: bool) -> Harness {
+        Self::with_mode(fixture, read_only, ColorMode::Palette256)
+    }
+
+    fn with_mode(fixture: Fixture, read_only: bool, mode: ColorMode) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let intent: Arc<Intent> = Arc::new(fixture.load(dir.path()));
+        let plan = plan::build(&intent, "r1", epoch()).unwrap();
+        let fleet = Arc::new(SimFleet::new(
+            intent.driver.sim.clone(),
+            intent.release("r1"),
+        ));
+        let driver: Arc<dyn Driver> = fleet.clone();
+        let (etx, erx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let model = Model::new(intent.clone(), plan.clone());
+        let theme = Theme::load("dark", mode).unwrap();
+        let mut ui = Ui::new(
+            &model,
+            KeyMap::new(read_only),
+            read_only,
+            "tester@host".into(),
+            theme,
+        );
+        ui.color_mode = mode;
+        ui.now = epoch();
+        let engine = tokio::spawn(
+            Engine::new(
+                intent,
+                plan,
+                driver,
+                Arc::new(TokioClock::starting_at(epoch())),
+                etx,
+                crx,
+                OnHold::Wait,
+            )
+            .run(),
+        );
+        Harness {
+            model,
+            ui,
+            commands: ctx,
+            events: erx,
+            engine,
+            fleet,
+            started: tokio::time::Instant::now(),
+            _dir: dir,
+        }
+    }
+
+    /// Lets `secs` of (paused, auto-advancing) time pass and folds what the engine said.
+    async fn wait(&mut self, secs: u64) {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        while let Ok(e) = self.events.try_recv() {
+            self.model.apply(&e);
+        }
+        self.ui.now = epoch() + self.started.elapsed();
+        self.ui.dirty = true;
+    }
+
+    /// Presses keys: plain characters, or <Enter>, <Esc>, <Tab>, <Space>, <Down>, <Up>,
+    /// <Left>, <Right>, <C-l>. Commands go to the engine; the effects come back.
+    fn press(&mut self, keys: &str) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (key, used) = if rest.starts_with('<') {
+                let end = rest.find('>').expect("closed <key>") + 1;
+                let code = match &rest[1..end - 1] {
+                    "Enter" => KeyCode::Enter,
+                    "Esc" => KeyCode::Esc,
+                    "Tab" => KeyCode::Tab,
+                    "Space" => KeyCode::Char(' '),
+                    "Down" => KeyCode::Down,
+                    "Up" => KeyCode::Up,
+                    "Left" => KeyCode::Left,
+                    "Right" => KeyCode::Right,
+                    "C-l" => {
+                        effects.extend(
+                            self.key(KeyEvent::new(KeyCode::Char('l'), KeyModifiers::CONTROL)),
+                        );
+                        rest = &rest[end..];
+                        continue;
+                    }
+                    other => panic!("unknown key <{other}>"),
+                };
+                (code, end)
+            } else {
+                let c = rest.chars().next().unwrap();
+                (KeyCode::Char(c), c.len_utf8())
+            };
+            effects.extend(self.key(KeyEvent::new(key, KeyModifiers::NONE)));
+            rest = &rest[used..];
+        }
+        effects
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        let effects = self.ui.key(&self.model, key);
+        for e in &effects {
+            if let Effect::Send(c) = e {
+                self.commands.send(c.clone()).unwrap();
+            }
+        }
+        effects
+    }
+
+    /// The screen as text at `width` x `height`.
+    fn screen(&mut self, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal
+            .draw(|f| panes::draw(f, &self.model, &mut self.ui))
+            .unwrap();
+        format!("{}", terminal.backend())
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.model
+            .log
+            .iter()
+            .filter(|e| e.kind.name() == kind)
+            .count()
+    }
+
+    fn select(&mut self, env: &str) {
+        let i = self.model.env_index(env).unwrap();
+        self.ui.cursor = self.ui.visible.iter().position(|&v| v == i).unwrap();
+    }
+}
+
+fn fleet(n: usize) -> Fixture {
+    Fixture::standard(n, &strategy("", "1"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshots_of_the_plan_mid_rollout_and_the_approval_dialog() {
+    let mut h = Harness::new(fleet(12), false);
+    h.wait(1).await;
+    insta::assert_snapshot!("plan_80x24", h.screen(80, 24));
+    insta::assert_snapshot!("plan_160x48", h.screen(160, 48));
+
+    h.press("a");
+    assert!(matches!(h.ui.mode, Mode::Input { .. }));
+    h.press("canary looks fine");
+    insta::assert_snapshot!("approval_dialog_80x24", h.screen(80, 24));
+    insta::assert_snapshot!("approval_dialog_160x48", h.screen(160, 48));
+    h.press("<Enter>");
+    // Mid-rollout: canary done, the rest under way.
+    h.wait(16).await;
+    assert!(h.model.envs.iter().any(|e| e.state == CellState::Succeeded));
+    assert!(h.model.envs.iter().any(|e| e.state == CellState::Running));
+    insta::assert_snapshot!("mid_rollout_80x24", h.screen(80, 24));
+    insta::assert_snapshot!("mid_rollout_160x48", h.screen(160, 48));
+
+    h.press("?");
+    insta::assert_snapshot!("help_80x24", h.screen(80, 24));
+    insta::assert_snapshot!("help_160x48", h.screen(160, 48));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_budget_halt_is_shown_with_what_failed() {
+    let mut h = Harness::new(
+        Fixture::standard(12, &strategy("", "1")).broken_at(&[3, 7]),
+        false,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(120).await;
+    assert_eq!(h.model.view.state, "halted");
+    let wide = h.screen(160, 48);
+    assert!(wide.contains("HALTED"), "{wide}");
+    assert!(wide.contains("failures 2/"), "{wide}");
+    insta::assert_snapshot!("halted_80x24", h.screen(80, 24));
+    insta::assert_snapshot!("halted_160x48", wide);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drift_pane_shows_a_coloured_unified_diff_of_live_against_desired() {
+    let mut h = Harness::new(fleet(4), false);
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(60).await;
+    // Someone changes e-01's api config by hand; observing shows it.
+    let intent = h.model.intent.clone();
+    let env = intent.environment("e-01").unwrap();
+    let release = intent.release("r1").unwrap();
+    let desired = flotilla::intent::layers::render(&intent, release, env).desired;
+    let mut live = h.fleet.observe(env).await.unwrap();
+    live.get_mut("api")
+        .unwrap()
+        .config
+        .insert("replicas".into(), toml::Value::Integer(9));
+    h.select("e-01");
+    h.ui.observed = Some(Observed::Done(
+        "e-01".into(),
+        flotilla::drift::compare(&desired, &live),
+    ));
+    h.press("3");
+    let narrow = h.screen(80, 24);
+    assert!(narrow.contains("-replicas = 9"), "{narrow}");
+    insta::assert_snapshot!("drift_80x24", narrow);
+    insta::assert_snapshot!("drift_160x48", h.screen(160, 48));
+}
+
+#[tokio::test(start_paused = true)]
+async fn read_only_removes_every_action_that_changes_anything() {
+    let mut h = Harness::new(fleet(6), true);
+    h.wait(1).await;
+    assert!(h.press("a").is_empty());
+    assert!(h.press("p").is_empty());
+    assert!(h.press("X").is_empty());
+    assert!(matches!(h.ui.mode, Mode::Normal));
+    h.press(":abort<Enter>");
+    assert!(h.ui.flash.as_ref().unwrap().error);
+    h.wait(5).await;
+    assert_eq!(h.count("gate_approved"), 0);
+    let screen = h.screen(80, 24);
+    assert!(screen.contains(" RO "), "{screen}");
+    assert!(!screen.contains("approve"), "{screen}");
+    insta::assert_snapshot!("read_only_80x24", screen);
+    insta::assert_snapshot!("read_only_160x48", h.screen(160, 48));
+}
+
+/// Each row of the buffer with a row of marks under it: b bold, r reversed, d dim, - none.
+fn modifiers(buffer: &ratatui::buffer::Buffer) -> String {
+    use ratatui::style::{Color, Modifier};
+    let area = buffer.area;
+    let mut out = String::new();
+    for y in 0..area.height {
+        let mut text = String::new();
+        let mut marks = String::new();
+        for x in 0..area.width {
+            let cell = &buffer[(x, y)];
+            text.push_str(cell.symbol());
+            assert!(
+                matches!(cell.fg, Color::Reset) && matches!(cell.bg, Color::Reset),
+                "colour under NO_COLOR at {x},{y}: {cell:?}"
+            );
+            marks.push(if cell.modifier.contains(Modifier::REVERSED) {
+                'r'
+            } else if cell.modifier.contains(Modifier::BOLD) {
+                'b'
+            } else if cell.modifier.contains(Modifier::DIM) {
+                'd'
+            } else {
+                '-'
+            });
+        }
+        out.push_str(&text);
+        out.push('\n');
+        out.push_str(&marks);
+        out.push('\n');
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_color_draws_with_bold_and_reverse_only() {
+    let mut h = Harness::with_mode(
+        Fixture::standard(6, &strategy("", "3")).broken_at(&[2]),
+        false,
+        ColorMode::None,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(60).await;
+    for (w, hgt) in [(80, 24), (160, 48)] {
+        let mut terminal = Terminal::new(TestBackend::new(w, hgt)).unwrap();
+        terminal
+            .draw(|f| panes::draw(f, &h.model, &mut h.ui))
+            .unwrap();
+        insta::assert_snapshot!(
+            format!("no_color_{w}x{hgt}"),
+            modifiers(terminal.backend().buffer())
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn approving_with_the_key_and_a_note_starts_the_wave() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    assert_eq!(h.model.waiting_for_approval(), Some("canary"));
+    assert!(h.screen(80, 24).contains("gate canary waits for approval"));
+    h.press("a");
+    h.press("checked the dashboards<Enter>");
+    h.wait(60).await;
+    let note = h.model.log.iter().find_map(|e| match &e.kind {
+        EventKind::GateApproved { by, note, .. } => Some((by.clone(), note.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        note,
+        Some((
+            "tester@host".to_string(),
+            Some("checked the dashboards".to_string())
+        ))
+    );
+    assert_eq!(h.model.view.state, "completed");
+    assert!(h.model.envs.iter().all(|e| e.state == CellState::Succeeded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn approving_with_the_command_line_and_completion() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    // Tab completes `app` to `approve `.
+    h.press(":app<Tab>canary by command<Enter>");
+    h.wait(60).await;
+    assert_eq!(h.count("gate_approved"), 1);
+    assert_eq!(h.model.view.state, "completed");
+    // An unknown command says so and sends nothing.
+    assert!(h.press(":launch<Enter>").is_empty());
+    assert!(h
+        .ui
+        .flash
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("no command `launch`"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_stops_new_steps_and_resume_goes_on() {
+    let mut h = Harness::new(fleet(24), false);
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(4).await;
+    assert_eq!(h.model.view.state, "running");
+    let effects = h.press("p");
+    h.wait(30).await;
+    let kinds: Vec<&str> = h.model.log.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(
+        h.model.view.state, "paused",
+        "{effects:?} {:?} {kinds:?}",
+        h.ui.flash
+    );
+    let started = h.count("step_started");
+    h.wait(300).await;
+    assert_eq!(
+        h.count("step_started"),
+        started,
+        "nothing starts while paused"
+    );
+    assert!(h.model.envs.iter().any(|e| e.state == CellState::Pending));
+    h.press("r");
+    h.wait(600).await;
+    assert_eq!(h.model.view.state, "completed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn filtering_by_selector_and_by_name() {
+    let mut h = Harness::new(fleet(12), false);
+    h.wait(1).await;
+    h.press("/region=r1<Enter>");
+    assert_eq!(h.ui.visible.len(), 4);
+    let screen = h.screen(80, 24);
+    assert!(screen.contains("[region=r1] 4/12"), "{screen}");
+    assert!(
+        screen.contains("e-01") && !screen.contains("e-02"),
+        "{screen}"
+    );
+    h.press("/e-1<Enter>");
+    assert_eq!(h.ui.visible.len(), 2);
+    // A broken selector is an error on screen; the filter stays as it was.
+    h.press("/region in (<Enter>");
+    assert!(h.ui.flash.as_ref().unwrap().error);
+    assert_eq!(h.ui.visible.len(), 2);
+    h.press("/<Enter>");
+    assert_eq!(h.ui.visible.len(), 12);
+}
+
+#[tokio::test(start_paused = true)]
+async fn marked_environments_are_retried_after_confirmation() {
+    let mut h = Harness::new(
+        Fixture::standard(8, &strategy("", "0")).broken_at(&[3]),
+        false,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(120).await;
+    assert_eq!(h.model.view.state, "halted");
+    let attempts_before = h.count("step_started");
+    h.select("e-03");
+    h.press("<Space>");
+    assert!(h.ui.marks.contains(&h.model.env_index("e-03").unwrap()));
+    h.press("R");
+    assert!(matches!(h.ui.mode, Mode::Confirm { .. }), "retry confirms");
+    // Any key but y cancels.
+    assert!(h.press("n").is_empty());
+    h.press("<Space>R");
+    let effects = h.press("y");
+    assert_eq!(
+        effects,
+        [Effect::Send(Command::Retry {
+            envs: vec!["e-03".into()],
+            by: "tester@host".into()
+        })]
+    );
+    h.wait(120).await;
+    let retried: Vec<&str> = h
+        .model
+        .log
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::EnvRetried { env, .. } => Some(env.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retried, ["e-03"]);
+    assert!(h.count("step_started") > attempts_before);
+    assert!(h.ui.marks.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_needs_the_release_name_typed() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    h.press("X");
+    assert!(h.press("nope<Enter>").is_empty());
+    assert!(h.ui.flash.as_ref().unwrap().text.contains("type `r1`"));
+    h.press("X");
+    h.press("r1<Enter>");
+    h.wait(10).await;
+    let outcome = (&mut h.engine).await.unwrap();
+    assert!(matches!(outcome, Outcome::Aborted { .. }), "{outcome:?}");
+}
+
+/// Counts what the console writes to the terminal.
+#[derive(Default)]
+struct Counter {
+    bytes: usize,
+    writes: usize,
+}
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes += buf.len();
+        self.writes += 1;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_frame_writes_nothing_and_a_cursor_move_little() {
+    let mut h = Harness::new(fleet(40), false);
+    h.wait(1).await;
+    let mut screen = Screen::fixed(Counter::default(), 80, 24).unwrap();
+    assert!(screen.frame(&h.model, &mut h.ui).unwrap());
+    let first = screen.output().bytes;
+    assert!(first > 1000, "the first frame paints everything: {first}");
+    assert_eq!(screen.output().writes, 1, "one write per frame");
+
+    // Nothing changed: nothing written, even when asked to draw.
+    assert!(!screen.frame(&h.model, &mut h.ui).unwrap());
+    h.ui.dirty = true;
+    assert!(!screen.frame(&h.model, &mut h.ui).unwrap());
+    assert_eq!(screen.output().bytes, first);
+
+    h.press("l");
+    assert!(screen.frame(&h.model, &mut h.ui).unwrap());
+    let moved = screen.output().bytes - first;
+    assert!(moved < 300, "a cursor move wrote {moved} bytes");
+    assert_eq!(screen.output().writes, 2);
+
+    // Ctrl-L repaints everything.
+    assert_eq!(h.press("<C-l>"), [Effect::Repaint]);
+}

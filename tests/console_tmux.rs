@@ -1,0 +1,111 @@
+//! The real binary's console in a real terminal (tmux): the demo starts, the canary gate is
+//! approved with keys, the rollout proceeds, `q` quits and the terminal is restored.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs (CI installs it; `apt-get install tmux` here)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "e2e"])
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "e2e"];
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    /// Waits until the screen shows `text` (the process runs on its own clock).
+    fn wait_for(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}; it shows:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn the_demo_console_approves_the_canary_with_keys_and_quits_restoring_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_flotilla");
+    let script = format!(
+        "XDG_DATA_HOME={d}/data XDG_CONFIG_HOME={d}/config LANG=C.UTF-8 TERM=xterm-256color {bin} demo --envs 12; \
+         echo EXIT=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e '-\\?icanon' -e '-\\?echo'; sleep 600",
+        d = dir.path().display()
+    );
+    let tmux = Tmux {
+        socket: format!("flotilla-e2e-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let long = Duration::from_secs(60);
+    let screen = tmux.wait_for("gate canary waits for approval", long);
+    assert!(screen.contains("release 2026.11.2"), "{screen}");
+    assert!(screen.contains("q quit"), "{screen}");
+
+    tmux.keys(&["a"]);
+    tmux.wait_for("approve wave canary", long);
+    tmux.keys(&["checked in e2e", "Enter"]);
+    // The rollout proceeds: the canary wave finishes, soaks, and the next gate is reached.
+    let screen = tmux.wait_for("gate early waits for approval", long);
+    assert!(!screen.contains("failures 1"), "{screen}");
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("Quit now?", long);
+    tmux.keys(&["y"]);
+    let after = tmux.wait_for("EXIT=", long);
+    assert!(after.contains("stopped when you quit"), "{after}");
+    assert!(
+        after.contains("EXIT=130"),
+        "an interrupted rollout exits 130:\n{after}"
+    );
+    // Raw mode is off again: the terminal reads lines and echoes.
+    let lines: Vec<&str> = after.lines().map(str::trim).collect();
+    assert!(lines.contains(&"icanon"), "{after}");
+    assert!(lines.contains(&"echo"), "{after}");
+    assert!(
+        !after.contains("Fleet 12"),
+        "the alternate screen was left:\n{after}"
+    );
+}
