@@ -509,3 +509,54 @@ async fn an_unchanged_frame_writes_nothing_and_a_cursor_move_little() {
     // Ctrl-L repaints everything.
     assert_eq!(h.press("<C-l>"), [Effect::Repaint]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_event_log_filters_by_env_wave_and_kind() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(60).await;
+    h.press("fenv=e-02 kind=step_succeeded<Enter>4");
+    let screen = h.screen(80, 24);
+    let shown: Vec<&str> = screen.lines().filter(|l| l.contains("healthy")).collect();
+    assert_eq!(shown.len(), 3, "{screen}");
+    assert!(shown.iter().all(|l| l.contains("e-02/")), "{screen}");
+    assert!(
+        screen.contains("[env=e-02 kind=step_succeeded]"),
+        "{screen}"
+    );
+    // Plain words match the line; a bad field is an error and keeps the filter.
+    h.press("fwave=rest FAILED<Enter>");
+    assert!(!h.screen(80, 24).contains("healthy"));
+    h.press("fcolour=red<Enter>");
+    assert!(h.ui.flash.as_ref().unwrap().error);
+    assert_eq!(h.ui.event_filter.as_ref().unwrap().text, "wave=rest FAILED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn marked_environments_are_skipped_with_one_reason() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    h.select("e-04");
+    h.press("<Space>");
+    h.select("e-05");
+    h.press("<Space>S");
+    // A reason is required.
+    assert!(h.press("<Enter>").is_empty());
+    assert!(h.ui.flash.as_ref().unwrap().error);
+    h.press("S");
+    let effects = h.press("customer freeze<Enter>");
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    h.press("a<Enter>");
+    h.wait(120).await;
+    for env in ["e-04", "e-05"] {
+        let i = h.model.env_index(env).unwrap();
+        assert_eq!(h.model.envs[i].state, CellState::Skipped, "{env}");
+        assert_eq!(h.model.view.skipped[env], "customer freeze");
+    }
+    assert!(!h.model.log.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::StepStarted { env, .. } if env == "e-04" || env == "e-05"
+    )));
+    assert_eq!(h.model.view.state, "completed");
+}

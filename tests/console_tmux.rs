@@ -109,3 +109,72 @@ fn the_demo_console_approves_the_canary_with_keys_and_quits_restoring_the_termin
         "the alternate screen was left:\n{after}"
     );
 }
+
+#[test]
+fn the_console_attaches_to_a_rollout_another_process_runs_and_steers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_flotilla");
+    let repo = dir.path().join("repo");
+    let state = dir.path().join("state.db");
+    let init = Command::new(bin)
+        .args(["init", "--demo", "--envs", "6"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    // The engine: a headless rollout waiting at its gates for someone to approve.
+    let log = std::fs::File::create(dir.path().join("engine.log")).unwrap();
+    let mut engine = Command::new(bin)
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--state")
+        .arg(&state)
+        .args(["rollout", "2026.11.2", "--wait"])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let tmux = Tmux {
+        socket: format!("flotilla-attach-{}", std::process::id()),
+    };
+    let script = format!(
+        "LANG=C.UTF-8 {bin} --repo {} --state {} console; echo EXIT=$?; sleep 600",
+        repo.display(),
+        state.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "e2e",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let long = Duration::from_secs(60);
+    let screen = tmux.wait_for("gate canary waits for approval", long);
+    assert!(screen.contains("q detaches"), "{screen}");
+    tmux.keys(&["a"]);
+    tmux.wait_for("approve wave canary", long);
+    tmux.keys(&["from the other terminal", "Enter"]);
+    tmux.wait_for("wave canary: done", long);
+    tmux.keys(&["p"]);
+    tmux.wait_for("PAUSED", long);
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for("EXIT=", long);
+    assert!(after.contains("detached"), "{after}");
+    assert!(after.contains("EXIT=0"), "{after}");
+    // The engine went on without the console and heard both commands.
+    let _ = engine.kill();
+    let _ = engine.wait();
+    let text = std::fs::read_to_string(dir.path().join("engine.log")).unwrap();
+    assert!(
+        text.contains("approved by") && text.contains("from the other terminal"),
+        "{text}"
+    );
+    assert!(text.contains("paused by"), "{text}");
+}

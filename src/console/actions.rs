@@ -27,6 +27,7 @@ pub enum Act {
     /// Show this pane (by `ui::Pane::ALL` index).
     ShowPane(usize),
     Detail,
+    EventFilter,
     Mark,
     ClearMarks,
     LogOrder,
@@ -134,6 +135,12 @@ pub const ACTIONS: &[Action] = &[
         &["/"],
         "filter environments by selector or name",
     )),
+    action(
+        Act::EventFilter,
+        "filter-events",
+        &["f"],
+        "filter the event log: env=NAME wave=NAME kind=KIND or words",
+    ),
     action(
         Act::Mark,
         "mark",

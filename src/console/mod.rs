@@ -40,6 +40,8 @@ pub struct Options {
     pub actor: String,
     /// Asked before quitting while the engine still runs, when quitting stops it.
     pub quit_warning: Option<String>,
+    /// The engine runs in another process (named here); quitting detaches.
+    pub attached_to: Option<String>,
 }
 
 /// The model and UI state for `plan`, with theme, glyphs and key map resolved from the
@@ -70,6 +72,7 @@ pub fn session(intent: Arc<Intent>, plan: Plan, options: &Options) -> (Model, Ui
     ui.glyphs = Glyphs::detect();
     ui.warnings = warnings;
     ui.quit_warning = options.quit_warning.clone();
+    ui.attached_to = options.attached_to.clone();
     if let Some(n) = config.newest_first {
         ui.newest_first = n;
     }
@@ -102,7 +105,44 @@ fn spawn_input(stop: Arc<AtomicBool>) -> mpsc::UnboundedReceiver<TermEvent> {
 }
 
 /// The least time between two frames drawn for streaming events (keys draw at once).
-const FRAME_GAP: Duration = Duration::from_millis(100);
+pub const FRAME_GAP: Duration = Duration::from_millis(100);
+
+/// When to draw: at once for keys, at most every [`FRAME_GAP`] while events stream, so a
+/// busy rollout costs ten frames a second however many events it sends.
+#[derive(Debug)]
+pub struct Pacer {
+    last: Instant,
+    next: Option<Instant>,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer {
+            last: Instant::now() - FRAME_GAP,
+            next: None,
+        }
+    }
+}
+
+impl Pacer {
+    /// Whether to draw now (`urgent`: a key was pressed); if not, a frame is scheduled.
+    pub fn draw_now(&mut self, urgent: bool) -> bool {
+        let now = Instant::now();
+        if urgent || now >= self.last + FRAME_GAP {
+            self.last = now;
+            self.next = None;
+            true
+        } else {
+            self.next.get_or_insert(self.last + FRAME_GAP);
+            false
+        }
+    }
+
+    /// When the scheduled frame is due, if one is.
+    pub fn due(&self) -> Option<Instant> {
+        self.next
+    }
+}
 
 /// Runs the console over an engine task until the operator quits. Quitting while the engine
 /// runs interrupts it (in-flight steps finish) and waits for it. Returns the engine's
@@ -167,8 +207,7 @@ async fn drive(
     let mut outcome: Option<Option<Outcome>> = None;
     // Quit asked for; quit at once (the engine is done); waiting for the engine to stop.
     let (mut quit, mut quit_now, mut stopping) = (false, false, false);
-    let mut last_frame = Instant::now() - FRAME_GAP;
-    let mut next_frame: Option<Instant> = None;
+    let mut pacer = Pacer::default();
     ui.now = SystemTime::now();
     screen.frame(model, ui)?;
     loop {
@@ -254,9 +293,14 @@ async fn drive(
                 ui.dirty = true;
                 draw_now = true;
             }
-            _ = tokio::time::sleep_until(next_frame.unwrap_or_else(Instant::now)), if next_frame.is_some() => {
+            _ = tokio::time::sleep_until(pacer.due().unwrap_or_else(Instant::now)), if pacer.due().is_some() => {
                 draw_now = true;
             }
+        }
+        if quit && ui.attached_to.is_some() {
+            // The engine is another process's: leaving only detaches.
+            stop.store(true, Ordering::Relaxed);
+            return Ok(None);
         }
         if std::mem::take(&mut quit) && outcome.is_none() && !stopping {
             // Stop starting work, let the steps in flight finish, then leave.
@@ -271,13 +315,8 @@ async fn drive(
         if !ui.dirty {
             continue;
         }
-        let now = Instant::now();
-        if draw_now || now >= last_frame + FRAME_GAP {
+        if pacer.draw_now(draw_now) {
             screen.frame(model, ui)?;
-            last_frame = now;
-            next_frame = None;
-        } else if next_frame.is_none() {
-            next_frame = Some(last_frame + FRAME_GAP);
         }
     }
 }

@@ -44,6 +44,7 @@ pub struct Screen<W: Write> {
     /// What the backend writes for a frame in which no cell changed (it resets colours
     /// regardless): such a frame is not sent at all.
     idle: Vec<u8>,
+    fixed: Option<ratatui::layout::Rect>,
     out: W,
 }
 
@@ -66,21 +67,31 @@ impl<W: Write> Screen<W> {
         });
         backend.draw(std::iter::empty())?;
         let idle = std::mem::take(&mut *lock(&pending));
-        let terminal = match fixed {
+        Ok(Screen {
+            terminal: Self::terminal(&pending, fixed)?,
+            pending,
+            idle,
+            fixed,
+            out,
+        })
+    }
+
+    fn terminal(
+        pending: &Arc<Mutex<Vec<u8>>>,
+        fixed: Option<ratatui::layout::Rect>,
+    ) -> io::Result<Terminal<CrosstermBackend<FrameWriter>>> {
+        let backend = CrosstermBackend::new(FrameWriter {
+            pending: pending.clone(),
+        });
+        match fixed {
             Some(rect) => Terminal::with_options(
                 backend,
                 ratatui::TerminalOptions {
                     viewport: ratatui::Viewport::Fixed(rect),
                 },
-            )?,
-            None => Terminal::new(backend)?,
-        };
-        Ok(Screen {
-            terminal,
-            pending,
-            idle,
-            out,
-        })
+            ),
+            None => Terminal::new(backend),
+        }
     }
 
     /// Sends what was collected as one synchronized update, in one write.
@@ -126,7 +137,15 @@ impl<W: Write> Screen<W> {
 
     /// Forgets what is on screen so the next frame repaints everything (Ctrl-L, resume).
     pub fn invalidate(&mut self, ui: &mut Ui) -> io::Result<()> {
-        self.terminal.clear()?;
+        // A fresh terminal knows nothing of the screen, so the next frame sends every cell;
+        // ratatui's own clear would ask the terminal where its cursor is, a round trip.
+        self.terminal = Self::terminal(&self.pending, self.fixed)?;
+        queue!(
+            FrameWriter {
+                pending: self.pending.clone()
+            },
+            terminal::Clear(terminal::ClearType::All)
+        )?;
         self.commit(false)?;
         ui.dirty = true;
         Ok(())

@@ -59,11 +59,13 @@ impl Pane {
 pub enum Purpose {
     Command,
     Filter,
+    EventFilter,
     ApproveNote {
         wave: String,
     },
+    /// One reason for every environment named.
     SkipReason {
-        env: String,
+        envs: Vec<String>,
     },
     /// A fleet-wide action: the target's name must be typed.
     TypeToConfirm {
@@ -125,6 +127,50 @@ impl Filter {
     }
 }
 
+/// Which events the log shows: every term must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventFilter {
+    pub text: String,
+    terms: Vec<(Option<String>, String)>,
+}
+
+impl EventFilter {
+    /// `env=NAME`, `wave=NAME`, `kind=KIND` (a prefix: `kind=step`), or words in the line.
+    pub fn parse(text: &str) -> Result<EventFilter, String> {
+        let mut terms = Vec::new();
+        for word in text.split_whitespace() {
+            match word.split_once('=') {
+                Some((key @ ("env" | "wave" | "kind"), value)) => {
+                    terms.push((Some(key.to_string()), value.to_string()))
+                }
+                Some((key, _)) => {
+                    return Err(format!(
+                        "event filter: no field `{key}` (env=, wave=, kind= or plain words)"
+                    ))
+                }
+                None => terms.push((None, word.to_lowercase())),
+            }
+        }
+        Ok(EventFilter {
+            text: text.to_string(),
+            terms,
+        })
+    }
+
+    /// Whether the log shows `event`.
+    pub fn matches(&self, event: &crate::engine::Event) -> bool {
+        let (wave, env, _, _) = event.kind.subject();
+        self.terms.iter().all(|(key, value)| match key.as_deref() {
+            Some("env") => env == Some(value.as_str()),
+            Some("wave") => wave == Some(value.as_str()),
+            Some(_) => event.kind.name().starts_with(value.as_str()),
+            None => super::panes::log::line_of(event)
+                .to_lowercase()
+                .contains(value.as_str()),
+        })
+    }
+}
+
 /// A result line under the panes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flash {
@@ -172,6 +218,7 @@ pub struct Ui {
     /// Model indexes of the environments the filter lets through, in grid order.
     pub visible: Vec<usize>,
     pub newest_first: bool,
+    pub event_filter: Option<EventFilter>,
     pub log_scroll: usize,
     pub detail_scroll: u16,
     pub wave_cursor: usize,
@@ -184,6 +231,9 @@ pub struct Ui {
     pub observed: Option<Observed>,
     /// When quitting stops a rollout this console runs: the warning to confirm.
     pub quit_warning: Option<String>,
+    /// The engine this console watches from outside (user@host pid), when it runs elsewhere:
+    /// quitting then only detaches.
+    pub attached_to: Option<String>,
     /// Set by anything that changes what is drawn; cleared by drawing.
     pub dirty: bool,
     /// Cells per grid row and grid rows on screen, from the last frame.
@@ -213,6 +263,7 @@ impl Ui {
             filter: None,
             visible: Vec::new(),
             newest_first: true,
+            event_filter: None,
             log_scroll: 0,
             detail_scroll: 0,
             wave_cursor: 0,
@@ -222,6 +273,7 @@ impl Ui {
             warnings: Vec::new(),
             observed: None,
             quit_warning: None,
+            attached_to: None,
             dirty: true,
             grid_cols: 1,
             grid_height: 1,
@@ -355,6 +407,7 @@ impl Ui {
             }
             Act::CommandMode => self.open(Purpose::Command, "", ""),
             Act::Filter => self.open(Purpose::Filter, "", ""),
+            Act::EventFilter => self.open(Purpose::EventFilter, "", ""),
             Act::Up | Act::Down | Act::Left | Act::Right | Act::Top | Act::Bottom => {
                 self.move_by(model, act);
                 Vec::new()
@@ -469,13 +522,21 @@ impl Ui {
                     .collect();
                 self.retry(model, envs)
             }
-            Act::Skip => match self.selected() {
-                Some(i) => {
-                    let env = model.envs[i].name.clone();
-                    self.open(Purpose::SkipReason { env }, "", "")
+            // The marked environments, or the selected one.
+            Act::Skip => {
+                let picked: Vec<usize> = if self.marks.is_empty() {
+                    self.selected().into_iter().collect()
+                } else {
+                    self.marks.iter().copied().collect()
+                };
+                let envs: Vec<String> =
+                    picked.iter().map(|&i| model.envs[i].name.clone()).collect();
+                if envs.is_empty() {
+                    Vec::new()
+                } else {
+                    self.open(Purpose::SkipReason { envs }, "", "")
                 }
-                None => Vec::new(),
-            },
+            }
             Act::Abort => {
                 let release = model.view.release.clone();
                 self.open(
@@ -702,6 +763,22 @@ impl Ui {
                 }
                 Vec::new()
             }
+            Purpose::EventFilter => {
+                self.log_scroll = 0;
+                if typed.is_empty() {
+                    self.event_filter = None;
+                    self.flash("event filter cleared");
+                    return Vec::new();
+                }
+                match EventFilter::parse(&typed) {
+                    Ok(f) => {
+                        self.event_filter = Some(f);
+                        self.flash(format!("events: {typed}"));
+                    }
+                    Err(e) => self.flash_error(e),
+                }
+                Vec::new()
+            }
             Purpose::ApproveNote { wave } => {
                 self.flash(format!("approval of {wave} sent"));
                 vec![Effect::Send(Command::Approve {
@@ -710,17 +787,23 @@ impl Ui {
                     note: (!typed.is_empty()).then_some(typed),
                 })]
             }
-            Purpose::SkipReason { env } => {
+            Purpose::SkipReason { envs } => {
+                let names = short_list(&envs);
                 if typed.is_empty() {
-                    self.flash_error(format!("{env} not skipped: a reason is needed"));
+                    self.flash_error(format!("{names} not skipped: a reason is needed"));
                     return Vec::new();
                 }
-                self.flash(format!("skip of {env} sent"));
-                vec![Effect::Send(Command::Skip {
-                    env,
-                    reason: typed,
-                    by: self.actor.clone(),
-                })]
+                self.flash(format!("skip of {names} sent"));
+                self.marks.clear();
+                envs.into_iter()
+                    .map(|env| {
+                        Effect::Send(Command::Skip {
+                            env,
+                            reason: typed.clone(),
+                            by: self.actor.clone(),
+                        })
+                    })
+                    .collect()
             }
             Purpose::TypeToConfirm { expected, then } => {
                 if typed == expected {
@@ -805,13 +888,16 @@ impl Ui {
                 self.submit(
                     model,
                     Purpose::SkipReason {
-                        env: env.to_string(),
+                        envs: vec![env.to_string()],
                     },
                     reason.join(" "),
                 )
             }
             (Act::Filter, expr) if !expr.is_empty() => {
                 self.submit(model, Purpose::Filter, expr.join(" "))
+            }
+            (Act::EventFilter, expr) if !expr.is_empty() => {
+                self.submit(model, Purpose::EventFilter, expr.join(" "))
             }
             (Act::Theme, [name]) => {
                 self.set_theme(name);

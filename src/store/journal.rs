@@ -160,6 +160,14 @@ struct Row {
 }
 
 fn raw_rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<Row>, StoreError> {
+    raw_rows_after(conn, rollout, 0)
+}
+
+fn raw_rows_after(
+    conn: &Connection,
+    rollout: Option<i64>,
+    after: i64,
+) -> Result<Vec<Row>, StoreError> {
     let sql = "SELECT seq, rollout, ts, body, hash FROM journal";
     // Read loosely typed: a row whose columns were given the wrong type by hand must show up
     // as a broken row in `audit --verify`, not as a database error.
@@ -193,12 +201,14 @@ fn raw_rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<Row>, StoreEr
     };
     Ok(match rollout {
         Some(id) => conn
-            .prepare(&format!("{sql} WHERE rollout = ?1 ORDER BY seq"))?
-            .query_map(params![id], map)?
+            .prepare(&format!(
+                "{sql} WHERE rollout = ?1 AND seq > ?2 ORDER BY seq"
+            ))?
+            .query_map(params![id, after], map)?
             .collect::<Result<Vec<_>, _>>()?,
         None => conn
-            .prepare(&format!("{sql} ORDER BY seq"))?
-            .query_map([], map)?
+            .prepare(&format!("{sql} WHERE seq > ?1 ORDER BY seq"))?
+            .query_map(params![after], map)?
             .collect::<Result<Vec<_>, _>>()?,
     })
 }
@@ -209,8 +219,17 @@ fn text(v: &serde_json::Value, key: &str) -> Option<String> {
 
 /// Journal events, oldest first: of one rollout, or all.
 pub fn entries(conn: &Connection, rollout: Option<i64>) -> Result<Vec<JournalEntry>, StoreError> {
+    entries_after(conn, rollout, 0)
+}
+
+/// Journal events in rows after row `after`, oldest first: what a watcher has not seen yet.
+pub fn entries_after(
+    conn: &Connection,
+    rollout: Option<i64>,
+    after: i64,
+) -> Result<Vec<JournalEntry>, StoreError> {
     let mut out = Vec::new();
-    for row in raw_rows(conn, rollout)? {
+    for row in raw_rows_after(conn, rollout, after)? {
         // A row that does not parse is reported by `audit --verify`; readers skip it.
         let Ok(serde_json::Value::Array(events)) = serde_json::from_str(&row.body) else {
             continue;

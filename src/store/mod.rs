@@ -403,6 +403,15 @@ impl Store {
         journal::entries(&self.conn(), rollout)
     }
 
+    /// Journal events of `rollout` in rows after row `after` (a watcher's last seen row).
+    pub fn journal_rows_after(
+        &self,
+        rollout: i64,
+        after: i64,
+    ) -> Result<Vec<journal::JournalEntry>, StoreError> {
+        journal::entries_after(&self.conn(), Some(rollout), after)
+    }
+
     /// Attempts and successes per (env, service) over every rollout.
     pub fn history(&self) -> Result<crate::plan::History, StoreError> {
         let conn = self.conn();
@@ -490,6 +499,29 @@ pub enum StoredCommand {
     Skip { env: String, reason: String },
 }
 
+impl StoredCommand {
+    /// What to queue for an engine command (the sender is queued beside it); None for the
+    /// engine's own Ctrl-C, which another terminal cannot send.
+    pub fn from_engine(command: &crate::engine::Command) -> Option<StoredCommand> {
+        use crate::engine::Command;
+        Some(match command {
+            Command::Approve { wave, note, .. } => StoredCommand::Approve {
+                wave: wave.clone(),
+                note: note.clone(),
+            },
+            Command::Pause { .. } => StoredCommand::Pause,
+            Command::Resume { .. } => StoredCommand::Resume,
+            Command::Abort { .. } => StoredCommand::Abort,
+            Command::Retry { envs, .. } => StoredCommand::Retry { envs: envs.clone() },
+            Command::Skip { env, reason, .. } => StoredCommand::Skip {
+                env: env.clone(),
+                reason: reason.clone(),
+            },
+            Command::Interrupt => return None,
+        })
+    }
+}
+
 /// A queued command with its sender.
 #[derive(Debug, Clone)]
 pub struct QueuedCommand {
@@ -529,6 +561,64 @@ impl QueuedCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_console_command_survives_the_queue_unchanged() {
+        use crate::engine::Command;
+        let by = "ann@bastion".to_string();
+        let commands = [
+            Command::Approve {
+                wave: "canary".into(),
+                by: by.clone(),
+                note: Some("ok".into()),
+            },
+            Command::Pause { by: by.clone() },
+            Command::Resume { by: by.clone() },
+            Command::Abort { by: by.clone() },
+            Command::Retry {
+                envs: vec!["e-1".into()],
+                by: by.clone(),
+            },
+            Command::Skip {
+                env: "e-2".into(),
+                reason: "freeze".into(),
+                by: by.clone(),
+            },
+        ];
+        for c in commands {
+            let queued = QueuedCommand {
+                id: 1,
+                actor: by.clone(),
+                origin: None,
+                command: StoredCommand::from_engine(&c).unwrap(),
+            };
+            assert_eq!(queued.to_engine(), c);
+        }
+        assert_eq!(StoredCommand::from_engine(&Command::Interrupt), None);
+    }
+
+    #[test]
+    fn a_watcher_reads_only_the_rows_it_has_not_seen() {
+        use crate::engine::{Event, EventKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let paused = |by: &str| Event {
+            ts: "2026-11-02T00:00:00.000Z".into(),
+            kind: EventKind::RolloutPaused { by: by.into() },
+        };
+        store.append(Some(id), &[paused("a")]).unwrap();
+        let seen = store.journal_rows(Some(id)).unwrap().last().unwrap().seq;
+        store.append(Some(id), &[paused("b"), paused("c")]).unwrap();
+        store.append(None, &[paused("other")]).unwrap();
+        let new: Vec<String> = store
+            .journal_rows_after(id, seen)
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.actor.clone())
+            .collect();
+        assert_eq!(new, ["b", "c"]);
+    }
 
     #[test]
     fn a_file_that_is_not_sqlite_is_refused_and_left_untouched() {

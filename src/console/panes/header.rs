@@ -100,6 +100,12 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         first.push(Span::styled(" RO ", t.badge));
     }
     let mut second = vec![Span::styled(format!(" {}", rev.subject), t.dim)];
+    if let Some(engine) = &ui.attached_to {
+        second.push(Span::styled(
+            format!("   engine {engine}, q detaches"),
+            t.dim,
+        ));
+    }
     if let Some(reason) = &model.view.halt_reason {
         if state == "halted" {
             second = vec![Span::styled(format!(" HALTED: {reason}"), t.fail)];

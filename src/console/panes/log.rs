@@ -43,20 +43,19 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let height = inner.height as usize;
-    let n = model.log.len();
-    // Only the lines on screen are formatted.
-    let picked: Vec<&Event> = if ui.newest_first {
-        model
-            .log
-            .iter()
-            .rev()
-            .skip(ui.log_scroll)
-            .take(height)
-            .collect()
-    } else {
-        let end = n.saturating_sub(ui.log_scroll);
-        model.log.range(end.saturating_sub(height)..end).collect()
-    };
+    let shown = |e: &&Event| ui.event_filter.as_ref().is_none_or(|f| f.matches(e));
+    // Only the lines on screen are formatted (a filter reads the rest, newest first).
+    let mut picked: Vec<&Event> = model
+        .log
+        .iter()
+        .rev()
+        .filter(shown)
+        .skip(ui.log_scroll)
+        .take(height)
+        .collect();
+    if !ui.newest_first {
+        picked.reverse();
+    }
     let lines: Vec<Line> = picked
         .into_iter()
         .map(|e| {

@@ -54,7 +54,11 @@ fn draw_pane(frame: &mut Frame, area: Rect, pane: Pane, model: &Model, ui: &mut 
             } else {
                 " newest last"
             };
-            log::draw(frame, area, block(ui, pane, order.into()), model, ui)
+            let extra = match &ui.event_filter {
+                Some(f) => format!("{order} [{}]", f.text),
+                None => order.to_string(),
+            };
+            log::draw(frame, area, block(ui, pane, extra), model, ui)
         }
     }
 }

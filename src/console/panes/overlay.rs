@@ -35,7 +35,7 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                 };
                 let mut spans = vec![
                     Span::styled(format!(" {keys:<12}"), t.title),
-                    Span::styled(format!("{:<10}", a.name), t.text),
+                    Span::styled(format!("{:<14}", a.name), t.text),
                     Span::styled(a.description, t.dim),
                 ];
                 if a.dangerous {
@@ -45,7 +45,7 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
             }
             let h = (lines.len() as u16 + 2).min(area.height);
             let scroll = (*scroll).min((lines.len() as u16 + 2).saturating_sub(h));
-            let rect = centered(area, 76, h);
+            let rect = centered(area, 100, h);
             frame.render_widget(Clear, rect);
             frame.render_widget(
                 Paragraph::new(lines).scroll((scroll, 0)).block(
@@ -67,13 +67,22 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                     " / filter: selector (ring=canary) or name ".to_string(),
                     "Enter applies (empty clears), Esc cancels",
                 ),
+                Purpose::EventFilter => (
+                    " f filter events: env=NAME wave=NAME kind=KIND or words ".to_string(),
+                    "Enter applies (empty clears), Esc cancels",
+                ),
                 Purpose::ApproveNote { wave } => (
                     format!(" approve wave {wave}: note (optional) "),
                     "Enter approves, Esc cancels",
                 ),
-                Purpose::SkipReason { env } => {
-                    (format!(" skip {env}: reason "), "Enter skips, Esc cancels")
-                }
+                Purpose::SkipReason { envs } => (
+                    if envs.len() == 1 {
+                        format!(" skip {}: reason ", envs[0])
+                    } else {
+                        format!(" skip {} marked environments: reason ", envs.len())
+                    },
+                    "Enter skips, Esc cancels",
+                ),
                 Purpose::TypeToConfirm { expected, then } => (
                     format!(" {} {expected}: type `{expected}` to confirm ", then.name()),
                     "Enter confirms, Esc cancels",
