@@ -134,6 +134,19 @@ fn the_console_attaches_to_a_rollout_another_process_runs_and_steers_it() {
         .stderr(log)
         .spawn()
         .unwrap();
+    // The console attaches once the engine has started the rollout.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(dir.path().join("engine.log")).unwrap_or_default();
+        if text.contains("waiting for approval") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never started:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let tmux = Tmux {
         socket: format!("flotilla-attach-{}", std::process::id()),
     };
