@@ -231,10 +231,17 @@ async fn the_drift_pane_shows_a_coloured_unified_diff_of_live_against_desired() 
         .config
         .insert("replicas".into(), toml::Value::Integer(9));
     h.select("e-01");
-    h.ui.observed = Some(Observed::Done(
-        "e-01".into(),
-        flotilla::drift::compare(&desired, &live),
-    ));
+    let i = h.model.env_index("e-01").unwrap();
+    // Observed as Git says: no drift.
+    let clean = flotilla::drift::compare(&desired, &h.fleet.observe(env).await.unwrap());
+    h.model.observed("e-01", &clean);
+    assert_eq!(h.model.envs[i].state, CellState::Succeeded);
+    let report = flotilla::drift::compare(&desired, &live);
+    h.model.observed("e-01", &report);
+    h.ui.observed = Some(Observed::Done("e-01".into(), report));
+    // The grid shows it: a finished environment whose live state moved away from Git.
+    assert_eq!(h.model.envs[i].state, CellState::Drifted);
+    assert!(h.screen(80, 24).contains("≠ e-01"));
     h.press("3");
     let narrow = h.screen(80, 24);
     assert!(narrow.contains("-replicas = 9"), "{narrow}");

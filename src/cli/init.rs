@@ -150,9 +150,14 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
     println!("Next: see how a bad release is stopped before it reaches the fleet:");
     println!("  flotilla --repo {} plan 2026.11.3", dir.display());
     println!(
-        "  flotilla --repo {} --state {} rollout 2026.11.3 --approve-all",
+        "  flotilla --repo {} --state {} {}",
         dir.display(),
-        state.display()
+        state.display(),
+        if interactive {
+            "console 2026.11.3"
+        } else {
+            "rollout 2026.11.3 --approve-all"
+        }
     );
     code
 }

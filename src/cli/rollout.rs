@@ -323,7 +323,10 @@ pub fn run(
             }
         });
         // Commands from other terminals and the lease heartbeat, a few times a second.
+        let lease_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let headless = console_parts.is_none();
         let steering = {
+            let lease_lost = lease_lost.clone();
             let store = store.clone();
             let commands = cmd_tx.clone();
             let journal = journal.clone();
@@ -341,7 +344,13 @@ pub fn run(
                     }
                     beats += 1;
                     if beats.is_multiple_of(8) && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
-                        eprintln!("error: another engine took over this rollout's lease; stopping");
+                        // Under the console the screen is not ours to print on: the console
+                        // says the engine stopped; the message waits until it has closed.
+                        if headless {
+                            eprintln!("error: another engine took over this rollout's lease; stopping");
+                        } else {
+                            lease_lost.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         let _ = commands.send(Command::Interrupt);
                     }
                 }
@@ -397,6 +406,9 @@ pub fn run(
             }
         };
         steering.abort();
+        if lease_lost.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("error: another engine took over this rollout's lease; this one stopped");
+        }
         drop(cmd_tx);
         // Everything the engine emitted is committed and printed before the final words.
         let journaled = journal.flush().await;

@@ -260,6 +260,9 @@ async fn drive(
                 ui.dirty = true;
             }
             Some(obs) = observed.recv() => {
+                if let Observed::Done(env, report) = &obs {
+                    model.observed(env, report);
+                }
                 ui.observed = Some(obs);
                 ui.dirty = true;
             }

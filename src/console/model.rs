@@ -170,6 +170,21 @@ impl Model {
         }
     }
 
+    /// Records what observing an environment found. Only an environment this rollout has
+    /// finished can drift: elsewhere live differs from desired because the rollout has not
+    /// reached it yet.
+    pub fn observed(&mut self, env: &str, report: &[crate::drift::ServiceDrift]) {
+        let Some(&i) = self.index.get(env) else {
+            return;
+        };
+        let finished = matches!(
+            self.envs[i].state,
+            CellState::Succeeded | CellState::Drifted
+        );
+        self.envs[i].drifted = finished && report.iter().any(|r| r.drifted());
+        self.refresh(env);
+    }
+
     /// Recomputes one environment's cell from the journal's view of its steps.
     fn refresh(&mut self, env: &str) {
         let Some(&i) = self.index.get(env) else {
