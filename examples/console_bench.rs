@@ -72,27 +72,31 @@ fn main() {
     let intent = demo_intent(10_000, &dir.path().join("big"));
     let plan = plan::build(&intent, RELEASE, SystemTime::now()).expect("plan");
     let model = Model::new(intent.clone(), plan);
-    let mut ui = ui_for(&model);
-    let mut screen = Screen::fixed(std::io::sink(), 200, 60).expect("screen");
-    screen.frame(&model, &mut ui).expect("first frame");
-    let (mut moves, mut full) = (Vec::new(), Vec::new());
-    for i in 0..300 {
-        // A cursor move: the common frame.
-        ui.key(&model, key(if i % 40 < 20 { 'j' } else { 'k' }));
-        let t = Instant::now();
-        screen.frame(&model, &mut ui).expect("frame");
-        moves.push(t.elapsed().as_secs_f64() * 1e3);
-        // A full repaint (Ctrl-L, a resize): every cell sent again.
-        screen.invalidate(&mut ui).expect("clear");
-        let t = Instant::now();
-        screen.frame(&model, &mut ui).expect("frame");
-        full.push(t.elapsed().as_secs_f64() * 1e3);
+    for compact in [true, false] {
+        let mut ui = ui_for(&model);
+        ui.compact = compact;
+        let mut screen = Screen::fixed(std::io::sink(), 200, 60).expect("screen");
+        screen.frame(&model, &mut ui).expect("first frame");
+        let (mut moves, mut full) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            // A cursor move: the common frame.
+            ui.key(&model, key(if i % 40 < 20 { 'j' } else { 'k' }));
+            let t = Instant::now();
+            screen.frame(&model, &mut ui).expect("frame");
+            moves.push(t.elapsed().as_secs_f64() * 1e3);
+            // A full repaint (Ctrl-L, a resize): every cell sent again.
+            screen.invalidate(&mut ui).expect("clear");
+            let t = Instant::now();
+            screen.frame(&model, &mut ui).expect("frame");
+            full.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "frame, 10,000 environments at 200x60, {} grid: median {:.2} ms after a cursor move, {:.2} ms for a full repaint (target < 2 ms)",
+            if compact { "compact (the default)" } else { "named" },
+            median(moves),
+            median(full)
+        );
     }
-    println!(
-        "frame, 10,000 environments at 200x60: median {:.2} ms after a cursor move, {:.2} ms for a full repaint (target < 2 ms)",
-        median(moves),
-        median(full)
-    );
 
     // 2. Bytes written while a 1,000-environment rollout streams, on the demo's latency, in
     // paused time: the pacing is the console's own, the clock virtual.

@@ -567,3 +567,19 @@ async fn marked_environments_are_skipped_with_one_reason() {
     )));
     assert_eq!(h.model.view.state, "completed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_large_fleet_starts_as_a_compact_grid_and_z_shows_names() {
+    let mut h = Harness::new(fleet(600), false);
+    h.wait(1).await;
+    assert!(h.ui.compact);
+    h.press("l");
+    let screen = h.screen(80, 24);
+    // Glyphs only, the selected environment named in the title.
+    assert!(screen.contains("[e-01]"), "{screen}");
+    assert!(!screen.contains(" e-02 "), "{screen}");
+    assert!(screen.contains("· · · ·"), "{screen}");
+    h.press("z");
+    let screen = h.screen(80, 24);
+    assert!(screen.contains(" e-02 "), "{screen}");
+}

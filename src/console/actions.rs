@@ -31,6 +31,7 @@ pub enum Act {
     Mark,
     ClearMarks,
     LogOrder,
+    Compact,
     Theme,
     Repaint,
     Suspend,
@@ -178,6 +179,12 @@ pub const ACTIONS: &[Action] = &[
         "log-order",
         &["o"],
         "event log: newest first or last",
+    ),
+    action(
+        Act::Compact,
+        "compact",
+        &["z"],
+        "fleet grid: glyphs only (the whole fleet at a glance) or with names",
     ),
     action(
         Act::Theme,

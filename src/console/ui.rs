@@ -15,6 +15,9 @@ use crate::drift::ServiceDrift;
 use crate::engine::Command;
 use crate::selector::Selector;
 
+/// Fleets larger than this start with the compact grid.
+pub const COMPACT_ABOVE: usize = 500;
+
 /// How long a flash stays on screen.
 pub const FLASH_FOR: std::time::Duration = std::time::Duration::from_secs(8);
 
@@ -218,6 +221,8 @@ pub struct Ui {
     /// Model indexes of the environments the filter lets through, in grid order.
     pub visible: Vec<usize>,
     pub newest_first: bool,
+    /// Grid cells without names: a large fleet at a glance.
+    pub compact: bool,
     pub event_filter: Option<EventFilter>,
     pub log_scroll: usize,
     pub detail_scroll: u16,
@@ -263,6 +268,7 @@ impl Ui {
             filter: None,
             visible: Vec::new(),
             newest_first: true,
+            compact: model.envs.len() > COMPACT_ABOVE,
             event_filter: None,
             log_scroll: 0,
             detail_scroll: 0,
@@ -473,6 +479,16 @@ impl Ui {
                     .position(|n| *n == self.theme.name)
                     .unwrap_or(0);
                 self.set_theme(names[(i + 1) % names.len()]);
+                Vec::new()
+            }
+            Act::Compact => {
+                self.compact = !self.compact;
+                self.grid_top = 0;
+                self.flash(if self.compact {
+                    "fleet grid: glyphs only (3 shows the selected environment)"
+                } else {
+                    "fleet grid: with names"
+                });
                 Vec::new()
             }
             Act::Repaint => vec![Effect::Repaint],

@@ -12,9 +12,13 @@ use crate::console::ui::{GridRow, Ui};
 /// The widest name a cell shows; longer names are cut (the detail pane has them whole).
 const MAX_NAME: usize = 18;
 
-/// Columns of one cell: mark, glyph, space, name, space.
-pub fn cell_width(model: &Model) -> usize {
-    model.name_width.min(MAX_NAME) + 4
+/// Columns of one cell: mark, glyph, space, name, space; compact cells are mark and glyph.
+pub fn cell_width(model: &Model, compact: bool) -> usize {
+    if compact {
+        2
+    } else {
+        model.name_width.min(MAX_NAME) + 4
+    }
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut Ui) {
@@ -23,7 +27,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
     if inner.width == 0 || inner.height == 0 {
         return;
     }
-    let cell_w = cell_width(model);
+    let cell_w = cell_width(model, ui.compact);
     let cols = (inner.width as usize / cell_w).max(1);
     let height = inner.height as usize;
     ui.grid_cols = cols;
@@ -51,7 +55,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
         buf.set_string(inner.x, inner.y, "no environment matches the filter", t.dim);
         return;
     }
-    let name_w = cell_w - 4;
+    let name_w = cell_w.saturating_sub(4);
     let mut line = String::with_capacity(inner.width as usize);
     for (y, row) in rows.iter().skip(ui.grid_top).take(height).enumerate() {
         let y = inner.y + y as u16;
@@ -98,6 +102,9 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
                     };
                     buf.set_string(x, y, mark, if selected { t.cursor } else { t.warn });
                     buf.set_string(x + 1, y, ui.glyph(env.state), style);
+                    if ui.compact {
+                        continue;
+                    }
                     let name: String = env.name.chars().take(name_w).collect();
                     let name_style = if selected {
                         t.text.patch(t.cursor)

@@ -43,6 +43,11 @@ fn draw_pane(frame: &mut Frame, area: Rect, pane: Pane, model: &Model, ui: &mut 
             } else {
                 format!("{extra}  {} marked", ui.marks.len())
             };
+            // Compact cells have no names: the title names the selected one.
+            let extra = match ui.selected().filter(|_| ui.compact) {
+                Some(i) => format!("{extra}  [{}]", model.envs[i].name),
+                None => extra,
+            };
             let b = block(ui, pane, extra);
             grid::draw(frame, area, b, model, ui)
         }
