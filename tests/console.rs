@@ -583,3 +583,31 @@ async fn a_large_fleet_starts_as_a_compact_grid_and_z_shows_names() {
     let screen = h.screen(80, 24);
     assert!(screen.contains(" e-02 "), "{screen}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_cursor_moves_by_rows_across_wave_groups_and_stays_in_the_fleet() {
+    let mut h = Harness::new(fleet(12), false);
+    h.wait(1).await;
+    h.screen(80, 24); // lays the grid out: 80 columns hold 9 cells of `e-NN`
+    let name = |h: &Harness| h.model.envs[h.ui.selected().unwrap()].name.clone();
+    assert_eq!(name(&h), "e-00");
+    h.press("k");
+    assert_eq!(name(&h), "e-00", "nothing above the first row");
+    // Down from the canary's one cell lands in the first row of the next wave.
+    h.press("j");
+    assert_eq!(name(&h), "e-01");
+    h.press("lll");
+    assert_eq!(name(&h), "e-04");
+    // The next row is shorter: the cursor keeps its column where it can, else the last.
+    h.press("j");
+    let below = name(&h);
+    assert!(["e-10", "e-11"].contains(&below.as_str()), "{below}");
+    h.press("G");
+    assert_eq!(name(&h), "e-11");
+    h.press("l");
+    assert_eq!(name(&h), "e-11", "nothing after the last");
+    h.press("g");
+    assert_eq!(name(&h), "e-00");
+    // Moving the selection asks for the live state of the new one.
+    assert_eq!(h.press("l"), [Effect::Observe("e-01".into())]);
+}

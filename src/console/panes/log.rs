@@ -33,9 +33,9 @@ pub fn line_of(event: &Event) -> String {
     }
 }
 
-/// The clock part of an event's timestamp.
-fn time_of(ts: &str) -> &str {
-    ts.split('T').nth(1).map_or(ts, |t| &t[..8.min(t.len())])
+/// The clock part of an event's timestamp (HH:MM:SS).
+fn time_of(ts: &str) -> String {
+    ts.split('T').nth(1).unwrap_or(ts).chars().take(8).collect()
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {
