@@ -93,6 +93,7 @@ impl Harness {
         tokio::time::sleep(Duration::from_secs(secs)).await;
         while let Ok(e) = self.events.try_recv() {
             self.model.apply(&e);
+            self.ui.events_arrived(std::slice::from_ref(&e));
         }
         self.ui.now = epoch() + self.started.elapsed();
         self.ui.dirty = true;
@@ -433,9 +434,10 @@ async fn marked_environments_are_retried_after_confirmation() {
     assert!(h.ui.marks.contains(&h.model.env_index("e-03").unwrap()));
     h.press("R");
     assert!(matches!(h.ui.mode, Mode::Confirm { .. }), "retry confirms");
-    // Any key but y cancels.
+    // Any key but y cancels, and the marks stay for another try.
     assert!(h.press("n").is_empty());
-    h.press("<Space>R");
+    assert_eq!(h.ui.marks.len(), 1);
+    h.press("R");
     let effects = h.press("y");
     assert_eq!(
         effects,
@@ -610,4 +612,51 @@ async fn the_cursor_moves_by_rows_across_wave_groups_and_stays_in_the_fleet() {
     assert_eq!(name(&h), "e-00");
     // Moving the selection asks for the live state of the new one.
     assert_eq!(h.press("l"), [Effect::Observe("e-01".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_command_is_said_on_the_flash_line() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    h.press(":approve canary<Enter>");
+    h.wait(1).await;
+    assert!(!h.ui.flash.clone().unwrap().error);
+    // Approving a gate already passed is refused by the engine, and the console says so.
+    h.press(":approve canary<Enter>");
+    h.wait(1).await;
+    let flash = h.ui.flash.clone().expect("a flash");
+    assert!(flash.error, "{flash:?}");
+    assert!(flash.text.starts_with("approve refused: "), "{flash:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirmation_fits_a_narrow_terminal() {
+    let mut h = Harness::new(fleet(6), false);
+    h.ui.mode = Mode::Confirm {
+        prompt: "Retry all 3 failed environment(s)?".into(),
+        then: Vec::new(),
+        clear_marks: false,
+    };
+    let screen = h.screen(30, 12);
+    assert!(screen.contains("y confirms"), "{screen}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_event_log_scrolls_the_way_it_reads() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(30).await;
+    h.press("4");
+    // Newest first: down goes back in time.
+    h.press("jj");
+    assert_eq!(h.ui.log_scroll, 2);
+    h.press("k");
+    assert_eq!(h.ui.log_scroll, 1);
+    // Newest last: up goes back in time, G is the newest.
+    h.press("o");
+    h.press("kkk");
+    assert_eq!(h.ui.log_scroll, 3);
+    h.press("G");
+    assert_eq!(h.ui.log_scroll, 0);
 }

@@ -212,14 +212,14 @@ fn attach(
         result
     });
     match result {
-        Ok(_) => {
+        crate::console::Ended::Left | crate::console::Ended::Engine(_) => {
             println!(
                 "detached; rollout {id} of {} goes on in its engine ({engine})",
                 rollout.release
             );
             exit::OK
         }
-        Err(e) => {
+        crate::console::Ended::TerminalFailed(e, _) => {
             eprintln!("error: the console cannot use this terminal: {e}");
             exit::FAILED
         }

@@ -311,20 +311,23 @@ pub fn run(
 
         // Ctrl-C once: stop starting work and let in-flight steps finish. Twice: leave now
         // (the journal and the fleet keep everything that was done).
+        // Under the console, the console handles signals: the screen is not ours to print on.
         let interrupts = cmd_tx.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupt: starting nothing new, waiting for the steps in flight to finish (Ctrl-C again to quit at once)");
-                let _ = interrupts.send(Command::Interrupt);
+        let headless = console_parts.is_none();
+        if headless {
+            tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("quit: steps in flight were abandoned; `flotilla rollout` resumes this rollout");
-                    std::process::exit(exit::INTERRUPTED as i32);
+                    eprintln!("\ninterrupt: starting nothing new, waiting for the steps in flight to finish (Ctrl-C again to quit at once)");
+                    let _ = interrupts.send(Command::Interrupt);
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("quit: steps in flight were abandoned; `flotilla rollout` resumes this rollout");
+                        std::process::exit(exit::INTERRUPTED as i32);
+                    }
                 }
-            }
-        });
+            });
+        }
         // Commands from other terminals and the lease heartbeat, a few times a second.
         let lease_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let headless = console_parts.is_none();
         let steering = {
             let lease_lost = lease_lost.clone();
             let store = store.clone();
@@ -381,7 +384,7 @@ pub fn run(
                 }
                 let ran = crate::console::run(model, ui, &mut event_rx, cmd_tx.clone(), driver, &mut engine).await;
                 let outcome = match ran {
-                    Ok(Some(o)) => {
+                    crate::console::Ended::Engine(Some(o)) => {
                         // The console's screen is gone: say where the rollout stands.
                         match &o {
                             Outcome::Completed { succeeded, failed, skipped } => println!(
@@ -394,12 +397,25 @@ pub fn run(
                         }
                         Ok(o)
                     }
-                    Ok(None) => Err("the engine task failed".to_string()),
-                    Err(e) => {
-                        // The terminal failed: stop the engine cleanly rather than leave it.
-                        let _ = cmd_tx.send(Command::Interrupt);
+                    crate::console::Ended::Engine(None) => Err("the engine task failed".to_string()),
+                    crate::console::Ended::Left => {
+                        // Quit twice: as a second Ctrl-C headless, leave now; what is
+                        // recorded so far is kept, the journal tells a resume the rest.
+                        journal.flush().await;
+                        eprintln!("quit: steps in flight were abandoned; `flotilla console {release}` resumes this rollout");
+                        std::process::exit(exit::INTERRUPTED as i32);
+                    }
+                    crate::console::Ended::TerminalFailed(e, finished) => {
                         eprintln!("error: the console cannot use this terminal: {e}");
-                        (&mut engine).await.map_err(|e| e.to_string())
+                        match finished {
+                            Some(Some(o)) => Ok(o),
+                            Some(None) => Err("the engine task failed".to_string()),
+                            // Stop the engine cleanly rather than leave it running blind.
+                            None => {
+                                let _ = cmd_tx.send(Command::Interrupt);
+                                (&mut engine).await.map_err(|e| e.to_string())
+                            }
+                        }
                     }
                 };
                 (outcome, None)

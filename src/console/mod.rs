@@ -144,9 +144,21 @@ impl Pacer {
     }
 }
 
+/// How the console ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The engine finished while the console watched (None: its task was lost).
+    Engine(Option<Outcome>),
+    /// The operator left while the engine still runs: detached from another process's
+    /// engine, or quit a second time while the steps in flight were finishing.
+    Left,
+    /// The terminal failed; with how the engine ended when it already had.
+    TerminalFailed(std::io::Error, Option<Option<Outcome>>),
+}
+
 /// Runs the console over an engine task until the operator quits. Quitting while the engine
-/// runs interrupts it (in-flight steps finish) and waits for it. Returns the engine's
-/// outcome, or None when it was lost.
+/// runs interrupts it (in-flight steps finish) and waits for it; quitting again leaves at
+/// once. SIGTERM, SIGINT and SIGHUP quit the same way, and the terminal is always given back.
 pub async fn run(
     mut model: Model,
     mut ui: Ui,
@@ -154,13 +166,42 @@ pub async fn run(
     commands: mpsc::UnboundedSender<Command>,
     driver: Arc<dyn Driver>,
     engine: &mut JoinHandle<Outcome>,
-) -> std::io::Result<Option<Outcome>> {
+) -> Ended {
     screen::restore_on_panic();
-    screen::enter()?;
-    let result = drive(&mut model, &mut ui, events, &commands, driver, engine).await;
+    if let Err(e) = screen::enter() {
+        return Ended::TerminalFailed(e, None);
+    }
+    let mut finished = None;
+    let result = drive(
+        &mut model,
+        &mut ui,
+        events,
+        &commands,
+        driver,
+        engine,
+        &mut finished,
+    )
+    .await;
     screen::leave();
-    result
+    screen::print_held_panics();
+    match result {
+        Ok(ended) => ended,
+        Err(e) => Ended::TerminalFailed(e, finished),
+    }
 }
+
+/// Tells the input thread to stop however `drive` returns.
+struct StopInput(Arc<AtomicBool>);
+
+impl Drop for StopInput {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How long the cursor must rest on an environment before its live state is observed, so
+/// holding down a key does not send the driver one observe per cell passed.
+const OBSERVE_AFTER: Duration = Duration::from_millis(150);
 
 async fn drive(
     model: &mut Model,
@@ -169,13 +210,20 @@ async fn drive(
     commands: &mpsc::UnboundedSender<Command>,
     driver: Arc<dyn Driver>,
     engine: &mut JoinHandle<Outcome>,
-) -> std::io::Result<Option<Outcome>> {
+    outcome: &mut Option<Option<Outcome>>,
+) -> std::io::Result<Ended> {
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_input = StopInput(stop.clone());
     let mut input = spawn_input(stop.clone());
     let mut screen = screen::Screen::new(std::io::stdout())?;
-    let (observe_tx, mut observed) = mpsc::unbounded_channel::<Observed>();
+    // Observations carry the number they were asked with: only the newest is shown, however
+    // the driver's answers are ordered.
+    let (observe_tx, mut observed) = mpsc::unbounded_channel::<(u64, Observed)>();
     let (intent, release) = (model.intent.clone(), model.plan.release.clone());
-    let observe = |name: String| {
+    let mut asked = 0u64;
+    let mut observe = |name: String| {
+        asked += 1;
+        let number = asked;
         let tx = observe_tx.clone();
         let driver = driver.clone();
         let intent = intent.clone();
@@ -191,22 +239,31 @@ async fn drive(
                 Ok::<_, String>(crate::drift::compare(&desired, &live))
             }
             .await;
-            let _ = tx.send(match result {
-                Ok(report) => Observed::Done(name, report),
-                Err(why) => Observed::Failed(name, why.to_string()),
-            });
+            let _ = tx.send((
+                number,
+                match result {
+                    Ok(report) => Observed::Done(name, report),
+                    Err(why) => Observed::Failed(name, why.to_string()),
+                },
+            ));
         });
+        number
     };
+    // The environment to observe next and when.
+    let mut observe_due: Option<(String, Instant)> = None;
     if let Some(i) = ui.selected() {
         let name = model.envs[i].name.clone();
         ui.observed = Some(Observed::Loading(name.clone()));
-        observe(name);
+        observe_due = Some((name, Instant::now()));
     }
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let mut clock = tokio::time::interval(Duration::from_secs(1));
-    let mut outcome: Option<Option<Outcome>> = None;
-    // Quit asked for; quit at once (the engine is done); waiting for the engine to stop.
-    let (mut quit, mut quit_now, mut stopping) = (false, false, false);
+    let mut latest = 0u64;
+    // Quit asked for; quit at once (the engine is done).
+    let (mut quit, mut quit_now) = (false, false);
     let mut pacer = Pacer::default();
     ui.now = SystemTime::now();
     screen.frame(model, ui)?;
@@ -223,7 +280,9 @@ async fn drive(
                                         ui.flash_error("the engine has stopped; nothing was sent");
                                     }
                                 }
-                                Effect::Observe(name) => observe(name),
+                                Effect::Observe(name) => {
+                                    observe_due = Some((name, Instant::now() + OBSERVE_AFTER));
+                                }
                                 Effect::Quit => {
                                     quit = true;
                                     quit_now = outcome.is_some();
@@ -235,6 +294,10 @@ async fn drive(
                                 }
                             }
                         }
+                        draw_now = true;
+                    }
+                    TermEvent::Paste(text) => {
+                        ui.paste(&text);
                         draw_now = true;
                     }
                     TermEvent::Resize(..) => {
@@ -251,28 +314,36 @@ async fn drive(
                     model.apply(e);
                     touched |= selected.is_some() && e.kind.subject().1 == selected.as_deref();
                 }
-                // The detail pane's live side follows what just happened there.
+                ui.events_arrived(&batch);
+                // The detail pane's live side follows what just happened there, at the
+                // pace of the observe delay however many events touch it.
                 if let (true, Some(name)) = (touched, selected) {
-                    if !matches!(&ui.observed, Some(Observed::Loading(n)) if *n == name) {
-                        observe(name);
+                    if observe_due.is_none() {
+                        observe_due = Some((name, Instant::now() + OBSERVE_AFTER));
                     }
                 }
                 ui.dirty = true;
             }
-            Some(obs) = observed.recv() => {
-                if let Observed::Done(env, report) = &obs {
-                    model.observed(env, report);
+            _ = tokio::time::sleep_until(observe_due.as_ref().map_or_else(Instant::now, |d| d.1)), if observe_due.is_some() => {
+                if let Some((name, _)) = observe_due.take() {
+                    latest = observe(name);
                 }
-                ui.observed = Some(obs);
-                ui.dirty = true;
+            }
+            Some((number, obs)) = observed.recv() => {
+                if number == latest {
+                    if let Observed::Done(env, report) = &obs {
+                        model.observed(env, report);
+                    }
+                    ui.observed = Some(obs);
+                    ui.dirty = true;
+                }
             }
             _ = clock.tick() => {
                 ui.tick(model, SystemTime::now());
             }
-            _ = sigterm.recv() => {
-                quit = true;
-                quit_now = outcome.is_some();
-            }
+            _ = sigterm.recv() => quit_by_signal(&mut quit, &mut quit_now, outcome),
+            _ = sigint.recv() => quit_by_signal(&mut quit, &mut quit_now, outcome),
+            _ = sighup.recv() => quit_by_signal(&mut quit, &mut quit_now, outcome),
             done = &mut *engine, if outcome.is_none() => {
                 // Events still in flight from the journal come first.
                 while let Ok(batch) = events.try_recv() {
@@ -292,7 +363,7 @@ async fn drive(
                     Some(_) => "the engine has stopped; q quits".to_string(),
                     None => "the engine stopped unexpectedly; q quits".to_string(),
                 });
-                outcome = Some(o);
+                *outcome = Some(o);
                 ui.dirty = true;
                 draw_now = true;
             }
@@ -302,18 +373,20 @@ async fn drive(
         }
         if quit && ui.attached_to.is_some() {
             // The engine is another process's: leaving only detaches.
-            stop.store(true, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(Ended::Left);
         }
-        if std::mem::take(&mut quit) && outcome.is_none() && !stopping {
+        if std::mem::take(&mut quit) && outcome.is_none() {
+            if ui.stopping {
+                // Asked again while the steps in flight finish: leave now.
+                return Ok(Ended::Left);
+            }
             // Stop starting work, let the steps in flight finish, then leave.
-            stopping = true;
+            ui.stopping = true;
             let _ = commands.send(Command::Interrupt);
-            ui.flash("stopping: waiting for the steps in flight to finish...");
+            ui.flash("stopping: waiting for the steps in flight to finish (q again leaves now)");
         }
-        if (stopping || quit_now) && outcome.is_some() {
-            stop.store(true, Ordering::Relaxed);
-            return Ok(outcome.take().flatten());
+        if (ui.stopping || quit_now) && outcome.is_some() {
+            return Ok(Ended::Engine(outcome.take().flatten()));
         }
         if !ui.dirty {
             continue;
@@ -322,4 +395,10 @@ async fn drive(
             screen.frame(model, ui)?;
         }
     }
+}
+
+/// A signal asks the console to quit as `q` would, without asking back.
+fn quit_by_signal(quit: &mut bool, quit_now: &mut bool, outcome: &Option<Option<Outcome>>) {
+    *quit = true;
+    *quit_now = outcome.is_some();
 }

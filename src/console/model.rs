@@ -59,6 +59,8 @@ pub struct EnvEntry {
     /// The newest failure message of any of its steps.
     pub last_error: Option<String>,
     pub drifted: bool,
+    /// Retried and not started again yet.
+    pub retry_queued: bool,
 }
 
 /// How many events the log keeps; older ones are in the journal (`flotilla audit`).
@@ -96,6 +98,7 @@ impl Model {
                     state: CellState::Pending,
                     last_error: None,
                     drifted: false,
+                    retry_queued: false,
                 });
             }
         }
@@ -151,6 +154,16 @@ impl Model {
             | EventKind::StepRetrying { env, error, .. } => {
                 if let Some(&i) = self.index.get(env) {
                     self.envs[i].last_error = Some(error.clone());
+                }
+            }
+            EventKind::EnvRetried { env, .. } => {
+                if let Some(&i) = self.index.get(env) {
+                    self.envs[i].retry_queued = true;
+                }
+            }
+            EventKind::StepStarted { env, .. } => {
+                if let Some(&i) = self.index.get(env) {
+                    self.envs[i].retry_queued = false;
                 }
             }
             EventKind::DriftDetected { env, .. } => {
@@ -209,8 +222,9 @@ impl Model {
         } else if states.contains(&StepView::Blocked) {
             CellState::Blocked
         } else if states.contains(&StepView::Running)
-            // An intent recorded ahead is not a start: only steps that ran count.
-            || (states.contains(&StepView::Succeeded)
+            // An intent recorded ahead is not a start: only steps that ran count; and an
+            // environment queued for a retry waits like any pending one.
+            || (!entry.retry_queued && states.contains(&StepView::Succeeded)
                 && states.iter().any(|s| *s != StepView::Succeeded))
         {
             // Started and not finished: in flight, or stopped part-way by a halt.

@@ -90,6 +90,8 @@ pub enum Mode {
     Confirm {
         prompt: String,
         then: Vec<Effect>,
+        /// Whether `y` also clears the marks (they named what the action is for).
+        clear_marks: bool,
     },
 }
 
@@ -239,6 +241,8 @@ pub struct Ui {
     /// The engine this console watches from outside (user@host pid), when it runs elsewhere:
     /// quitting then only detaches.
     pub attached_to: Option<String>,
+    /// Quit was confirmed and the engine is letting its steps in flight finish.
+    pub stopping: bool,
     /// Set by anything that changes what is drawn; cleared by drawing.
     pub dirty: bool,
     /// Cells per grid row and grid rows on screen, from the last frame.
@@ -280,6 +284,7 @@ impl Ui {
             observed: None,
             quit_warning: None,
             attached_to: None,
+            stopping: false,
             dirty: true,
             grid_cols: 1,
             grid_height: 1,
@@ -361,6 +366,71 @@ impl Ui {
 
     /// Handles one key; what it asks of the runtime comes back.
     pub fn key(&mut self, model: &Model, key: KeyEvent) -> Vec<Effect> {
+        let before = self.selected();
+        let effects = self.key_in_mode(model, key);
+        self.follow_selection(model, before, effects)
+    }
+
+    /// A paste (bracketed by the terminal) goes into the open text box as one line; outside
+    /// a text box it is ignored, so pasted text never acts as keys.
+    pub fn paste(&mut self, text: &str) {
+        self.dirty = true;
+        match &mut self.mode {
+            Mode::Input { text: area, .. } => {
+                let line: String = text
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                area.insert_str(line);
+            }
+            _ => self.flash_error("paste ignored: open a text box first (: / f or an action)"),
+        }
+    }
+
+    /// New events arrived (already folded into the model): a log scrolled back keeps showing
+    /// the same events, and a command of this console's that the engine refused is said.
+    pub fn events_arrived(&mut self, batch: &[crate::engine::Event]) {
+        for e in batch {
+            if let crate::engine::EventKind::CommandRejected {
+                command,
+                reason,
+                by,
+            } = &e.kind
+            {
+                if *by == self.actor {
+                    self.flash_error(format!("{command} refused: {reason}"));
+                }
+            }
+        }
+        if self.log_scroll > 0 {
+            let shown = batch
+                .iter()
+                .filter(|e| self.event_filter.as_ref().is_none_or(|f| f.matches(e)))
+                .count();
+            self.log_scroll = (self.log_scroll + shown).min(super::model::LOG_CAPACITY);
+        }
+    }
+
+    /// When the selected environment changed: the detail pane starts at its top and the
+    /// environment's live state is observed.
+    fn follow_selection(
+        &mut self,
+        model: &Model,
+        before: Option<usize>,
+        mut effects: Vec<Effect>,
+    ) -> Vec<Effect> {
+        if self.selected() != before {
+            self.detail_scroll = 0;
+            if let Some(i) = self.selected() {
+                let name = model.envs[i].name.clone();
+                self.observed = Some(Observed::Loading(name.clone()));
+                effects.push(Effect::Observe(name));
+            }
+        }
+        effects
+    }
+
+    fn key_in_mode(&mut self, model: &Model, key: KeyEvent) -> Vec<Effect> {
         self.dirty = true;
         match &mut self.mode {
             Mode::Normal => {}
@@ -375,10 +445,16 @@ impl Ui {
                 }
                 return Vec::new();
             }
-            Mode::Confirm { then, .. } => {
+            Mode::Confirm {
+                then, clear_marks, ..
+            } => {
                 let then = std::mem::take(then);
+                let clear_marks = *clear_marks;
                 self.mode = Mode::Normal;
                 return if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                    if clear_marks {
+                        self.marks.clear();
+                    }
                     then
                 } else {
                     self.flash("cancelled");
@@ -392,21 +468,32 @@ impl Ui {
         let Some(act) = self.keymap.action(&key) else {
             return Vec::new();
         };
-        self.run(model, act)
+        self.act(model, act)
     }
 
     /// Runs an action as its key would.
     pub fn run(&mut self, model: &Model, act: Act) -> Vec<Effect> {
+        let before = self.selected();
+        let effects = self.act(model, act);
+        self.follow_selection(model, before, effects)
+    }
+
+    fn act(&mut self, model: &Model, act: Act) -> Vec<Effect> {
         if self.read_only && actions::info(act).changes {
             self.flash_error("read-only: this console cannot change the rollout");
             return Vec::new();
         }
-        let before = self.selected();
-        let effects = match act {
+        match act {
             Act::Quit => match (&self.quit_warning, model.active()) {
-                (Some(w), true) => self.confirm(w.clone(), vec![Effect::Quit]),
+                (Some(w), true) if !self.stopping => self.confirm(w.clone(), vec![Effect::Quit]),
                 _ => vec![Effect::Quit],
             },
+            // The engine runs in this process: stopping the process stops the rollout too.
+            Act::Suspend if self.quit_warning.is_some() && model.active() => self.confirm(
+                "Ctrl-Z stops this process and the engine in it: no step moves until `fg`. Suspend?"
+                    .into(),
+                vec![Effect::Suspend],
+            ),
             Act::Help => {
                 self.mode = Mode::Help(0);
                 Vec::new()
@@ -424,9 +511,7 @@ impl Ui {
                 } else {
                     Act::Down
                 };
-                for _ in 0..self.grid_height.max(2) - 1 {
-                    self.move_by(model, step);
-                }
+                self.move_rows(model, step, self.grid_height.max(2) - 1);
                 Vec::new()
             }
             Act::NextPane | Act::PrevPane => {
@@ -566,17 +651,7 @@ impl Ui {
                     "",
                 )
             }
-        };
-        let mut effects = effects;
-        if self.selected() != before {
-            self.detail_scroll = 0;
-            if let Some(i) = self.selected() {
-                let name = model.envs[i].name.clone();
-                self.observed = Some(Observed::Loading(name.clone()));
-                effects.push(Effect::Observe(name));
-            }
         }
-        effects
     }
 
     fn retry(&mut self, model: &Model, envs: Vec<String>) -> Vec<Effect> {
@@ -594,18 +669,26 @@ impl Ui {
                 short_list(&envs)
             )
         };
-        self.marks.clear();
         self.confirm(
             prompt,
             vec![Effect::Send(Command::Retry {
                 envs,
                 by: self.actor.clone(),
             })],
-        )
+        );
+        // The marks were what to retry: done with once confirmed, kept if not.
+        if let Mode::Confirm { clear_marks, .. } = &mut self.mode {
+            *clear_marks = true;
+        }
+        Vec::new()
     }
 
     fn confirm(&mut self, prompt: String, then: Vec<Effect>) -> Vec<Effect> {
-        self.mode = Mode::Confirm { prompt, then };
+        self.mode = Mode::Confirm {
+            prompt,
+            then,
+            clear_marks: false,
+        };
         Vec::new()
     }
 
@@ -632,21 +715,44 @@ impl Ui {
     }
 
     fn move_by(&mut self, model: &Model, act: Act) {
+        self.move_rows(model, act, 1);
+    }
+
+    /// Moves the focused pane's cursor or scroll; Up and Down move `rows` rows at once.
+    fn move_rows(&mut self, model: &Model, act: Act, rows: usize) {
         match self.focus {
             Pane::Log => {
-                self.log_scroll = match act {
-                    Act::Up => self.log_scroll.saturating_sub(1),
-                    Act::Down => (self.log_scroll + 1).min(model.log.len().saturating_sub(1)),
-                    Act::Top => 0,
-                    Act::Bottom => model.log.len().saturating_sub(1),
-                    _ => self.log_scroll,
+                // log_scroll counts events back from the newest; with the newest last, down
+                // on screen is towards the newest.
+                let shown = model
+                    .log
+                    .iter()
+                    .filter(|e| self.event_filter.as_ref().is_none_or(|f| f.matches(e)))
+                    .count();
+                let oldest = shown.saturating_sub(1);
+                let (older, newer, oldest_end) = if self.newest_first {
+                    (Act::Down, Act::Up, Act::Bottom)
+                } else {
+                    (Act::Up, Act::Down, Act::Top)
+                };
+                self.log_scroll = if act == older {
+                    (self.log_scroll + rows).min(oldest)
+                } else if act == newer {
+                    self.log_scroll.saturating_sub(rows)
+                } else if act == oldest_end {
+                    oldest
+                } else if matches!(act, Act::Top | Act::Bottom) {
+                    0
+                } else {
+                    self.log_scroll
                 };
                 return;
             }
             Pane::Detail => {
+                let rows = rows.min(u16::MAX as usize) as u16;
                 self.detail_scroll = match act {
-                    Act::Up => self.detail_scroll.saturating_sub(1),
-                    Act::Down => self.detail_scroll.saturating_add(1),
+                    Act::Up => self.detail_scroll.saturating_sub(rows),
+                    Act::Down => self.detail_scroll.saturating_add(rows),
                     Act::Top => 0,
                     _ => self.detail_scroll,
                 };
@@ -680,8 +786,8 @@ impl Ui {
             Act::Top => 0,
             Act::Bottom => last,
             Act::Up | Act::Down => {
-                let rows = self.grid_rows(model, self.grid_cols);
-                let cells: Vec<(usize, usize)> = rows
+                let grid = self.grid_rows(model, self.grid_cols);
+                let cells: Vec<(usize, usize)> = grid
                     .iter()
                     .filter_map(|r| match r {
                         GridRow::Cells { from, to } => Some((*from, *to)),
@@ -696,14 +802,11 @@ impl Ui {
                 };
                 let col = self.cursor - cells[row].0;
                 let target = if act == Act::Up {
-                    row.checked_sub(1)
+                    row.saturating_sub(rows)
                 } else {
-                    Some(row + 1).filter(|r| *r < cells.len())
+                    (row + rows).min(cells.len() - 1)
                 };
-                match target {
-                    Some(t) => (cells[t].0 + col).min(cells[t].1 - 1),
-                    None => self.cursor,
-                }
+                (cells[target].0 + col).min(cells[target].1 - 1)
             }
             _ => self.cursor,
         };
@@ -739,10 +842,7 @@ impl Ui {
                         text.insert_str(&common[typed.len()..]);
                     }
                     if names.len() > 1 {
-                        self.flash = Some(Flash {
-                            text: names.join("  "),
-                            error: false,
-                        });
+                        self.flash(names.join("  "));
                     }
                 }
                 Vec::new()

@@ -122,7 +122,10 @@ impl RolloutView {
             }
             EventKind::GateWaiting { wave, reason } => {
                 self.wave(wave).waiting = Some(reason.clone());
-                self.state = "waiting".into();
+                // A paused rollout still announces its next gate; it stays paused.
+                if self.state != "paused" {
+                    self.state = "waiting".into();
+                }
             }
             EventKind::GateApproved { wave, by, .. } => {
                 let w = self.wave(wave);
@@ -296,5 +299,22 @@ mod tests {
             (StepView::Running, "rev1".to_string(), 1)
         );
         assert_eq!(v.wave_progress("canary"), (0, 0, 1));
+    }
+
+    #[test]
+    fn a_paused_rollout_stays_paused_when_its_next_gate_is_announced() {
+        let events = vec![
+            ev(EventKind::RolloutPaused { by: "bob".into() }),
+            ev(EventKind::GateWaiting {
+                wave: "rest".into(),
+                reason: "approval".into(),
+            }),
+            ev(EventKind::WaveStarted {
+                wave: "rest".into(),
+                envs: 1,
+                allowed_failures: 0,
+            }),
+        ];
+        assert_eq!(RolloutView::fold(&events).state, "paused");
     }
 }

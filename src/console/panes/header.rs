@@ -99,6 +99,10 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         first.push(Span::raw("  "));
         first.push(Span::styled(" RO ", t.badge));
     }
+    if ui.stopping {
+        first.push(Span::raw("  "));
+        first.push(Span::styled(" STOPPING (q again: leave now) ", t.badge));
+    }
     let mut second = vec![Span::styled(format!(" {}", rev.subject), t.dim)];
     if let Some(engine) = &ui.attached_to {
         second.push(Span::styled(

@@ -101,8 +101,13 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
             frame.render_widget(&**text, inner);
         }
         Mode::Confirm { prompt, .. } => {
-            let width = (prompt.chars().count() as u16 + 6).clamp(40, area.width);
-            let rect = centered(area, width, 5);
+            let width = (prompt.chars().count() as u16 + 6).max(40).min(area.width);
+            // Room for the prompt as it wraps, the hint and the borders.
+            let inner = width.saturating_sub(2).max(1) as usize;
+            let chars = prompt.chars().count();
+            // Wrapping at words can take a line more than the characters alone.
+            let lines = (chars.div_ceil(inner) + usize::from(chars > inner)) as u16;
+            let rect = centered(area, width, lines + 3);
             frame.render_widget(Clear, rect);
             frame.render_widget(
                 Paragraph::new(vec![
