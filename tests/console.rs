@@ -660,3 +660,69 @@ async fn the_event_log_scrolls_the_way_it_reads() {
     h.press("G");
     assert_eq!(h.ui.log_scroll, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_environment_and_then_a_wave_are_rolled_back_from_the_keyboard() {
+    // The rest waits behind approval too, so the rollout is still running after the canary.
+    let strategy = strategy("", "0").replace(
+        "name = \"rest\"\nselect = \"*\"",
+        "name = \"rest\"\nselect = \"*\"\ngate = \"approval\"",
+    );
+    let mut h = Harness::new(
+        Fixture::standard(6, &strategy).with_earlier_release(),
+        false,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(20).await;
+    h.select("e-00");
+    assert_eq!(h.model.envs[0].state, CellState::Succeeded);
+    h.press("B");
+    let Mode::Confirm { prompt, .. } = &h.ui.mode else {
+        panic!("a rollback asks first")
+    };
+    assert!(prompt.contains("(e-00) to r0"), "{prompt}");
+    let effects = h.press("y");
+    assert!(matches!(
+        &effects[..],
+        [Effect::Send(Command::Rollback { envs, wave: None, .. })] if envs == &["e-00"]
+    ));
+    h.wait(60).await;
+    assert_eq!(h.model.envs[0].state, CellState::RolledBack);
+    assert_eq!(h.model.view.state, "paused");
+    let screen = h.screen(160, 48);
+    assert!(screen.contains("↺ e-00"), "{screen}");
+
+    // Let the rest run part-way, then pause it.
+    h.press(":approve rest<Enter>r");
+    h.wait(3).await;
+    h.press("p");
+    h.wait(60).await;
+
+    // The whole wave: from the waves pane, with the wave's name typed.
+    h.press("2j");
+    h.press("B");
+    assert!(
+        matches!(h.ui.mode, Mode::Input { .. }),
+        "the name is asked for"
+    );
+    h.press("canary<Enter>");
+    assert!(
+        h.ui.flash.as_ref().unwrap().error,
+        "a wrong name sends nothing"
+    );
+    h.press("B");
+    let effects = h.press("rest<Enter>");
+    assert!(matches!(
+        &effects[..],
+        [Effect::Send(Command::Rollback { wave: Some(w), .. })] if w == "rest"
+    ));
+    h.wait(120).await;
+    let rest: Vec<CellState> = h.model.envs[1..].iter().map(|e| e.state).collect();
+    assert!(
+        rest.iter()
+            .all(|s| matches!(s, CellState::RolledBack | CellState::Pending)),
+        "{rest:?}"
+    );
+    assert!(rest.contains(&CellState::RolledBack), "{rest:?}");
+}

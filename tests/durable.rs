@@ -406,3 +406,69 @@ fn commands_from_other_terminals_record_who_and_where_from() {
     assert_eq!(row["event"]["origin"], "ssh from 203.0.113.9");
     assert!(row["ts"].is_string());
 }
+
+#[test]
+fn a_second_terminal_rolls_an_environment_back_and_the_rollout_waits_for_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(6, &strategy("", "0")).with_earlier_release();
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"50ms..150ms\"");
+    f.load(&repo);
+    let state = dir.path().join("state.db");
+    let mut bg = Background::start(
+        &repo,
+        &state,
+        &["rollout", "r1", "--wait", "--approve", "canary"],
+    );
+    bg.until("the canary done", |v| {
+        v["kind"] == "wave_completed" && v["wave"] == "canary"
+    });
+
+    let refused = run(&repo, &state, "carol", &["rollback", "--wave", "nope"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("no wave `nope`"),
+        "{}",
+        text(&refused)
+    );
+
+    let rollback = run(&repo, &state, "carol", &["rollback", "e-00"]);
+    assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
+    assert!(
+        text(&rollback).contains("rolling back e-00 to r0 (web, api, schema) asked by carol@"),
+        "{}",
+        text(&rollback)
+    );
+    bg.until("the rollback", kind_is("env_rolled_back"));
+    let status = run(&repo, &state, "carol", &["status"]);
+    assert!(text(&status).contains("state: paused"), "{}", text(&status));
+    assert!(
+        text(&status).contains("rolled back e-00 to r0 (asked by carol@"),
+        "{}",
+        text(&status)
+    );
+    let e00: Vec<(String, String)> = fleet(&state)
+        .into_iter()
+        .filter(|s| s.0 == "e-00")
+        .map(|s| (s.1, s.2))
+        .collect();
+    assert_eq!(
+        e00,
+        [
+            ("api".to_string(), "0.9".to_string()),
+            ("schema".to_string(), "0".to_string()),
+            ("web".to_string(), "0.9".to_string())
+        ]
+    );
+
+    let resume = run(&repo, &state, "carol", &["resume"]);
+    assert_eq!(resume.status.code(), Some(0), "{}", text(&resume));
+    let (code, events) = bg.finish();
+    assert_eq!(code, 0, "{events:?}");
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "rollout_completed");
+    assert_eq!(last["rolled_back"], 1);
+    assert_eq!(last["succeeded"], 5);
+}

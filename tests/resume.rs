@@ -73,7 +73,8 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
         Outcome::Completed {
             succeeded: 3,
             failed: 0,
-            skipped: 0
+            skipped: 0,
+            rolled_back: 0
         }
     );
     let recovered: Vec<(String, String)> = kinds
@@ -159,6 +160,7 @@ async fn canary_done(intent: &flotilla::intent::Intent, fleet: &SimFleet, ts: &s
         succeeded: 1,
         failed: 0,
         skipped: 0,
+        rolled_back: 0,
     }));
     journal
 }

@@ -75,7 +75,8 @@ async fn failures_within_the_budget_complete_the_rollout() {
         Outcome::Completed {
             succeeded: 8,
             failed: 2,
-            skipped: 0
+            skipped: 0,
+            rolled_back: 0
         }
     );
 }
@@ -96,7 +97,8 @@ async fn transient_failures_are_retried_and_succeed() {
         Outcome::Completed {
             succeeded: 20,
             failed: 0,
-            skipped: 0
+            skipped: 0,
+            rolled_back: 0
         }
     );
     let retries = run.count("step_retrying");
@@ -144,7 +146,8 @@ async fn a_hung_step_times_out_and_is_retried_then_fails() {
         Outcome::Completed {
             succeeded: 5,
             failed: 1,
-            skipped: 0
+            skipped: 0,
+            rolled_back: 0
         }
     );
     assert!(started.elapsed() >= secs(90), "three attempts of 30 s each");

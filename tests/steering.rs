@@ -2,83 +2,8 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
-use flotilla::drivers::sim::SimFleet;
-use flotilla::drivers::Driver;
-use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
-use flotilla::intent::Intent;
-use flotilla::plan;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-
-/// A rollout in Wait mode that the test drives event by event.
-struct Live {
-    events: mpsc::UnboundedReceiver<Event>,
-    commands: mpsc::UnboundedSender<Command>,
-    engine: JoinHandle<Outcome>,
-    seen: Vec<Event>,
-}
-
-impl Live {
-    fn start(intent: Intent) -> Live {
-        let intent = Arc::new(intent);
-        let plan = plan::build(&intent, "r1", epoch()).unwrap();
-        let fleet: Arc<dyn Driver> = Arc::new(SimFleet::new(
-            intent.driver.sim.clone(),
-            intent.release("r1"),
-        ));
-        let (etx, erx) = mpsc::unbounded_channel();
-        let (ctx, crx) = mpsc::unbounded_channel();
-        let engine = Engine::new(
-            intent,
-            plan,
-            fleet,
-            Arc::new(TokioClock::starting_at(epoch())),
-            etx,
-            crx,
-            OnHold::Wait,
-        );
-        Live {
-            events: erx,
-            commands: ctx,
-            engine: tokio::spawn(engine.run()),
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&self, cmd: Command) {
-        self.commands.send(cmd).unwrap();
-    }
-
-    /// Reads events until one of `kind` arrives and returns it.
-    async fn until(&mut self, kind: &str) -> Event {
-        loop {
-            let e = self.events.recv().await.unwrap_or_else(|| {
-                panic!(
-                    "no `{kind}` event; saw {:?}",
-                    self.seen.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
-                )
-            });
-            self.seen.push(e.clone());
-            if e.kind.name() == kind {
-                return e;
-            }
-        }
-    }
-
-    /// Events that arrive within `d` of (paused) time.
-    async fn during(&mut self, d: std::time::Duration) -> Vec<Event> {
-        let deadline = tokio::time::Instant::now() + d;
-        let mut got = Vec::new();
-        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
-            self.seen.push(e.clone());
-            got.push(e);
-        }
-        got
-    }
-}
+use flotilla::engine::{Command, EventKind, Outcome};
 
 fn approve(wave: &str, by: &str) -> Command {
     Command::Approve {

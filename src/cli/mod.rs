@@ -146,6 +146,19 @@ enum Commands {
         #[arg(long)]
         reason: String,
     },
+    /// Roll environments (or every environment of a wave this rollout changed) back to the
+    /// release before the rollout's; the rollout pauses until someone resumes or aborts it.
+    /// Services marked `rollback = "forward-only"` stay as they are.
+    Rollback {
+        #[arg(required_unless_present = "wave")]
+        envs: Vec<String>,
+        /// Roll back the whole wave instead of named environments.
+        #[arg(long, conflicts_with = "envs")]
+        wave: Option<String>,
+        /// The release to go back to (default: the one before the rollout's release).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// The journal of who did what; --verify checks its hash chain.
     Audit(audit::AuditArgs),
 }
@@ -218,6 +231,18 @@ pub fn main() -> ExitCode {
         Commands::Resume => steer(&cli, StoredCommand::Resume),
         Commands::Abort => steer(&cli, StoredCommand::Abort),
         Commands::Retry { ref envs } => steer(&cli, StoredCommand::Retry { envs: envs.clone() }),
+        Commands::Rollback {
+            ref envs,
+            ref wave,
+            ref to,
+        } => steer(
+            &cli,
+            StoredCommand::Rollback {
+                envs: envs.clone(),
+                wave: wave.clone(),
+                to: to.clone(),
+            },
+        ),
         Commands::Skip {
             ref env,
             ref reason,

@@ -215,13 +215,40 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         EventKind::EnvSkipped {
             env, reason, by, ..
         } => format!("  skipped {env} ({reason}) by {by}"),
+        EventKind::RollbackStarted {
+            env,
+            to,
+            services,
+            by,
+            ..
+        } => format!(
+            "  rolling back {env} to {to} ({}) asked by {by}",
+            services.join(", ")
+        ),
+        EventKind::StepRolledBack {
+            env,
+            service,
+            version,
+            ..
+        } => format!("  {env}/{service}: back at {version}"),
+        EventKind::RollbackFailed {
+            env,
+            service,
+            error,
+            ..
+        } => format!("  ROLLBACK FAILED {env}/{service}: {error}"),
+        EventKind::EnvRolledBack { env, to, .. } => format!("  rolled back {env} to {to}"),
         EventKind::WaveCompleted {
             wave,
             succeeded,
             failed,
             skipped,
+            rolled_back,
         } => {
-            format!("wave {wave}: done, {succeeded} succeeded, {failed} failed, {skipped} skipped")
+            format!(
+                "wave {wave}: done, {succeeded} succeeded, {failed} failed, {skipped} skipped{}",
+                rolled_back_text(*rolled_back)
+            )
         }
         EventKind::RolloutPaused { by } => format!("paused by {by}"),
         EventKind::RolloutResumed { by } => format!("resumed by {by}"),
@@ -236,8 +263,12 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             succeeded,
             failed,
             skipped,
+            rolled_back,
         } => {
-            format!("rollout completed: {succeeded} succeeded, {failed} failed, {skipped} skipped")
+            format!(
+                "rollout completed: {succeeded} succeeded, {failed} failed, {skipped} skipped{}",
+                rolled_back_text(*rolled_back)
+            )
         }
         EventKind::CommandReceived {
             command,
@@ -265,6 +296,15 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         | EventKind::StepStarted { .. }
         | EventKind::StepSucceeded { .. } => return None,
     })
+}
+
+/// ", N rolled back" when some were; nothing otherwise, so the usual line stays short.
+fn rolled_back_text(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} rolled back")
+    }
 }
 
 #[cfg(test)]

@@ -387,8 +387,8 @@ pub fn run(
                     crate::console::Ended::Engine(Some(o)) => {
                         // The console's screen is gone: say where the rollout stands.
                         match &o {
-                            Outcome::Completed { succeeded, failed, skipped } => println!(
-                                "rollout of {release} completed: {succeeded} succeeded, {failed} failed, {skipped} skipped"
+                            Outcome::Completed { succeeded, failed, skipped, rolled_back } => println!(
+                                "rollout of {release} completed: {succeeded} succeeded, {failed} failed, {skipped} skipped, {rolled_back} rolled back"
                             ),
                             Outcome::Interrupted => println!(
                                 "rollout of {release} stopped when you quit (steps in flight finished); `flotilla console {release}` resumes it"

@@ -70,6 +70,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
             json!({
                 "rollout": rollout, "state": state, "halt_reason": view.halt_reason,
                 "engine": engine, "waves": waves, "skipped": view.skipped,
+                "rollbacks": view.rollbacks,
                 "events": view.events, "last_event": view.last_event,
             })
         );
@@ -127,6 +128,17 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         println!();
         for (env, reason) in &view.skipped {
             println!("  skipped {env}: {reason}");
+        }
+    }
+    if !view.rollbacks.is_empty() {
+        println!();
+        for (env, r) in &view.rollbacks {
+            let how = match r.state {
+                crate::engine::fold::RollbackState::InFlight => "rolling back",
+                crate::engine::fold::RollbackState::Done => "rolled back",
+                crate::engine::fold::RollbackState::Failed => "ROLLBACK FAILED",
+            };
+            println!("  {how} {env} to {} (asked by {})", r.to, r.by);
         }
     }
     exit::OK

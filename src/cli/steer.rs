@@ -1,5 +1,5 @@
-//! `flotilla approve / pause / resume / abort / retry / skip`: steering the running rollout
-//! from another terminal, through the state database.
+//! `flotilla approve / pause / resume / abort / retry / skip / rollback`: steering the
+//! running rollout from another terminal, through the state database.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};

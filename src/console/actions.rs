@@ -40,6 +40,7 @@ pub enum Act {
     Resume,
     Retry,
     Skip,
+    Rollback,
     Abort,
 }
 
@@ -123,6 +124,12 @@ pub const ACTIONS: &[Action] = &[
         "skip",
         &["S"],
         "skip the selected environment (asks for a reason)",
+    )),
+    dangerous(action(
+        Act::Rollback,
+        "rollback",
+        &["B"],
+        "roll back the marked or selected environments to the release before (Waves pane: the whole wave, its name typed)",
     )),
     hinted(dangerous(action(
         Act::Abort,

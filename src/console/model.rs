@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::engine::fold::StepView;
+use crate::engine::fold::{RollbackState, StepView};
 use crate::engine::{Event, EventKind, RolloutView};
 use crate::intent::Intent;
 use crate::plan::Plan;
@@ -151,7 +151,8 @@ impl Model {
                 self.waiting_since.remove(wave);
             }
             EventKind::StepFailed { env, error, .. }
-            | EventKind::StepRetrying { env, error, .. } => {
+            | EventKind::StepRetrying { env, error, .. }
+            | EventKind::RollbackFailed { env, error, .. } => {
                 if let Some(&i) = self.index.get(env) {
                     self.envs[i].last_error = Some(error.clone());
                 }
@@ -215,7 +216,15 @@ impl Model {
             })
             .collect();
         let entry = &mut self.envs[i];
-        entry.state = if self.view.skipped.contains_key(env) {
+        // A rollback says more than the steps that went before it.
+        let rollback = self.view.rollbacks.get(env).map(|r| r.state);
+        entry.state = if let Some(state) = rollback {
+            match state {
+                RollbackState::InFlight => CellState::Running,
+                RollbackState::Done => CellState::RolledBack,
+                RollbackState::Failed => CellState::Failed,
+            }
+        } else if self.view.skipped.contains_key(env) {
             CellState::Skipped
         } else if states.contains(&StepView::Failed) {
             CellState::Failed
@@ -266,6 +275,13 @@ impl Model {
             .iter()
             .find(|w| !w.started && w.waiting.as_deref().is_some_and(|r| r.contains("approval")))
             .map(|w| w.name.as_str())
+    }
+
+    /// The release a rollback goes back to by default: the one before the rollout's.
+    pub fn rollback_target(&self) -> Option<&str> {
+        let releases = &self.intent.releases;
+        let current = releases.iter().position(|r| r.name == self.plan.release)?;
+        Some(releases.get(current.checked_sub(1)?)?.name.as_str())
     }
 
     /// Whether the engine is still working on the rollout (not finished, not halted for good).

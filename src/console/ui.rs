@@ -638,6 +638,22 @@ impl Ui {
                     self.open(Purpose::SkipReason { envs }, "", "")
                 }
             }
+            Act::Rollback => {
+                if self.focus == Pane::Waves {
+                    let wave = model.plan.waves[self.wave_cursor.min(model.plan.waves.len().saturating_sub(1))]
+                        .name
+                        .clone();
+                    self.rollback_wave(model, wave)
+                } else {
+                    let picked: Vec<usize> = if self.marks.is_empty() {
+                        self.selected().into_iter().collect()
+                    } else {
+                        self.marks.iter().copied().collect()
+                    };
+                    let envs = picked.iter().map(|&i| model.envs[i].name.clone()).collect();
+                    self.rollback_envs(model, envs)
+                }
+            }
             Act::Abort => {
                 let release = model.view.release.clone();
                 self.open(
@@ -669,17 +685,69 @@ impl Ui {
                 short_list(&envs)
             )
         };
-        self.confirm(
+        self.confirm_for_marks(
             prompt,
             vec![Effect::Send(Command::Retry {
                 envs,
                 by: self.actor.clone(),
             })],
-        );
-        // The marks were what to retry: done with once confirmed, kept if not.
-        if let Mode::Confirm { clear_marks, .. } = &mut self.mode {
-            *clear_marks = true;
+        )
+    }
+
+    /// Rolling environments back asks y/n, naming them and the release they go back to.
+    fn rollback_envs(&mut self, model: &Model, envs: Vec<String>) -> Vec<Effect> {
+        let Some(to) = model.rollback_target() else {
+            self.flash_error("nothing to roll back to: no release before this one in releases/");
+            return Vec::new();
+        };
+        if envs.is_empty() {
+            return Vec::new();
         }
+        let prompt = format!(
+            "Roll back {} environment(s) ({}) to {to}? The rollout pauses.",
+            envs.len(),
+            short_list(&envs)
+        );
+        self.confirm_for_marks(
+            prompt,
+            vec![Effect::Send(Command::Rollback {
+                envs,
+                wave: None,
+                to: None,
+                by: self.actor.clone(),
+            })],
+        )
+    }
+
+    /// A whole wave goes back only when its name is typed.
+    fn rollback_wave(&mut self, model: &Model, wave: String) -> Vec<Effect> {
+        if model.rollback_target().is_none() {
+            self.flash_error("nothing to roll back to: no release before this one in releases/");
+            return Vec::new();
+        }
+        self.open(
+            Purpose::TypeToConfirm {
+                expected: wave.clone(),
+                then: Command::Rollback {
+                    envs: Vec::new(),
+                    wave: Some(wave),
+                    to: None,
+                    by: self.actor.clone(),
+                },
+            },
+            "",
+            "",
+        )
+    }
+
+    /// Confirmation of an action on the marks: they are done with once it is confirmed, and
+    /// kept for another try if not.
+    fn confirm_for_marks(&mut self, prompt: String, then: Vec<Effect>) -> Vec<Effect> {
+        self.mode = Mode::Confirm {
+            prompt,
+            then,
+            clear_marks: true,
+        };
         Vec::new()
     }
 
@@ -944,10 +1012,6 @@ impl Ui {
             return Vec::new();
         };
         let rest: Vec<&str> = words.collect();
-        if first == "rollback" {
-            self.flash_error("rollback is not available in this version");
-            return Vec::new();
-        }
         let names = actions::complete(first, self.read_only);
         let name = if names.contains(&first) {
             first
@@ -995,6 +1059,25 @@ impl Ui {
                     return Vec::new();
                 }
                 self.retry(model, envs.iter().map(|e| e.to_string()).collect())
+            }
+            (Act::Rollback, ["wave", wave]) => {
+                if !model.plan.waves.iter().any(|w| w.name == *wave) {
+                    self.flash_error(format!("no wave `{wave}` in the plan"));
+                    return Vec::new();
+                }
+                self.rollback_wave(model, wave.to_string())
+            }
+            (Act::Rollback, envs) if !envs.is_empty() => {
+                let unknown: Vec<&str> = envs
+                    .iter()
+                    .copied()
+                    .filter(|e| model.env_index(e).is_none())
+                    .collect();
+                if !unknown.is_empty() {
+                    self.flash_error(format!("no environment {}", unknown.join(", ")));
+                    return Vec::new();
+                }
+                self.rollback_envs(model, envs.iter().map(|e| e.to_string()).collect())
             }
             (Act::Skip, [env, reason @ ..]) => {
                 if model.env_index(env).is_none() {

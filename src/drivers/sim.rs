@@ -40,6 +40,9 @@ pub struct SimService {
 pub struct SimFleet {
     config: SimConfig,
     broken: Option<Selector>,
+    /// The versions of the release being rolled out, per service: only they are broken
+    /// (a rollback to earlier versions works where the release crashes).
+    release_versions: BTreeMap<String, String>,
     hang: Option<Selector>,
     state: Mutex<SimState>,
     /// Calls per (env, service), so each draw is unique but independent of interleaving.
@@ -56,6 +59,7 @@ impl SimFleet {
         SimFleet {
             config,
             broken: release.and_then(|r| r.sim_broken.clone()),
+            release_versions: release.map(|r| r.services.clone()).unwrap_or_default(),
             hang: release.and_then(|r| r.sim_hang.clone()),
             state: Mutex::new(SimState::default()),
             calls: Mutex::new(BTreeMap::new()),
@@ -214,7 +218,8 @@ impl Driver for SimFleet {
                 std::future::pending::<()>().await;
             }
             self.latency(&env.name, &req.service).await;
-            if matches(&self.broken, env) {
+            let of_release = self.release_versions.get(&req.service) == Some(&req.version);
+            if of_release && matches(&self.broken, env) {
                 return Err(DriverError::permanent(format!(
                     "{} {} crashes on start (simulated)",
                     req.service, req.version
@@ -295,7 +300,7 @@ mod tests {
         Release {
             name: "r".into(),
             file: "releases/r.toml".into(),
-            services: Default::default(),
+            services: [("api".to_string(), "1.0".to_string())].into(),
             config: Default::default(),
             sim_broken: Some(broken.parse().unwrap()),
             sim_hang: None,
@@ -311,6 +316,12 @@ mod tests {
         let fleet = SimFleet::new(cfg, Some(&release("region=ap")));
         let err = fleet.apply(&env("a", "ap"), &req("r1")).await.unwrap_err();
         assert_eq!(err.class, super::super::ErrorClass::Permanent);
+        // Only the release's own versions are broken: going back to another one works.
+        let earlier = ApplyRequest {
+            version: "0.9".into(),
+            ..req("r0")
+        };
+        fleet.apply(&env("a", "ap"), &earlier).await.unwrap();
         let ok = env("b", "eu");
         fleet.apply(&ok, &req("r1")).await.unwrap();
         fleet.apply(&ok, &req("r1")).await.unwrap();

@@ -132,11 +132,48 @@ pub enum EventKind {
         reason: String,
         by: String,
     },
+    /// The write-ahead record of a rollback: environment `env` goes back to release `to`,
+    /// these services (in the order they are put back: dependents first) to these
+    /// revisions. Durable before anything is applied, so a crash mid-rollback resumes it.
+    RollbackStarted {
+        wave: String,
+        env: String,
+        to: String,
+        services: Vec<String>,
+        revisions: std::collections::BTreeMap<String, String>,
+        by: String,
+    },
+    /// One service of a rollback is back at the version of the release rolled back to, and
+    /// healthy.
+    StepRolledBack {
+        wave: String,
+        env: String,
+        service: String,
+        version: String,
+        revision: String,
+        attempts: u32,
+    },
+    /// A rollback could not put a service back: the environment counts as failed.
+    RollbackFailed {
+        wave: String,
+        env: String,
+        service: String,
+        error: String,
+    },
+    /// Every service of the environment that may go back is back at release `to`.
+    EnvRolledBack {
+        wave: String,
+        env: String,
+        to: String,
+        by: String,
+    },
     WaveCompleted {
         wave: String,
         succeeded: usize,
         failed: usize,
         skipped: usize,
+        #[serde(default)]
+        rolled_back: usize,
     },
     RolloutPaused {
         by: String,
@@ -160,6 +197,8 @@ pub enum EventKind {
         succeeded: usize,
         failed: usize,
         skipped: usize,
+        #[serde(default)]
+        rolled_back: usize,
     },
     /// A command from another terminal reached the engine: who sent it, from where, and when
     /// (the event's time). What it did follows as its own event.
@@ -229,9 +268,16 @@ impl EventKind {
             | StepBlocked {
                 wave, env, service, ..
             } => (Some(wave), Some(env), Some(service), None),
-            EnvRetried { wave, env, by } | EnvSkipped { wave, env, by, .. } => {
-                (Some(wave), Some(env), None, Some(by))
+            EnvRetried { wave, env, by }
+            | EnvSkipped { wave, env, by, .. }
+            | RollbackStarted { wave, env, by, .. }
+            | EnvRolledBack { wave, env, by, .. } => (Some(wave), Some(env), None, Some(by)),
+            StepRolledBack {
+                wave, env, service, ..
             }
+            | RollbackFailed {
+                wave, env, service, ..
+            } => (Some(wave), Some(env), Some(service), None),
             RolloutPaused { by }
             | RolloutResumed { by }
             | RolloutAborted { by }
@@ -258,6 +304,10 @@ impl EventKind {
             EventKind::StepBlocked { .. } => "step_blocked",
             EventKind::EnvRetried { .. } => "env_retried",
             EventKind::EnvSkipped { .. } => "env_skipped",
+            EventKind::RollbackStarted { .. } => "rollback_started",
+            EventKind::StepRolledBack { .. } => "step_rolled_back",
+            EventKind::RollbackFailed { .. } => "rollback_failed",
+            EventKind::EnvRolledBack { .. } => "env_rolled_back",
             EventKind::WaveCompleted { .. } => "wave_completed",
             EventKind::RolloutPaused { .. } => "rollout_paused",
             EventKind::RolloutResumed { .. } => "rollout_resumed",
@@ -300,6 +350,15 @@ pub enum Command {
         reason: String,
         by: String,
     },
+    /// Put environments back at an earlier release: these, or every environment of `wave`
+    /// this rollout changed. `to` is the release (default: the one before the rollout's).
+    /// The rollout pauses: the release is in doubt until someone resumes or aborts it.
+    Rollback {
+        envs: Vec<String>,
+        wave: Option<String>,
+        to: Option<String>,
+        by: String,
+    },
     /// Stop starting new steps, let in-flight ones finish, then end (Ctrl-C).
     Interrupt,
 }
@@ -313,7 +372,8 @@ impl Command {
             | Command::Resume { by }
             | Command::Abort { by }
             | Command::Retry { by, .. }
-            | Command::Skip { by, .. } => by,
+            | Command::Skip { by, .. }
+            | Command::Rollback { by, .. } => by,
             Command::Interrupt => "",
         }
     }
@@ -327,6 +387,7 @@ impl Command {
             Command::Abort { .. } => "abort",
             Command::Retry { .. } => "retry",
             Command::Skip { .. } => "skip",
+            Command::Rollback { .. } => "rollback",
             Command::Interrupt => "interrupt",
         }
     }

@@ -22,6 +22,26 @@ pub enum StepView {
     Blocked,
 }
 
+/// Where a rollback of one environment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackState {
+    /// Recorded and not finished: in flight, or interrupted by a crash (a resumed engine
+    /// runs it again; applies are idempotent by revision).
+    InFlight,
+    Done,
+    Failed,
+}
+
+/// A rollback of one environment as the journal tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackView {
+    /// The release it goes back to.
+    pub to: String,
+    pub by: String,
+    pub state: RollbackState,
+}
+
 /// One wave as the journal tells it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WaveView {
@@ -37,6 +57,7 @@ pub struct WaveView {
     pub succeeded: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub rolled_back: usize,
 }
 
 /// The whole rollout as the journal tells it.
@@ -56,6 +77,8 @@ pub struct RolloutView {
     #[serde(skip)]
     pub env_wave: BTreeMap<String, String>,
     pub skipped: BTreeMap<String, String>,
+    /// Rollbacks by environment, the latest of each.
+    pub rollbacks: BTreeMap<String, RollbackView>,
     pub last_event: Option<String>,
     pub events: usize,
     /// The newest queued command the journal records as received.
@@ -188,6 +211,7 @@ impl RolloutView {
                 succeeded,
                 failed,
                 skipped,
+                rolled_back,
             } => {
                 let w = self.wave(wave);
                 w.completed = true;
@@ -195,6 +219,30 @@ impl RolloutView {
                 w.succeeded = *succeeded;
                 w.failed = *failed;
                 w.skipped = *skipped;
+                w.rolled_back = *rolled_back;
+            }
+            EventKind::RollbackStarted {
+                wave, env, to, by, ..
+            } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                self.rollbacks.insert(
+                    env.clone(),
+                    RollbackView {
+                        to: to.clone(),
+                        by: by.clone(),
+                        state: RollbackState::InFlight,
+                    },
+                );
+            }
+            EventKind::EnvRolledBack { env, .. } => {
+                if let Some(r) = self.rollbacks.get_mut(env) {
+                    r.state = RollbackState::Done;
+                }
+            }
+            EventKind::RollbackFailed { env, .. } => {
+                if let Some(r) = self.rollbacks.get_mut(env) {
+                    r.state = RollbackState::Failed;
+                }
             }
             EventKind::CommandReceived { id, .. } => self.last_command = self.last_command.max(*id),
             EventKind::RolloutPaused { .. } => self.state = "paused".into(),
@@ -210,13 +258,15 @@ impl RolloutView {
             EventKind::RolloutInterrupted { .. } => self.state = "interrupted".into(),
             EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
             EventKind::StepRetrying { .. }
+            | EventKind::StepRolledBack { .. }
             | EventKind::CommandRejected { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }
     }
 
-    /// Live counts for a wave that has not completed: (succeeded, failed, running) envs.
+    /// Live counts for a wave that has not completed: (succeeded, failed, running) envs;
+    /// rolled-back environments are none of these.
     pub fn wave_progress(&self, wave: &str) -> (usize, usize, usize) {
         let mut per_env: BTreeMap<&str, Vec<StepView>> = BTreeMap::new();
         for ((env, _), (state, _, _)) in &self.steps {
@@ -226,7 +276,20 @@ impl RolloutView {
         }
         let services = self.services.len().max(1);
         let (mut ok, mut failed, mut running) = (0, 0, 0);
-        for states in per_env.values() {
+        for (env, states) in &per_env {
+            // A rollback says more than the steps that went before it.
+            match self.rollbacks.get(*env).map(|r| r.state) {
+                Some(RollbackState::Done) => continue,
+                Some(RollbackState::Failed) => {
+                    failed += 1;
+                    continue;
+                }
+                Some(RollbackState::InFlight) => {
+                    running += 1;
+                    continue;
+                }
+                None => {}
+            }
             if states
                 .iter()
                 .any(|s| matches!(s, StepView::Failed | StepView::Blocked))

@@ -41,6 +41,7 @@ pub enum Outcome {
         succeeded: usize,
         failed: usize,
         skipped: usize,
+        rolled_back: usize,
     },
     /// A gate needs approvals nobody gave (only with [`OnHold::Exit`]).
     Blocked {
@@ -67,7 +68,14 @@ pub enum EnvStatus {
     Succeeded,
     Failed,
     Skipped,
+    /// Being put back at an earlier release.
+    RollingBack,
+    /// Put back at an earlier release, on an operator's command.
+    RolledBack,
 }
+
+/// A rollback task's end: the environment, and whether it is fully rolled back.
+type RollbackEnd = (usize, bool);
 
 /// Why the current wave stops starting work.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +132,21 @@ pub struct Engine {
     /// start once it resolves. Recording the next window while the current one runs keeps
     /// the journal's commit off the rollout's critical path.
     intents_ahead: Option<(HashSet<usize>, SinkFuture)>,
+    /// Services in the order a rollback puts them back: dependents first.
+    rollback_order: Vec<usize>,
+    /// Rollbacks in flight; they run beside the waves, and the rollout does not end
+    /// before they do.
+    rollbacks: JoinSet<RollbackEnd>,
+    rollback_task_env: HashMap<tokio::task::Id, usize>,
+    /// Per environment being rolled back or whose rollback failed: the release it goes
+    /// back to and who asked (a retry of a failed rollback runs the rollback again).
+    rollback_of: HashMap<usize, (usize, String)>,
+    /// Rollbacks the journal shows in flight at a restart: run again when the rollout
+    /// resumes (applies are idempotent by revision).
+    rollbacks_to_resume: Vec<usize>,
+    /// Running environments to roll back once their run stops (it was cancelled): the
+    /// release to go back to and who asked.
+    rollback_when_stopped: HashMap<usize, (usize, String)>,
 }
 
 impl Engine {
@@ -172,6 +195,12 @@ impl Engine {
             }
         }
         let waves = plan.waves.len();
+        let rollback_order = crate::plan::service_levels(&intent)
+            .iter()
+            .rev()
+            .flatten()
+            .filter_map(|name| intent.services.iter().position(|s| &s.name == name))
+            .collect();
         let ctx = Arc::new(StepContext {
             release,
             driver,
@@ -183,6 +212,7 @@ impl Engine {
             seed: intent.driver.sim.seed,
             deps,
             intent,
+            cancelled: Default::default(),
         });
         Engine {
             ctx,
@@ -214,6 +244,12 @@ impl Engine {
             recover: Vec::new(),
             intended: HashMap::new(),
             intents_ahead: None,
+            rollback_order,
+            rollbacks: JoinSet::new(),
+            rollback_task_env: HashMap::new(),
+            rollback_of: HashMap::new(),
+            rollbacks_to_resume: Vec::new(),
+            rollback_when_stopped: HashMap::new(),
         }
     }
 
@@ -252,6 +288,28 @@ impl Engine {
         for env in view.skipped.keys() {
             if let Some(&i) = self.env_index.get(env) {
                 self.set_status(i, EnvStatus::Skipped);
+            }
+        }
+        for (env, rollback) in &view.rollbacks {
+            let Some(&i) = self.env_index.get(env) else {
+                continue;
+            };
+            if !self.status.contains_key(&i) {
+                continue;
+            }
+            let to = intent.releases.iter().position(|r| r.name == rollback.to);
+            if let Some(to) = to {
+                self.rollback_of.insert(i, (to, rollback.by.clone()));
+            }
+            match (rollback.state, to) {
+                (fold::RollbackState::Done, _) => self.set_status(i, EnvStatus::RolledBack),
+                (fold::RollbackState::InFlight, Some(_)) => {
+                    // Held out of the queue until its rollback runs again.
+                    self.set_status(i, EnvStatus::RollingBack);
+                    self.rollbacks_to_resume.push(i);
+                }
+                // Failed, or its release is no longer in the intent: an operator decides.
+                _ => self.set_status(i, EnvStatus::Failed),
             }
         }
         for (w, wave) in self.plan.waves.iter().enumerate() {
@@ -359,6 +417,14 @@ impl Engine {
 
     /// Runs the rollout to its end and says how it ended.
     pub async fn run(mut self) -> Outcome {
+        let outcome = self.run_waves().await;
+        // Whatever ended the rollout, a rollback in flight finishes: an environment half
+        // rolled back is worse than either end.
+        self.settle_rollbacks().await;
+        outcome
+    }
+
+    async fn run_waves(&mut self) -> Outcome {
         self.emit(EventKind::RolloutStarted {
             release: self.plan.release.clone(),
             commit: self.plan.revision.commit.clone(),
@@ -380,6 +446,18 @@ impl Engine {
             });
         }
         self.recover_in_flight().await;
+        for i in std::mem::take(&mut self.rollbacks_to_resume) {
+            let (to, by) = self.rollback_of[&i].clone();
+            if let Err(why) = self.start_rollback(i, to, &by) {
+                self.set_status(i, EnvStatus::Failed);
+                self.emit(EventKind::RollbackFailed {
+                    wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                    env: self.ctx.intent.environments[i].name.clone(),
+                    service: String::new(),
+                    error: why,
+                });
+            }
+        }
         for w in 0..self.plan.waves.len() {
             self.current_wave = w;
             if self.completed_waves.contains(&w) && self.wave_has_no_work(w) {
@@ -396,21 +474,33 @@ impl Engine {
                 return end;
             }
         }
+        self.settle_rollbacks().await;
         let count = |s: EnvStatus| self.status.values().filter(|&&x| x == s).count();
-        let (succeeded, failed, skipped) = (
+        let (succeeded, failed, skipped, rolled_back) = (
             count(EnvStatus::Succeeded),
             count(EnvStatus::Failed),
             count(EnvStatus::Skipped),
+            count(EnvStatus::RolledBack),
         );
         self.emit(EventKind::RolloutCompleted {
             succeeded,
             failed,
             skipped,
+            rolled_back,
         });
         Outcome::Completed {
             succeeded,
             failed,
             skipped,
+            rolled_back,
+        }
+    }
+
+    /// Waits for the rollbacks in flight to finish.
+    async fn settle_rollbacks(&mut self) {
+        while !self.rollbacks.is_empty() {
+            let joined = self.rollbacks.join_next_with_id().await;
+            self.rollback_joined(joined);
         }
     }
 
@@ -464,6 +554,9 @@ impl Engine {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => break,
                         cmd = self.commands.recv(), if self.commands_open => self.on_command(cmd),
+                        joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                            self.rollback_joined(joined);
+                        }
                     }
                     self.check_stop()?;
                 }
@@ -485,8 +578,12 @@ impl Engine {
                     reason: approval_reason(self.approvals[w].len()),
                 });
             }
-            let cmd = self.commands.recv().await;
-            self.on_command(cmd);
+            tokio::select! {
+                cmd = self.commands.recv() => self.on_command(cmd),
+                joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                    self.rollback_joined(joined);
+                }
+            }
             self.check_stop()?;
         }
         Ok(())
@@ -589,7 +686,8 @@ impl Engine {
                     Some(_) => {
                         self.check_stop()?;
                     }
-                    None if self.queue.is_empty() => break,
+                    // The wave ends once nothing of it runs, rollbacks included.
+                    None if self.queue.is_empty() && self.rollbacks.is_empty() => break,
                     None => {}
                 }
             }
@@ -615,9 +713,12 @@ impl Engine {
                         halt_reported = false;
                     }
                 }
+                joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                    self.rollback_joined(joined);
+                }
                 // Nothing running and no way to get a command: the checks above end the
                 // wave (a paused engine was interrupted when the channel closed).
-                _ = std::future::ready(()), if running.is_empty() && !self.commands_open => {}
+                _ = std::future::ready(()), if running.is_empty() && self.rollbacks.is_empty() && !self.commands_open => {}
             }
         }
         let count = |s: EnvStatus| {
@@ -631,6 +732,7 @@ impl Engine {
             succeeded: count(EnvStatus::Succeeded),
             failed: count(EnvStatus::Failed),
             skipped: count(EnvStatus::Skipped),
+            rolled_back: count(EnvStatus::RolledBack),
         });
         self.wave_done_at = Some(Instant::now());
         Ok(())
@@ -730,7 +832,12 @@ impl Engine {
             self.env_index
                 .get(e)
                 .and_then(|i| self.status.get(i))
-                .is_some_and(|s| matches!(s, EnvStatus::Succeeded | EnvStatus::Skipped))
+                .is_some_and(|s| {
+                    matches!(
+                        s,
+                        EnvStatus::Succeeded | EnvStatus::Skipped | EnvStatus::RolledBack
+                    )
+                })
         })
     }
 
@@ -763,6 +870,29 @@ impl Engine {
         if self.stop == Some(Stop::Interrupt) {
             self.finished_since_interrupt += 1;
         }
+        // Its run was cancelled for a rollback: now that nothing of it runs, roll back what
+        // it changed; if it changed nothing yet, it simply waits its turn again.
+        if let Some((to, by)) = self.rollback_when_stopped.remove(&i) {
+            self.ctx
+                .cancelled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&i);
+            self.steps.insert(i, steps);
+            self.set_status(i, EnvStatus::Pending);
+            if self.rollback_services(i).is_empty() {
+                self.queue.push_back(i);
+            } else if let Err(why) = self.start_rollback(i, to, &by) {
+                self.settle_status(i, EnvStatus::Failed);
+                self.emit(EventKind::RollbackFailed {
+                    wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                    env: self.ctx.intent.environments[i].name.clone(),
+                    service: String::new(),
+                    error: why,
+                });
+            }
+            return;
+        }
         let status = if steps
             .iter()
             .any(|s| matches!(s, StepState::Failed | StepState::Blocked))
@@ -776,6 +906,11 @@ impl Engine {
             EnvStatus::Pending
         };
         self.steps.insert(i, steps);
+        self.settle_status(i, status);
+    }
+
+    /// Sets the status an environment's run ended with; a failure may halt the rollout.
+    fn settle_status(&mut self, i: usize, status: EnvStatus) {
         self.set_status(i, status);
         if status != EnvStatus::Failed {
             self.accepted.remove(&i);
@@ -786,6 +921,164 @@ impl Engine {
                 self.state.send_replace(RunState::Stopping);
             }
         }
+    }
+
+    /// A rollback task ended: the environment is rolled back, or failed again.
+    fn rollback_joined(
+        &mut self,
+        joined: Option<Result<(tokio::task::Id, RollbackEnd), tokio::task::JoinError>>,
+    ) {
+        let (i, ok) = match joined {
+            Some(Ok((id, (i, ok)))) => {
+                self.rollback_task_env.remove(&id);
+                (i, ok)
+            }
+            Some(Err(e)) => {
+                let Some(i) = self.rollback_task_env.remove(&e.id()) else {
+                    return;
+                };
+                self.emit(EventKind::RollbackFailed {
+                    wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                    env: self.ctx.intent.environments[i].name.clone(),
+                    service: String::new(),
+                    error: "internal error: the task rolling back this environment panicked".into(),
+                });
+                (i, false)
+            }
+            None => return,
+        };
+        if ok {
+            self.rollback_of.remove(&i);
+            self.settle_status(i, EnvStatus::RolledBack);
+        } else {
+            self.settle_status(i, EnvStatus::Failed);
+        }
+    }
+
+    /// The release a rollback goes back to: `to`, or the one before the rollout's.
+    fn rollback_release(&self, to: Option<&str>) -> Result<usize, String> {
+        let releases = &self.ctx.intent.releases;
+        let current = &releases[self.ctx.release].name;
+        match to {
+            Some(name) => match releases.iter().position(|r| r.name == name) {
+                Some(r) if r == self.ctx.release => {
+                    Err(format!("`{name}` is the release being rolled out"))
+                }
+                Some(r) => Ok(r),
+                None => {
+                    let names: Vec<&str> = releases.iter().map(|r| r.name.as_str()).collect();
+                    Err(format!(
+                        "no release `{name}` in releases/ (there are: {})",
+                        names.join(", ")
+                    ))
+                }
+            },
+            None => self.ctx.release.checked_sub(1).ok_or_else(|| {
+                format!("no release before `{current}` in releases/ to roll back to; name one")
+            }),
+        }
+    }
+
+    /// The services of environment `i` this rollout changed (or tried to) that may go back,
+    /// in rollback order.
+    fn rollback_services(&self, i: usize) -> Vec<usize> {
+        let steps = &self.steps[&i];
+        self.rollback_order
+            .iter()
+            .copied()
+            .filter(|&s| {
+                !self.ctx.intent.services[s].forward_only
+                    && matches!(steps[s], StepState::Succeeded | StepState::Failed)
+            })
+            .collect()
+    }
+
+    /// Why environment `i` cannot be rolled back now, if it cannot.
+    fn cannot_roll_back(&self, i: usize) -> Option<String> {
+        let name = &self.ctx.intent.environments[i].name;
+        match self.status.get(&i) {
+            None => return Some(format!("`{name}` is not part of this rollout")),
+            // Its run is stopped after the steps in flight, then it is rolled back.
+            Some(EnvStatus::Running) if self.rollback_when_stopped.contains_key(&i) => {
+                return Some(format!("`{name}` is already to be rolled back"))
+            }
+            Some(EnvStatus::Running) => return None,
+            Some(EnvStatus::RollingBack) => {
+                return Some(format!("`{name}` is already being rolled back"))
+            }
+            Some(EnvStatus::RolledBack) => return Some(format!("`{name}` is already rolled back")),
+            Some(_) => {}
+        }
+        let touched = self.steps[&i]
+            .iter()
+            .any(|s| matches!(s, StepState::Succeeded | StepState::Failed));
+        if !touched {
+            return Some(format!(
+                "`{name}` has not been changed by this rollout; nothing to roll back"
+            ));
+        }
+        if self.rollback_services(i).is_empty() {
+            return Some(format!(
+                "`{name}` changed only forward-only services, which are never rolled back"
+            ));
+        }
+        None
+    }
+
+    /// Records the rollback of environment `i` to release `to` and starts it; it applies
+    /// nothing until the record is durable.
+    fn start_rollback(&mut self, i: usize, to: usize, by: &str) -> Result<(), String> {
+        let intent = self.ctx.intent.clone();
+        let env = &intent.environments[i];
+        let release = &intent.releases[to];
+        let desired = crate::intent::layers::render(&intent, release, env).desired;
+        let mut services = Vec::new();
+        for s in self.rollback_services(i) {
+            let name = &intent.services[s].name;
+            let Some(d) = desired.services.get(name) else {
+                return Err(format!(
+                    "release `{}` has no version of service `{name}`",
+                    release.name
+                ));
+            };
+            services.push(crate::drivers::ApplyRequest {
+                service: name.clone(),
+                version: d.version.clone(),
+                config: d.config.clone(),
+                revision: d.revision.clone(),
+            });
+        }
+        let wave: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
+        let recorded = self.ctx.events.emit_durable(Event::new(
+            self.ctx.clock.now(),
+            EventKind::RollbackStarted {
+                wave: wave.to_string(),
+                env: env.name.clone(),
+                to: release.name.clone(),
+                services: services.iter().map(|r| r.service.clone()).collect(),
+                revisions: services
+                    .iter()
+                    .map(|r| (r.service.clone(), r.revision.clone()))
+                    .collect(),
+                by: by.to_string(),
+            },
+        ));
+        self.set_status(i, EnvStatus::RollingBack);
+        self.accepted.remove(&i);
+        self.rollback_of.insert(i, (to, by.to_string()));
+        let handle = self.rollbacks.spawn(step::rollback_env(
+            self.ctx.clone(),
+            step::Rollback {
+                env: i,
+                wave,
+                to: release.name.clone(),
+                by: by.to_string(),
+                services,
+                recorded,
+            },
+        ));
+        self.rollback_task_env.insert(handle.id(), i);
+        Ok(())
     }
 
     /// A task running environment `i` panicked: its outcome is unknown, so it counts as
@@ -981,6 +1274,18 @@ impl Engine {
                     return self.reject(&cmd, "no failed environments to retry");
                 }
                 for i in failed {
+                    // A failed rollback is retried as a rollback, not as the release.
+                    if let Some((to, _)) = self.rollback_of.get(&i).cloned() {
+                        self.emit(EventKind::EnvRetried {
+                            wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                            env: self.ctx.intent.environments[i].name.clone(),
+                            by: by.clone(),
+                        });
+                        if let Err(why) = self.start_rollback(i, to, by) {
+                            self.reject(&cmd, why);
+                        }
+                        continue;
+                    }
                     if let Some(steps) = self.steps.get_mut(&i) {
                         for s in steps.iter_mut() {
                             if matches!(s, StepState::Failed | StepState::Blocked) {
@@ -1011,6 +1316,12 @@ impl Engine {
                             format!("`{env}` is running; pause and wait for it to finish first"),
                         )
                     }
+                    Some(EnvStatus::RollingBack) => {
+                        return self.reject(&cmd, format!("`{env}` is being rolled back"))
+                    }
+                    Some(EnvStatus::RolledBack) => {
+                        return self.reject(&cmd, format!("`{env}` is already rolled back"))
+                    }
                     Some(s) => {
                         return self
                             .reject(&cmd, format!("`{env}` is already {s:?}").to_lowercase())
@@ -1029,6 +1340,86 @@ impl Engine {
                 });
                 self.clear_halt_if_within_budget(by);
             }
+            Command::Rollback { envs, wave, to, by } => {
+                let to = match self.rollback_release(to.as_deref()) {
+                    Ok(to) => to,
+                    Err(why) => return self.reject(&cmd, why),
+                };
+                let targets = match self.rollback_targets(envs, wave.as_deref()) {
+                    Ok(targets) => targets,
+                    Err(why) => return self.reject(&cmd, why),
+                };
+                let mut cancelled = false;
+                for i in targets {
+                    if self.status.get(&i) == Some(&EnvStatus::Running) {
+                        // Stop its run after the steps in flight; the rollback follows.
+                        self.ctx
+                            .cancelled
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(i);
+                        self.rollback_when_stopped.insert(i, (to, by.clone()));
+                        cancelled = true;
+                    } else if let Err(why) = self.start_rollback(i, to, by) {
+                        return self.reject(&cmd, why);
+                    }
+                }
+                if cancelled {
+                    // Wake the runs waiting on a pause, so they see they are cancelled.
+                    self.state.send_modify(|_| {});
+                }
+                // The release is in doubt: nothing more of it starts until someone decides
+                // (resume carries on, abort ends it). A halt stays a halt: rolled back
+                // environments no longer count as failed, which must not resume it alone.
+                if !self.paused {
+                    self.paused = true;
+                    self.publish_state();
+                    self.emit(EventKind::RolloutPaused { by: by.clone() });
+                }
+            }
         }
+    }
+
+    /// The environments a rollback command names: `envs`, or those of `wave` this rollout
+    /// changed and did not roll back yet. All or nothing: one that cannot go back refuses
+    /// the command.
+    fn rollback_targets(&self, envs: &[String], wave: Option<&str>) -> Result<Vec<usize>, String> {
+        let Some(wave) = wave else {
+            if envs.is_empty() {
+                return Err("name the environments to roll back, or a wave".into());
+            }
+            let mut targets = Vec::new();
+            for name in envs {
+                let Some(&i) = self.env_index.get(name) else {
+                    return Err(format!("no environment `{name}`"));
+                };
+                if let Some(why) = self.cannot_roll_back(i) {
+                    return Err(why);
+                }
+                if !targets.contains(&i) {
+                    targets.push(i);
+                }
+            }
+            return Ok(targets);
+        };
+        let Some(w) = self.plan.waves.iter().position(|x| x.name == wave) else {
+            let names: Vec<&str> = self.plan.waves.iter().map(|w| w.name.as_str()).collect();
+            return Err(format!("no wave `{wave}` (waves: {})", names.join(", ")));
+        };
+        let members: Vec<usize> = self.plan.waves[w]
+            .envs
+            .iter()
+            .filter_map(|e| self.env_index.get(e).copied())
+            .collect();
+        let targets: Vec<usize> = members
+            .into_iter()
+            .filter(|&i| self.cannot_roll_back(i).is_none())
+            .collect();
+        if targets.is_empty() {
+            return Err(format!(
+                "nothing in wave `{wave}` to roll back: no environment there was changed by this rollout and not rolled back yet"
+            ));
+        }
+        Ok(targets)
     }
 }

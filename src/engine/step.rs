@@ -47,19 +47,34 @@ pub struct StepContext {
     pub seed: u64,
     /// Per service (intent order), the indexes of the services it depends on.
     pub deps: Vec<Vec<usize>>,
+    /// Environments told to start no further step (they are to be rolled back): their
+    /// runs end after the steps in flight, however the rollout stands.
+    pub cancelled: std::sync::Mutex<std::collections::HashSet<usize>>,
 }
 
 impl StepContext {
+    /// Whether environment `env` was told to start no further step.
+    pub fn is_cancelled(&self, env: usize) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&env)
+    }
+
     /// Emits an event stamped with the context's clock.
     pub fn emit(&self, kind: EventKind) {
         self.events.emit(Event::new(self.clock.now(), kind));
     }
 }
 
-/// Waits until steps may start; false when the rollout is stopping.
-async fn may_start(state: &mut watch::Receiver<RunState>) -> bool {
+/// Waits until steps of `env` may start; false when the rollout is stopping or the
+/// environment's run was cancelled (the engine wakes every waiter when it cancels one).
+async fn may_start(ctx: &StepContext, env: usize, state: &mut watch::Receiver<RunState>) -> bool {
     loop {
         let current = *state.borrow_and_update();
+        if ctx.is_cancelled(env) {
+            return false;
+        }
         match current {
             RunState::Running => return true,
             RunState::Stopping => return false,
@@ -124,7 +139,7 @@ pub async fn run_env(
             if !ready || stopping {
                 continue;
             }
-            if !may_start(&mut state).await {
+            if !may_start(&ctx, env, &mut state).await {
                 stopping = true;
                 continue;
             }
@@ -205,24 +220,7 @@ async fn run_step(
             version: req.version.clone(),
             revision: req.revision.clone(),
         });
-        let outcome = tokio::time::timeout(ctx.step_timeout, async {
-            ctx.driver.apply(environment, &req).await?;
-            match ctx.driver.health(environment, &req.service).await? {
-                Health::Healthy => Ok(()),
-                Health::Unhealthy(why) => Err(DriverError::transient(format!("unhealthy: {why}"))),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(DriverError {
-                class: ErrorClass::Timeout,
-                message: format!(
-                    "no answer within the step timeout of {}",
-                    humantime::format_duration(ctx.step_timeout)
-                ),
-            })
-        });
-        let error = match outcome {
+        let error = match apply_and_verify(ctx, environment, &req).await {
             Ok(()) => {
                 let (w, e, s) = ids();
                 ctx.emit(EventKind::StepSucceeded {
@@ -266,11 +264,122 @@ async fn run_step(
             _ = state.wait_for(|s| *s == RunState::Stopping) => true,
         };
         // A retry is a new start: a pause holds it, a stop abandons it.
-        if stopped || !may_start(&mut state).await {
+        if stopped || !may_start(ctx, env, &mut state).await {
             return StepState::Pending;
         }
         attempt += 1;
     }
+}
+
+/// Applies `req` and verifies the service is healthy, within the step timeout.
+async fn apply_and_verify(
+    ctx: &StepContext,
+    environment: &crate::intent::Environment,
+    req: &ApplyRequest,
+) -> Result<(), DriverError> {
+    tokio::time::timeout(ctx.step_timeout, async {
+        ctx.driver.apply(environment, req).await?;
+        match ctx.driver.health(environment, &req.service).await? {
+            Health::Healthy => Ok(()),
+            Health::Unhealthy(why) => Err(DriverError::transient(format!("unhealthy: {why}"))),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(DriverError {
+            class: ErrorClass::Timeout,
+            message: format!(
+                "no answer within the step timeout of {}",
+                humantime::format_duration(ctx.step_timeout)
+            ),
+        })
+    })
+}
+
+/// One environment's rollback, as the engine hands it to [`rollback_env`].
+pub struct Rollback {
+    pub env: usize,
+    pub wave: Arc<str>,
+    /// The release gone back to.
+    pub to: String,
+    pub by: String,
+    /// What to apply, in order: dependents before what they depend on.
+    pub services: Vec<ApplyRequest>,
+    /// The journal's acknowledgement of the `rollback_started` record.
+    pub recorded: super::sink::SinkFuture,
+}
+
+/// Puts an environment's services back, one at a time in the order given, each applied and
+/// verified with the rollout's retries, backoff and timeout. Nothing is applied before the
+/// rollback's record is durable. A pause or a stop does not cut it short: an environment
+/// half rolled back is worse than either end. It stops at the first service that cannot be
+/// put back. Returns the environment and whether it is fully rolled back.
+pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, bool) {
+    let Rollback {
+        env,
+        wave,
+        to,
+        by,
+        services,
+        recorded,
+    } = rollback;
+    let environment = &ctx.intent.environments[env];
+    let failed = |service: &str, error: String| {
+        ctx.emit(EventKind::RollbackFailed {
+            wave: wave.to_string(),
+            env: environment.name.clone(),
+            service: service.to_string(),
+            error,
+        });
+        (env, false)
+    };
+    if !recorded.await {
+        return failed(
+            "",
+            "the journal could not record the rollback; nothing was applied".into(),
+        );
+    }
+    for req in services {
+        let mut attempt = 1;
+        loop {
+            let error = match apply_and_verify(&ctx, environment, &req).await {
+                Ok(()) => {
+                    ctx.emit(EventKind::StepRolledBack {
+                        wave: wave.to_string(),
+                        env: environment.name.clone(),
+                        service: req.service.clone(),
+                        version: req.version.clone(),
+                        revision: req.revision.clone(),
+                        attempts: attempt,
+                    });
+                    break;
+                }
+                Err(error) => error,
+            };
+            if error.class == ErrorClass::Permanent || attempt > ctx.retries {
+                return failed(&req.service, error.message);
+            }
+            let delay = backoff(&ctx, &environment.name, &req.service, attempt);
+            ctx.emit(EventKind::StepRetrying {
+                wave: wave.to_string(),
+                env: environment.name.clone(),
+                service: req.service.clone(),
+                attempt,
+                error: error.message,
+                class: error.class,
+                delay_ms: delay.as_millis() as u64,
+            });
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+    ctx.emit(EventKind::EnvRolledBack {
+        wave: wave.to_string(),
+        env: environment.name.clone(),
+        to,
+        by,
+    });
+    (env, true)
 }
 
 /// Exponential backoff with full jitter: uniform in [0, backoff * 2^(attempt-1)], capped at

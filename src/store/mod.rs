@@ -491,12 +491,25 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum StoredCommand {
-    Approve { wave: String, note: Option<String> },
+    Approve {
+        wave: String,
+        note: Option<String>,
+    },
     Pause,
     Resume,
     Abort,
-    Retry { envs: Vec<String> },
-    Skip { env: String, reason: String },
+    Retry {
+        envs: Vec<String>,
+    },
+    Skip {
+        env: String,
+        reason: String,
+    },
+    Rollback {
+        envs: Vec<String>,
+        wave: Option<String>,
+        to: Option<String>,
+    },
 }
 
 impl StoredCommand {
@@ -516,6 +529,11 @@ impl StoredCommand {
             Command::Skip { env, reason, .. } => StoredCommand::Skip {
                 env: env.clone(),
                 reason: reason.clone(),
+            },
+            Command::Rollback { envs, wave, to, .. } => StoredCommand::Rollback {
+                envs: envs.clone(),
+                wave: wave.clone(),
+                to: to.clone(),
             },
             Command::Interrupt => return None,
         })
@@ -552,6 +570,12 @@ impl QueuedCommand {
             StoredCommand::Skip { env, reason } => Command::Skip {
                 env: env.clone(),
                 reason: reason.clone(),
+                by,
+            },
+            StoredCommand::Rollback { envs, wave, to } => Command::Rollback {
+                envs: envs.clone(),
+                wave: wave.clone(),
+                to: to.clone(),
                 by,
             },
         }

@@ -13,6 +13,7 @@ use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, Tokio
 use flotilla::intent::{self, Intent};
 use flotilla::plan;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// A fixed "now" so freeze windows and timestamps never depend on the day the tests run.
 pub fn epoch() -> SystemTime {
@@ -24,6 +25,8 @@ pub struct Fixture {
     pub fleet: String,
     pub envs: Vec<(String, String)>,
     pub release: String,
+    /// More files: (path, text).
+    pub extra: Vec<(String, String)>,
 }
 
 impl Fixture {
@@ -66,6 +69,7 @@ depends_on = ["api"]
             fleet,
             envs,
             release: "[services]\nschema = \"1\"\napi = \"1.0\"\nweb = \"1.0\"\n".into(),
+            extra: Vec::new(),
         }
     }
 
@@ -75,6 +79,15 @@ depends_on = ["api"]
             self.envs[i].1 = self.envs[i].1.replace("ring =", "bad = \"yes\", ring =");
         }
         self.with_release_sim("broken = \"bad=yes\"")
+    }
+
+    /// Adds release r0, before r1: what a rollback goes back to.
+    pub fn with_earlier_release(mut self) -> Self {
+        self.extra.push((
+            "releases/r0.toml".into(),
+            "[services]\nschema = \"0\"\napi = \"0.9\"\nweb = \"0.9\"\n".into(),
+        ));
+        self
     }
 
     pub fn with_release_sim(mut self, sim: &str) -> Self {
@@ -88,6 +101,7 @@ depends_on = ["api"]
             files.push((format!("environments/{name}.toml"), text.clone()));
         }
         files.push(("releases/r1.toml".to_string(), self.release.clone()));
+        files.extend(self.extra.iter().cloned());
         vec![DemoCommit {
             message: "fixture".into(),
             files,
@@ -203,4 +217,87 @@ pub async fn rollout(intent: Intent, approvals: &[&str]) -> Run {
 
 pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+/// A rollout in Wait mode that the test drives event by event.
+pub struct Live {
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub commands: mpsc::UnboundedSender<Command>,
+    pub engine: JoinHandle<Outcome>,
+    pub seen: Vec<Event>,
+    pub fleet: Arc<SimFleet>,
+}
+
+impl Live {
+    pub fn start(intent: Intent) -> Live {
+        let intent = Arc::new(intent);
+        let fleet = Arc::new(SimFleet::new(
+            intent.driver.sim.clone(),
+            intent.release("r1"),
+        ));
+        Live::resume(intent, fleet, None)
+    }
+
+    /// An engine over `fleet` for release r1, continuing from `view` when given (a
+    /// restart after a crash).
+    pub fn resume(
+        intent: Arc<Intent>,
+        fleet: Arc<SimFleet>,
+        view: Option<&flotilla::engine::RolloutView>,
+    ) -> Live {
+        let plan = plan::build(&intent, "r1", epoch()).unwrap();
+        let (etx, erx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        let driver: Arc<dyn Driver> = fleet.clone();
+        let mut engine = Engine::new(
+            intent,
+            plan,
+            driver,
+            Arc::new(TokioClock::starting_at(epoch())),
+            etx,
+            crx,
+            OnHold::Wait,
+        );
+        if let Some(view) = view {
+            engine = engine.resume(view);
+        }
+        Live {
+            events: erx,
+            commands: ctx,
+            engine: tokio::spawn(engine.run()),
+            seen: Vec::new(),
+            fleet,
+        }
+    }
+
+    pub fn send(&self, cmd: Command) {
+        self.commands.send(cmd).unwrap();
+    }
+
+    /// Reads events until one of `kind` arrives and returns it.
+    pub async fn until(&mut self, kind: &str) -> Event {
+        loop {
+            let e = self.events.recv().await.unwrap_or_else(|| {
+                panic!(
+                    "no `{kind}` event; saw {:?}",
+                    self.seen.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
+                )
+            });
+            self.seen.push(e.clone());
+            if e.kind.name() == kind {
+                return e;
+            }
+        }
+    }
+
+    /// Events that arrive within `d` of (paused) time.
+    pub async fn during(&mut self, d: std::time::Duration) -> Vec<Event> {
+        let deadline = tokio::time::Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.seen.push(e.clone());
+            got.push(e);
+        }
+        got
+    }
 }

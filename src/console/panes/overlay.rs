@@ -9,6 +9,31 @@ use ratatui::Frame;
 use crate::console::actions::ACTIONS;
 use crate::console::ui::{Mode, Purpose, Ui};
 
+/// Splits `text` into lines of at most `width` characters at spaces (a longer word is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let fits = line.chars().count() + 1 + word.chars().count() <= width;
+        if !line.is_empty() && !fits {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+        while line.chars().count() > width {
+            let head: String = line.chars().take(width).collect();
+            line = line.chars().skip(width).collect();
+            lines.push(head);
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [v] = Layout::vertical([Constraint::Length(height.min(area.height))])
         .flex(Flex::Center)
@@ -29,19 +54,30 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                 "Keys (from the live key map; `:` runs any action by name)",
                 t.dim,
             ))];
+            // Descriptions wrap under their own column, so nothing is cut at 80 columns.
+            let inner = area.width.min(100).saturating_sub(2) as usize;
+            let lead = 1 + 12 + 14;
+            let room = inner.saturating_sub(lead).max(16);
             for a in ACTIONS {
                 let Some(keys) = ui.keymap.keys_of(a.act) else {
                     continue;
                 };
-                let mut spans = vec![
-                    Span::styled(format!(" {keys:<12}"), t.title),
-                    Span::styled(format!("{:<14}", a.name), t.text),
-                    Span::styled(a.description, t.dim),
-                ];
+                let mut text = a.description.to_string();
                 if a.dangerous {
-                    spans.push(Span::styled(" (confirms)", t.warn));
+                    text.push_str(" (confirms)");
                 }
-                lines.push(Line::from(spans));
+                for (n, part) in wrap(&text, room).into_iter().enumerate() {
+                    let mut spans = if n == 0 {
+                        vec![
+                            Span::styled(format!(" {keys:<12}"), t.title),
+                            Span::styled(format!("{:<14}", a.name), t.text),
+                        ]
+                    } else {
+                        vec![Span::raw(" ".repeat(lead))]
+                    };
+                    spans.push(Span::styled(part, t.dim));
+                    lines.push(Line::from(spans));
+                }
             }
             let h = (lines.len() as u16 + 2).min(area.height);
             let scroll = (*scroll).min((lines.len() as u16 + 2).saturating_sub(h));
