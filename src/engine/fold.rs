@@ -68,6 +68,9 @@ pub struct RolloutView {
     /// running, waiting, paused, halted, completed, aborted or interrupted.
     pub state: String,
     pub halt_reason: Option<String>,
+    /// Paused by someone and not resumed since, whatever happened after (a gate announced,
+    /// the engine interrupted): a restart keeps the pause.
+    pub paused: bool,
     pub waves: Vec<WaveView>,
     pub services: Vec<String>,
     /// Per (env, service): state, revision of the last attempt, attempts.
@@ -245,10 +248,14 @@ impl RolloutView {
                 }
             }
             EventKind::CommandReceived { id, .. } => self.last_command = self.last_command.max(*id),
-            EventKind::RolloutPaused { .. } => self.state = "paused".into(),
+            EventKind::RolloutPaused { .. } => {
+                self.state = "paused".into();
+                self.paused = true;
+            }
             EventKind::RolloutResumed { .. } => {
                 self.state = "running".into();
                 self.halt_reason = None;
+                self.paused = false;
             }
             EventKind::RolloutHalted { reason, .. } => {
                 self.state = "halted".into();
@@ -379,5 +386,20 @@ mod tests {
             }),
         ];
         assert_eq!(RolloutView::fold(&events).state, "paused");
+    }
+
+    #[test]
+    fn a_pause_outlives_an_interrupt_but_not_a_resume() {
+        let mut events = vec![
+            ev(EventKind::RolloutPaused { by: "bob".into() }),
+            ev(EventKind::RolloutInterrupted {
+                in_flight_finished: 0,
+            }),
+        ];
+        let view = RolloutView::fold(&events);
+        assert_eq!(view.state, "interrupted");
+        assert!(view.paused, "a restart must keep the pause");
+        events.push(ev(EventKind::RolloutResumed { by: "bob".into() }));
+        assert!(!RolloutView::fold(&events).paused);
     }
 }

@@ -325,7 +325,7 @@ impl Engine {
             }
         }
         // Someone paused it (an incident, most likely): a restart does not lift the pause.
-        if view.state == "paused" {
+        if view.paused {
             self.paused = true;
             self.publish_state();
         }
@@ -1137,6 +1137,10 @@ impl Engine {
                 self.stop = None;
                 self.publish_state();
                 self.emit(EventKind::RolloutResumed { by: by.to_string() });
+                // The halt is over, a pause (a rollback's, say) is not.
+                if self.paused {
+                    self.emit(EventKind::RolloutPaused { by: by.to_string() });
+                }
             }
         }
     }

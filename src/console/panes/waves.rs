@@ -25,6 +25,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
             count(CellState::Succeeded) + count(CellState::Skipped) + count(CellState::Drifted);
         let failed = count(CellState::Failed) + count(CellState::Blocked);
         let running = count(CellState::Running);
+        let rolled_back = count(CellState::RolledBack);
         let selected = ui.wave_cursor == w;
         let name_style = if selected { t.cursor } else { t.title };
         let gate = match (&wave.gate, view) {
@@ -60,7 +61,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
             Span::raw(" "),
             gate,
         ]));
-        // The bar: succeeded, failed, running, then what is left.
+        // The bar: succeeded, failed, running, rolled back, then what is left.
         let bar_w = width.saturating_sub(12).clamp(4, 40);
         let cells = |k: usize| (k * bar_w).div_ceil(n).min(bar_w);
         let mut room = bar_w;
@@ -69,7 +70,8 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
             room -= w;
             w
         };
-        let (ok_w, fail_w, run_w) = (take(done), take(failed), take(running));
+        let (ok_w, fail_w, run_w, back_w) =
+            (take(done), take(failed), take(running), take(rolled_back));
         let rest = room;
         let g = ui.glyphs;
         lines.push(Line::from(vec![
@@ -77,6 +79,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
             Span::styled(g.pick("█", "#").repeat(ok_w), t.ok),
             Span::styled(g.pick("█", "X").repeat(fail_w), t.fail),
             Span::styled(g.pick("▒", ">").repeat(run_w), t.running),
+            Span::styled(g.pick("█", "<").repeat(back_w), t.rolled_back),
             Span::styled(g.pick("░", ".").repeat(rest), t.pending),
             Span::styled(format!(" {done}/{}", wave.envs.len()), t.text),
         ]));
@@ -98,6 +101,12 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
                 if failed > 0 { t.fail } else { t.dim },
             ));
             info.push(Span::styled(format!("  {running} running"), t.dim));
+        }
+        if rolled_back > 0 {
+            info.push(Span::styled(
+                format!("  {rolled_back} rolled back"),
+                t.rolled_back,
+            ));
         }
         lines.push(Line::from(info));
         lines.push(Line::from(Span::styled(
