@@ -11,6 +11,7 @@ pub mod drivers;
 pub mod engine;
 pub mod hash;
 pub mod intent;
+pub mod notice;
 pub mod plan;
 pub mod selector;
 pub mod store;

@@ -266,6 +266,17 @@ pub fn run(
             }
         };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        // The console starts from the events so far when resuming; read before anything new
+        // is journaled, which reaches it through the journal's channel instead.
+        let past: Vec<Event> = if console.is_some() && view.is_some() {
+            journal::entries(&store.conn(), Some(rollout_id))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|e| e.event())
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Commands queued while no engine ran (an approval ahead of a resume) come first.
         let mut last_command = view.as_ref().map_or(0, |v| v.last_command);
         if let Ok(queued) = store.take_commands(rollout_id, last_command) {
@@ -283,18 +294,7 @@ pub fn run(
         }
         // What the console needs of the rollout: its plan, the driver to observe live state
         // for the drift pane, and the events so far when resuming.
-        let console_parts = console.map(|options| {
-            let past: Vec<Event> = if view.is_some() {
-                journal::entries(&store.conn(), Some(rollout_id))
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|e| e.event())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            (options, plan.clone(), driver.clone(), past)
-        });
+        let console_parts = console.map(|options| (options, plan.clone(), driver.clone(), past));
         let mut engine = Engine::new(
             intent.clone(),
             plan,
@@ -327,9 +327,7 @@ pub fn run(
             });
         }
         // Commands from other terminals and the lease heartbeat, a few times a second.
-        let lease_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let steering = {
-            let lease_lost = lease_lost.clone();
             let store = store.clone();
             let commands = cmd_tx.clone();
             let journal = journal.clone();
@@ -347,13 +345,8 @@ pub fn run(
                     }
                     beats += 1;
                     if beats.is_multiple_of(8) && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
-                        // Under the console the screen is not ours to print on: the console
-                        // says the engine stopped; the message waits until it has closed.
-                        if headless {
-                            eprintln!("error: another engine took over this rollout's lease; stopping");
-                        } else {
-                            lease_lost.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
+                        // Under the console the message waits until it has closed.
+                        crate::notice::say("error: another engine took over this rollout's lease; stopping");
                         let _ = commands.send(Command::Interrupt);
                     }
                 }
@@ -422,9 +415,6 @@ pub fn run(
             }
         };
         steering.abort();
-        if lease_lost.load(std::sync::atomic::Ordering::Relaxed) {
-            eprintln!("error: another engine took over this rollout's lease; this one stopped");
-        }
         drop(cmd_tx);
         // Everything the engine emitted is committed and printed before the final words.
         let journaled = journal.flush().await;

@@ -183,7 +183,6 @@ pub async fn run(
     )
     .await;
     screen::leave();
-    screen::print_held_panics();
     match result {
         Ok(ended) => ended,
         Err(e) => Ended::TerminalFailed(e, finished),

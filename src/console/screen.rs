@@ -3,7 +3,6 @@
 //! with one write, so a slow SSH link carries as few bytes as possible.
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
@@ -159,18 +158,11 @@ impl<W: Write> Screen<W> {
     }
 }
 
-/// Whether the terminal is in the console's mode (so a panic knows to give it back).
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-
-/// Panics of other threads while the console owns the screen: printed once it has left,
-/// since printing them over the frames would garble both.
-static HELD_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
 /// Puts the terminal into the console's mode: raw, alternate screen, cursor hidden, pastes
 /// bracketed (so a pasted line cannot act as keys). On failure the terminal is given back.
 pub fn enter() -> io::Result<()> {
     terminal::enable_raw_mode()?;
-    ACTIVE.store(true, Ordering::SeqCst);
+    crate::notice::hold();
     let entered = execute!(
         io::stdout(),
         terminal::EnterAlternateScreen,
@@ -185,7 +177,6 @@ pub fn enter() -> io::Result<()> {
 
 /// Gives the terminal back as it was. Safe to call more than once.
 pub fn leave() {
-    ACTIVE.store(false, Ordering::SeqCst);
     let _ = execute!(
         io::stdout(),
         DisableBracketedPaste,
@@ -194,36 +185,31 @@ pub fn leave() {
         cursor::Show
     );
     let _ = terminal::disable_raw_mode();
+    crate::notice::release();
 }
 
 /// Restores the terminal before a panic of the console's own thread is printed, so it is
 /// readable. Other threads (an engine task whose driver panicked: the engine counts that
 /// environment as failed and goes on) must not take the screen away: their messages are
-/// held and printed by [`print_held_panics`] after the console has left.
+/// held (see [`crate::notice`]) and printed after the console has left.
 pub fn restore_on_panic() {
     let console = std::thread::current().id();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if ACTIVE.load(Ordering::SeqCst) && std::thread::current().id() != console {
+        let on_screen = crate::notice::held();
+        if on_screen && std::thread::current().id() != console {
             let thread = std::thread::current()
                 .name()
                 .unwrap_or("a worker")
                 .to_string();
-            lock(&HELD_PANICS).push(format!("thread '{thread}' {info}"));
+            crate::notice::say(format!("thread '{thread}' {info}"));
             return;
         }
-        if ACTIVE.load(Ordering::SeqCst) {
+        if on_screen {
             leave();
         }
         previous(info);
     }));
-}
-
-/// Prints (to stderr) the panics held while the console had the screen.
-pub fn print_held_panics() {
-    for message in std::mem::take(&mut *lock(&HELD_PANICS)) {
-        eprintln!("{message}");
-    }
 }
 
 /// Ctrl-Z: gives the terminal back, stops the process as the shell expects, and takes the

@@ -404,7 +404,7 @@ pub fn spawn(
                     && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref()) {
                         Ok(()) => true,
                         Err(e) => {
-                            eprintln!("error: cannot write the journal: {e}; no further step will be applied");
+                            crate::notice::say(format!("error: cannot write the journal: {e}; no further step will be applied"));
                             failure = Some(e);
                             false
                         }
