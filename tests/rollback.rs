@@ -34,6 +34,19 @@ fn approve(wave: &str) -> Command {
     }
 }
 
+/// Both gates approved, the rollout halted on its budget in the rest wave, and what was in
+/// flight then finished.
+async fn halted_in_rest(fixture: Fixture, dir: &std::path::Path) -> Live {
+    let mut live = Live::start(fixture.load(dir));
+    live.until("gate_waiting").await;
+    live.send(approve("canary"));
+    live.until("gate_waiting").await;
+    live.send(approve("rest"));
+    live.until("rollout_halted").await;
+    live.during(secs(60)).await;
+    live
+}
+
 /// What `env` runs now, per service: (service, version).
 fn live_versions(live: &Live, env: &str) -> Vec<(String, String)> {
     live.fleet.snapshot().envs[env]
@@ -123,17 +136,10 @@ async fn a_rolled_back_canary_runs_the_earlier_release_and_the_rollout_pauses() 
 #[tokio::test(start_paused = true)]
 async fn a_budget_halt_is_recovered_by_rolling_back_the_wave() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = fixture(6).broken_at(&[2]);
-    let mut live = Live::start(fixture.load(dir.path()));
-    live.until("gate_waiting").await;
-    live.send(approve("canary"));
-    live.until("gate_waiting").await;
-    live.send(approve("rest"));
-    live.until("rollout_halted").await;
-    live.during(secs(60)).await;
+    let mut live = halted_in_rest(fixture(6).broken_at(&[2]), dir.path()).await;
 
     live.send(rollback(&[], Some("rest")));
-    live.until("rollout_paused").await;
+    live.until("rollback_started").await;
     while live
         .seen
         .iter()
@@ -147,9 +153,13 @@ async fn a_budget_halt_is_recovered_by_rolling_back_the_wave() {
     assert_eq!(version(&live, "e-02", "schema"), "0");
     // The canary was not part of the wave: it keeps r1.
     assert_eq!(version(&live, "e-00", "schema"), "1");
-    // Rolled back is not failed, but a halt stays a halt until someone decides.
+    // Rolled back is not failed, but a halt stays a halt until someone decides (and holds
+    // everything already: no pause on top).
     let quiet = live.during(secs(600)).await;
     assert!(!quiet.iter().any(|e| e.kind.name() == "rollout_resumed"));
+    let view = RolloutView::fold(&live.seen);
+    assert_eq!(view.state, "halted");
+    assert!(!view.paused);
     live.send(Command::Abort { by: "carol".into() });
     let outcome = live.engine.await.unwrap();
     assert!(matches!(outcome, Outcome::Aborted { .. }), "{outcome:?}");
@@ -271,13 +281,7 @@ async fn a_failed_rollback_counts_as_failed_and_a_retry_rolls_back_again() {
     fixture.extra[0].1 = fixture.extra[0]
         .1
         .replace("schema = \"0\"", "schema = \"1\"");
-    let mut live = Live::start(fixture.load(dir.path()));
-    live.until("gate_waiting").await;
-    live.send(approve("canary"));
-    live.until("gate_waiting").await;
-    live.send(approve("rest"));
-    live.until("rollout_halted").await;
-    live.during(secs(60)).await;
+    let mut live = halted_in_rest(fixture, dir.path()).await;
     live.send(rollback(&["e-02"], None));
     let failed = live.until("rollback_failed").await;
     assert!(
@@ -297,4 +301,81 @@ async fn a_failed_rollback_counts_as_failed_and_a_retry_rolls_back_again() {
         view.rollbacks["e-02"].state,
         flotilla::engine::fold::RollbackState::Failed
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_environment_stops_after_its_step_in_flight_then_goes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = Live::start(fixture(2).load(dir.path()));
+    live.until("gate_waiting").await;
+    live.send(approve("canary"));
+    // The canary's first step is in flight.
+    live.until("step_started").await;
+    live.send(rollback(&["e-00"], None));
+    let requested = live.until("rollback_requested").await;
+    assert!(matches!(requested.kind, EventKind::RollbackRequested { ref to, .. } if to == "r0"));
+    let started = live.until("rollback_started").await;
+    let EventKind::RollbackStarted { services, .. } = &started.kind else {
+        unreachable!()
+    };
+    // Only what the run changed before it stopped goes back.
+    assert_eq!(services, &["schema"]);
+    live.until("env_rolled_back").await;
+    assert_eq!(version(&live, "e-00", "schema"), "0");
+    let later = live.during(secs(600)).await;
+    assert!(
+        !later
+            .iter()
+            .any(|e| e.kind.name() == "step_started" && e.kind.subject().1 == Some("e-00")),
+        "a rolled-back environment is never rolled forward again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_asked_for_a_running_environment_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Arc::new(fixture(2).load(dir.path()));
+    let mut live = Live::start((*intent).clone());
+    live.until("gate_waiting").await;
+    live.send(approve("canary"));
+    live.until("step_started").await;
+    live.send(rollback(&["e-00"], None));
+    live.until("rollback_requested").await;
+    live.engine.abort();
+    let view = RolloutView::fold(&live.seen);
+    let mut again = Live::resume(intent, live.fleet.clone(), Some(&view));
+    again.until("env_rolled_back").await;
+    assert_eq!(
+        RolloutView::fold(&again.seen).rollbacks["e-00"].state,
+        flotilla::engine::fold::RollbackState::Done
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_that_fails_at_a_gate_halts_the_rollout_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // r0 crashes on the canary: going back there fails.
+    let mut fixture = fixture(3);
+    fixture.extra[0]
+        .1
+        .push_str("[sim]\nbroken = \"ring=canary\"\n");
+    let intent = Arc::new(fixture.load(dir.path()));
+    let fleet = Arc::new(flotilla::drivers::sim::SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release("r0"),
+    ));
+    let mut live = Live::resume(intent, fleet, None);
+    live.until("gate_waiting").await;
+    live.send(approve("canary"));
+    live.until("wave_completed").await;
+    live.until("gate_waiting").await;
+    live.send(rollback(&["e-00"], None));
+    live.until("rollback_failed").await;
+    // The canary's budget is 0: the halt is said while the next gate still waits.
+    let halted = live.until("rollout_halted").await;
+    assert!(
+        matches!(halted.kind, EventKind::RolloutHalted { ref failed_envs, .. } if failed_envs == &["e-00"]),
+        "{halted:?}"
+    );
+    assert_eq!(RolloutView::fold(&live.seen).state, "halted");
 }

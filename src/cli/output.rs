@@ -215,6 +215,9 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         EventKind::EnvSkipped {
             env, reason, by, ..
         } => format!("  skipped {env} ({reason}) by {by}"),
+        EventKind::RollbackRequested { env, to, by, .. } => format!(
+            "  {env} is to be rolled back to {to} (asked by {by}) once its steps in flight finish"
+        ),
         EventKind::RollbackStarted {
             env,
             to,

@@ -492,7 +492,21 @@ async fn deliver(
 /// Final words and exit code for each way a rollout can end.
 fn report(outcome: &Outcome, release: &str) -> u8 {
     match outcome {
-        Outcome::Completed { failed: 0, .. } => exit::OK,
+        Outcome::Completed {
+            failed: 0,
+            rolled_back: 0,
+            ..
+        } => exit::OK,
+        Outcome::Completed {
+            failed: 0,
+            rolled_back,
+            ..
+        } => {
+            // Rolled back on purpose, but a script must still be able to tell the release is
+            // not everywhere.
+            eprintln!("completed, but {rolled_back} environment(s) were rolled back and do not run {release}");
+            exit::FAILED
+        }
         Outcome::Completed { failed, .. } => {
             // Within budget the rollout went on, but the release is not everywhere: a script
             // must be able to tell.

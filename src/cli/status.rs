@@ -134,6 +134,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         println!();
         for (env, r) in &view.rollbacks {
             let how = match r.state {
+                crate::engine::fold::RollbackState::Requested => "to roll back",
                 crate::engine::fold::RollbackState::InFlight => "rolling back",
                 crate::engine::fold::RollbackState::Done => "rolled back",
                 crate::engine::fold::RollbackState::Failed => "ROLLBACK FAILED",

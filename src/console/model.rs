@@ -162,7 +162,7 @@ impl Model {
                     self.envs[i].retry_queued = true;
                 }
             }
-            EventKind::StepStarted { env, .. } => {
+            EventKind::StepStarted { env, .. } | EventKind::RollbackStarted { env, .. } => {
                 if let Some(&i) = self.index.get(env) {
                     self.envs[i].retry_queued = false;
                 }
@@ -220,7 +220,7 @@ impl Model {
         let rollback = self.view.rollbacks.get(env).map(|r| r.state);
         entry.state = if let Some(state) = rollback {
             match state {
-                RollbackState::InFlight => CellState::Running,
+                RollbackState::InFlight | RollbackState::Requested => CellState::Running,
                 RollbackState::Done => CellState::RolledBack,
                 RollbackState::Failed => CellState::Failed,
             }

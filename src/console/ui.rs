@@ -74,6 +74,8 @@ pub enum Purpose {
     TypeToConfirm {
         expected: String,
         then: Command,
+        /// What it does, in words, for the dialog's title.
+        what: String,
     },
 }
 
@@ -658,6 +660,7 @@ impl Ui {
                 let release = model.view.release.clone();
                 self.open(
                     Purpose::TypeToConfirm {
+                        what: format!("abort the rollout of {release}"),
                         expected: release,
                         then: Command::Abort {
                             by: self.actor.clone(),
@@ -696,6 +699,9 @@ impl Ui {
 
     /// Rolling environments back asks y/n, naming them and the release they go back to.
     fn rollback_envs(&mut self, model: &Model, envs: Vec<String>) -> Vec<Effect> {
+        if !self.can_roll_back(model) {
+            return Vec::new();
+        }
         let Some(to) = model.rollback_target() else {
             self.flash_error("nothing to roll back to: no release before this one in releases/");
             return Vec::new();
@@ -719,14 +725,29 @@ impl Ui {
         )
     }
 
+    /// Rollbacks are the engine's work: once it has ended, say so before asking anything.
+    fn can_roll_back(&mut self, model: &Model) -> bool {
+        if model.active() {
+            return true;
+        }
+        self.flash_error(
+            "the rollout has ended: rollbacks run while it runs (waiting, paused or halted)",
+        );
+        false
+    }
+
     /// A whole wave goes back only when its name is typed.
     fn rollback_wave(&mut self, model: &Model, wave: String) -> Vec<Effect> {
-        if model.rollback_target().is_none() {
-            self.flash_error("nothing to roll back to: no release before this one in releases/");
+        if !self.can_roll_back(model) {
             return Vec::new();
         }
+        let Some(to) = model.rollback_target() else {
+            self.flash_error("nothing to roll back to: no release before this one in releases/");
+            return Vec::new();
+        };
         self.open(
             Purpose::TypeToConfirm {
+                what: format!("roll back wave {wave} to {to}, pausing the rollout"),
                 expected: wave.clone(),
                 then: Command::Rollback {
                     envs: Vec::new(),
@@ -989,7 +1010,7 @@ impl Ui {
                     })
                     .collect()
             }
-            Purpose::TypeToConfirm { expected, then } => {
+            Purpose::TypeToConfirm { expected, then, .. } => {
                 if typed == expected {
                     self.flash(format!("{} sent", then.name()));
                     vec![Effect::Send(then)]
@@ -1048,18 +1069,10 @@ impl Ui {
                     note: (!note.is_empty()).then(|| note.join(" ")),
                 })]
             }
-            (Act::Retry, envs) if !envs.is_empty() => {
-                let unknown: Vec<&str> = envs
-                    .iter()
-                    .copied()
-                    .filter(|e| model.env_index(e).is_none())
-                    .collect();
-                if !unknown.is_empty() {
-                    self.flash_error(format!("no environment {}", unknown.join(", ")));
-                    return Vec::new();
-                }
-                self.retry(model, envs.iter().map(|e| e.to_string()).collect())
-            }
+            (Act::Retry, envs) if !envs.is_empty() => match self.known(model, envs) {
+                Some(envs) => self.retry(model, envs),
+                None => Vec::new(),
+            },
             (Act::Rollback, ["wave", wave]) => {
                 if !model.plan.waves.iter().any(|w| w.name == *wave) {
                     self.flash_error(format!("no wave `{wave}` in the plan"));
@@ -1067,18 +1080,10 @@ impl Ui {
                 }
                 self.rollback_wave(model, wave.to_string())
             }
-            (Act::Rollback, envs) if !envs.is_empty() => {
-                let unknown: Vec<&str> = envs
-                    .iter()
-                    .copied()
-                    .filter(|e| model.env_index(e).is_none())
-                    .collect();
-                if !unknown.is_empty() {
-                    self.flash_error(format!("no environment {}", unknown.join(", ")));
-                    return Vec::new();
-                }
-                self.rollback_envs(model, envs.iter().map(|e| e.to_string()).collect())
-            }
+            (Act::Rollback, envs) if !envs.is_empty() => match self.known(model, envs) {
+                Some(envs) => self.rollback_envs(model, envs),
+                None => Vec::new(),
+            },
             (Act::Skip, [env, reason @ ..]) => {
                 if model.env_index(env).is_none() {
                     self.flash_error(format!("no environment `{env}`"));
@@ -1104,6 +1109,21 @@ impl Ui {
             }
             _ => self.run(model, act),
         }
+    }
+
+    /// The environments named on a command line, or None (said on the flash line) when
+    /// some are not in the fleet.
+    fn known(&mut self, model: &Model, names: &[&str]) -> Option<Vec<String>> {
+        let unknown: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|e| model.env_index(e).is_none())
+            .collect();
+        if !unknown.is_empty() {
+            self.flash_error(format!("no environment {}", unknown.join(", ")));
+            return None;
+        }
+        Some(names.iter().map(|e| e.to_string()).collect())
     }
 
     /// Moves the clock on; true when that changes what is drawn (a coarse countdown, a

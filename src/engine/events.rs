@@ -132,6 +132,14 @@ pub enum EventKind {
         reason: String,
         by: String,
     },
+    /// A running environment is to be rolled back: its run stops after the steps in flight,
+    /// then its `rollback_started` follows.
+    RollbackRequested {
+        wave: String,
+        env: String,
+        to: String,
+        by: String,
+    },
     /// The write-ahead record of a rollback: environment `env` goes back to release `to`,
     /// these services (in the order they are put back: dependents first) to these
     /// revisions. Durable before anything is applied, so a crash mid-rollback resumes it.
@@ -271,6 +279,7 @@ impl EventKind {
             EnvRetried { wave, env, by }
             | EnvSkipped { wave, env, by, .. }
             | RollbackStarted { wave, env, by, .. }
+            | RollbackRequested { wave, env, by, .. }
             | EnvRolledBack { wave, env, by, .. } => (Some(wave), Some(env), None, Some(by)),
             StepRolledBack {
                 wave, env, service, ..
@@ -304,6 +313,7 @@ impl EventKind {
             EventKind::StepBlocked { .. } => "step_blocked",
             EventKind::EnvRetried { .. } => "env_retried",
             EventKind::EnvSkipped { .. } => "env_skipped",
+            EventKind::RollbackRequested { .. } => "rollback_requested",
             EventKind::RollbackStarted { .. } => "rollback_started",
             EventKind::StepRolledBack { .. } => "step_rolled_back",
             EventKind::RollbackFailed { .. } => "rollback_failed",

@@ -26,6 +26,9 @@ pub enum StepView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackState {
+    /// Asked for while the environment ran: it starts once the run has stopped (a resumed
+    /// engine starts it at once).
+    Requested,
     /// Recorded and not finished: in flight, or interrupted by a crash (a resumed engine
     /// runs it again; applies are idempotent by revision).
     InFlight,
@@ -40,6 +43,8 @@ pub struct RollbackView {
     pub to: String,
     pub by: String,
     pub state: RollbackState,
+    /// The services it puts back, in order (empty while only requested).
+    pub services: Vec<String>,
 }
 
 /// One wave as the journal tells it.
@@ -208,6 +213,8 @@ impl RolloutView {
             } => {
                 self.env_wave.insert(env.clone(), wave.clone());
                 self.skipped.insert(env.clone(), reason.clone());
+                // Skipping settles a failed rollback too.
+                self.rollbacks.remove(env);
             }
             EventKind::WaveCompleted {
                 wave,
@@ -224,8 +231,25 @@ impl RolloutView {
                 w.skipped = *skipped;
                 w.rolled_back = *rolled_back;
             }
+            EventKind::RollbackRequested { wave, env, to, by } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                self.rollbacks.insert(
+                    env.clone(),
+                    RollbackView {
+                        to: to.clone(),
+                        by: by.clone(),
+                        state: RollbackState::Requested,
+                        services: Vec::new(),
+                    },
+                );
+            }
             EventKind::RollbackStarted {
-                wave, env, to, by, ..
+                wave,
+                env,
+                to,
+                by,
+                services,
+                ..
             } => {
                 self.env_wave.insert(env.clone(), wave.clone());
                 self.rollbacks.insert(
@@ -234,6 +258,7 @@ impl RolloutView {
                         to: to.clone(),
                         by: by.clone(),
                         state: RollbackState::InFlight,
+                        services: services.clone(),
                     },
                 );
             }
@@ -291,7 +316,7 @@ impl RolloutView {
                     failed += 1;
                     continue;
                 }
-                Some(RollbackState::InFlight) => {
+                Some(RollbackState::InFlight | RollbackState::Requested) => {
                     running += 1;
                     continue;
                 }

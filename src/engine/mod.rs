@@ -138,15 +138,27 @@ pub struct Engine {
     /// before they do.
     rollbacks: JoinSet<RollbackEnd>,
     rollback_task_env: HashMap<tokio::task::Id, usize>,
-    /// Per environment being rolled back or whose rollback failed: the release it goes
-    /// back to and who asked (a retry of a failed rollback runs the rollback again).
-    rollback_of: HashMap<usize, (usize, String)>,
+    /// Per environment to roll back, being rolled back, or whose rollback failed: what the
+    /// rollback is (a retry of a failed rollback runs the same rollback again).
+    rollback_of: HashMap<usize, RollbackPlan>,
     /// Rollbacks the journal shows in flight at a restart: run again when the rollout
     /// resumes (applies are idempotent by revision).
     rollbacks_to_resume: Vec<usize>,
-    /// Running environments to roll back once their run stops (it was cancelled): the
-    /// release to go back to and who asked.
-    rollback_when_stopped: HashMap<usize, (usize, String)>,
+    /// Running environments to roll back once their run stops (it was cancelled).
+    rollback_when_stopped: HashSet<usize>,
+    /// A halt that came while waiting at a gate has been announced.
+    halt_announced: bool,
+}
+
+/// One environment's rollback as decided.
+#[derive(Debug, Clone)]
+struct RollbackPlan {
+    /// The release it goes back to.
+    to: usize,
+    by: String,
+    /// The services to put back, in order, once known: fixed by the `rollback_started`
+    /// record, so a rollback run again (after a restart, or retried) does the same.
+    services: Option<Vec<usize>>,
 }
 
 impl Engine {
@@ -249,7 +261,8 @@ impl Engine {
             rollback_task_env: HashMap::new(),
             rollback_of: HashMap::new(),
             rollbacks_to_resume: Vec::new(),
-            rollback_when_stopped: HashMap::new(),
+            rollback_when_stopped: HashSet::new(),
+            halt_announced: false,
         }
     }
 
@@ -299,12 +312,26 @@ impl Engine {
             }
             let to = intent.releases.iter().position(|r| r.name == rollback.to);
             if let Some(to) = to {
-                self.rollback_of.insert(i, (to, rollback.by.clone()));
+                let services = (rollback.state != fold::RollbackState::Requested).then(|| {
+                    rollback
+                        .services
+                        .iter()
+                        .filter_map(|name| service_index(name))
+                        .collect()
+                });
+                self.rollback_of.insert(
+                    i,
+                    RollbackPlan {
+                        to,
+                        by: rollback.by.clone(),
+                        services,
+                    },
+                );
             }
             match (rollback.state, to) {
                 (fold::RollbackState::Done, _) => self.set_status(i, EnvStatus::RolledBack),
-                (fold::RollbackState::InFlight, Some(_)) => {
-                    // Held out of the queue until its rollback runs again.
+                (fold::RollbackState::InFlight | fold::RollbackState::Requested, Some(_)) => {
+                    // Held out of the queue until its rollback runs (again).
                     self.set_status(i, EnvStatus::RollingBack);
                     self.rollbacks_to_resume.push(i);
                 }
@@ -447,15 +474,8 @@ impl Engine {
         }
         self.recover_in_flight().await;
         for i in std::mem::take(&mut self.rollbacks_to_resume) {
-            let (to, by) = self.rollback_of[&i].clone();
-            if let Err(why) = self.start_rollback(i, to, &by) {
-                self.set_status(i, EnvStatus::Failed);
-                self.emit(EventKind::RollbackFailed {
-                    wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-                    env: self.ctx.intent.environments[i].name.clone(),
-                    service: String::new(),
-                    error: why,
-                });
+            if let Err(why) = self.start_rollback(i) {
+                self.rollback_not_started(i, why);
             }
         }
         for w in 0..self.plan.waves.len() {
@@ -602,6 +622,27 @@ impl Engine {
                 });
                 Err(Outcome::Interrupted)
             }
+            // A budget exceeded while a gate waits (a rollback failed there): said at once,
+            // and the gate goes on waiting under the halt (in a wave nothing starts until
+            // someone decides). Headless, or with nobody left to decide, it ends here.
+            Some(Stop::Halt { reason }) if !self.halt_announced => {
+                self.halt_announced = true;
+                let wave = self.plan.waves[self.current_wave].name.clone();
+                let failed_envs = self.failed_envs();
+                self.emit(EventKind::RolloutHalted {
+                    wave: wave.clone(),
+                    reason: reason.clone(),
+                    failed_envs: failed_envs.clone(),
+                });
+                if self.on_hold == OnHold::Exit || !self.commands_open {
+                    return Err(Outcome::Halted {
+                        wave,
+                        reason,
+                        failed_envs,
+                    });
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -632,7 +673,7 @@ impl Engine {
         );
         let mut running: JoinSet<(usize, Vec<StepState>)> = JoinSet::new();
         let mut task_env: HashMap<tokio::task::Id, usize> = HashMap::new();
-        let mut halt_reported = false;
+        let mut halt_reported = self.halt_announced;
         loop {
             while !self.paused && self.stop.is_none() && running.len() < self.max_parallel {
                 let Some(i) = self.queue.pop_front() else {
@@ -686,8 +727,14 @@ impl Engine {
                     Some(_) => {
                         self.check_stop()?;
                     }
-                    // The wave ends once nothing of it runs, rollbacks included.
-                    None if self.queue.is_empty() && self.rollbacks.is_empty() => break,
+                    // The wave ends once nothing of it runs, rollbacks included, and not while
+                    // paused: a pause holds the rollout until someone decides.
+                    None if self.queue.is_empty()
+                        && self.rollbacks.is_empty()
+                        && (!self.paused || !self.commands_open) =>
+                    {
+                        break
+                    }
                     None => {}
                 }
             }
@@ -711,6 +758,7 @@ impl Engine {
                     self.on_command(cmd);
                     if was_halted && self.stop.is_none() {
                         halt_reported = false;
+                        self.halt_announced = false;
                     }
                 }
                 joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
@@ -835,7 +883,10 @@ impl Engine {
                 .is_some_and(|s| {
                     matches!(
                         s,
-                        EnvStatus::Succeeded | EnvStatus::Skipped | EnvStatus::RolledBack
+                        EnvStatus::Succeeded
+                            | EnvStatus::Skipped
+                            | EnvStatus::RolledBack
+                            | EnvStatus::RollingBack
                     )
                 })
         })
@@ -871,25 +922,17 @@ impl Engine {
             self.finished_since_interrupt += 1;
         }
         // Its run was cancelled for a rollback: now that nothing of it runs, roll back what
-        // it changed; if it changed nothing yet, it simply waits its turn again.
-        if let Some((to, by)) = self.rollback_when_stopped.remove(&i) {
+        // it changed (if it changed nothing, the rollback has nothing to apply: it is back
+        // all the same, and never rolled forward again).
+        if self.rollback_when_stopped.remove(&i) {
             self.ctx
                 .cancelled
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&i);
             self.steps.insert(i, steps);
-            self.set_status(i, EnvStatus::Pending);
-            if self.rollback_services(i).is_empty() {
-                self.queue.push_back(i);
-            } else if let Err(why) = self.start_rollback(i, to, &by) {
-                self.settle_status(i, EnvStatus::Failed);
-                self.emit(EventKind::RollbackFailed {
-                    wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-                    env: self.ctx.intent.environments[i].name.clone(),
-                    service: String::new(),
-                    error: why,
-                });
+            if let Err(why) = self.start_rollback(i) {
+                self.rollback_not_started(i, why);
             }
             return;
         }
@@ -955,6 +998,18 @@ impl Engine {
         }
     }
 
+    /// A rollback decided earlier (before a restart, or before a run stopped) could not
+    /// start: the environment is failed, and says why.
+    fn rollback_not_started(&mut self, i: usize, why: String) {
+        self.emit(EventKind::RollbackFailed {
+            wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+            env: self.ctx.intent.environments[i].name.clone(),
+            service: String::new(),
+            error: why,
+        });
+        self.settle_status(i, EnvStatus::Failed);
+    }
+
     /// The release a rollback goes back to: `to`, or the one before the rollout's.
     fn rollback_release(&self, to: Option<&str>) -> Result<usize, String> {
         let releases = &self.ctx.intent.releases;
@@ -999,7 +1054,7 @@ impl Engine {
         match self.status.get(&i) {
             None => return Some(format!("`{name}` is not part of this rollout")),
             // Its run is stopped after the steps in flight, then it is rolled back.
-            Some(EnvStatus::Running) if self.rollback_when_stopped.contains_key(&i) => {
+            Some(EnvStatus::Running) if self.rollback_when_stopped.contains(&i) => {
                 return Some(format!("`{name}` is already to be rolled back"))
             }
             Some(EnvStatus::Running) => return None,
@@ -1025,15 +1080,23 @@ impl Engine {
         None
     }
 
-    /// Records the rollback of environment `i` to release `to` and starts it; it applies
-    /// nothing until the record is durable.
-    fn start_rollback(&mut self, i: usize, to: usize, by: &str) -> Result<(), String> {
+    /// Records the rollback decided for environment `i` (in `rollback_of`) and starts it;
+    /// it applies nothing until the record is durable.
+    fn start_rollback(&mut self, i: usize) -> Result<(), String> {
+        let Some(mut plan) = self.rollback_of.get(&i).cloned() else {
+            return Err("internal error: no rollback was decided for it".into());
+        };
+        let order = plan
+            .services
+            .get_or_insert_with(|| self.rollback_services(i))
+            .clone();
+        let by = plan.by.clone();
         let intent = self.ctx.intent.clone();
         let env = &intent.environments[i];
-        let release = &intent.releases[to];
+        let release = &intent.releases[plan.to];
         let desired = crate::intent::layers::render(&intent, release, env).desired;
         let mut services = Vec::new();
-        for s in self.rollback_services(i) {
+        for s in order {
             let name = &intent.services[s].name;
             let Some(d) = desired.services.get(name) else {
                 return Err(format!(
@@ -1060,19 +1123,19 @@ impl Engine {
                     .iter()
                     .map(|r| (r.service.clone(), r.revision.clone()))
                     .collect(),
-                by: by.to_string(),
+                by: by.clone(),
             },
         ));
         self.set_status(i, EnvStatus::RollingBack);
         self.accepted.remove(&i);
-        self.rollback_of.insert(i, (to, by.to_string()));
+        self.rollback_of.insert(i, plan);
         let handle = self.rollbacks.spawn(step::rollback_env(
             self.ctx.clone(),
             step::Rollback {
                 env: i,
                 wave,
                 to: release.name.clone(),
-                by: by.to_string(),
+                by,
                 services,
                 recorded,
             },
@@ -1145,7 +1208,11 @@ impl Engine {
         }
     }
 
-    fn publish_state(&self) {
+    fn publish_state(&mut self) {
+        // A halt lifted may be announced again when one comes back.
+        if self.stop.is_none() {
+            self.halt_announced = false;
+        }
         let s = if self.stop.is_some() {
             RunState::Stopping
         } else if self.paused {
@@ -1279,13 +1346,13 @@ impl Engine {
                 }
                 for i in failed {
                     // A failed rollback is retried as a rollback, not as the release.
-                    if let Some((to, _)) = self.rollback_of.get(&i).cloned() {
+                    if self.rollback_of.contains_key(&i) {
                         self.emit(EventKind::EnvRetried {
                             wave: self.plan.waves[self.wave_of[&i]].name.clone(),
                             env: self.ctx.intent.environments[i].name.clone(),
                             by: by.clone(),
                         });
-                        if let Err(why) = self.start_rollback(i, to, by) {
+                        if let Err(why) = self.start_rollback(i) {
                             self.reject(&cmd, why);
                         }
                         continue;
@@ -1335,6 +1402,8 @@ impl Engine {
                     }
                 }
                 self.set_status(i, EnvStatus::Skipped);
+                // Skipping a failed rollback settles it: it is not retried as one.
+                self.rollback_of.remove(&i);
                 let wave = self.plan.waves[self.wave_of[&i]].name.clone();
                 self.emit(EventKind::EnvSkipped {
                     wave,
@@ -1355,27 +1424,44 @@ impl Engine {
                 };
                 let mut cancelled = false;
                 for i in targets {
+                    self.rollback_of.insert(
+                        i,
+                        RollbackPlan {
+                            to,
+                            by: by.clone(),
+                            services: None,
+                        },
+                    );
                     if self.status.get(&i) == Some(&EnvStatus::Running) {
-                        // Stop its run after the steps in flight; the rollback follows.
+                        // Stop its run after the steps in flight; the rollback follows. The
+                        // request is journaled so that a restart in between still does it.
                         self.ctx
                             .cancelled
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(i);
-                        self.rollback_when_stopped.insert(i, (to, by.clone()));
+                        self.rollback_when_stopped.insert(i);
                         cancelled = true;
-                    } else if let Err(why) = self.start_rollback(i, to, by) {
+                        self.emit(EventKind::RollbackRequested {
+                            wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                            env: self.ctx.intent.environments[i].name.clone(),
+                            to: self.ctx.intent.releases[to].name.clone(),
+                            by: by.clone(),
+                        });
+                    } else if let Err(why) = self.start_rollback(i) {
+                        self.rollback_of.remove(&i);
                         return self.reject(&cmd, why);
                     }
                 }
                 if cancelled {
-                    // Wake the runs waiting on a pause, so they see they are cancelled.
+                    // Wake the runs waiting on a pause or a backoff to see they are cancelled.
                     self.state.send_modify(|_| {});
                 }
                 // The release is in doubt: nothing more of it starts until someone decides
-                // (resume carries on, abort ends it). A halt stays a halt: rolled back
-                // environments no longer count as failed, which must not resume it alone.
-                if !self.paused {
+                // (resume carries on, abort ends it). A halt already holds everything and
+                // stays a halt: rolled back environments no longer count as failed, which
+                // must not resume it alone.
+                if !self.paused && !matches!(self.stop, Some(Stop::Halt { .. })) {
                     self.paused = true;
                     self.publish_state();
                     self.emit(EventKind::RolloutPaused { by: by.clone() });

@@ -258,10 +258,12 @@ async fn run_step(
             class: error.class,
             delay_ms: delay.as_millis() as u64,
         });
-        // A stop (halt, abort, Ctrl-C) cuts the wait short instead of sitting out the backoff.
+        // A stop (halt, abort, Ctrl-C) or a cancelled run cuts the wait short instead of
+        // sitting out the backoff.
         let stopped = tokio::select! {
             _ = tokio::time::sleep(delay) => false,
-            _ = state.wait_for(|s| *s == RunState::Stopping) => true,
+            // The engine wakes every waiter when it cancels a run.
+            _ = state.wait_for(|s| *s == RunState::Stopping || ctx.is_cancelled(env)) => true,
         };
         // A retry is a new start: a pause holds it, a stop abandons it.
         if stopped || !may_start(ctx, env, &mut state).await {

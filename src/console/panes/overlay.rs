@@ -119,8 +119,8 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                     },
                     "Enter skips, Esc cancels",
                 ),
-                Purpose::TypeToConfirm { expected, then } => (
-                    format!(" {} {expected}: type `{expected}` to confirm ", then.name()),
+                Purpose::TypeToConfirm { expected, what, .. } => (
+                    format!(" {what}: type `{expected}` to confirm "),
                     "Enter confirms, Esc cancels",
                 ),
             };
