@@ -692,6 +692,10 @@ async fn an_environment_and_then_a_wave_are_rolled_back_from_the_keyboard() {
     assert_eq!(h.model.view.state, "paused");
     let screen = h.screen(160, 48);
     assert!(screen.contains("↺ e-00"), "{screen}");
+    assert!(
+        screen.contains("rolled back to r0"),
+        "the detail says so: {screen}"
+    );
 
     // Let the rest run part-way, then pause it.
     h.press(":approve rest<Enter>r");
@@ -725,4 +729,25 @@ async fn an_environment_and_then_a_wave_are_rolled_back_from_the_keyboard() {
         "{rest:?}"
     );
     assert!(rest.contains(&CellState::RolledBack), "{rest:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn wave_counts_kept_as_cells_change_match_a_recount() {
+    let mut h = Harness::new(
+        Fixture::standard(12, &strategy("", "1")).broken_at(&[3, 7]),
+        false,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    for _ in 0..12 {
+        h.wait(5).await;
+        for w in 0..h.model.plan.waves.len() {
+            let mut recount = std::collections::BTreeMap::new();
+            for e in h.model.envs.iter().filter(|e| e.wave == w) {
+                *recount.entry(e.state).or_insert(0) += 1;
+            }
+            assert_eq!(h.model.wave_counts(w), recount);
+        }
+    }
+    assert!(h.model.failed() > 0, "the broken environments fail");
 }

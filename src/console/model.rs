@@ -35,6 +35,11 @@ impl CellState {
         CellState::RolledBack,
     ];
 
+    /// Position in [`CellState::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CellState::Pending => "pending",
@@ -84,6 +89,9 @@ pub struct Model {
     pub finished: Option<String>,
     /// The longest environment name, for the grid's cell width.
     pub name_width: usize,
+    /// Per wave, how many environments are in each state (by [`CellState::index`]): kept
+    /// as cells change, so a frame does not count the whole fleet.
+    counts: Vec<[usize; CellState::ALL.len()]>,
 }
 
 impl Model {
@@ -118,6 +126,10 @@ impl Model {
             .map(|e| e.name.chars().count())
             .max()
             .unwrap_or(1);
+        let mut counts = vec![[0; CellState::ALL.len()]; plan.waves.len()];
+        for e in &envs {
+            counts[e.wave][e.state.index()] += 1;
+        }
         Model {
             intent,
             view,
@@ -129,6 +141,7 @@ impl Model {
             finished: None,
             plan,
             name_width,
+            counts,
         }
     }
 
@@ -216,6 +229,7 @@ impl Model {
             })
             .collect();
         let entry = &mut self.envs[i];
+        let before = entry.state;
         // A rollback says more than the steps that went before it.
         let rollback = self.view.rollbacks.get(env).map(|r| r.state);
         entry.state = if let Some(state) = rollback {
@@ -249,23 +263,26 @@ impl Model {
         } else {
             CellState::Pending
         };
+        let counts = &mut self.counts[entry.wave];
+        counts[before.index()] -= 1;
+        counts[entry.state.index()] += 1;
     }
 
     /// Counts of each state among the environments of wave `w`.
     pub fn wave_counts(&self, w: usize) -> BTreeMap<CellState, usize> {
-        let mut counts = BTreeMap::new();
-        for e in self.envs.iter().filter(|e| e.wave == w) {
-            *counts.entry(e.state).or_insert(0) += 1;
-        }
-        counts
+        CellState::ALL
+            .iter()
+            .map(|&s| (s, self.counts[w][s.index()]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Environments that failed, fleet-wide.
     pub fn failed(&self) -> usize {
-        self.envs
+        self.counts
             .iter()
-            .filter(|e| e.state == CellState::Failed)
-            .count()
+            .map(|c| c[CellState::Failed.index()])
+            .sum()
     }
 
     /// The wave whose gate waits for an approval, if one does.
@@ -298,7 +315,6 @@ impl PartialOrd for CellState {
 
 impl Ord for CellState {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let pos = |s: &CellState| CellState::ALL.iter().position(|x| x == s);
-        pos(self).cmp(&pos(other))
+        self.index().cmp(&other.index())
     }
 }

@@ -9,7 +9,7 @@ use ratatui::Frame;
 use crate::console::model::Model;
 use crate::console::ui::{Observed, Ui};
 use crate::drift::DiffLine;
-use crate::engine::fold::StepView;
+use crate::engine::fold::{RollbackState, StepView};
 
 /// The detail's lines for environment `i` (a pure function, so tests can read it).
 pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
@@ -91,6 +91,15 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
                 }
             })
             .unwrap_or_else(|| "pending".into());
+        // A rollback says what became of the services it put back.
+        let step = match model.view.rollbacks.get(&env.name) {
+            Some(r) if r.services.contains(&svc.name) => match r.state {
+                RollbackState::Done => format!("rolled back to {}", r.to),
+                RollbackState::InFlight => format!("rolling back to {}", r.to),
+                _ => step,
+            },
+            _ => step,
+        };
         let live_style = if live == want { t.ok } else { t.warn };
         out.push(Line::from(vec![
             Span::styled(format!("{:<10} ", svc.name), t.text),
