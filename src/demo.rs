@@ -417,11 +417,13 @@ fn release_file(name: &str) -> (String, String) {
              worker.concurrency = 4\n\
              web.replicas = 2\n\
              \n\
-             # Demo only: this release fails permanently in ap-south. The canaries are all in\n\
-             # eu-west and us-east, so it passes the canary wave and the failure budget of a\n\
-             # later wave has to stop it.\n\
+             # Demo only: api 4.2.0 crashes on start in ap-south (after the schema migration\n\
+             # ran). The canaries are all in eu-west and us-east, so it passes the canary wave\n\
+             # and the failure budget of a later wave has to stop it; rolling those\n\
+             # environments back puts api (and what else changed) back at 2026.11.2.\n\
              [sim]\n\
-             broken = \"region=ap-south\"\n"
+             broken = \"region=ap-south\"\n\
+             broken_services = [\"api\"]\n"
         }
         _ => unreachable!("unknown demo release {name}"),
     };
@@ -557,6 +559,7 @@ mod tests {
         let tree = tree(&demo_commits(DEFAULT_ENVS));
         let broken = &tree[&format!("releases/{BROKEN_RELEASE}.toml")];
         assert_eq!(broken["sim"]["broken"].as_str(), Some("region=ap-south"));
+        assert_eq!(broken["sim"]["broken_services"][0].as_str(), Some("api"));
         let fleet = environments(&tree);
         assert!(fleet.iter().any(|(_, t)| {
             label(t, "region") == "ap-south" && ["early", "beta"].contains(&label(t, "ring"))

@@ -41,7 +41,8 @@ pub struct SimFleet {
     config: SimConfig,
     broken: Option<Selector>,
     /// The versions of the release being rolled out, per service: only they are broken
-    /// (a rollback to earlier versions works where the release crashes).
+    /// (a rollback to earlier versions works where the release crashes), and of them only
+    /// these services when the release names some.
     release_versions: BTreeMap<String, String>,
     hang: Option<Selector>,
     state: Mutex<SimState>,
@@ -59,7 +60,15 @@ impl SimFleet {
         SimFleet {
             config,
             broken: release.and_then(|r| r.sim_broken.clone()),
-            release_versions: release.map(|r| r.services.clone()).unwrap_or_default(),
+            release_versions: release
+                .map(|r| {
+                    let mut versions = r.services.clone();
+                    if !r.sim_broken_services.is_empty() {
+                        versions.retain(|s, _| r.sim_broken_services.contains(s));
+                    }
+                    versions
+                })
+                .unwrap_or_default(),
             hang: release.and_then(|r| r.sim_hang.clone()),
             state: Mutex::new(SimState::default()),
             calls: Mutex::new(BTreeMap::new()),
@@ -303,6 +312,7 @@ mod tests {
             services: [("api".to_string(), "1.0".to_string())].into(),
             config: Default::default(),
             sim_broken: Some(broken.parse().unwrap()),
+            sim_broken_services: Vec::new(),
             sim_hang: None,
         }
     }
@@ -322,6 +332,13 @@ mod tests {
             ..req("r0")
         };
         fleet.apply(&env("a", "ap"), &earlier).await.unwrap();
+        // Only the services the release names as broken crash, when it names some.
+        let only_web = Release {
+            sim_broken_services: vec!["web".into()],
+            ..release("region=ap")
+        };
+        let fleet_web = SimFleet::new(fleet.config.clone(), Some(&only_web));
+        fleet_web.apply(&env("a", "ap"), &req("r1")).await.unwrap();
         let ok = env("b", "eu");
         fleet.apply(&ok, &req("r1")).await.unwrap();
         fleet.apply(&ok, &req("r1")).await.unwrap();

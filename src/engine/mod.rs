@@ -1506,9 +1506,33 @@ impl Engine {
             .filter(|&i| self.cannot_roll_back(i).is_none())
             .collect();
         if targets.is_empty() {
-            return Err(format!(
-                "nothing in wave `{wave}` to roll back: no environment there was changed by this rollout and not rolled back yet"
-            ));
+            // Say the most telling reason: forward-only changes are easy to forget.
+            let forward_only = self.plan.waves[w]
+                .envs
+                .iter()
+                .filter_map(|e| self.env_index.get(e))
+                .any(|&i| {
+                    self.steps[&i].contains(&StepState::Succeeded)
+                        && self.rollback_services(i).is_empty()
+                });
+            return Err(if forward_only {
+                let names: Vec<&str> = self
+                    .ctx
+                    .intent
+                    .services
+                    .iter()
+                    .filter(|s| s.forward_only)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                format!(
+                    "nothing in wave `{wave}` to roll back: it changed only forward-only services ({}), which are never rolled back",
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "nothing in wave `{wave}` to roll back: no environment there was changed by this rollout and not rolled back yet"
+                )
+            });
         }
         Ok(targets)
     }

@@ -580,6 +580,12 @@ impl Checker {
             services,
             config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
             sim_broken,
+            sim_broken_services: raw
+                .sim
+                .as_ref()
+                .and_then(|s| s.broken_services.as_ref())
+                .map(|v| v.iter().map(|s| s.get_ref().clone()).collect())
+                .unwrap_or_default(),
             sim_hang,
         })
     }
@@ -603,6 +609,16 @@ impl Checker {
                     let msg = format!(
                         "release `{}` sets a version for `{}`, which is not a service",
                         r.name,
+                        k.get_ref()
+                    );
+                    self.error(f, k.span(), msg).help = Some(did_you_mean(k.get_ref(), names));
+                }
+            }
+            let broken = raw.sim.as_ref().and_then(|s| s.broken_services.as_ref());
+            for k in broken.into_iter().flatten() {
+                if !names.contains(&k.get_ref().as_str()) {
+                    let msg = format!(
+                        "[sim] broken_services names `{}`, which is not a service",
                         k.get_ref()
                     );
                     self.error(f, k.span(), msg).help = Some(did_you_mean(k.get_ref(), names));
@@ -1007,6 +1023,27 @@ mod tests {
         ]);
         assert_eq!(d[0].message, "release `2` has no version for service `api`");
         assert_eq!(d[0].file, "releases/2.toml");
+    }
+
+    #[test]
+    fn a_broken_service_that_does_not_exist_is_an_error_at_its_name() {
+        let d = errors(&[
+            ("flotilla.toml", FLEET),
+            (
+                "releases/2.toml",
+                "[services]\nschema = \"1\"\napi = \"2\"\n[sim]\nbroken = \"*\"\nbroken_services = [\"apu\"]\n",
+            ),
+        ]);
+        assert_eq!(
+            d[0].message,
+            "[sim] broken_services names `apu`, which is not a service"
+        );
+        assert_eq!((d[0].line, d[0].col), (6, 20), "{:?}", d[0]);
+        assert!(
+            d[0].help.as_deref().unwrap_or("").contains("api"),
+            "{:?}",
+            d[0]
+        );
     }
 
     #[test]

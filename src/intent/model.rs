@@ -220,6 +220,8 @@ pub struct Release {
     pub config: toml::Table,
     /// For the sim driver: environments where this release fails permanently.
     pub sim_broken: Option<Selector>,
+    /// For the sim driver: the services of this release that fail there (empty: all).
+    pub sim_broken_services: Vec<String>,
     /// For the sim driver: environments where applies of this release hang.
     pub sim_hang: Option<Selector>,
 }

@@ -183,4 +183,7 @@ pub struct ReleaseSim {
     /// Environments where an apply never returns (to exercise step timeouts).
     #[serde(default)]
     pub hang: Option<Spanned<String>>,
+    /// Only these services of the release crash where it is broken (default: all).
+    #[serde(default)]
+    pub broken_services: Option<Vec<Spanned<String>>>,
 }
