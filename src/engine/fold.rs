@@ -120,6 +120,28 @@ impl RolloutView {
             .or_insert((StepView::Pending, String::new(), 0))
     }
 
+    /// Records where the rollback of `env` stands (the latest rollback of it wins).
+    fn rollback(
+        &mut self,
+        wave: &str,
+        env: &str,
+        to: &str,
+        by: &str,
+        state: RollbackState,
+        services: &[String],
+    ) {
+        self.env_wave.insert(env.to_string(), wave.to_string());
+        self.rollbacks.insert(
+            env.to_string(),
+            RollbackView {
+                to: to.to_string(),
+                by: by.to_string(),
+                state,
+                services: services.to_vec(),
+            },
+        );
+    }
+
     /// Folds one event in.
     pub fn apply(&mut self, e: &Event) {
         self.events += 1;
@@ -232,16 +254,7 @@ impl RolloutView {
                 w.rolled_back = *rolled_back;
             }
             EventKind::RollbackRequested { wave, env, to, by } => {
-                self.env_wave.insert(env.clone(), wave.clone());
-                self.rollbacks.insert(
-                    env.clone(),
-                    RollbackView {
-                        to: to.clone(),
-                        by: by.clone(),
-                        state: RollbackState::Requested,
-                        services: Vec::new(),
-                    },
-                );
+                self.rollback(wave, env, to, by, RollbackState::Requested, &[]);
             }
             EventKind::RollbackStarted {
                 wave,
@@ -250,18 +263,7 @@ impl RolloutView {
                 by,
                 services,
                 ..
-            } => {
-                self.env_wave.insert(env.clone(), wave.clone());
-                self.rollbacks.insert(
-                    env.clone(),
-                    RollbackView {
-                        to: to.clone(),
-                        by: by.clone(),
-                        state: RollbackState::InFlight,
-                        services: services.clone(),
-                    },
-                );
-            }
+            } => self.rollback(wave, env, to, by, RollbackState::InFlight, services),
             EventKind::EnvRolledBack { env, .. } => {
                 if let Some(r) = self.rollbacks.get_mut(env) {
                     r.state = RollbackState::Done;
