@@ -379,3 +379,39 @@ async fn a_rollback_that_fails_at_a_gate_halts_the_rollout_at_once() {
     );
     assert_eq!(RolloutView::fold(&live.seen).state, "halted");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_that_failed_before_a_restart_is_still_rolled_back_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Arc::new(fixture(4).broken_at(&[2]).load(dir.path()));
+    let fleet = Arc::new(flotilla::drivers::sim::SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release("r1"),
+    ));
+    let mut live = Live::resume(intent.clone(), fleet.clone(), None);
+    live.until("gate_waiting").await;
+    live.send(approve("canary"));
+    live.until("gate_waiting").await;
+    live.send(approve("rest"));
+    live.until("rollout_halted").await;
+    live.during(secs(60)).await;
+    live.engine.abort();
+
+    // After the restart e-02's failed schema step is to be tried again, but it was tried:
+    // a rollback must still put it back. (Paused, so nothing runs it again first.)
+    let mut view = RolloutView::fold(&live.seen);
+    view.paused = true;
+    let mut again = Live::resume(intent, fleet, Some(&view));
+    again.until("rollout_paused").await;
+    again.send(rollback(&["e-02"], None));
+    let started = loop {
+        let e = again.events.recv().await.expect("the engine answers");
+        if matches!(e.kind.name(), "rollback_started" | "command_rejected") {
+            break e;
+        }
+    };
+    assert!(
+        matches!(started.kind, EventKind::RollbackStarted { ref services, .. } if services == &["schema"]),
+        "{started:?}"
+    );
+}

@@ -134,6 +134,9 @@ pub struct Engine {
     intents_ahead: Option<(HashSet<usize>, SinkFuture)>,
     /// Services in the order a rollback puts them back: dependents first.
     rollback_order: Vec<usize>,
+    /// Steps (env, service) this rollout applied or tried to, whatever became of them since
+    /// (a retry, a restart): what a rollback may have to put back.
+    attempted: HashSet<(usize, usize)>,
     /// Rollbacks in flight; they run beside the waves, and the rollout does not end
     /// before they do.
     rollbacks: JoinSet<RollbackEnd>,
@@ -257,6 +260,7 @@ impl Engine {
             intended: HashMap::new(),
             intents_ahead: None,
             rollback_order,
+            attempted: HashSet::new(),
             rollbacks: JoinSet::new(),
             rollback_task_env: HashMap::new(),
             rollback_of: HashMap::new(),
@@ -287,6 +291,13 @@ impl Engine {
                     self.recover.push((i, s, revision.clone()))
                 }
                 _ => {}
+            }
+            // Started (an apply may have reached the environment) or finished either way.
+            if matches!(
+                state,
+                fold::StepView::Succeeded | fold::StepView::Failed | fold::StepView::Running
+            ) {
+                self.attempted.insert((i, s));
             }
         }
         let done: Vec<usize> = self
@@ -921,6 +932,11 @@ impl Engine {
         if self.stop == Some(Stop::Interrupt) {
             self.finished_since_interrupt += 1;
         }
+        for (s, step) in steps.iter().enumerate() {
+            if matches!(step, StepState::Succeeded | StepState::Failed) {
+                self.attempted.insert((i, s));
+            }
+        }
         // Its run was cancelled for a rollback: now that nothing of it runs, roll back what
         // it changed (if it changed nothing, the rollback has nothing to apply: it is back
         // all the same, and never rolled forward again).
@@ -1034,17 +1050,21 @@ impl Engine {
         }
     }
 
+    /// Whether this rollout changed (or tried to change) service `s` of environment `i`.
+    /// Services it never touched stay as they are: the environment may run a release older
+    /// than the one a rollback goes back to.
+    fn changed(&self, i: usize, s: usize) -> bool {
+        self.attempted.contains(&(i, s))
+            || matches!(self.steps[&i][s], StepState::Succeeded | StepState::Failed)
+    }
+
     /// The services of environment `i` this rollout changed (or tried to) that may go back,
     /// in rollback order.
     fn rollback_services(&self, i: usize) -> Vec<usize> {
-        let steps = &self.steps[&i];
         self.rollback_order
             .iter()
             .copied()
-            .filter(|&s| {
-                !self.ctx.intent.services[s].forward_only
-                    && matches!(steps[s], StepState::Succeeded | StepState::Failed)
-            })
+            .filter(|&s| !self.ctx.intent.services[s].forward_only && self.changed(i, s))
             .collect()
     }
 
@@ -1064,9 +1084,7 @@ impl Engine {
             Some(EnvStatus::RolledBack) => return Some(format!("`{name}` is already rolled back")),
             Some(_) => {}
         }
-        let touched = self.steps[&i]
-            .iter()
-            .any(|s| matches!(s, StepState::Succeeded | StepState::Failed));
+        let touched = (0..self.steps[&i].len()).any(|s| self.changed(i, s));
         if !touched {
             return Some(format!(
                 "`{name}` has not been changed by this rollout; nothing to roll back"
