@@ -473,3 +473,18 @@ fn a_second_terminal_rolls_an_environment_back_and_the_rollout_waits_for_a_decis
     assert_eq!(last["rolled_back"], 1);
     assert_eq!(last["succeeded"], 5);
 }
+
+#[test]
+fn rollback_after_the_rollout_finished_says_how_to_put_the_fleet_back() {
+    let (dir, repo) = fixture(3, "0ms");
+    let state = dir.path().join("state.db");
+    let out = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rollback = run(&repo, &state, "ops", &["rollback", "e-00"]);
+    assert_eq!(rollback.status.code(), Some(2), "{}", text(&rollback));
+    assert!(
+        text(&rollback).contains("roll the earlier release out: `flotilla rollout RELEASE`"),
+        "{}",
+        text(&rollback)
+    );
+}

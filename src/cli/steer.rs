@@ -20,6 +20,14 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
     };
     let rollout = match store.unfinished_with_view() {
         Ok(Some((r, _))) => r,
+        Ok(None) if matches!(command, StoredCommand::Rollback { .. }) => {
+            eprintln!(
+                "error: no unfinished rollout in {}: rollback steers a rollout that still runs;",
+                path.display()
+            );
+            eprintln!("  to put a finished release's environments back, roll the earlier release out: `flotilla rollout RELEASE`");
+            return exit::INVALID;
+        }
         Ok(None) => {
             eprintln!(
                 "error: no unfinished rollout in {}; start one with `flotilla rollout RELEASE`",

@@ -730,9 +730,12 @@ impl Ui {
         if model.active() {
             return true;
         }
-        self.flash_error(
-            "the rollout has ended: rollbacks run while it runs (waiting, paused or halted)",
-        );
+        self.flash_error(match model.rollback_target() {
+            Some(to) => format!(
+                "the rollout has ended: a rollback needs it running; `flotilla rollout {to}` puts the fleet back"
+            ),
+            None => "the rollout has ended: a rollback needs it running".to_string(),
+        });
         false
     }
 
