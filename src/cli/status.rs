@@ -7,6 +7,7 @@ use serde_json::json;
 use super::identity::Identity;
 use super::rollout::{lease_timeout, now_ms};
 use super::{exit, open_state, Output};
+use crate::engine::fold::WaveView;
 use crate::engine::{Event, RolloutView};
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
@@ -53,14 +54,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
             .waves
             .iter()
             .map(|w| {
-                let (ok, failed, running) = if w.completed {
-                    (w.succeeded, w.failed, 0)
-                } else {
-                    view.wave_progress(&w.name)
-                };
+                let (ok, failed, running, back) = counts(&view, w);
                 json!({
                     "name": w.name, "envs": w.envs, "started": w.started, "completed": w.completed,
                     "succeeded": ok, "failed": failed, "running": running, "skipped": w.skipped,
+                    "rolled_back": back,
                     "waiting": w.waiting, "approvals": w.approvals,
                 })
             })
@@ -98,15 +96,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     }
     println!();
     println!(
-        "  {:<14} {:>5} {:>5} {:>6} {:>7}  gate",
-        "wave", "envs", "done", "failed", "running"
+        "  {:<14} {:>5} {:>5} {:>6} {:>7} {:>5}  gate",
+        "wave", "envs", "done", "failed", "running", "back"
     );
     for w in &view.waves {
-        let (ok, failed, running) = if w.completed {
-            (w.succeeded, w.failed, 0)
-        } else {
-            view.wave_progress(&w.name)
-        };
+        let (ok, failed, running, back) = counts(&view, w);
         let gate = match (&w.waiting, w.approvals.is_empty()) {
             (Some(reason), _) if !w.started => format!("waiting for {reason}"),
             (_, false) => format!("approved by {}", w.approvals.join(", ")),
@@ -114,13 +108,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         };
         if w.started {
             println!(
-                "  {:<14} {:>5} {:>5} {:>6} {:>7}  {gate}",
-                w.name, w.envs, ok, failed, running
+                "  {:<14} {:>5} {:>5} {:>6} {:>7} {:>5}  {gate}",
+                w.name, w.envs, ok, failed, running, back
             );
         } else {
             println!(
-                "  {:<14} {:>5} {:>5} {:>6} {:>7}  {gate}",
-                w.name, "-", "-", "-", "-"
+                "  {:<14} {:>5} {:>5} {:>6} {:>7} {:>5}  {gate}",
+                w.name, "-", "-", "-", "-", "-"
             );
         }
     }
@@ -143,4 +137,17 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         }
     }
     exit::OK
+}
+
+/// A wave's (succeeded, failed, running, rolled back) environments: from its summary once it
+/// completed (less what was rolled back since), live from the steps before.
+fn counts(view: &RolloutView, w: &WaveView) -> (usize, usize, usize, usize) {
+    let back = view.wave_rolled_back(&w.name);
+    if w.completed {
+        let since = back.saturating_sub(w.rolled_back);
+        (w.succeeded.saturating_sub(since), w.failed, 0, back)
+    } else {
+        let (ok, failed, running) = view.wave_progress(&w.name);
+        (ok, failed, running, back)
+    }
 }

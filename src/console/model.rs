@@ -152,7 +152,10 @@ impl Model {
 
     /// Folds one event in.
     pub fn apply(&mut self, event: &Event) {
+        let state = self.view.state.clone();
         self.view.apply(event);
+        // Whether an environment part-way through is running depends on the rollout's state.
+        let state_changed = self.view.state != state;
         match &event.kind {
             EventKind::RolloutStarted { .. } if self.started_at.is_none() => {
                 self.started_at = Some(event.ts.clone());
@@ -187,7 +190,12 @@ impl Model {
             }
             _ => {}
         }
-        if let (_, Some(env), _, _) = event.kind.subject() {
+        if state_changed {
+            for i in 0..self.envs.len() {
+                let env = self.envs[i].name.clone();
+                self.refresh(&env);
+            }
+        } else if let (_, Some(env), _, _) = event.kind.subject() {
             let env = env.to_string();
             self.refresh(&env);
         }
@@ -245,12 +253,14 @@ impl Model {
         } else if states.contains(&StepView::Blocked) {
             CellState::Blocked
         } else if states.contains(&StepView::Running)
-            // An intent recorded ahead is not a start: only steps that ran count; and an
-            // environment queued for a retry waits like any pending one.
-            || (!entry.retry_queued && states.contains(&StepView::Succeeded)
+            // Part-way through (an intent recorded ahead is not a start: only steps that ran
+            // count) is running while the rollout runs; under a halt, a pause or after the
+            // end it waits, like an environment queued for a retry.
+            || (self.view.state == "running"
+                && !entry.retry_queued
+                && states.contains(&StepView::Succeeded)
                 && states.iter().any(|s| *s != StepView::Succeeded))
         {
-            // Started and not finished: in flight, or stopped part-way by a halt.
             CellState::Running
         } else if !states.is_empty() && states.iter().all(|s| *s == StepView::Succeeded) {
             if entry.drifted {

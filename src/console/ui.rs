@@ -660,7 +660,9 @@ impl Ui {
                 let release = model.view.release.clone();
                 self.open(
                     Purpose::TypeToConfirm {
-                        what: format!("abort the rollout of {release}"),
+                        what: format!(
+                            "abort the rollout of {release}: steps in flight finish, environments part-way stay as they are"
+                        ),
                         expected: release,
                         then: Command::Abort {
                             by: self.actor.clone(),
@@ -674,20 +676,35 @@ impl Ui {
     }
 
     fn retry(&mut self, model: &Model, envs: Vec<String>) -> Vec<Effect> {
-        let failed = model.failed();
-        let prompt = if envs.is_empty() {
-            if failed == 0 {
+        let mut prompt = if envs.is_empty() {
+            let failed: Vec<String> = model
+                .envs
+                .iter()
+                .filter(|e| e.state == CellState::Failed)
+                .map(|e| e.name.clone())
+                .collect();
+            if failed.is_empty() {
                 self.flash_error("nothing to retry: no environment failed (mark some with Space)");
                 return Vec::new();
             }
-            format!("Retry all {failed} failed environment(s)?")
+            format!(
+                "Retry all {} failed environment(s) ({})?",
+                failed.len(),
+                short_list(&failed)
+            )
         } else {
             format!(
-                "Retry {} environment(s): {}?",
+                "Retry {} environment(s) ({})?",
                 envs.len(),
                 short_list(&envs)
             )
         };
+        // Say what else follows: back within budget, a halt lifts and the rollout goes on.
+        if model.view.state == "halted" {
+            prompt.push_str(
+                " Once failures are within budget the halt lifts and the rollout carries on.",
+            );
+        }
         self.confirm_for_marks(
             prompt,
             vec![Effect::Send(Command::Retry {
@@ -742,6 +759,13 @@ impl Ui {
     /// A whole wave goes back only when its name is typed.
     fn rollback_wave(&mut self, model: &Model, wave: String) -> Vec<Effect> {
         if !self.can_roll_back(model) {
+            return Vec::new();
+        }
+        let started = model.view.waves.iter().any(|w| w.name == wave && w.started);
+        if !started {
+            self.flash_error(format!(
+                "wave {wave} has not started: nothing in it to roll back"
+            ));
             return Vec::new();
         }
         let Some(to) = model.rollback_target() else {

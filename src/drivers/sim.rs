@@ -154,6 +154,41 @@ impl SimFleet {
         })
     }
 
+    /// What the state database holds for `env` now, when the fleet lives there and it can
+    /// be read.
+    fn stored(&self, env: &str) -> Option<LiveState> {
+        let db = self.db.as_ref()?;
+        let conn = db.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT service, version, config, revision FROM sim_live WHERE env = ?1",
+            )
+            .ok()?;
+        let rows = stmt
+            .query_map([env], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .ok()?;
+        let mut live = LiveState::new();
+        for row in rows {
+            let (service, version, config, revision) = row.ok()?;
+            live.insert(
+                service,
+                LiveService {
+                    version,
+                    config: serde_json::from_str(&config).unwrap_or_default(),
+                    revision,
+                },
+            );
+        }
+        Some(live)
+    }
+
     /// A copy of the live state (for tests and reports).
     pub fn snapshot(&self) -> SimState {
         self.lock_state().clone()
@@ -207,6 +242,11 @@ impl Driver for SimFleet {
     fn observe<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, LiveState> {
         Box::pin(async move {
             self.latency(&env.name, "").await;
+            // The stored world is the truth: another process (the engine a console watches)
+            // may have changed it since this one loaded it.
+            if let Some(live) = self.stored(&env.name) {
+                return Ok(live);
+            }
             let state = self.lock_state();
             Ok(state
                 .envs
@@ -358,10 +398,15 @@ mod tests {
         let fleet = SimFleet::open(cfg.clone(), None, &path).unwrap();
         fleet.apply(&env("b", "eu"), &req("r1")).await.unwrap();
         drop(fleet);
-        let again = SimFleet::open(cfg, None, &path).unwrap();
+        let again = SimFleet::open(cfg.clone(), None, &path).unwrap();
         let live = again.observe(&env("b", "eu")).await.unwrap();
         assert_eq!(live["api"].revision, "r1");
+        // A fleet opened before a change (a console watching another process's engine)
+        // observes it too.
+        let watcher = SimFleet::open(cfg, None, &path).unwrap();
         again.apply(&env("b", "eu"), &req("r2")).await.unwrap();
         assert_eq!(again.snapshot().envs["b"]["api"].applies, 2);
+        let live = watcher.observe(&env("b", "eu")).await.unwrap();
+        assert_eq!(live["api"].revision, "r2");
     }
 }

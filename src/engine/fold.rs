@@ -291,12 +291,26 @@ impl RolloutView {
             EventKind::RolloutAborted { .. } => self.state = "aborted".into(),
             EventKind::RolloutInterrupted { .. } => self.state = "interrupted".into(),
             EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
-            EventKind::StepRetrying { .. }
-            | EventKind::StepRolledBack { .. }
+            // Waiting out a backoff is not running: a stop abandons the wait without a word.
+            EventKind::StepRetrying { env, service, .. } => {
+                self.step(env, service).0 = StepView::Intended;
+            }
+            EventKind::StepRolledBack { .. }
             | EventKind::CommandRejected { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }
+    }
+
+    /// Environments of `wave` rolled back so far (also after the wave completed).
+    pub fn wave_rolled_back(&self, wave: &str) -> usize {
+        self.rollbacks
+            .iter()
+            .filter(|(env, r)| {
+                r.state == RollbackState::Done
+                    && self.env_wave.get(*env).map(String::as_str) == Some(wave)
+            })
+            .count()
     }
 
     /// Live counts for a wave that has not completed: (succeeded, failed, running) envs;
@@ -311,6 +325,10 @@ impl RolloutView {
         let services = self.services.len().max(1);
         let (mut ok, mut failed, mut running) = (0, 0, 0);
         for (env, states) in &per_env {
+            // A skip settles an environment, whatever its steps said.
+            if self.skipped.contains_key(*env) {
+                continue;
+            }
             // A rollback says more than the steps that went before it.
             match self.rollbacks.get(*env).map(|r| r.state) {
                 Some(RollbackState::Done) => continue,

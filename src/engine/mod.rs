@@ -1362,6 +1362,7 @@ impl Engine {
                 if failed.is_empty() {
                     return self.reject(&cmd, "no failed environments to retry");
                 }
+                let mut retried = Vec::new();
                 for i in failed {
                     // A failed rollback is retried as a rollback, not as the release.
                     if self.rollback_of.contains_key(&i) {
@@ -1384,12 +1385,16 @@ impl Engine {
                     }
                     self.set_status(i, EnvStatus::Pending);
                     self.accepted.remove(&i);
-                    self.queue.push_back(i);
+                    retried.push(i);
                     self.emit(EventKind::EnvRetried {
                         wave: self.plan.waves[self.wave_of[&i]].name.clone(),
                         env: self.ctx.intent.environments[i].name.clone(),
                         by: by.clone(),
                     });
+                }
+                // What was asked for goes first, ahead of environments not started yet.
+                for &i in retried.iter().rev() {
+                    self.queue.push_front(i);
                 }
                 self.clear_halt_if_within_budget(by);
             }

@@ -6,6 +6,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::console::actions::{Act, Action, ACTIONS};
+use crate::console::model::Model;
 use crate::console::ui::Ui;
 
 pub fn draw_flash(frame: &mut Frame, area: Rect, ui: &Ui) {
@@ -28,7 +29,7 @@ pub fn draw_flash(frame: &mut Frame, area: Rect, ui: &Ui) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-pub fn draw_hints(frame: &mut Frame, area: Rect, ui: &Ui) {
+pub fn draw_hints(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     let t = &ui.theme;
     // Only the first key of each: the hint line is short; `?` lists them all. Help and quit
     // always fit; the others as many as there is room for, in table order.
@@ -47,7 +48,9 @@ pub fn draw_hints(frame: &mut Frame, area: Rect, ui: &Ui) {
     let mut shown = Vec::new();
     for h in ACTIONS
         .iter()
+        // Once the engine has ended nothing can change the rollout: offer only what works.
         .filter(|a| a.hint && !matches!(a.act, Act::Help | Act::Quit))
+        .filter(|a| model.active() || !a.changes)
         .filter_map(hint)
     {
         if width(&h) > room {

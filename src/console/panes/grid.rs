@@ -55,6 +55,28 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
         buf.set_string(inner.x, inner.y, "no environment matches the filter", t.dim);
         return;
     }
+    // What does not fit is said on the bottom border, so nobody takes it for the whole fleet.
+    let above = ui.grid_top;
+    let below = rows.len().saturating_sub(ui.grid_top + height);
+    let border_y = area.y + area.height.saturating_sub(1);
+    if (above > 0 || below > 0) && border_y > inner.y + inner.height.saturating_sub(1) {
+        let g = ui.glyphs;
+        let mut parts = Vec::new();
+        if above > 0 {
+            parts.push(format!("{} {above} rows above", g.pick("↑", "^")));
+        }
+        if below > 0 {
+            parts.push(format!("{} {below} rows below", g.pick("↓", "v")));
+        }
+        let text = format!(" {} ", parts.join(", "));
+        buf.set_stringn(
+            inner.x + 1,
+            border_y,
+            &text,
+            inner.width.saturating_sub(2) as usize,
+            t.dim,
+        );
+    }
     let name_w = cell_w.saturating_sub(4);
     let mut line = String::with_capacity(inner.width as usize);
     for (y, row) in rows.iter().skip(ui.grid_top).take(height).enumerate() {

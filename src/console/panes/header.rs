@@ -31,10 +31,15 @@ pub fn coarse(d: Duration) -> String {
 
 /// Everything the header and waves pane derive from the clock: redraw only when it changes.
 pub fn clock_texts(model: &Model, ui: &Ui) -> (Option<String>, Vec<Option<String>>) {
+    // A rollout that ended stops the clock at its last event.
+    let end = match (&model.finished, &model.view.last_event) {
+        (Some(_), Some(last)) => humantime::parse_rfc3339_weak(last).unwrap_or(ui.now),
+        _ => ui.now,
+    };
     let elapsed = model
         .started_at
         .as_deref()
-        .and_then(|t| since(t, ui.now))
+        .and_then(|t| since(t, end))
         .map(|d| {
             let m = d.as_secs() / 60;
             if m == 0 {
@@ -103,20 +108,15 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         first.push(Span::raw("  "));
         first.push(Span::styled(" STOPPING (q again: leave now) ", t.badge));
     }
-    let mut second = vec![Span::styled(format!(" {}", rev.subject), t.dim)];
-    if let Some(engine) = &ui.attached_to {
-        second.push(Span::styled(
-            format!("   engine {engine}, q detaches"),
-            t.dim,
-        ));
-    }
-    if let Some(reason) = &model.view.halt_reason {
-        if state == "halted" {
-            second = vec![Span::styled(format!(" HALTED: {reason}"), t.fail)];
-        }
+    // What needs the operator comes first on the second line; the commit's subject (quoted,
+    // so it does not read as a state) and the engine watched come after, as room allows.
+    let mut second = Vec::new();
+    let halted = state == "halted" && model.view.halt_reason.is_some();
+    if let (true, Some(reason)) = (halted, &model.view.halt_reason) {
+        second.push(Span::styled(format!(" HALTED when {reason}"), t.fail));
     } else if let Some(w) = model.waiting_for_approval() {
         second.push(Span::styled(
-            format!("   gate {w} waits for approval"),
+            format!(" gate {w} waits for approval"),
             t.warn,
         ));
         // Read-only has no approve action: then the line only informs.
@@ -124,6 +124,16 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
             second.push(Span::styled(": press ", t.warn));
             second.push(Span::styled(key.to_string(), t.badge));
         }
+        second.push(Span::raw("  "));
+    }
+    if let Some(engine) = &ui.attached_to {
+        second.push(Span::styled(
+            format!(" engine {engine}, q detaches  "),
+            t.dim,
+        ));
+    }
+    if !halted {
+        second.push(Span::styled(format!(" \"{}\"", rev.subject), t.dim));
     }
     let lines = vec![Line::from(first), Line::from(second)];
     frame.render_widget(Paragraph::new(lines).style(t.text), area);

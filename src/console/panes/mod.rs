@@ -94,7 +94,7 @@ pub fn draw(frame: &mut Frame, model: &Model, ui: &mut Ui) {
         draw_pane(frame, detail_area, Pane::Detail, model, ui);
         draw_pane(frame, log_area, Pane::Log, model, ui);
         footer::draw_flash(frame, flash, ui);
-        footer::draw_hints(frame, foot, ui);
+        footer::draw_hints(frame, foot, model, ui);
     } else {
         let [head, tabs, body, flash, foot] = Layout::vertical([
             Constraint::Length(2),
@@ -117,7 +117,7 @@ pub fn draw(frame: &mut Frame, model: &Model, ui: &mut Ui) {
         let focus = ui.focus;
         draw_pane(frame, body, focus, model, ui);
         footer::draw_flash(frame, flash, ui);
-        footer::draw_hints(frame, foot, ui);
+        footer::draw_hints(frame, foot, model, ui);
     }
     overlay::draw(frame, ui);
 }

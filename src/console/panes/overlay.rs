@@ -119,13 +119,27 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                     },
                     "Enter skips, Esc cancels",
                 ),
-                Purpose::TypeToConfirm { expected, what, .. } => (
-                    format!(" {what}: type `{expected}` to confirm "),
+                Purpose::TypeToConfirm { expected, .. } => (
+                    format!(" type `{expected}` to confirm "),
                     "Enter confirms, Esc cancels",
                 ),
             };
-            let width = (title.chars().count() as u16 + 4).max(50);
-            let rect = centered(area, width, 4);
+            // What a typed confirmation does goes above the box's line, wrapped, so that
+            // nothing of it is cut at 80 columns.
+            let above = match purpose {
+                Purpose::TypeToConfirm { what, .. } => format!("{what}."),
+                _ => String::new(),
+            };
+            let width = (title.chars().count() as u16 + 4)
+                .max(50)
+                .max(above.chars().count() as u16 + 2)
+                .min(area.width);
+            let above = if above.is_empty() {
+                Vec::new()
+            } else {
+                wrap(&above, width.saturating_sub(2).max(1) as usize)
+            };
+            let rect = centered(area, width, 3 + above.len() as u16);
             frame.render_widget(Clear, rect);
             let block = ui
                 .bordered()
@@ -134,7 +148,17 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                 .border_style(t.border_focused);
             let inner = block.inner(rect);
             frame.render_widget(block, rect);
-            frame.render_widget(&**text, inner);
+            let [words, line] = Layout::vertical([
+                Constraint::Length(above.len() as u16),
+                Constraint::Length(1),
+            ])
+            .areas(inner);
+            let lines: Vec<Line> = above
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, t.warn)))
+                .collect();
+            frame.render_widget(Paragraph::new(lines), words);
+            frame.render_widget(&**text, line);
         }
         Mode::Confirm { prompt, .. } => {
             let width = (prompt.chars().count() as u16 + 6).max(40).min(area.width);
