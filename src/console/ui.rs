@@ -661,7 +661,7 @@ impl Ui {
                 self.open(
                     Purpose::TypeToConfirm {
                         what: format!(
-                            "abort the rollout of {release}: steps in flight finish, environments part-way stay as they are"
+                            "abort the rollout of {release}: steps in flight finish, environments part-way stay as they are."
                         ),
                         expected: release,
                         then: Command::Abort {
@@ -727,9 +727,10 @@ impl Ui {
             return Vec::new();
         }
         let prompt = format!(
-            "Roll back {} environment(s) ({}) to {to}? The rollout pauses.",
+            "Roll back {} environment(s) ({}) to {to}? {}",
             envs.len(),
-            short_list(&envs)
+            short_list(&envs),
+            after_rollback(model)
         );
         self.confirm_for_marks(
             prompt,
@@ -774,7 +775,7 @@ impl Ui {
         };
         self.open(
             Purpose::TypeToConfirm {
-                what: format!("roll back wave {wave} to {to}, pausing the rollout"),
+                what: format!("roll back wave {wave} to {to}. {}", after_rollback(model)),
                 expected: wave.clone(),
                 then: Command::Rollback {
                     envs: Vec::new(),
@@ -1217,6 +1218,15 @@ impl Ui {
             CellState::Drifted => t.drifted,
             CellState::RolledBack => t.rolled_back,
         }
+    }
+}
+
+/// What becomes of the rollout after a rollback, as the engine does it.
+fn after_rollback(model: &Model) -> &'static str {
+    if model.view.state == "halted" {
+        "The rollout stays halted."
+    } else {
+        "The rollout pauses."
     }
 }
 

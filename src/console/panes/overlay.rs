@@ -127,7 +127,7 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
             // What a typed confirmation does goes above the box's line, wrapped, so that
             // nothing of it is cut at 80 columns.
             let above = match purpose {
-                Purpose::TypeToConfirm { what, .. } => format!("{what}."),
+                Purpose::TypeToConfirm { what, .. } => what.clone(),
                 _ => String::new(),
             };
             let width = (title.chars().count() as u16 + 4)
