@@ -751,3 +751,37 @@ async fn wave_counts_kept_as_cells_change_match_a_recount() {
     }
     assert!(h.model.failed() > 0, "the broken environments fail");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wave_rollback_says_up_front_what_it_cannot_undo() {
+    let mut fixture = Fixture::standard(6, &strategy("", "0"))
+        .broken_at(&[3])
+        .with_earlier_release();
+    fixture.fleet = fixture.fleet.replace(
+        "name = \"schema\"\n",
+        "name = \"schema\"\nrollback = \"forward-only\"\n",
+    );
+    let mut h = Harness::new(fixture, false);
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(120).await;
+    assert_eq!(h.model.view.state, "halted");
+    h.press("2j");
+    h.press("B");
+    let Mode::Input {
+        purpose: flotilla::console::ui::Purpose::TypeToConfirm { what, .. },
+        ..
+    } = &h.ui.mode
+    else {
+        panic!("the wave's name is asked for");
+    };
+    assert!(
+        // e-03 failed in its schema migration; the others stopped after theirs at the halt.
+        what.contains("e-03")
+            && what.contains("changed only forward-only services and stay as they are")
+            && what.contains("The rollout stays halted."),
+        "{what}"
+    );
+    let screen = h.screen(80, 24);
+    assert!(screen.contains("forward-only"), "{screen}");
+}

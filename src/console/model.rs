@@ -311,6 +311,36 @@ impl Model {
         Some(releases.get(current.checked_sub(1)?)?.name.as_str())
     }
 
+    /// Environments of wave `w` this rollout changed only in forward-only services: a
+    /// rollback of the wave leaves them as they are.
+    pub fn forward_only_changes(&self, w: usize) -> Vec<&str> {
+        self.envs
+            .iter()
+            .filter(|e| e.wave == w && !self.view.rollbacks.contains_key(&e.name))
+            .filter(|e| {
+                let touched: Vec<bool> = self
+                    .intent
+                    .services
+                    .iter()
+                    .filter(|s| {
+                        self.view
+                            .steps
+                            .get(&(e.name.clone(), s.name.clone()))
+                            .is_some_and(|st| {
+                                matches!(
+                                    st.0,
+                                    StepView::Succeeded | StepView::Failed | StepView::Running
+                                )
+                            })
+                    })
+                    .map(|s| s.forward_only)
+                    .collect();
+                !touched.is_empty() && touched.iter().all(|f| *f)
+            })
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
     /// Whether the engine is still working on the rollout (not finished, not halted for good).
     pub fn active(&self) -> bool {
         self.finished.is_none()

@@ -773,9 +773,28 @@ impl Ui {
             self.flash_error("nothing to roll back to: no release before this one in releases/");
             return Vec::new();
         };
+        // Say up front what a wave rollback cannot undo.
+        let w = model.plan.waves.iter().position(|x| x.name == wave);
+        let stay: Vec<String> = w
+            .map(|w| model.forward_only_changes(w))
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let stay = if stay.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " {} changed only forward-only services and stay as they are.",
+                short_list(&stay)
+            )
+        };
         self.open(
             Purpose::TypeToConfirm {
-                what: format!("roll back wave {wave} to {to}. {}", after_rollback(model)),
+                what: format!(
+                    "roll back wave {wave} to {to}. {}{stay}",
+                    after_rollback(model)
+                ),
                 expected: wave.clone(),
                 then: Command::Rollback {
                     envs: Vec::new(),
