@@ -410,3 +410,23 @@ fn the_scaffolded_repo_validates_rolls_out_and_reports_status() {
     assert!(approver.starts_with("tester@"), "{approver}");
     assert_eq!(doc["waves"][1]["succeeded"], 1);
 }
+
+#[test]
+fn a_report_whose_reader_goes_away_ends_quietly() {
+    let (_dir, repo, state) = quick(200, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--state")
+        .arg(&state)
+        .args(["plan", "r1", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader closes at once, as `| head -1` does once it has its line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -37,7 +37,11 @@ fn approve(wave: &str) -> Command {
 /// Both gates approved, the rollout halted on its budget in the rest wave, and what was in
 /// flight then finished.
 async fn halted_in_rest(fixture: Fixture, dir: &std::path::Path) -> Live {
-    let mut live = Live::start(fixture.load(dir));
+    halted_in_rest_with(Live::start(fixture.load(dir))).await
+}
+
+/// As [`halted_in_rest`], for a rollout already started.
+async fn halted_in_rest_with(mut live: Live) -> Live {
     live.until("gate_waiting").await;
     live.send(approve("canary"));
     live.until("gate_waiting").await;
@@ -414,4 +418,42 @@ async fn a_step_that_failed_before_a_restart_is_still_rolled_back_after_it() {
         matches!(started.kind, EventKind::RollbackStarted { ref services, .. } if services == &["schema"]),
         "{started:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_halted_rollout_reopened_in_the_console_stays_halted_until_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Arc::new(fixture(6).broken_at(&[2]).load(dir.path()));
+    let fleet = Arc::new(flotilla::drivers::sim::SimFleet::new(
+        intent.driver.sim.clone(),
+        intent.release("r1"),
+    ));
+    let live = halted_in_rest_with(Live::resume(intent.clone(), fleet.clone(), None)).await;
+    live.engine.abort();
+    let view = RolloutView::fold(&live.seen);
+    let calls = |f: &flotilla::drivers::sim::SimFleet| -> u64 {
+        f.snapshot()
+            .envs
+            .values()
+            .flat_map(|s| s.values())
+            .map(|s| s.calls)
+            .sum()
+    };
+    let before = calls(&fleet);
+
+    let mut again = Live::resume_with(intent, fleet.clone(), Some(&view), true);
+    again.until("rollout_halted").await;
+    let quiet = again.during(secs(600)).await;
+    assert!(
+        !quiet.iter().any(|e| e.kind.name() == "step_started"),
+        "nothing is applied while it stays halted"
+    );
+    assert_eq!(
+        calls(&fleet),
+        before,
+        "the failed environment is not tried again"
+    );
+    again.send(Command::Resume { by: "alice".into() });
+    again.until("rollout_resumed").await;
+    again.until("wave_completed").await;
 }

@@ -90,7 +90,7 @@ async fn pause_starts_nothing_new_until_resumed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_halted_rollout_waits_for_a_decision_and_skip_lets_it_go_on() {
+async fn a_halted_rollout_waits_for_a_decision_a_skip_settles_one_and_resume_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let intent = Fixture::standard(8, &strategy("", "0"))
         .broken_at(&[3])
@@ -108,6 +108,13 @@ async fn a_halted_rollout_waits_for_a_decision_and_skip_lets_it_go_on() {
         by: "alice".into(),
     });
     live.until("env_skipped").await;
+    // A skip settles the environment; it does not lift the halt on its own.
+    let quiet = live.during(secs(3600)).await;
+    assert!(
+        !quiet.iter().any(|e| e.kind.name() == "rollout_resumed"),
+        "{quiet:?}"
+    );
+    live.send(Command::Resume { by: "alice".into() });
     let done = live.until("rollout_completed").await;
     assert!(
         matches!(

@@ -67,10 +67,27 @@ pub fn run(
                 );
             }
         }
+        // Watching changes nothing: with no engine running it, a read-only console shows
+        // the rollout as the journal tells it rather than start an engine.
+        if read_only && release.is_none_or(|r| r == rollout.release) {
+            return attach(
+                repo,
+                &path,
+                store,
+                rollout,
+                "none (nothing runs it now)".to_string(),
+                read_only,
+                theme,
+            );
+        }
         if release.is_none() {
             drop(store);
             return open(repo, rev, Some(&path), &rollout.release, read_only, theme);
         }
+    }
+    if read_only {
+        eprintln!("error: --read-only watches a rollout, and no rollout of {} is unfinished; start one with `flotilla console RELEASE` (without --read-only)", release.unwrap_or("any release"));
+        return exit::INVALID;
     }
     let Some(release) = release else {
         eprintln!("error: no rollout is unfinished; name the release to roll out: `flotilla console RELEASE`");

@@ -176,6 +176,23 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    // Commands that only print end quietly when their reader goes away (`status | head`),
+    // as Unix tools do. Not the ones that run a rollout or a console: they keep going and
+    // get write errors instead (and sockets must never kill the process).
+    if matches!(
+        cli.command,
+        Commands::Validate { .. }
+            | Commands::Plan { .. }
+            | Commands::Explain { .. }
+            | Commands::Status { .. }
+            | Commands::Audit(_)
+    ) {
+        // SAFETY: restores the default disposition of SIGPIPE before any thread starts.
+        #[cfg(unix)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match cli.command {
         Commands::Demo { envs } => init::demo(envs, cli.state),
         Commands::Init {

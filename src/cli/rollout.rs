@@ -306,6 +306,11 @@ pub fn run(
         );
         if let Some(view) = &view {
             engine = engine.resume(view);
+            // Opening the console is looking, not deciding: a halted rollout stays halted
+            // until someone resumes it there (a headless re-run is the decision to retry).
+            if console_parts.is_some() {
+                engine = engine.keep_halt(view);
+            }
         }
         let engine = tokio::spawn(engine.run());
 

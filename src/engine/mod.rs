@@ -387,6 +387,52 @@ impl Engine {
         self
     }
 
+    /// Keeps the halt `view` ends in (after [`Engine::resume`]): the environments that failed
+    /// stay failed and nothing starts until someone resumes, retries or rolls back. Without
+    /// it, continuing a halted rollout retries what failed.
+    pub fn keep_halt(mut self, view: &RolloutView) -> Self {
+        let Some(reason) = view.halt_reason.clone() else {
+            return self;
+        };
+        let intent = self.ctx.intent.clone();
+        for ((env, service), (state, _, _)) in &view.steps {
+            let step = match state {
+                fold::StepView::Failed => StepState::Failed,
+                fold::StepView::Blocked => StepState::Blocked,
+                _ => continue,
+            };
+            let (Some(&i), Some(s)) = (
+                self.env_index.get(env),
+                intent.services.iter().position(|x| &x.name == service),
+            ) else {
+                continue;
+            };
+            if self.status.get(&i) != Some(&EnvStatus::Pending) {
+                continue;
+            }
+            if let Some(steps) = self.steps.get_mut(&i) {
+                steps[s] = step;
+            }
+        }
+        let failed: Vec<usize> = self
+            .steps
+            .iter()
+            .filter(|(i, steps)| {
+                self.status.get(i) == Some(&EnvStatus::Pending)
+                    && steps
+                        .iter()
+                        .any(|s| matches!(s, StepState::Failed | StepState::Blocked))
+            })
+            .map(|(i, _)| *i)
+            .collect();
+        for i in failed {
+            self.set_status(i, EnvStatus::Failed);
+        }
+        self.stop = Some(Stop::Halt { reason });
+        self.publish_state();
+        self
+    }
+
     /// Steps in flight at the crash: done if the environment already runs their revision.
     /// Environments are observed in parallel, `max_parallel` at a time.
     async fn recover_in_flight(&mut self) {
@@ -1434,7 +1480,7 @@ impl Engine {
                     reason: reason.clone(),
                     by: by.clone(),
                 });
-                self.clear_halt_if_within_budget(by);
+                // A skip settles one environment; it does not lift a halt (resume does).
             }
             Command::Rollback { envs, wave, to, by } => {
                 let to = match self.rollback_release(to.as_deref()) {

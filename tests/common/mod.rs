@@ -245,6 +245,16 @@ impl Live {
         fleet: Arc<SimFleet>,
         view: Option<&flotilla::engine::RolloutView>,
     ) -> Live {
+        Live::resume_with(intent, fleet, view, false)
+    }
+
+    /// As [`Live::resume`]; `keep_halt` as the console does (a halted rollout stays halted).
+    pub fn resume_with(
+        intent: Arc<Intent>,
+        fleet: Arc<SimFleet>,
+        view: Option<&flotilla::engine::RolloutView>,
+        keep_halt: bool,
+    ) -> Live {
         let plan = plan::build(&intent, "r1", epoch()).unwrap();
         let (etx, erx) = mpsc::unbounded_channel();
         let (ctx, crx) = mpsc::unbounded_channel();
@@ -260,6 +270,9 @@ impl Live {
         );
         if let Some(view) = view {
             engine = engine.resume(view);
+            if keep_halt {
+                engine = engine.keep_halt(view);
+            }
         }
         Live {
             events: erx,
