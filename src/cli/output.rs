@@ -226,7 +226,11 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             ..
         } => format!(
             "  rolling back {env} to {to} ({}) asked by {by}",
-            services.join(", ")
+            if services.is_empty() {
+                "nothing of this release applied there yet".to_string()
+            } else {
+                services.join(", ")
+            }
         ),
         EventKind::StepRolledBack {
             env,

@@ -537,15 +537,17 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
             eprintln!("halted in wave `{wave}`.");
             let shown: Vec<&str> = failed_envs.iter().take(10).map(String::as_str).collect();
             let more = failed_envs.len().saturating_sub(shown.len());
-            eprintln!(
-                "  failed: {}{}",
-                shown.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
-            );
+            if !shown.is_empty() {
+                eprintln!(
+                    "  failed: {}{}",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             eprintln!("  no new step started after the budget ran out; steps in flight finished.");
             eprintln!("  to go on: fix the release (or raise the budget) and run this rollout");
             eprintln!("  again; steps that already succeeded are no-ops.");

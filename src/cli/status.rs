@@ -43,7 +43,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         .filter(|(_, r)| *r == rollout.id)
         .map(|(h, _)| h.to_string());
     // A crashed engine leaves "running" behind; say what is true.
-    let state = if engine.is_none() && !rollout.finished() && view.state == "running" {
+    // A crashed engine leaves "running" behind, a quit one "interrupted"; a pause outlives
+    // both. Say what is true.
+    let state = if engine.is_none() && !rollout.finished() && view.paused {
+        "paused (no engine running)".to_string()
+    } else if engine.is_none() && !rollout.finished() && view.state == "running" {
         "stopped (no engine running)".to_string()
     } else {
         view.state.clone()

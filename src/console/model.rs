@@ -311,6 +311,21 @@ impl Model {
         Some(releases.get(current.checked_sub(1)?)?.name.as_str())
     }
 
+    /// Whether this rollout has applied (or tried to apply) anything in environment `env`.
+    pub fn touched(&self, env: &str) -> bool {
+        self.intent.services.iter().any(|s| {
+            self.view
+                .steps
+                .get(&(env.to_string(), s.name.clone()))
+                .is_some_and(|st| {
+                    matches!(
+                        st.0,
+                        StepView::Succeeded | StepView::Failed | StepView::Running
+                    )
+                })
+        })
+    }
+
     /// Environments of wave `w` this rollout changed only in forward-only services: a
     /// rollback of the wave leaves them as they are.
     pub fn forward_only_changes(&self, w: usize) -> Vec<&str> {

@@ -726,6 +726,15 @@ impl Ui {
         if envs.is_empty() {
             return Vec::new();
         }
+        // The engine refuses these (all or nothing): say so before asking anything.
+        let untouched: Vec<String> = envs.iter().filter(|e| !model.touched(e)).cloned().collect();
+        if !untouched.is_empty() {
+            self.flash_error(format!(
+                "nothing to roll back in {}: not changed by this rollout",
+                short_list(&untouched)
+            ));
+            return Vec::new();
+        }
         let prompt = format!(
             "Roll back {} environment(s) ({}) to {to}? {}",
             envs.len(),

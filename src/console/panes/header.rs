@@ -92,14 +92,15 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         Span::styled("  ", t.dim),
         Span::styled(state.to_uppercase(), state_style),
     ];
-    if let Some(e) = elapsed {
-        first.push(Span::styled(format!("  {e}"), t.dim));
-    }
+    // Failures before the clock: on a narrow terminal the end of the line is what goes.
     first.push(Span::styled("  failures ", t.dim));
     first.push(Span::styled(
         format!("{failed}/{budget}"),
         if failed > 0 { t.fail } else { t.text },
     ));
+    if let Some(e) = elapsed {
+        first.push(Span::styled(format!("  {e}"), t.dim));
+    }
     if ui.read_only {
         first.push(Span::raw("  "));
         first.push(Span::styled(" RO ", t.badge));

@@ -77,9 +77,10 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         lines.push(Line::from(vec![
             Span::raw(" "),
             Span::styled(g.pick("█", "#").repeat(ok_w), t.ok),
-            Span::styled(g.pick("█", "X").repeat(fail_w), t.fail),
+            // Failed and rolled back in the grid's glyphs, so no part reads by colour alone.
+            Span::styled(g.pick("✗", "X").repeat(fail_w), t.fail),
             Span::styled(g.pick("▒", ">").repeat(run_w), t.running),
-            Span::styled(g.pick("█", "<").repeat(back_w), t.rolled_back),
+            Span::styled(g.pick("↺", "<").repeat(back_w), t.rolled_back),
             Span::styled(g.pick("░", ".").repeat(rest), t.pending),
             Span::styled(format!(" {done}/{}", wave.envs.len()), t.text),
         ]));
