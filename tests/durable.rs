@@ -441,6 +441,12 @@ fn a_second_terminal_rolls_an_environment_back_and_the_rollout_waits_for_a_decis
         "{}",
         text(&rollback)
     );
+    // Everything the command did is said, the pause that follows too.
+    assert!(
+        text(&rollback).contains("paused by carol@"),
+        "{}",
+        text(&rollback)
+    );
     bg.until("the rollback", kind_is("env_rolled_back"));
     let status = run(&repo, &state, "carol", &["status"]);
     assert!(text(&status).contains("state: paused"), "{}", text(&status));

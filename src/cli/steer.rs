@@ -10,6 +10,9 @@ use super::{exit, open_state, output};
 use crate::engine::{Event, EventKind};
 use crate::store::{Store, StoredCommand};
 
+/// How many answering events to print; the rest are counted.
+const SHOWN: usize = 12;
+
 /// How long to wait for the engine to act before saying it has not yet.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
@@ -95,13 +98,28 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
         return exit::OK;
     };
 
-    // Wait for the engine to take the command and answer it in the journal.
+    // Wait for the engine to take the command and answer it in the journal. One command can
+    // answer with several events (a wave's rollback, then the pause): they come together.
     let started = Instant::now();
     while started.elapsed() < ANSWER_WITHIN {
-        if let Some(answer) = answer(&store, rollout.id, last_seq, &me.actor()) {
+        let first = answers(&store, rollout.id, last_seq, &me.actor());
+        if let Some(answer) = first.first() {
             let rejected = matches!(answer.kind, EventKind::CommandRejected { .. });
-            if let Some(line) = output::event_line(&answer.kind) {
-                println!("{}", line.trim_start());
+            std::thread::sleep(Duration::from_millis(300));
+            let all = answers(&store, rollout.id, last_seq, &me.actor());
+            let lines: Vec<String> = all
+                .iter()
+                .filter_map(|e| output::event_line(&e.kind))
+                .map(|l| l.trim_start().to_string())
+                .collect();
+            for line in lines.iter().take(SHOWN) {
+                println!("{line}");
+            }
+            if lines.len() > SHOWN {
+                println!(
+                    "... and {} more (`flotilla audit` lists them)",
+                    lines.len() - SHOWN
+                );
             }
             return if rejected { exit::INVALID } else { exit::OK };
         }
@@ -116,14 +134,15 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
     exit::OK
 }
 
-/// The first journal event after `after` that answers a command from `actor`.
-fn answer(store: &Store, rollout: i64, after: i64, actor: &str) -> Option<Event> {
-    let rows = store.journal_rows(Some(rollout)).ok()?;
+/// The journal events after `after` that answer a command from `actor`, oldest first.
+fn answers(store: &Store, rollout: i64, after: i64, actor: &str) -> Vec<Event> {
+    let Ok(rows) = store.journal_rows_after(rollout, after) else {
+        return Vec::new();
+    };
     rows.into_iter()
-        .filter(|r| {
-            r.seq > after && r.actor.as_deref() == Some(actor) && r.kind != "command_received"
-        })
-        .find_map(|r| r.event())
+        .filter(|r| r.actor.as_deref() == Some(actor) && r.kind != "command_received")
+        .filter_map(|r| r.event())
+        .collect()
 }
 
 /// Aborts a rollout no engine is running: recorded in the journal like any abort.
