@@ -785,3 +785,34 @@ async fn a_wave_rollback_says_up_front_what_it_cannot_undo() {
     let screen = h.screen(80, 24);
     assert!(screen.contains("forward-only"), "{screen}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn failures_accepted_by_a_resume_are_shown_apart_from_the_budget() {
+    let mut h = Harness::new(
+        Fixture::standard(12, &strategy("", "1")).broken_at(&[3, 7]),
+        false,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(120).await;
+    assert_eq!(h.model.view.state, "halted");
+    h.press("r");
+    h.wait(1).await;
+    assert_eq!(
+        h.model.view.accepted.iter().collect::<Vec<_>>(),
+        ["e-03", "e-07"]
+    );
+    let screen = h.screen(80, 24);
+    assert!(screen.contains("failures 0/100 +2 accepted"), "{screen}");
+    let log: Vec<String> = h
+        .model
+        .log
+        .iter()
+        .filter_map(|e| flotilla::cli::output::event_line(&e.kind))
+        .collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("accepting 2 failed environment(s)")),
+        "{log:?}"
+    );
+}

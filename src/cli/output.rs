@@ -258,7 +258,11 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             )
         }
         EventKind::RolloutPaused { by } => format!("paused by {by}"),
-        EventKind::RolloutResumed { by } => format!("resumed by {by}"),
+        EventKind::RolloutResumed { by, accepted } if !accepted.is_empty() => format!(
+            "resumed by {by}, accepting {} failed environment(s)",
+            accepted.len()
+        ),
+        EventKind::RolloutResumed { by, .. } => format!("resumed by {by}"),
         EventKind::RolloutHalted { wave, reason, .. } => {
             format!("HALTED in wave {wave}: {reason}")
         }

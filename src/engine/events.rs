@@ -188,6 +188,10 @@ pub enum EventKind {
     },
     RolloutResumed {
         by: String,
+        /// Failed environments this resume accepted (resuming a halt): they stop counting
+        /// against the budgets while they stay failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        accepted: Vec<String>,
     },
     RolloutHalted {
         wave: String,
@@ -288,7 +292,7 @@ impl EventKind {
                 wave, env, service, ..
             } => (Some(wave), Some(env), Some(service), None),
             RolloutPaused { by }
-            | RolloutResumed { by }
+            | RolloutResumed { by, .. }
             | RolloutAborted { by }
             | LeaseTakenOver { by, .. }
             | CommandReceived { by, .. }

@@ -87,6 +87,9 @@ pub struct RolloutView {
     pub skipped: BTreeMap<String, String>,
     /// Rollbacks by environment, the latest of each.
     pub rollbacks: BTreeMap<String, RollbackView>,
+    /// Failed environments a resume accepted: they do not count against the budgets while
+    /// they stay failed.
+    pub accepted: std::collections::BTreeSet<String>,
     pub last_event: Option<String>,
     pub events: usize,
     /// The newest queued command the journal records as received.
@@ -131,6 +134,7 @@ impl RolloutView {
         services: &[String],
     ) {
         self.env_wave.insert(env.to_string(), wave.to_string());
+        self.accepted.remove(env);
         self.rollbacks.insert(
             env.to_string(),
             RollbackView {
@@ -224,6 +228,7 @@ impl RolloutView {
                 self.step(env, service).0 = StepView::Blocked;
             }
             EventKind::EnvRetried { env, .. } => {
+                self.accepted.remove(env);
                 for ((e, _), s) in self.steps.iter_mut() {
                     if e == env && matches!(s.0, StepView::Failed | StepView::Blocked) {
                         s.0 = StepView::Pending;
@@ -235,6 +240,7 @@ impl RolloutView {
             } => {
                 self.env_wave.insert(env.clone(), wave.clone());
                 self.skipped.insert(env.clone(), reason.clone());
+                self.accepted.remove(env);
                 // Skipping settles a failed rollback too.
                 self.rollbacks.remove(env);
             }
@@ -279,7 +285,8 @@ impl RolloutView {
                 self.state = "paused".into();
                 self.paused = true;
             }
-            EventKind::RolloutResumed { .. } => {
+            EventKind::RolloutResumed { accepted, .. } => {
+                self.accepted.extend(accepted.iter().cloned());
                 self.state = "running".into();
                 self.halt_reason = None;
                 self.paused = false;
@@ -444,7 +451,10 @@ mod tests {
         let view = RolloutView::fold(&events);
         assert_eq!(view.state, "interrupted");
         assert!(view.paused, "a restart must keep the pause");
-        events.push(ev(EventKind::RolloutResumed { by: "bob".into() }));
+        events.push(ev(EventKind::RolloutResumed {
+            by: "bob".into(),
+            accepted: Vec::new(),
+        }));
         assert!(!RolloutView::fold(&events).paused);
     }
 }

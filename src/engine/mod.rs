@@ -314,6 +314,12 @@ impl Engine {
                 self.set_status(i, EnvStatus::Skipped);
             }
         }
+        // Failures accepted before the restart stay accepted while they stay failed.
+        self.accepted = view
+            .accepted
+            .iter()
+            .filter_map(|env| self.env_index.get(env).copied())
+            .collect();
         for (env, rollback) in &view.rollbacks {
             let Some(&i) = self.env_index.get(env) else {
                 continue;
@@ -1263,7 +1269,10 @@ impl Engine {
             if self.over_budget().is_none() {
                 self.stop = None;
                 self.publish_state();
-                self.emit(EventKind::RolloutResumed { by: by.to_string() });
+                self.emit(EventKind::RolloutResumed {
+                    by: by.to_string(),
+                    accepted: Vec::new(),
+                });
                 // The halt is over, a pause (a rollback's, say) is not.
                 if self.paused {
                     self.emit(EventKind::RolloutPaused { by: by.to_string() });
@@ -1348,13 +1357,19 @@ impl Engine {
                 self.emit(EventKind::RolloutPaused { by: by.clone() });
             }
             Command::Resume { by } => {
+                let mut accepted = Vec::new();
                 if let Some(Stop::Halt { .. }) = self.stop {
                     // Resuming a halt is the operator accepting the failures so far.
-                    let failed: Vec<usize> = self
+                    let mut failed: Vec<usize> = self
                         .status
                         .iter()
-                        .filter(|(_, s)| **s == EnvStatus::Failed)
+                        .filter(|(i, s)| **s == EnvStatus::Failed && !self.accepted.contains(i))
                         .map(|(i, _)| *i)
+                        .collect();
+                    failed.sort_unstable();
+                    accepted = failed
+                        .iter()
+                        .map(|&i| self.ctx.intent.environments[i].name.clone())
                         .collect();
                     self.accepted.extend(failed);
                     self.stop = None;
@@ -1363,7 +1378,10 @@ impl Engine {
                 }
                 self.paused = false;
                 self.publish_state();
-                self.emit(EventKind::RolloutResumed { by: by.clone() });
+                self.emit(EventKind::RolloutResumed {
+                    by: by.clone(),
+                    accepted,
+                });
             }
             Command::Abort { by } => {
                 self.stop = Some(Stop::Abort { by: by.clone() });

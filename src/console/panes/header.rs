@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::console::model::Model;
+use crate::console::model::{CellState, Model};
 use crate::console::ui::Ui;
 
 /// Time since `ts` (RFC 3339) at `now`.
@@ -81,7 +81,18 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         _ => t.running,
     };
     let (elapsed, _) = clock_texts(model, ui);
-    let failed = model.failed();
+    // The budget counts failures nobody accepted; the accepted ones are shown beside it.
+    let accepted = model
+        .view
+        .accepted
+        .iter()
+        .filter(|e| {
+            model
+                .env_index(e)
+                .is_some_and(|i| model.envs[i].state == CellState::Failed)
+        })
+        .count();
+    let failed = model.failed() - accepted;
     let budget = model.plan.max_failures;
     let mut first = vec![
         Span::styled(format!(" {} ", model.plan.fleet), t.title),
@@ -98,6 +109,9 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         format!("{failed}/{budget}"),
         if failed > 0 { t.fail } else { t.text },
     ));
+    if accepted > 0 {
+        first.push(Span::styled(format!(" +{accepted} accepted"), t.dim));
+    }
     if let Some(e) = elapsed {
         first.push(Span::styled(format!("  {e}"), t.dim));
     }

@@ -84,10 +84,19 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
             Span::styled(g.pick("░", ".").repeat(rest), t.pending),
             Span::styled(format!(" {done}/{}", wave.envs.len()), t.text),
         ]));
-        let left = wave.allowed_failures.saturating_sub(failed);
-        let budget_style = if failed > wave.allowed_failures {
+        // Failures a resume accepted do not use the budget up.
+        let accepted = model
+            .view
+            .accepted
+            .iter()
+            .filter_map(|e| model.env_index(e))
+            .filter(|&i| model.envs[i].wave == w && model.envs[i].state == CellState::Failed)
+            .count();
+        let counted = failed.saturating_sub(accepted);
+        let left = wave.allowed_failures.saturating_sub(counted);
+        let budget_style = if counted > wave.allowed_failures {
             t.fail
-        } else if failed > 0 {
+        } else if counted > 0 {
             t.warn
         } else {
             t.dim
