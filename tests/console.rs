@@ -169,6 +169,20 @@ impl Harness {
     }
 }
 
+/// Twelve environments, two broken in the rest wave whose budget allows one: approved and
+/// left to halt.
+async fn halted_on_budget() -> Harness {
+    let mut h = Harness::new(
+        Fixture::standard(12, &strategy("", "1")).broken_at(&[3, 7]),
+        false,
+    );
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(120).await;
+    assert_eq!(h.model.view.state, "halted");
+    h
+}
+
 fn fleet(n: usize) -> Fixture {
     Fixture::standard(n, &strategy("", "1"))
 }
@@ -200,14 +214,7 @@ async fn snapshots_of_the_plan_mid_rollout_and_the_approval_dialog() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failure_budget_halt_is_shown_with_what_failed() {
-    let mut h = Harness::new(
-        Fixture::standard(12, &strategy("", "1")).broken_at(&[3, 7]),
-        false,
-    );
-    h.wait(1).await;
-    h.press("a<Enter>");
-    h.wait(120).await;
-    assert_eq!(h.model.view.state, "halted");
+    let mut h = halted_on_budget().await;
     let wide = h.screen(160, 48);
     assert!(wide.contains("HALTED"), "{wide}");
     assert!(wide.contains("failures 2/"), "{wide}");
@@ -788,14 +795,7 @@ async fn a_wave_rollback_says_up_front_what_it_cannot_undo() {
 
 #[tokio::test(start_paused = true)]
 async fn failures_accepted_by_a_resume_are_shown_apart_from_the_budget() {
-    let mut h = Harness::new(
-        Fixture::standard(12, &strategy("", "1")).broken_at(&[3, 7]),
-        false,
-    );
-    h.wait(1).await;
-    h.press("a<Enter>");
-    h.wait(120).await;
-    assert_eq!(h.model.view.state, "halted");
+    let mut h = halted_on_budget().await;
     h.press("r");
     h.wait(1).await;
     assert_eq!(
