@@ -260,9 +260,8 @@ async fn a_rollback_cut_short_by_a_crash_runs_again_on_resume() {
     live.send(rollback(&["e-00"], None));
     live.until("rollback_started").await;
     // The process dies right after the rollback was recorded: nothing of it was applied.
-    live.engine.abort();
+    let view = live.crash();
     assert_eq!(version(&live, "e-00", "api"), "1.0");
-    let view = RolloutView::fold(&live.seen);
     assert_eq!(
         view.rollbacks["e-00"].state,
         flotilla::engine::fold::RollbackState::InFlight
@@ -345,8 +344,7 @@ async fn a_rollback_asked_for_a_running_environment_survives_a_crash() {
     live.until("step_started").await;
     live.send(rollback(&["e-00"], None));
     live.until("rollback_requested").await;
-    live.engine.abort();
-    let view = RolloutView::fold(&live.seen);
+    let view = live.crash();
     let mut again = Live::resume(intent, live.fleet.clone(), Some(&view));
     again.until("env_rolled_back").await;
     assert_eq!(
@@ -388,22 +386,12 @@ async fn a_rollback_that_fails_at_a_gate_halts_the_rollout_at_once() {
 async fn a_step_that_failed_before_a_restart_is_still_rolled_back_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let intent = Arc::new(fixture(4).broken_at(&[2]).load(dir.path()));
-    let fleet = Arc::new(flotilla::drivers::sim::SimFleet::new(
-        intent.driver.sim.clone(),
-        intent.release("r1"),
-    ));
-    let mut live = Live::resume(intent.clone(), fleet.clone(), None);
-    live.until("gate_waiting").await;
-    live.send(approve("canary"));
-    live.until("gate_waiting").await;
-    live.send(approve("rest"));
-    live.until("rollout_halted").await;
-    live.during(secs(60)).await;
-    live.engine.abort();
+    let live = halted_in_rest_with(Live::start((*intent).clone())).await;
+    let fleet = live.fleet.clone();
 
     // After the restart e-02's failed schema step is to be tried again, but it was tried:
     // a rollback must still put it back. (Paused, so nothing runs it again first.)
-    let mut view = RolloutView::fold(&live.seen);
+    let mut view = live.crash();
     view.paused = true;
     let mut again = Live::resume(intent, fleet, Some(&view));
     again.until("rollout_paused").await;
@@ -424,13 +412,9 @@ async fn a_step_that_failed_before_a_restart_is_still_rolled_back_after_it() {
 async fn a_halted_rollout_reopened_in_the_console_stays_halted_until_resumed() {
     let dir = tempfile::tempdir().unwrap();
     let intent = Arc::new(fixture(6).broken_at(&[2]).load(dir.path()));
-    let fleet = Arc::new(flotilla::drivers::sim::SimFleet::new(
-        intent.driver.sim.clone(),
-        intent.release("r1"),
-    ));
-    let live = halted_in_rest_with(Live::resume(intent.clone(), fleet.clone(), None)).await;
-    live.engine.abort();
-    let view = RolloutView::fold(&live.seen);
+    let live = halted_in_rest_with(Live::start((*intent).clone())).await;
+    let fleet = live.fleet.clone();
+    let view = live.crash();
     let calls = |f: &flotilla::drivers::sim::SimFleet| -> u64 {
         f.snapshot()
             .envs

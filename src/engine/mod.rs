@@ -277,9 +277,8 @@ impl Engine {
     pub fn resume(mut self, view: &RolloutView) -> Self {
         self.resumed = true;
         let intent = self.ctx.intent.clone();
-        let service_index = |name: &str| intent.services.iter().position(|s| s.name == name);
         for ((env, service), (state, revision, _)) in &view.steps {
-            let (Some(&i), Some(s)) = (self.env_index.get(env), service_index(service)) else {
+            let (Some(&i), Some(s)) = (self.env_index.get(env), self.service_index(service)) else {
                 continue;
             };
             let Some(steps) = self.steps.get_mut(&i) else {
@@ -333,7 +332,7 @@ impl Engine {
                     rollback
                         .services
                         .iter()
-                        .filter_map(|name| service_index(name))
+                        .filter_map(|name| self.service_index(name))
                         .collect()
                 });
                 self.rollback_of.insert(
@@ -400,17 +399,14 @@ impl Engine {
         let Some(reason) = view.halt_reason.clone() else {
             return self;
         };
-        let intent = self.ctx.intent.clone();
+        let mut failed = BTreeSet::new();
         for ((env, service), (state, _, _)) in &view.steps {
             let step = match state {
                 fold::StepView::Failed => StepState::Failed,
                 fold::StepView::Blocked => StepState::Blocked,
                 _ => continue,
             };
-            let (Some(&i), Some(s)) = (
-                self.env_index.get(env),
-                intent.services.iter().position(|x| &x.name == service),
-            ) else {
+            let (Some(&i), Some(s)) = (self.env_index.get(env), self.service_index(service)) else {
                 continue;
             };
             if self.status.get(&i) != Some(&EnvStatus::Pending) {
@@ -418,19 +414,9 @@ impl Engine {
             }
             if let Some(steps) = self.steps.get_mut(&i) {
                 steps[s] = step;
+                failed.insert(i);
             }
         }
-        let failed: Vec<usize> = self
-            .steps
-            .iter()
-            .filter(|(i, steps)| {
-                self.status.get(i) == Some(&EnvStatus::Pending)
-                    && steps
-                        .iter()
-                        .any(|s| matches!(s, StepState::Failed | StepState::Blocked))
-            })
-            .map(|(i, _)| *i)
-            .collect();
         for i in failed {
             self.set_status(i, EnvStatus::Failed);
         }
@@ -486,10 +472,10 @@ impl Engine {
         found.sort_by_key(|(i, _)| *i);
         for (i, done) in found {
             for (s, version, revision) in done {
-                let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+                let wave = self.wave_name(i);
                 self.emit(EventKind::StepRecovered {
                     wave,
-                    env: self.ctx.intent.environments[i].name.clone(),
+                    env: self.env_name(i),
                     service: self.ctx.intent.services[s].name.clone(),
                     version,
                     revision,
@@ -538,7 +524,7 @@ impl Engine {
         self.recover_in_flight().await;
         for i in std::mem::take(&mut self.rollbacks_to_resume) {
             if let Err(why) = self.start_rollback(i) {
-                self.rollback_not_started(i, why);
+                self.rollback_failed_outright(i, why);
             }
         }
         for w in 0..self.plan.waves.len() {
@@ -821,7 +807,6 @@ impl Engine {
                     self.on_command(cmd);
                     if was_halted && self.stop.is_none() {
                         halt_reported = false;
-                        self.halt_announced = false;
                     }
                 }
                 joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
@@ -921,7 +906,7 @@ impl Engine {
                 })
                 .collect();
             let event = EventKind::EnvStarted {
-                wave: self.plan.waves[self.wave_of[&i]].name.clone(),
+                wave: self.wave_name(i),
                 env: env.name.clone(),
                 revisions,
             };
@@ -953,6 +938,21 @@ impl Engine {
                     )
                 })
         })
+    }
+
+    /// The name of the wave environment `i` is in.
+    fn wave_name(&self, i: usize) -> String {
+        self.plan.waves[self.wave_of[&i]].name.clone()
+    }
+
+    /// The name of environment `i`.
+    fn env_name(&self, i: usize) -> String {
+        self.ctx.intent.environments[i].name.clone()
+    }
+
+    /// The index of the service called `name`.
+    fn service_index(&self, name: &str) -> Option<usize> {
+        self.ctx.intent.services.iter().position(|s| s.name == name)
     }
 
     fn failed_envs(&self) -> Vec<String> {
@@ -993,14 +993,10 @@ impl Engine {
         // it changed (if it changed nothing, the rollback has nothing to apply: it is back
         // all the same, and never rolled forward again).
         if self.rollback_when_stopped.remove(&i) {
-            self.ctx
-                .cancelled
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&i);
+            self.ctx.set_cancelled(i, false);
             self.steps.insert(i, steps);
             if let Err(why) = self.start_rollback(i) {
-                self.rollback_not_started(i, why);
+                self.rollback_failed_outright(i, why);
             }
             return;
         }
@@ -1045,16 +1041,13 @@ impl Engine {
                 (i, ok)
             }
             Some(Err(e)) => {
-                let Some(i) = self.rollback_task_env.remove(&e.id()) else {
-                    return;
-                };
-                self.emit(EventKind::RollbackFailed {
-                    wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-                    env: self.ctx.intent.environments[i].name.clone(),
-                    service: String::new(),
-                    error: "internal error: the task rolling back this environment panicked".into(),
-                });
-                (i, false)
+                if let Some(i) = self.rollback_task_env.remove(&e.id()) {
+                    self.rollback_failed_outright(
+                        i,
+                        "internal error: the task rolling back this environment panicked".into(),
+                    );
+                }
+                return;
             }
             None => return,
         };
@@ -1066,12 +1059,13 @@ impl Engine {
         }
     }
 
-    /// A rollback decided earlier (before a restart, or before a run stopped) could not
-    /// start: the environment is failed, and says why.
-    fn rollback_not_started(&mut self, i: usize, why: String) {
+    /// A rollback failed as a whole, not at a service: it could not start (decided before a
+    /// restart, or before a run stopped), or its task panicked. The environment is failed,
+    /// and says why.
+    fn rollback_failed_outright(&mut self, i: usize, why: String) {
         self.emit(EventKind::RollbackFailed {
-            wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-            env: self.ctx.intent.environments[i].name.clone(),
+            wave: self.wave_name(i),
+            env: self.env_name(i),
             service: String::new(),
             error: why,
         });
@@ -1110,6 +1104,11 @@ impl Engine {
             || matches!(self.steps[&i][s], StepState::Succeeded | StepState::Failed)
     }
 
+    /// Whether this rollout changed (or tried to change) anything in environment `i`.
+    fn touched(&self, i: usize) -> bool {
+        (0..self.steps[&i].len()).any(|s| self.changed(i, s))
+    }
+
     /// The services of environment `i` this rollout changed (or tried to) that may go back,
     /// in rollback order.
     fn rollback_services(&self, i: usize) -> Vec<usize> {
@@ -1136,8 +1135,7 @@ impl Engine {
             Some(EnvStatus::RolledBack) => return Some(format!("`{name}` is already rolled back")),
             Some(_) => {}
         }
-        let touched = (0..self.steps[&i].len()).any(|s| self.changed(i, s));
-        if !touched {
+        if !self.touched(i) {
             return Some(format!(
                 "`{name}` has not been changed by this rollout; nothing to roll back"
             ));
@@ -1217,10 +1215,10 @@ impl Engine {
     /// A task running environment `i` panicked: its outcome is unknown, so it counts as
     /// failed (never silently lost, never retried in a loop).
     fn env_panicked(&mut self, i: usize) {
-        let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+        let wave = self.wave_name(i);
         self.emit(EventKind::StepFailed {
             wave,
-            env: self.ctx.intent.environments[i].name.clone(),
+            env: self.env_name(i),
             service: String::new(),
             error: "internal error: the task running this environment panicked".into(),
             class: crate::drivers::ErrorClass::Permanent,
@@ -1367,10 +1365,7 @@ impl Engine {
                         .map(|(i, _)| *i)
                         .collect();
                     failed.sort_unstable();
-                    accepted = failed
-                        .iter()
-                        .map(|&i| self.ctx.intent.environments[i].name.clone())
-                        .collect();
+                    accepted = failed.iter().map(|&i| self.env_name(i)).collect();
                     self.accepted.extend(failed);
                     self.stop = None;
                 } else if !self.paused {
@@ -1431,8 +1426,8 @@ impl Engine {
                     // A failed rollback is retried as a rollback, not as the release.
                     if self.rollback_of.contains_key(&i) {
                         self.emit(EventKind::EnvRetried {
-                            wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-                            env: self.ctx.intent.environments[i].name.clone(),
+                            wave: self.wave_name(i),
+                            env: self.env_name(i),
                             by: by.clone(),
                         });
                         if let Err(why) = self.start_rollback(i) {
@@ -1451,8 +1446,8 @@ impl Engine {
                     self.accepted.remove(&i);
                     retried.push(i);
                     self.emit(EventKind::EnvRetried {
-                        wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-                        env: self.ctx.intent.environments[i].name.clone(),
+                        wave: self.wave_name(i),
+                        env: self.env_name(i),
                         by: by.clone(),
                     });
                 }
@@ -1491,7 +1486,7 @@ impl Engine {
                 self.set_status(i, EnvStatus::Skipped);
                 // Skipping a failed rollback settles it: it is not retried as one.
                 self.rollback_of.remove(&i);
-                let wave = self.plan.waves[self.wave_of[&i]].name.clone();
+                let wave = self.wave_name(i);
                 self.emit(EventKind::EnvSkipped {
                     wave,
                     env: env.clone(),
@@ -1522,16 +1517,12 @@ impl Engine {
                     if self.status.get(&i) == Some(&EnvStatus::Running) {
                         // Stop its run after the steps in flight; the rollback follows. The
                         // request is journaled so that a restart in between still does it.
-                        self.ctx
-                            .cancelled
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(i);
+                        self.ctx.set_cancelled(i, true);
                         self.rollback_when_stopped.insert(i);
                         cancelled = true;
                         self.emit(EventKind::RollbackRequested {
-                            wave: self.plan.waves[self.wave_of[&i]].name.clone(),
-                            env: self.ctx.intent.environments[i].name.clone(),
+                            wave: self.wave_name(i),
+                            env: self.env_name(i),
                             to: self.ctx.intent.releases[to].name.clone(),
                             by: by.clone(),
                         });
@@ -1589,19 +1580,15 @@ impl Engine {
             .filter_map(|e| self.env_index.get(e).copied())
             .collect();
         let targets: Vec<usize> = members
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|&i| self.cannot_roll_back(i).is_none())
             .collect();
         if targets.is_empty() {
             // Say the most telling reason: forward-only changes are easy to forget.
-            let forward_only = self.plan.waves[w]
-                .envs
+            let forward_only = members
                 .iter()
-                .filter_map(|e| self.env_index.get(e))
-                .any(|&i| {
-                    self.steps[&i].contains(&StepState::Succeeded)
-                        && self.rollback_services(i).is_empty()
-                });
+                .any(|&i| self.touched(i) && self.rollback_services(i).is_empty());
             return Err(if forward_only {
                 let names: Vec<&str> = self
                     .ctx

@@ -53,12 +53,23 @@ pub struct StepContext {
 }
 
 impl StepContext {
+    fn cancelled(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<usize>> {
+        // Each change is one insert or remove, so a poisoned set is still whole.
+        self.cancelled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether environment `env` was told to start no further step.
     pub fn is_cancelled(&self, env: usize) -> bool {
-        self.cancelled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&env)
+        self.cancelled().contains(&env)
+    }
+
+    /// Tells environment `env`'s run to start no further step (`true`), or lets it again.
+    pub fn set_cancelled(&self, env: usize, cancelled: bool) {
+        if cancelled {
+            self.cancelled().insert(env);
+        } else {
+            self.cancelled().remove(&env);
+        }
     }
 
     /// Emits an event stamped with the context's clock.

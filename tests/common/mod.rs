@@ -283,6 +283,13 @@ impl Live {
         }
     }
 
+    /// The process dies here (nothing more of this engine runs); what it had said, folded
+    /// as a restart reads it from the journal.
+    pub fn crash(&self) -> flotilla::engine::RolloutView {
+        self.engine.abort();
+        flotilla::engine::RolloutView::fold(&self.seen)
+    }
+
     pub fn send(&self, cmd: Command) {
         self.commands.send(cmd).unwrap();
     }
