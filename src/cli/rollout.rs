@@ -381,21 +381,9 @@ pub fn run(
                     model.apply(e);
                 }
                 let ran = crate::console::run(model, ui, &mut event_rx, cmd_tx.clone(), driver, &mut engine).await;
-                let outcome = match ran {
-                    crate::console::Ended::Engine(Some(o)) => {
-                        // The console's screen is gone: say where the rollout stands.
-                        match &o {
-                            Outcome::Completed { succeeded, failed, skipped, rolled_back } => println!(
-                                "rollout of {release} completed: {succeeded} succeeded, {failed} failed, {skipped} skipped, {rolled_back} rolled back"
-                            ),
-                            Outcome::Interrupted => println!(
-                                "rollout of {release} stopped when you quit (steps in flight finished); `flotilla console {release}` resumes it"
-                            ),
-                            _ => {}
-                        }
-                        Ok(o)
-                    }
-                    crate::console::Ended::Engine(None) => Err("the engine task failed".to_string()),
+                // How the engine ended, if it did, and whether the screen closed normally.
+                let (finished, closed) = match ran {
+                    crate::console::Ended::Engine(o) => (Some(o), true),
                     crate::console::Ended::Left => {
                         // Quit twice: as a second Ctrl-C headless, leave now; what is
                         // recorded so far is kept, the journal tells a resume the rest.
@@ -405,15 +393,29 @@ pub fn run(
                     }
                     crate::console::Ended::TerminalFailed(e, finished) => {
                         eprintln!("error: the console cannot use this terminal: {e}");
-                        match finished {
-                            Some(Some(o)) => Ok(o),
-                            Some(None) => Err("the engine task failed".to_string()),
-                            // Stop the engine cleanly rather than leave it running blind.
-                            None => {
-                                let _ = cmd_tx.send(Command::Interrupt);
-                                (&mut engine).await.map_err(|e| e.to_string())
-                            }
+                        (finished, false)
+                    }
+                };
+                let outcome = match finished {
+                    Some(Some(o)) => {
+                        // The console's screen is gone: say where the rollout stands.
+                        match (&o, closed) {
+                            (Outcome::Completed { succeeded, failed, skipped, rolled_back }, true) => println!(
+                                "rollout of {release} completed: {succeeded} succeeded, {failed} failed, {skipped} skipped, {rolled_back} rolled back"
+                            ),
+                            (Outcome::Interrupted, true) => println!(
+                                "rollout of {release} stopped when you quit (steps in flight finished); `flotilla console {release}` resumes it"
+                            ),
+                            _ => {}
                         }
+                        Ok(o)
+                    }
+                    Some(None) => Err("the engine task failed".to_string()),
+                    // The terminal failed while the engine ran: stop it cleanly rather than
+                    // leave it running blind.
+                    None => {
+                        let _ = cmd_tx.send(Command::Interrupt);
+                        (&mut engine).await.map_err(|e| e.to_string())
                     }
                 };
                 (outcome, None)

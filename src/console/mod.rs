@@ -261,8 +261,8 @@ async fn drive(
     let mut sighup = signal(SignalKind::hangup())?;
     let mut clock = tokio::time::interval(Duration::from_secs(1));
     let mut latest = 0u64;
-    // Quit asked for; quit at once (the engine is done).
-    let (mut quit, mut quit_now) = (false, false);
+    // Quit asked for (by a key or a signal).
+    let mut quit = false;
     let mut pacer = Pacer::default();
     ui.now = SystemTime::now();
     screen.frame(model, ui)?;
@@ -282,10 +282,7 @@ async fn drive(
                                 Effect::Observe(name) => {
                                     observe_due = Some((name, Instant::now() + OBSERVE_AFTER));
                                 }
-                                Effect::Quit => {
-                                    quit = true;
-                                    quit_now = outcome.is_some();
-                                }
+                                Effect::Quit => quit = true,
                                 Effect::Repaint => screen.invalidate(ui)?,
                                 Effect::Suspend => {
                                     screen::suspend()?;
@@ -340,9 +337,10 @@ async fn drive(
             _ = clock.tick() => {
                 ui.tick(model, SystemTime::now());
             }
-            _ = sigterm.recv() => quit_by_signal(&mut quit, &mut quit_now, outcome),
-            _ = sigint.recv() => quit_by_signal(&mut quit, &mut quit_now, outcome),
-            _ = sighup.recv() => quit_by_signal(&mut quit, &mut quit_now, outcome),
+            // A signal asks to quit as `q` would, without asking back.
+            _ = sigterm.recv() => quit = true,
+            _ = sigint.recv() => quit = true,
+            _ = sighup.recv() => quit = true,
             done = &mut *engine, if outcome.is_none() => {
                 // Events still in flight from the journal come first.
                 while let Ok(batch) = events.try_recv() {
@@ -374,7 +372,11 @@ async fn drive(
             // The engine is another process's: leaving only detaches.
             return Ok(Ended::Left);
         }
-        if std::mem::take(&mut quit) && outcome.is_none() {
+        if std::mem::take(&mut quit) {
+            if outcome.is_some() {
+                // The engine is done: nothing to wait for.
+                return Ok(Ended::Engine(outcome.take().flatten()));
+            }
             if ui.stopping {
                 // Asked again while the steps in flight finish: leave now.
                 return Ok(Ended::Left);
@@ -384,7 +386,7 @@ async fn drive(
             let _ = commands.send(Command::Interrupt);
             ui.flash("stopping: waiting for the steps in flight to finish (q again leaves now)");
         }
-        if (ui.stopping || quit_now) && outcome.is_some() {
+        if ui.stopping && outcome.is_some() {
             return Ok(Ended::Engine(outcome.take().flatten()));
         }
         if !ui.dirty {
@@ -394,10 +396,4 @@ async fn drive(
             screen.frame(model, ui)?;
         }
     }
-}
-
-/// A signal asks the console to quit as `q` would, without asking back.
-fn quit_by_signal(quit: &mut bool, quit_now: &mut bool, outcome: &Option<Option<Outcome>>) {
-    *quit = true;
-    *quit_now = outcome.is_some();
 }

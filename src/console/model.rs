@@ -192,12 +192,10 @@ impl Model {
         }
         if state_changed {
             for i in 0..self.envs.len() {
-                let env = self.envs[i].name.clone();
-                self.refresh(&env);
+                self.refresh(i);
             }
-        } else if let (_, Some(env), _, _) = event.kind.subject() {
-            let env = env.to_string();
-            self.refresh(&env);
+        } else if let Some(&i) = event.kind.subject().1.and_then(|env| self.index.get(env)) {
+            self.refresh(i);
         }
         self.log.push_back(event.clone());
         if self.log.len() > LOG_CAPACITY {
@@ -217,14 +215,12 @@ impl Model {
             CellState::Succeeded | CellState::Drifted
         );
         self.envs[i].drifted = finished && report.iter().any(|r| r.drifted());
-        self.refresh(env);
+        self.refresh(i);
     }
 
-    /// Recomputes one environment's cell from the journal's view of its steps.
-    fn refresh(&mut self, env: &str) {
-        let Some(&i) = self.index.get(env) else {
-            return;
-        };
+    /// Recomputes environment `i`'s cell from the journal's view of its steps.
+    fn refresh(&mut self, i: usize) {
+        let env = self.envs[i].name.as_str();
         let states: Vec<StepView> = self
             .view
             .services
@@ -236,17 +232,18 @@ impl Model {
                     .map_or(StepView::Pending, |st| st.0)
             })
             .collect();
-        let entry = &mut self.envs[i];
-        let before = entry.state;
         // A rollback says more than the steps that went before it.
         let rollback = self.view.rollbacks.get(env).map(|r| r.state);
+        let skipped = self.view.skipped.contains_key(env);
+        let entry = &mut self.envs[i];
+        let before = entry.state;
         entry.state = if let Some(state) = rollback {
             match state {
                 RollbackState::InFlight | RollbackState::Requested => CellState::Running,
                 RollbackState::Done => CellState::RolledBack,
                 RollbackState::Failed => CellState::Failed,
             }
-        } else if self.view.skipped.contains_key(env) {
+        } else if skipped {
             CellState::Skipped
         } else if states.contains(&StepView::Failed) {
             CellState::Failed
@@ -311,9 +308,12 @@ impl Model {
         Some(releases.get(current.checked_sub(1)?)?.name.as_str())
     }
 
-    /// Whether this rollout has applied (or tried to apply) anything in environment `env`.
-    pub fn touched(&self, env: &str) -> bool {
-        self.intent.services.iter().any(|s| {
+    /// The services of environment `env` this rollout applied or tried to apply.
+    fn changed_services<'a>(
+        &'a self,
+        env: &'a str,
+    ) -> impl Iterator<Item = &'a crate::intent::Service> + 'a {
+        self.intent.services.iter().filter(move |s| {
             self.view
                 .steps
                 .get(&(env.to_string(), s.name.clone()))
@@ -326,6 +326,24 @@ impl Model {
         })
     }
 
+    /// Whether this rollout has applied (or tried to apply) anything in environment `env`.
+    pub fn touched(&self, env: &str) -> bool {
+        self.changed_services(env).next().is_some()
+    }
+
+    /// Failed environments (of wave `w`, or of the whole fleet) that a resume accepted: they
+    /// do not use the budgets up.
+    pub fn accepted_failed(&self, w: Option<usize>) -> usize {
+        self.view
+            .accepted
+            .iter()
+            .filter_map(|e| self.env_index(e))
+            .filter(|&i| {
+                self.envs[i].state == CellState::Failed && w.is_none_or(|w| self.envs[i].wave == w)
+            })
+            .count()
+    }
+
     /// Environments of wave `w` this rollout changed only in forward-only services: a
     /// rollback of the wave leaves them as they are.
     pub fn forward_only_changes(&self, w: usize) -> Vec<&str> {
@@ -333,24 +351,7 @@ impl Model {
             .iter()
             .filter(|e| e.wave == w && !self.view.rollbacks.contains_key(&e.name))
             .filter(|e| {
-                let touched: Vec<bool> = self
-                    .intent
-                    .services
-                    .iter()
-                    .filter(|s| {
-                        self.view
-                            .steps
-                            .get(&(e.name.clone(), s.name.clone()))
-                            .is_some_and(|st| {
-                                matches!(
-                                    st.0,
-                                    StepView::Succeeded | StepView::Failed | StepView::Running
-                                )
-                            })
-                    })
-                    .map(|s| s.forward_only)
-                    .collect();
-                !touched.is_empty() && touched.iter().all(|f| *f)
+                self.touched(&e.name) && self.changed_services(&e.name).all(|s| s.forward_only)
             })
             .map(|e| e.name.as_str())
             .collect()

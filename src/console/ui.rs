@@ -625,15 +625,8 @@ impl Ui {
                     .collect();
                 self.retry(model, envs)
             }
-            // The marked environments, or the selected one.
             Act::Skip => {
-                let picked: Vec<usize> = if self.marks.is_empty() {
-                    self.selected().into_iter().collect()
-                } else {
-                    self.marks.iter().copied().collect()
-                };
-                let envs: Vec<String> =
-                    picked.iter().map(|&i| model.envs[i].name.clone()).collect();
+                let envs = self.picked(model);
                 if envs.is_empty() {
                     Vec::new()
                 } else {
@@ -647,12 +640,7 @@ impl Ui {
                         .clone();
                     self.rollback_wave(model, wave)
                 } else {
-                    let picked: Vec<usize> = if self.marks.is_empty() {
-                        self.selected().into_iter().collect()
-                    } else {
-                        self.marks.iter().copied().collect()
-                    };
-                    let envs = picked.iter().map(|&i| model.envs[i].name.clone()).collect();
+                    let envs = self.picked(model);
                     self.rollback_envs(model, envs)
                 }
             }
@@ -714,13 +702,24 @@ impl Ui {
         )
     }
 
+    /// What an action on environments acts on: the marked ones, or the selected one.
+    fn picked(&self, model: &Model) -> Vec<String> {
+        if self.marks.is_empty() {
+            self.selected()
+                .map(|i| model.envs[i].name.clone())
+                .into_iter()
+                .collect()
+        } else {
+            self.marks
+                .iter()
+                .map(|&i| model.envs[i].name.clone())
+                .collect()
+        }
+    }
+
     /// Rolling environments back asks y/n, naming them and the release they go back to.
     fn rollback_envs(&mut self, model: &Model, envs: Vec<String>) -> Vec<Effect> {
-        if !self.can_roll_back(model) {
-            return Vec::new();
-        }
-        let Some(to) = model.rollback_target() else {
-            self.flash_error("nothing to roll back to: no release before this one in releases/");
+        let Some(to) = self.rollback_target(model) else {
             return Vec::new();
         };
         if envs.is_empty() {
@@ -752,25 +751,31 @@ impl Ui {
         )
     }
 
-    /// Rollbacks are the engine's work: once it has ended, say so before asking anything.
-    fn can_roll_back(&mut self, model: &Model) -> bool {
-        if model.active() {
-            return true;
+    /// The release a rollback goes back to, or None (said on the flash line) when there is
+    /// none or nothing runs a rollback: rollbacks are the engine's work, and once it has
+    /// ended that is said before anything is asked.
+    fn rollback_target<'m>(&mut self, model: &'m Model) -> Option<&'m str> {
+        let to = model.rollback_target();
+        if !model.active() {
+            self.flash_error(match to {
+                Some(to) => format!(
+                    "the rollout has ended: a rollback needs it running; `flotilla rollout {to}` puts the fleet back"
+                ),
+                None => "the rollout has ended: a rollback needs it running".to_string(),
+            });
+            return None;
         }
-        self.flash_error(match model.rollback_target() {
-            Some(to) => format!(
-                "the rollout has ended: a rollback needs it running; `flotilla rollout {to}` puts the fleet back"
-            ),
-            None => "the rollout has ended: a rollback needs it running".to_string(),
-        });
-        false
+        if to.is_none() {
+            self.flash_error("nothing to roll back to: no release before this one in releases/");
+        }
+        to
     }
 
     /// A whole wave goes back only when its name is typed.
     fn rollback_wave(&mut self, model: &Model, wave: String) -> Vec<Effect> {
-        if !self.can_roll_back(model) {
+        let Some(to) = self.rollback_target(model) else {
             return Vec::new();
-        }
+        };
         let started = model.view.waves.iter().any(|w| w.name == wave && w.started);
         if !started {
             self.flash_error(format!(
@@ -778,10 +783,6 @@ impl Ui {
             ));
             return Vec::new();
         }
-        let Some(to) = model.rollback_target() else {
-            self.flash_error("nothing to roll back to: no release before this one in releases/");
-            return Vec::new();
-        };
         // Say up front what a wave rollback cannot undo.
         let w = model.plan.waves.iter().position(|x| x.name == wave);
         let stay: Vec<String> = w

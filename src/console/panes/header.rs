@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::console::model::{CellState, Model};
+use crate::console::model::Model;
 use crate::console::ui::Ui;
 
 /// Time since `ts` (RFC 3339) at `now`.
@@ -82,16 +82,7 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     };
     let (elapsed, _) = clock_texts(model, ui);
     // The budget counts failures nobody accepted; the accepted ones are shown beside it.
-    let accepted = model
-        .view
-        .accepted
-        .iter()
-        .filter(|e| {
-            model
-                .env_index(e)
-                .is_some_and(|i| model.envs[i].state == CellState::Failed)
-        })
-        .count();
+    let accepted = model.accepted_failed(None);
     let failed = model.failed() - accepted;
     let budget = model.plan.max_failures;
     let mut first = vec![

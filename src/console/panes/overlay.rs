@@ -3,7 +3,7 @@
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph, Wrap};
+use ratatui::widgets::{Clear, Paragraph};
 use ratatui::Frame;
 
 use crate::console::actions::ACTIONS;
@@ -162,20 +162,21 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
         }
         Mode::Confirm { prompt, .. } => {
             let width = (prompt.chars().count() as u16 + 6).max(40).min(area.width);
-            // Room for the prompt as it wraps, the hint and the borders.
+            // The prompt and the hint as they wrap inside the borders.
             let inner = width.saturating_sub(2).max(1) as usize;
-            let chars = prompt.chars().count();
-            // Wrapping at words can take a line more than the characters alone.
-            let lines = (chars.div_ceil(inner) + usize::from(chars > inner)) as u16;
-            let rect = centered(area, width, lines + 3);
+            let mut lines: Vec<Line> = wrap(prompt, inner)
+                .into_iter()
+                .map(|l| Line::from(Span::styled(l, t.text)))
+                .collect();
+            lines.extend(
+                wrap("y confirms, any other key cancels", inner)
+                    .into_iter()
+                    .map(|l| Line::from(Span::styled(l, t.dim))),
+            );
+            let rect = centered(area, width, lines.len() as u16 + 2);
             frame.render_widget(Clear, rect);
             frame.render_widget(
-                Paragraph::new(vec![
-                    Line::from(Span::styled(prompt.clone(), t.text)),
-                    Line::from(Span::styled("y confirms, any other key cancels", t.dim)),
-                ])
-                .wrap(Wrap { trim: true })
-                .block(
+                Paragraph::new(lines).block(
                     ui.bordered()
                         .title(Span::styled(" confirm ", t.warn))
                         .border_style(t.warn),

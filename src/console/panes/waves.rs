@@ -85,13 +85,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
             Span::styled(format!(" {done}/{}", wave.envs.len()), t.text),
         ]));
         // Failures a resume accepted do not use the budget up.
-        let accepted = model
-            .view
-            .accepted
-            .iter()
-            .filter_map(|e| model.env_index(e))
-            .filter(|&i| model.envs[i].wave == w && model.envs[i].state == CellState::Failed)
-            .count();
+        let accepted = model.accepted_failed(Some(w));
         let counted = failed.saturating_sub(accepted);
         let left = wave.allowed_failures.saturating_sub(counted);
         let budget_style = if counted > wave.allowed_failures {
