@@ -111,6 +111,7 @@ pub fn open(
         approve_all: false,
         wait: true,
         output: Output::Plain,
+        keep_halt: false,
     };
     let options = crate::console::Options {
         read_only,

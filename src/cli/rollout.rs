@@ -12,12 +12,12 @@ use super::identity::Identity;
 use super::{default_state, exit, load, output, Output};
 use crate::drivers::sim::SimFleet;
 use crate::drivers::Driver;
-use crate::engine::{Command, Engine, Event, EventKind, EventSink, OnHold, Outcome, TokioClock};
+use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
 use crate::intent::{DriverKind, Gate};
 use crate::plan::{self, CheckStatus};
 use crate::store::journal;
 use crate::store::lease::Acquired;
-use crate::store::{QueuedCommand, Store};
+use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RolloutArgs {
@@ -35,6 +35,11 @@ pub struct RolloutArgs {
     /// plain: progress and notable events; json: one event per line.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    /// Continue a halted rollout as it stands (`flotilla resume` with no engine running):
+    /// failed environments stay failed until the queued resume accepts them, instead of
+    /// being retried as a re-run does.
+    #[arg(skip)]
+    pub keep_halt: bool,
 }
 
 /// How long an engine may miss heartbeats before another may take over its lease.
@@ -281,7 +286,7 @@ pub fn run(
         let mut last_command = view.as_ref().map_or(0, |v| v.last_command);
         if let Ok(queued) = store.take_commands(rollout_id, last_command) {
             for q in queued {
-                deliver(&journal, &cmd_tx, &q).await;
+                let _ = cmd_tx.send(q.received());
                 last_command = q.id;
             }
         }
@@ -308,7 +313,7 @@ pub fn run(
             engine = engine.resume(view);
             // Opening the console is looking, not deciding: a halted rollout stays halted
             // until someone resumes it there (a headless re-run is the decision to retry).
-            if console_parts.is_some() {
+            if console_parts.is_some() || args.keep_halt {
                 engine = engine.keep_halt(view);
             }
         }
@@ -335,7 +340,6 @@ pub fn run(
         let steering = {
             let store = store.clone();
             let commands = cmd_tx.clone();
-            let journal = journal.clone();
             let holder = holder.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -344,7 +348,7 @@ pub fn run(
                     tick.tick().await;
                     if let Ok(queued) = store.take_commands(rollout_id, last_command) {
                         for q in queued {
-                            deliver(&journal, &commands, &q).await;
+                            let _ = commands.send(q.received());
                             last_command = q.id;
                         }
                     }
@@ -473,27 +477,6 @@ impl Drop for LeaseGuard {
     fn drop(&mut self) {
         let _ = self.store.release_lease(&self.holder);
     }
-}
-
-/// Records durably who sent a queued command, and from where, then hands it to the engine.
-async fn deliver(
-    journal: &journal::Journal,
-    commands: &mpsc::UnboundedSender<Command>,
-    q: &QueuedCommand,
-) {
-    let command = q.to_engine();
-    journal
-        .emit_durable(Event::new(
-            SystemTime::now(),
-            EventKind::CommandReceived {
-                id: q.id,
-                command: command.name().into(),
-                by: q.actor.clone(),
-                origin: q.origin.clone(),
-            },
-        ))
-        .await;
-    let _ = commands.send(command);
 }
 
 /// Final words and exit code for each way a rollout can end.

@@ -21,8 +21,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
         Ok(opened) => opened,
         Err(code) => return code,
     };
-    let rollout = match store.unfinished_with_view() {
-        Ok(Some((r, _))) => r,
+    let (rollout, view) = match store.unfinished_with_view() {
+        Ok(Some(found)) => found,
         Ok(None) if matches!(command, StoredCommand::Rollback { .. }) => {
             eprintln!(
                 "error: no unfinished rollout in {}: rollback steers a rollout that still runs;",
@@ -56,7 +56,31 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
         return abort_idle(&store, rollout.id, &rollout.release, &me);
     }
     if engine.is_none() && command == StoredCommand::Resume {
-        // Nothing runs it: resuming means running it again, headless, from where it stopped.
+        // Nothing runs it: resuming means running it here, headless, from where it stopped.
+        // The resume goes through the queue behind anything queued before it (a pause), so
+        // the engine takes them in the order they were given; as a resume, it accepts the
+        // failures of a halt rather than retrying them.
+        // A rollout that was only interrupted needs no resume command: running it is enough.
+        let held = view.paused
+            || view.state == "halted"
+            || store
+                .commands_after(rollout.id, view.last_command)
+                .unwrap_or(0)
+                > 0;
+        if held {
+            let ts = super::rollout::now_text();
+            let queued = store.queue_command(
+                rollout.id,
+                &ts,
+                &me.actor(),
+                me.origin().as_deref(),
+                &command,
+            );
+            if let Err(e) = queued {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        }
         drop(store);
         println!(
             "no engine is running rollout {} of {}; resuming it here",
@@ -68,6 +92,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             approve_all: false,
             wait: false,
             output: super::Output::Plain,
+            keep_halt: true,
         };
         return super::rollout::run(repo, rev, Some(&path), &args, None);
     }

@@ -152,7 +152,8 @@ pub enum EventKind {
         by: String,
     },
     /// One service of a rollback is back at the version of the release rolled back to, and
-    /// healthy.
+    /// healthy. `attempts` 0: it was found there (put back before a crash, or never moved)
+    /// and nothing was applied.
     StepRolledBack {
         wave: String,
         env: String,
@@ -375,6 +376,16 @@ pub enum Command {
     },
     /// Stop starting new steps, let in-flight ones finish, then end (Ctrl-C).
     Interrupt,
+    /// A command taken from the store's queue (another terminal). The engine journals it as
+    /// received in one group with everything it did, so a crash keeps both or neither; a
+    /// command whose receipt is not in the journal is taken from the queue again.
+    Received {
+        /// Its id in the queue.
+        id: i64,
+        /// Where it came from (the SSH client address), when known.
+        origin: Option<String>,
+        command: Box<Command>,
+    },
 }
 
 impl Command {
@@ -389,6 +400,7 @@ impl Command {
             | Command::Skip { by, .. }
             | Command::Rollback { by, .. } => by,
             Command::Interrupt => "",
+            Command::Received { command, .. } => command.by(),
         }
     }
 
@@ -403,6 +415,7 @@ impl Command {
             Command::Skip { .. } => "skip",
             Command::Rollback { .. } => "rollback",
             Command::Interrupt => "interrupt",
+            Command::Received { command, .. } => command.name(),
         }
     }
 }

@@ -45,6 +45,9 @@ pub struct RollbackView {
     pub state: RollbackState,
     /// The services it puts back, in order (empty while only requested).
     pub services: Vec<String>,
+    /// The services already back (`step_rolled_back`): a resumed or retried rollback does
+    /// not put them back again.
+    pub done: Vec<String>,
 }
 
 /// One wave as the journal tells it.
@@ -135,6 +138,13 @@ impl RolloutView {
     ) {
         self.env_wave.insert(env.to_string(), wave.to_string());
         self.accepted.remove(env);
+        // The same rollback run again (resumed, retried) keeps what it already put back.
+        let done = self
+            .rollbacks
+            .get(env)
+            .filter(|r| r.to == to)
+            .map(|r| r.done.clone())
+            .unwrap_or_default();
         self.rollbacks.insert(
             env.to_string(),
             RollbackView {
@@ -142,6 +152,7 @@ impl RolloutView {
                 by: by.to_string(),
                 state,
                 services: services.to_vec(),
+                done,
             },
         );
     }
@@ -302,8 +313,14 @@ impl RolloutView {
             EventKind::StepRetrying { env, service, .. } => {
                 self.step(env, service).0 = StepView::Intended;
             }
-            EventKind::StepRolledBack { .. }
-            | EventKind::CommandRejected { .. }
+            EventKind::StepRolledBack { env, service, .. } => {
+                if let Some(r) = self.rollbacks.get_mut(env) {
+                    if !r.done.contains(service) {
+                        r.done.push(service.clone());
+                    }
+                }
+            }
+            EventKind::CommandRejected { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }

@@ -74,8 +74,9 @@ pub enum EnvStatus {
     RolledBack,
 }
 
-/// A rollback task's end: the environment, and whether it is fully rolled back.
-type RollbackEnd = (usize, bool);
+/// A rollback task's end: the environment, whether it is fully rolled back, and the
+/// services it put back (or found back).
+type RollbackEnd = (usize, bool, Vec<String>);
 
 /// Why the current wave stops starting work.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +163,8 @@ struct RollbackPlan {
     /// The services to put back, in order, once known: fixed by the `rollback_started`
     /// record, so a rollback run again (after a restart, or retried) does the same.
     services: Option<Vec<usize>>,
+    /// Services already back: a rollback run again does not put them back twice.
+    done: HashSet<usize>,
 }
 
 impl Engine {
@@ -335,12 +338,18 @@ impl Engine {
                         .filter_map(|name| self.service_index(name))
                         .collect()
                 });
+                let done = rollback
+                    .done
+                    .iter()
+                    .filter_map(|name| self.service_index(name))
+                    .collect();
                 self.rollback_of.insert(
                     i,
                     RollbackPlan {
                         to,
                         by: rollback.by.clone(),
                         services,
+                        done,
                     },
                 );
             }
@@ -392,13 +401,11 @@ impl Engine {
         self
     }
 
-    /// Keeps the halt `view` ends in (after [`Engine::resume`]): the environments that failed
-    /// stay failed and nothing starts until someone resumes, retries or rolls back. Without
-    /// it, continuing a halted rollout retries what failed.
+    /// Keeps the failures `view` shows (after [`Engine::resume`]): environments that failed
+    /// stay failed, and a halt stays a halt, so nothing starts until someone resumes,
+    /// retries or rolls back; failures a resume accepted stay accepted, not retried. Without
+    /// it, continuing a rollout retries what failed (a re-run is the decision to retry).
     pub fn keep_halt(mut self, view: &RolloutView) -> Self {
-        let Some(reason) = view.halt_reason.clone() else {
-            return self;
-        };
         let mut failed = BTreeSet::new();
         for ((env, service), (state, _, _)) in &view.steps {
             let step = match state {
@@ -420,8 +427,10 @@ impl Engine {
         for i in failed {
             self.set_status(i, EnvStatus::Failed);
         }
-        self.stop = Some(Stop::Halt { reason });
-        self.publish_state();
+        if let Some(reason) = view.halt_reason.clone() {
+            self.stop = Some(Stop::Halt { reason });
+            self.publish_state();
+        }
         self
     }
 
@@ -522,6 +531,9 @@ impl Engine {
             });
         }
         self.recover_in_flight().await;
+        // Commands queued before this engine started (a rollback, a pause) are decided
+        // before anything new is applied: none of them may be overtaken by work they stop.
+        self.drain_commands();
         for i in std::mem::take(&mut self.rollbacks_to_resume) {
             if let Err(why) = self.start_rollback(i) {
                 self.rollback_failed_outright(i, why);
@@ -703,6 +715,7 @@ impl Engine {
     }
 
     async fn run_wave(&mut self, w: usize) -> Result<(), Outcome> {
+        self.drain_commands();
         let name: Arc<str> = self.plan.waves[w].name.as_str().into();
         let members: Vec<usize> = self.plan.waves[w]
             .envs
@@ -1036,8 +1049,16 @@ impl Engine {
         joined: Option<Result<(tokio::task::Id, RollbackEnd), tokio::task::JoinError>>,
     ) {
         let (i, ok) = match joined {
-            Some(Ok((id, (i, ok)))) => {
+            Some(Ok((id, (i, ok, back)))) => {
                 self.rollback_task_env.remove(&id);
+                if let Some(plan) = self.rollback_of.get_mut(&i) {
+                    let intent = &self.ctx.intent;
+                    plan.done.extend(
+                        back.iter().filter_map(|name| {
+                            intent.services.iter().position(|s| &s.name == name)
+                        }),
+                    );
+                }
                 (i, ok)
             }
             Some(Err(e)) => {
@@ -1163,7 +1184,9 @@ impl Engine {
         let env = &intent.environments[i];
         let release = &intent.releases[plan.to];
         let desired = crate::intent::layers::render(&intent, release, env).desired;
+        // The record names the whole rollback; only what is not back yet is applied.
         let mut services = Vec::new();
+        let mut to_apply = Vec::new();
         for s in order {
             let name = &intent.services[s].name;
             let Some(d) = desired.services.get(name) else {
@@ -1172,12 +1195,16 @@ impl Engine {
                     release.name
                 ));
             };
-            services.push(crate::drivers::ApplyRequest {
+            let req = crate::drivers::ApplyRequest {
                 service: name.clone(),
                 version: d.version.clone(),
                 config: d.config.clone(),
                 revision: d.revision.clone(),
-            });
+            };
+            if !plan.done.contains(&s) {
+                to_apply.push(req.clone());
+            }
+            services.push(req);
         }
         let wave: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
         let recorded = self.ctx.events.emit_durable(Event::new(
@@ -1204,7 +1231,7 @@ impl Engine {
                 wave,
                 to: release.name.clone(),
                 by,
-                services,
+                services: to_apply,
                 recorded,
             },
         ));
@@ -1303,6 +1330,24 @@ impl Engine {
     }
 
     fn on_command(&mut self, cmd: Option<Command>) {
+        if let Some(Command::Received {
+            id,
+            origin,
+            command,
+        }) = cmd
+        {
+            // The receipt and what the command did are durable together or not at all.
+            self.ctx.events.begin_group();
+            self.emit(EventKind::CommandReceived {
+                id,
+                command: command.name().into(),
+                by: command.by().into(),
+                origin,
+            });
+            self.on_command(Some(*command));
+            self.ctx.events.end_group();
+            return;
+        }
         let Some(cmd) = cmd else {
             self.commands_open = false;
             // Nobody can resume any more: stop rather than wait paused forever.
@@ -1383,6 +1428,8 @@ impl Engine {
                 self.paused = false;
                 self.publish_state();
             }
+            // Unwrapped above.
+            Command::Received { .. } => {}
             Command::Interrupt => {
                 // An abort or a halt already stops new work and says more than "interrupted".
                 self.interrupt_requested = true;
@@ -1512,6 +1559,7 @@ impl Engine {
                             to,
                             by: by.clone(),
                             services: None,
+                            done: HashSet::new(),
                         },
                     );
                     if self.status.get(&i) == Some(&EnvStatus::Running) {

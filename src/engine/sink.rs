@@ -20,6 +20,12 @@ pub trait EventSink: Send + Sync {
     /// and resolves once it is durable. The engine waits for this before acting on what the
     /// event announces (an apply), so a crash never loses the intent.
     fn emit_durable(&self, event: Event) -> SinkFuture;
+    /// The events emitted from here to [`EventSink::end_group`] become durable together or
+    /// not at all: a command and what it did are never split by a crash. Groups must not
+    /// span an await.
+    fn begin_group(&self) {}
+    /// Ends the group [`EventSink::begin_group`] began.
+    fn end_group(&self) {}
 }
 
 impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
@@ -29,6 +35,14 @@ impl<S: EventSink + ?Sized> EventSink for std::sync::Arc<S> {
 
     fn emit_durable(&self, event: Event) -> SinkFuture {
         (**self).emit_durable(event)
+    }
+
+    fn begin_group(&self) {
+        (**self).begin_group()
+    }
+
+    fn end_group(&self) {
+        (**self).end_group()
     }
 }
 

@@ -324,10 +324,13 @@ pub struct Rollback {
 
 /// Puts an environment's services back, one at a time in the order given, each applied and
 /// verified with the rollout's retries, backoff and timeout. Nothing is applied before the
-/// rollback's record is durable. A pause or a stop does not cut it short: an environment
+/// rollback's record is durable. The environment is observed first: a service that already
+/// runs the revision it goes back to (put back before a crash, or never moved) is only
+/// verified, not applied again. A pause or a stop does not cut it short: an environment
 /// half rolled back is worse than either end. It stops at the first service that cannot be
-/// put back. Returns the environment and whether it is fully rolled back.
-pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, bool) {
+/// put back. Returns the environment, whether it is fully rolled back, and the services
+/// that are back.
+pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, bool, Vec<String>) {
     let Rollback {
         env,
         wave,
@@ -337,25 +340,46 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         recorded,
     } = rollback;
     let environment = &ctx.intent.environments[env];
-    let failed = |service: &str, error: String| {
+    let mut back = Vec::new();
+    let failed = |service: &str, error: String, back: Vec<String>| {
         ctx.emit(EventKind::RollbackFailed {
             wave: wave.to_string(),
             env: environment.name.clone(),
             service: service.to_string(),
             error,
         });
-        (env, false)
+        (env, false, back)
     };
     if !recorded.await {
         return failed(
             "",
             "the journal could not record the rollback; nothing was applied".into(),
+            back,
         );
     }
+    // Cannot tell (observe failed): everything is applied, which is safe because applies
+    // are idempotent by revision.
+    let live = tokio::time::timeout(ctx.step_timeout, ctx.driver.observe(environment))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     for req in services {
+        let already = live
+            .get(&req.service)
+            .is_some_and(|l| l.revision == req.revision)
+            && matches!(
+                ctx.driver.health(environment, &req.service).await,
+                Ok(Health::Healthy)
+            );
         let mut attempt = 1;
         loop {
-            let error = match apply_and_verify(&ctx, environment, &req).await {
+            let outcome = if already {
+                Ok(())
+            } else {
+                apply_and_verify(&ctx, environment, &req).await
+            };
+            let error = match outcome {
                 Ok(()) => {
                     ctx.emit(EventKind::StepRolledBack {
                         wave: wave.to_string(),
@@ -363,14 +387,16 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
                         service: req.service.clone(),
                         version: req.version.clone(),
                         revision: req.revision.clone(),
-                        attempts: attempt,
+                        // None: it was found back, nothing was applied.
+                        attempts: if already { 0 } else { attempt },
                     });
+                    back.push(req.service.clone());
                     break;
                 }
                 Err(error) => error,
             };
             if error.class == ErrorClass::Permanent || attempt > ctx.retries {
-                return failed(&req.service, error.message);
+                return failed(&req.service, error.message, back);
             }
             let delay = backoff(&ctx, &environment.name, &req.service, attempt);
             ctx.emit(EventKind::StepRetrying {
@@ -392,7 +418,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         to,
         by,
     });
-    (env, true)
+    (env, true, back)
 }
 
 /// Exponential backoff with full jitter: uniform in [0, backoff * 2^(attempt-1)], capped at

@@ -304,6 +304,9 @@ pub fn verify(conn: &Connection) -> Result<Result<usize, ChainBreak>, StoreError
 enum Msg {
     Event(Event, Option<oneshot::Sender<bool>>),
     Flush(oneshot::Sender<bool>),
+    /// The events up to the matching `End` commit in one transaction, never split.
+    Begin,
+    End,
 }
 
 impl Msg {
@@ -381,6 +384,22 @@ pub fn spawn(
                     }
                 };
                 drain(&mut batch);
+                // A group (a command and what it did) is never split across transactions:
+                // wait for its end, which follows at once (the engine emits a group without
+                // awaiting anything in between).
+                let open = |batch: &Vec<Msg>| {
+                    batch.iter().fold(0i32, |n, m| match m {
+                        Msg::Begin => n + 1,
+                        Msg::End => n - 1,
+                        _ => n,
+                    }) > 0
+                };
+                while open(&batch) {
+                    match rx.recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
                 // Events that trickle in one by one would cost a transaction and a wake-up
                 // each: while nobody waits on a small batch, sleep a moment to gather more.
                 // Whoever starts waiting (a durable event, a flush) wakes the writer at once.
@@ -398,6 +417,7 @@ pub fn spawn(
                             acks.extend(ack);
                         }
                         Msg::Flush(ack) => flushes.push(ack),
+                        Msg::Begin | Msg::End => {}
                     }
                 }
                 let ok = failure.is_none()
@@ -454,6 +474,15 @@ impl EventSink for Journal {
         let sent = self.tx.send(Msg::Event(event, Some(ack))).is_ok();
         self.writer.unpark();
         Box::pin(async move { sent && done.await.unwrap_or(false) })
+    }
+
+    fn begin_group(&self) {
+        let _ = self.tx.send(Msg::Begin);
+    }
+
+    fn end_group(&self) {
+        let _ = self.tx.send(Msg::End);
+        self.writer.unpark();
     }
 }
 

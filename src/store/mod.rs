@@ -366,6 +366,15 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many commands are queued for `rollout` after command `after`.
+    pub fn commands_after(&self, rollout: i64, after: i64) -> Result<i64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT count(*) FROM commands WHERE rollout = ?1 AND id > ?2",
+            params![rollout, after],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Whether an engine took command `id`.
     pub fn command_taken(&self, id: i64) -> Result<bool, StoreError> {
         Ok(self.conn().query_row(
@@ -536,6 +545,7 @@ impl StoredCommand {
                 to: to.clone(),
             },
             Command::Interrupt => return None,
+            Command::Received { command, .. } => return StoredCommand::from_engine(command),
         })
     }
 }
@@ -550,6 +560,16 @@ pub struct QueuedCommand {
 }
 
 impl QueuedCommand {
+    /// The engine command this asks for, as received from the queue: the engine journals
+    /// its receipt together with what it did.
+    pub fn received(&self) -> crate::engine::Command {
+        crate::engine::Command::Received {
+            id: self.id,
+            origin: self.origin.clone(),
+            command: Box::new(self.to_engine()),
+        }
+    }
+
     /// The engine command this asks for.
     pub fn to_engine(&self) -> crate::engine::Command {
         use crate::engine::Command;
