@@ -423,3 +423,44 @@ fn pause_then_resume_with_no_engine_running_does_not_hang() {
         "still waits for the canary: {said}"
     );
 }
+
+#[test]
+fn bad_names_and_empty_reasons_are_refused_before_anything_is_queued_with_no_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = fleet_repo(dir.path(), &[3]);
+    let state = dir.path().join("state.db");
+    halted_on_r1(&repo, &state);
+    let refusals: [(&[&str], &str); 7] = [
+        (
+            &["skip", "e-3", "--reason", "x"],
+            "no environment `e-3`; did you mean `e-03`?",
+        ),
+        (&["skip", "e-03", "--reason", " "], "a skip needs a reason"),
+        (&["approve", "no-such-wave"], "no wave `no-such-wave`"),
+        (
+            &["approve", "canary"],
+            "wave `canary` is already past its gate",
+        ),
+        (&["rollback", "no-such-env"], "no environment `no-such-env`"),
+        (&["rollback", "e-03", "--to", "r9"], "no release `r9`"),
+        (&["retry", "e-00"], "`e-00` has not failed"),
+    ];
+    for (args, says) in refusals {
+        let out = run(&repo, &state, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    let db = rusqlite::Connection::open(&state).unwrap();
+    let queued: i64 = db
+        .query_row("SELECT count(*) FROM commands", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(queued, 0, "a refused command was queued");
+    // Good names still queue.
+    let out = run(
+        &repo,
+        &state,
+        &["skip", "e-03", "--reason", "customer offboarding"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("queued"), "{}", text(&out));
+}

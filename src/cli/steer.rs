@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::identity::Identity;
 use super::rollout::{lease_timeout, now_ms};
 use super::{exit, open_state, output};
-use crate::engine::{Event, EventKind};
+use crate::engine::{fold, Event, EventKind};
 use crate::store::{Store, StoredCommand};
 
 /// How many answering events to print; the rest are counted.
@@ -43,6 +43,15 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             return exit::INVALID;
         }
     };
+    // Bad names are refused here, engine or not, before anything is queued: a typo must not
+    // wait in the queue to fail later where nobody looks.
+    let intent = crate::intent::load(repo, &rollout.commit)
+        .ok()
+        .map(|l| l.intent);
+    if let Err(why) = check(&command, intent.as_ref(), &rollout.release, &view) {
+        eprintln!("error: {why}");
+        return exit::INVALID;
+    }
     let me = Identity::current();
     let engine = match store.live_holder(now_ms(), lease_timeout(), &me.host) {
         Ok(h) => h.map(|(holder, _)| holder),
@@ -95,6 +104,14 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             keep_halt: true,
         };
         return super::rollout::run(repo, rev, Some(&path), &args, None);
+    }
+    // What only the rollout's state can refuse, checked against its journal when the
+    // command must wait for an engine (a running one answers for itself below).
+    if engine.is_none() {
+        if let Err(why) = check_state(&command, &view, &me.actor()) {
+            eprintln!("error: {why}");
+            return exit::INVALID;
+        }
     }
     let last_seq = store
         .journal_rows(Some(rollout.id))
@@ -197,5 +214,130 @@ fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
             eprintln!("error: {e}");
             exit::INVALID
         }
+    }
+}
+
+/// "did you mean `x`?" for the closest of `known`, or the list of them.
+fn suggest(word: &str, known: &[&str], what: &str) -> String {
+    let best = known
+        .iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, c)) if score >= 0.5 => format!("no {what} `{word}`; did you mean `{c}`?"),
+        _ if known.len() <= 12 => format!("no {what} `{word}` ({what}s: {})", known.join(", ")),
+        _ => format!("no {what} `{word}` in the rollout's intent"),
+    }
+}
+
+/// Checks the names a steering command uses against the intent the rollout runs (its
+/// commit) and the waves its journal knows. Without the intent (the repository is not
+/// here), environment and release names are left to the engine.
+fn check(
+    command: &StoredCommand,
+    intent: Option<&crate::intent::Intent>,
+    release: &str,
+    view: &crate::engine::RolloutView,
+) -> Result<(), String> {
+    let waves: Vec<&str> = view.waves.iter().map(|w| w.name.as_str()).collect();
+    let envs: Option<Vec<&str>> =
+        intent.map(|i| i.environments.iter().map(|e| e.name.as_str()).collect());
+    let wave_known = |wave: &str| {
+        if waves.is_empty() || waves.contains(&wave) {
+            Ok(())
+        } else {
+            Err(suggest(wave, &waves, "wave"))
+        }
+    };
+    let env_known = |env: &str| match &envs {
+        Some(envs) if !envs.contains(&env) => Err(suggest(env, envs, "environment")),
+        _ => Ok(()),
+    };
+    match command {
+        StoredCommand::Approve { wave, .. } => wave_known(wave),
+        StoredCommand::Retry { envs } => envs.iter().try_for_each(|e| env_known(e)),
+        StoredCommand::Skip { env, reason } => {
+            if reason.trim().is_empty() {
+                return Err("a skip needs a reason for the record: --reason \"...\"".into());
+            }
+            env_known(env)
+        }
+        StoredCommand::Rollback { envs, wave, to } => {
+            envs.iter().try_for_each(|e| env_known(e))?;
+            if let Some(wave) = wave {
+                wave_known(wave)?;
+            }
+            if let (Some(to), Some(intent)) = (to, intent) {
+                let releases: Vec<&str> = intent.releases.iter().map(|r| r.name.as_str()).collect();
+                if to == release {
+                    return Err(format!("`{to}` is the release being rolled out"));
+                }
+                if !releases.contains(&to.as_str()) {
+                    return Err(suggest(to, &releases, "release"));
+                }
+            }
+            Ok(())
+        }
+        StoredCommand::Pause | StoredCommand::Resume | StoredCommand::Abort => Ok(()),
+    }
+}
+
+/// What the rollout's journal already refuses, for a command that waits in the queue for
+/// an engine: as the engine would refuse it, said now rather than later in the journal.
+fn check_state(
+    command: &StoredCommand,
+    view: &crate::engine::RolloutView,
+    me: &str,
+) -> Result<(), String> {
+    match command {
+        StoredCommand::Approve { wave, .. } => {
+            let Some(w) = view.waves.iter().find(|w| &w.name == wave) else {
+                return Ok(());
+            };
+            if w.started {
+                return Err(format!("wave `{wave}` is already past its gate"));
+            }
+            if w.approvals.iter().any(|a| a == me) {
+                return Err(format!(
+                    "{me} already approved wave `{wave}`; approvals must come from distinct people"
+                ));
+            }
+            Ok(())
+        }
+        StoredCommand::Retry { envs } => {
+            let failed = view.failed_envs();
+            if envs.is_empty() && failed.is_empty() {
+                return Err("no failed environments to retry".into());
+            }
+            match envs.iter().find(|e| !failed.contains(*e)) {
+                Some(env) => Err(format!("`{env}` has not failed")),
+                None => Ok(()),
+            }
+        }
+        StoredCommand::Skip { env, .. } => match view.env_outcome(env) {
+            Some(done) => Err(format!("`{env}` is already {done}")),
+            None => Ok(()),
+        },
+        StoredCommand::Rollback { envs, .. } => {
+            for env in envs {
+                if let Some(fold::RollbackState::Done) = view.rollbacks.get(env).map(|r| r.state) {
+                    return Err(format!("`{env}` is already rolled back"));
+                }
+                if !view.touched(env) {
+                    return Err(format!(
+                        "`{env}` has not been changed by this rollout; nothing to roll back"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        StoredCommand::Pause => {
+            if view.paused {
+                Err("the rollout is already paused".into())
+            } else {
+                Ok(())
+            }
+        }
+        StoredCommand::Resume | StoredCommand::Abort => Ok(()),
     }
 }

@@ -326,6 +326,56 @@ impl RolloutView {
         }
     }
 
+    /// Environments that failed and were not retried, skipped or rolled back since.
+    pub fn failed_envs(&self) -> std::collections::BTreeSet<String> {
+        let mut failed: std::collections::BTreeSet<String> = self
+            .steps
+            .iter()
+            .filter(|(_, (s, _, _))| matches!(s, StepView::Failed | StepView::Blocked))
+            .map(|((env, _), _)| env.clone())
+            .collect();
+        failed.retain(|env| !self.skipped.contains_key(env) && !self.rollbacks.contains_key(env));
+        failed.extend(
+            self.rollbacks
+                .iter()
+                .filter(|(_, r)| r.state == RollbackState::Failed)
+                .map(|(env, _)| env.clone()),
+        );
+        failed
+    }
+
+    /// How environment `env` ended, if it did: succeeded (every service), skipped or
+    /// rolled back.
+    pub fn env_outcome(&self, env: &str) -> Option<&'static str> {
+        if self.skipped.contains_key(env) {
+            return Some("skipped");
+        }
+        if self.rollbacks.get(env).map(|r| r.state) == Some(RollbackState::Done) {
+            return Some("rolled back");
+        }
+        let states: Vec<StepView> = self
+            .steps
+            .range((env.to_string(), String::new())..)
+            .take_while(|((e, _), _)| e == env)
+            .map(|(_, (s, _, _))| *s)
+            .collect();
+        let all = !self.services.is_empty() && states.len() == self.services.len();
+        (all && states.iter().all(|s| *s == StepView::Succeeded)).then_some("succeeded")
+    }
+
+    /// Whether this rollout started (or finished) any step in environment `env`.
+    pub fn touched(&self, env: &str) -> bool {
+        self.steps
+            .range((env.to_string(), String::new())..)
+            .take_while(|((e, _), _)| e == env)
+            .any(|(_, (s, _, _))| {
+                matches!(
+                    s,
+                    StepView::Running | StepView::Succeeded | StepView::Failed
+                )
+            })
+    }
+
     /// Environments of `wave` rolled back so far (also after the wave completed).
     pub fn wave_rolled_back(&self, wave: &str) -> usize {
         self.rollbacks
