@@ -272,6 +272,122 @@ fn audit_verify_names_the_row_that_was_edited() {
 }
 
 #[test]
+fn rows_cut_off_the_journal_are_found_and_nothing_more_is_appended() {
+    for cut in [1, 50, 100_000] {
+        let (dir, repo) = fixture(6, "0ms");
+        let state = dir.path().join("state.db");
+        let out = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let head = run(&repo, &state, "ops", &["audit", "--export-head"]);
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        let verified = run(
+            &repo,
+            &state,
+            "ops",
+            &["audit", "--verify", "--expect-head", &head],
+        );
+        assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
+        assert!(
+            text(&verified).contains(&format!("head: {head}")),
+            "{}",
+            text(&verified)
+        );
+
+        let db = rusqlite::Connection::open(&state).unwrap();
+        db.execute(
+            "DELETE FROM journal WHERE seq > (SELECT max(seq) FROM journal) - ?1",
+            [cut],
+        )
+        .unwrap();
+        let bad = run(&repo, &state, "ops", &["audit", "--verify"]);
+        assert_eq!(bad.status.code(), Some(1), "cut {cut}: {}", text(&bad));
+        assert!(text(&bad).contains("missing"), "cut {cut}: {}", text(&bad));
+        // The checkpoints gone too: the rollout that ran still has no rows, and the kept
+        // head still tells.
+        db.execute("DELETE FROM checkpoints", []).unwrap();
+        let bad = run(
+            &repo,
+            &state,
+            "ops",
+            &["audit", "--verify", "--expect-head", &head],
+        );
+        assert_eq!(bad.status.code(), Some(1), "cut {cut}: {}", text(&bad));
+
+        db.execute(
+            "INSERT INTO checkpoints (seq, hash, ts, reason) VALUES (?1, 'x', 't', 'kept')",
+            [head.split(':').next().unwrap().parse::<i64>().unwrap()],
+        )
+        .unwrap();
+        let status = run(&repo, &state, "ops", &["status"]);
+        assert!(
+            text(&status).contains("rows were deleted"),
+            "{}",
+            text(&status)
+        );
+        assert!(
+            text(&status).contains("state: completed"),
+            "{}",
+            text(&status)
+        );
+        let next = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
+        assert_eq!(next.status.code(), Some(2), "{}", text(&next));
+        assert!(
+            text(&next).contains("nothing was appended"),
+            "{}",
+            text(&next)
+        );
+    }
+}
+
+#[test]
+fn a_keyed_audit_chain_verifies_only_with_its_key_and_the_key_is_never_stored() {
+    let (dir, repo) = fixture(4, "0ms");
+    let state = dir.path().join("state.db");
+    let key = "k3y-that-must-stay-secret-7f2c";
+    let keyed = |args: &[&str]| {
+        cmd(&repo, &state, "ops")
+            .args(args)
+            .env("FLOTILLA_AUDIT_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = keyed(&["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ok = keyed(&["audit", "--verify"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(text(&ok).contains("keyed: HMAC-SHA256"), "{}", text(&ok));
+    let no_key = run(&repo, &state, "ops", &["audit", "--verify"]);
+    assert_eq!(no_key.status.code(), Some(1), "{}", text(&no_key));
+    assert!(
+        text(&no_key).contains("set FLOTILLA_AUDIT_KEY"),
+        "{}",
+        text(&no_key)
+    );
+    let wrong = cmd(&repo, &state, "ops")
+        .args(["audit", "--verify"])
+        .env("FLOTILLA_AUDIT_KEY", "guess")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    drop(rusqlite::Connection::open(&state).unwrap());
+    for out in [&out, &ok, &no_key, &wrong] {
+        assert!(
+            !text(out).contains(key),
+            "the key was printed: {}",
+            text(out)
+        );
+    }
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let path = file.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes.windows(key.len()).any(|w| w == key.as_bytes());
+            assert!(!found, "the key is stored in {}", path.display());
+        }
+    }
+}
+
+#[test]
 fn another_release_is_refused_while_one_is_unfinished_and_abort_is_the_way_out() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");

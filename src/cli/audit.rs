@@ -9,9 +9,18 @@ use crate::store::journal::JournalEntry;
 /// Filters on the journal; all given ones must hold.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AuditArgs {
-    /// Recompute the hash chain and name the first row that does not fit (exit 1).
+    /// Recompute the hash chain, check it against its checkpoints, and name the first row
+    /// that does not fit (exit 1). With FLOTILLA_AUDIT_KEY set, keyed rows are checked with
+    /// it.
     #[arg(long)]
     pub verify: bool,
+    /// With --verify: the head (SEQ:HASH, from --export-head) kept elsewhere; the journal
+    /// must still hold it, so rows cut off its end or a re-chained journal are found.
+    #[arg(long, value_name = "SEQ:HASH", requires = "verify", value_parser = parse_head)]
+    pub expect_head: Option<(i64, String)>,
+    /// Print the journal's head (SEQ:HASH) to keep elsewhere (in Git, a ticket).
+    #[arg(long, conflicts_with = "verify")]
+    pub export_head: bool,
     #[arg(long)]
     pub env: Option<String>,
     #[arg(long)]
@@ -32,6 +41,19 @@ pub struct AuditArgs {
     pub output: Output,
 }
 
+fn parse_head(v: &str) -> Result<(i64, String), String> {
+    let (seq, hash) = v
+        .split_once(':')
+        .ok_or("write the head as SEQ:HASH, as `flotilla audit --export-head` prints it")?;
+    let seq = seq
+        .parse()
+        .map_err(|_| format!("`{seq}` is not a row number; write SEQ:HASH"))?;
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("the hash is 64 hex digits; write SEQ:HASH".into());
+    }
+    Ok((seq, hash.to_ascii_lowercase()))
+}
+
 fn parse_time(flag: &str, value: &Option<String>) -> Result<Option<SystemTime>, u8> {
     match value {
         None => Ok(None),
@@ -47,19 +69,67 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
         Ok(opened) => opened,
         Err(code) => return code,
     };
+    if args.export_head {
+        return match store.journal_head() {
+            Ok(Some((seq, hash))) => {
+                match args.output {
+                    Output::Json => println!("{}", serde_json::json!({ "seq": seq, "hash": hash })),
+                    Output::Plain => println!("{seq}:{hash}"),
+                }
+                exit::OK
+            }
+            Ok(None) => {
+                eprintln!("error: the journal is empty; there is no head to keep yet");
+                exit::FAILED
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::INVALID
+            }
+        };
+    }
     if args.verify {
-        return match store.verify() {
-            Ok(Ok(n)) => {
-                println!("journal intact: {n} rows, hash chain verified");
-                if let Ok(Some((seq, hash))) = store.journal_head() {
-                    // Rows cut off the end leave a shorter chain that still verifies; a head
-                    // kept elsewhere tells.
-                    println!("head: row {seq} {hash} (keep it to detect rows removed from the end later)");
+        let key = crate::store::journal::audit_key();
+        let expect = args.expect_head.as_ref().map(|(s, h)| (*s, h.as_str()));
+        return match store.verify(key.as_deref(), expect) {
+            Ok(Ok(v)) => {
+                let head = v
+                    .head
+                    .as_ref()
+                    .map(|(seq, hash)| format!("{seq}:{hash}"))
+                    .unwrap_or_default();
+                match args.output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({ "intact": true, "rows": v.rows, "head": head,
+                            "keyed": v.keyed, "expected_head": expect.is_some() })
+                    ),
+                    Output::Plain => {
+                        let keyed = if v.keyed { " (keyed: HMAC-SHA256)" } else { "" };
+                        println!(
+                            "journal intact: {} rows, hash chain{keyed} and checkpoints verified",
+                            v.rows
+                        );
+                        if expect.is_some() {
+                            println!("the expected head is in the journal");
+                        }
+                        if !head.is_empty() {
+                            println!("head: {head} (keep it elsewhere and pass it to --expect-head later)");
+                        }
+                    }
                 }
                 exit::OK
             }
             Ok(Err(broken)) => {
-                println!("journal broken at row {}: {}", broken.seq, broken.problem);
+                match args.output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({ "intact": false, "row": broken.seq, "problem": broken.problem })
+                    ),
+                    Output::Plain => {
+                        println!("journal broken at row {}: {}", broken.seq, broken.problem)
+                    }
+                }
                 exit::FAILED
             }
             Err(e) => {

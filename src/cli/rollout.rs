@@ -84,6 +84,18 @@ pub fn run(
             return exit::INVALID;
         }
     };
+    // Appending to a journal whose end was cut off would hide the gap for good.
+    match store.truncation() {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            eprintln!("refused: {why}; nothing was appended. `flotilla audit --verify` says more");
+            return exit::INVALID;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    }
     let me = Identity::current();
 
     // An unfinished rollout of this release is resumed at its own commit; of another
@@ -461,6 +473,11 @@ pub fn run(
         };
         let ended = matches!(status, "completed" | "aborted").then(now_text);
         if let Err(e) = store.set_status(rollout_id, status, ended.as_deref()) {
+            eprintln!("error: {e}");
+        }
+        // The head as this engine leaves it, kept beside the journal: rows cut off its end
+        // later are noticed.
+        if let Err(e) = store.checkpoint(&now_text(), "engine exited") {
             eprintln!("error: {e}");
         }
         report(&outcome, &release)

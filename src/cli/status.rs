@@ -35,6 +35,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     };
     let events: Vec<Event> = rows.iter().filter_map(|r| r.event()).collect();
     let view = RolloutView::fold(&events);
+    // A journal cut short folds into a rollout that never ended: say so before anything.
+    let truncated = store.truncation().ok().flatten();
+    if let Some(why) = &truncated {
+        eprintln!("warning: {why}; what follows may be out of date (`flotilla audit --verify`)");
+    }
     let me = Identity::current();
     let engine = store
         .live_holder(now_ms(), lease_timeout(), &me.host)
@@ -49,6 +54,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         "paused (no engine running)".to_string()
     } else if engine.is_none() && !rollout.finished() && view.state == "running" {
         "stopped (no engine running)".to_string()
+    } else if rollout.finished() && view.state != rollout.status {
+        // The journal lost its end (see the warning): the store's record of the outcome
+        // is the better word.
+        rollout.status.clone()
     } else {
         view.state.clone()
     };
@@ -71,6 +80,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
             "{}",
             json!({
                 "rollout": rollout, "state": state, "halt_reason": view.halt_reason,
+                "journal_truncated": truncated,
                 "engine": engine, "waves": waves, "skipped": view.skipped,
                 "rollbacks": view.rollbacks,
                 "events": view.events, "last_event": view.last_event,

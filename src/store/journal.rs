@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::lease::Holder;
 use super::{connect, StoreError};
-use crate::engine::{Event, EventSink, SinkFuture};
+use crate::engine::{Event, EventKind, EventSink, SinkFuture};
 
 /// One event of the journal with where it is stored.
 #[derive(Debug, Clone)]
@@ -46,25 +46,97 @@ impl JournalEntry {
     }
 }
 
-/// The hash of a row: its content and the previous row's hash.
-fn row_hash(prev: &str, seq: i64, rollout: Option<i64>, ts: &str, body: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        prev.as_bytes(),
-        seq.to_string().as_bytes(),
-        rollout
-            .map(|r| r.to_string())
-            .unwrap_or_default()
-            .as_bytes(),
-        ts.as_bytes(),
-        body.as_bytes(),
-    ] {
-        h.update(part);
-        h.update(b"\n");
+/// How a row's hash is made, named in the row's `chain` column (itself hashed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    /// Rows written before the chain covered every column: prev, seq, rollout, ts, body.
+    V1,
+    /// SHA-256 over every column.
+    Sha256,
+    /// HMAC-SHA256 with `FLOTILLA_AUDIT_KEY` over every column: it cannot be re-chained
+    /// without the key.
+    Hmac,
+}
+
+impl Chain {
+    fn name(self) -> &'static str {
+        match self {
+            Chain::V1 => "v1",
+            Chain::Sha256 => "sha256",
+            Chain::Hmac => "hmac-sha256",
+        }
     }
+
+    fn parse(name: &str) -> Option<Chain> {
+        [Chain::V1, Chain::Sha256, Chain::Hmac]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+}
+
+/// The key of a keyed chain: `FLOTILLA_AUDIT_KEY`, when set and not empty. It is only ever
+/// fed to the MAC, never printed or stored.
+pub fn audit_key() -> Option<Vec<u8>> {
+    std::env::var_os("FLOTILLA_AUDIT_KEY")
+        .map(|k| k.into_encoded_bytes())
+        .filter(|k| !k.is_empty())
+}
+
+/// One row's columns as hashed.
+struct Columns<'a> {
+    seq: i64,
+    rollout: Option<i64>,
+    ts: &'a str,
+    events: &'a str,
+    body: &'a str,
+}
+
+/// The hash of a row: its columns and the previous row's hash, as `chain` makes it.
+fn row_hash(chain: Chain, key: Option<&[u8]>, prev: &str, row: &Columns) -> String {
+    use hmac::Mac;
+    let seq = row.seq.to_string();
+    let rollout = row.rollout.map(|r| r.to_string()).unwrap_or_default();
+    let parts: Vec<&[u8]> = match chain {
+        Chain::V1 => vec![
+            prev.as_bytes(),
+            seq.as_bytes(),
+            rollout.as_bytes(),
+            row.ts.as_bytes(),
+            row.body.as_bytes(),
+        ],
+        Chain::Sha256 | Chain::Hmac => vec![
+            chain.name().as_bytes(),
+            prev.as_bytes(),
+            seq.as_bytes(),
+            rollout.as_bytes(),
+            row.ts.as_bytes(),
+            row.events.as_bytes(),
+            row.body.as_bytes(),
+        ],
+    };
+    let digest: Vec<u8> = match (chain, key) {
+        (Chain::Hmac, Some(key)) => {
+            let mut mac =
+                hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+            for part in &parts {
+                mac.update(part);
+                mac.update(b"\n");
+            }
+            mac.finalize().into_bytes().to_vec()
+        }
+        // Without its key a keyed row cannot be recomputed; verify says so before this.
+        _ => {
+            let mut h = Sha256::new();
+            for part in &parts {
+                h.update(part);
+                h.update(b"\n");
+            }
+            h.finalize().to_vec()
+        }
+    };
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(64);
-    for b in h.finalize() {
+    for b in digest {
         out.push(HEX[(b >> 4) as usize] as char);
         out.push(HEX[(b & 15) as usize] as char);
     }
@@ -109,12 +181,136 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
     }
     body.push(']');
     let ts = &events[0].ts;
-    let hash = row_hash(&prev, seq, rollout, ts, &body);
+    let key = audit_key();
+    let chain = if key.is_some() {
+        Chain::Hmac
+    } else {
+        Chain::Sha256
+    };
+    let count = events.len().to_string();
+    let columns = Columns {
+        seq,
+        rollout,
+        ts,
+        events: &count,
+        body: &body,
+    };
+    let hash = row_hash(chain, key.as_deref(), &prev, &columns);
     tx.prepare_cached(
-        "INSERT INTO journal (seq, rollout, ts, events, body, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO journal (seq, rollout, ts, events, body, hash, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![seq, rollout, ts, events.len() as i64, body, hash])?;
+    .execute(params![
+        seq,
+        rollout,
+        ts,
+        events.len() as i64,
+        body,
+        hash,
+        chain.name()
+    ])?;
+    // The head is kept outside the journal's table where it matters (a rollout ends,
+    // halts or pauses) and every 1,000 rows, so rows cut off its end are noticed.
+    let notable = events.iter().find_map(|e| match e.kind {
+        EventKind::RolloutCompleted { .. } => Some("rollout completed"),
+        EventKind::RolloutHalted { .. } => Some("rollout halted"),
+        EventKind::RolloutPaused { .. } => Some("rollout paused"),
+        EventKind::RolloutAborted { .. } => Some("rollout aborted"),
+        _ => None,
+    });
+    let reason = notable.or((seq % CHECKPOINT_EVERY == 0).then_some("every 1,000 rows"));
+    if let Some(reason) = reason {
+        record_checkpoint(tx, seq, &hash, ts, reason)?;
+    }
     Ok(())
+}
+
+/// At least this often (in rows) the head is checkpointed.
+const CHECKPOINT_EVERY: i64 = 1000;
+
+fn record_checkpoint(
+    conn: &Connection,
+    seq: i64,
+    hash: &str,
+    ts: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO checkpoints (seq, hash, ts, reason) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![seq, hash, ts, reason])?;
+    Ok(())
+}
+
+/// Checkpoints the journal's head now (an engine exits), unless the newest checkpoint
+/// already is the head.
+pub fn checkpoint(conn: &Connection, ts: &str, reason: &str) -> Result<(), StoreError> {
+    let Some((seq, hash)) = head(conn)? else {
+        return Ok(());
+    };
+    let newest: Option<i64> = conn
+        .query_row("SELECT max(seq) FROM checkpoints", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    if newest != Some(seq) {
+        record_checkpoint(conn, seq, &hash, ts, reason)?;
+    }
+    Ok(())
+}
+
+/// A checkpoint of the journal's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub ts: String,
+    pub reason: String,
+}
+
+/// The newest checkpoint, if any.
+pub fn newest_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, hash, ts, reason FROM checkpoints ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(Checkpoint {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                    ts: r.get(2)?,
+                    reason: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Why the journal is shorter than its own records say, if it is: cheap enough to check
+/// before every rollout and status (the full chain is `verify`'s).
+pub fn truncation(conn: &Connection) -> Result<Option<String>, StoreError> {
+    let head = head(conn)?.map_or(0, |(seq, _)| seq);
+    if let Some(c) = newest_checkpoint(conn)? {
+        if c.seq > head {
+            return Ok(Some(format!(
+                "the journal ends at row {head}, but its checkpoint of {} ({}) records row {}: rows were deleted",
+                c.ts, c.reason, c.seq
+            )));
+        }
+    }
+    // Rollouts that got as far as an outcome have journal rows; none at all means they
+    // were deleted (with the checkpoints, or before there were any).
+    let orphans: Vec<i64> = conn
+        .prepare(
+            "SELECT id FROM rollouts WHERE status != 'running'
+             AND NOT EXISTS (SELECT 1 FROM journal WHERE journal.rollout = rollouts.id)
+             ORDER BY id",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if let Some(first) = orphans.first() {
+        return Ok(Some(format!(
+            "rollout {first} is recorded as run but has no journal rows: they were deleted"
+        )));
+    }
+    Ok(None)
 }
 
 /// Appends events outside a running engine (an abort from another terminal, a lease takeover).
@@ -155,8 +351,10 @@ struct Row {
     seq: i64,
     rollout: Option<i64>,
     ts: String,
+    events: String,
     body: String,
     hash: String,
+    chain: String,
 }
 
 fn raw_rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<Row>, StoreError> {
@@ -168,7 +366,7 @@ fn raw_rows_after(
     rollout: Option<i64>,
     after: i64,
 ) -> Result<Vec<Row>, StoreError> {
-    let sql = "SELECT seq, rollout, ts, body, hash FROM journal";
+    let sql = "SELECT seq, rollout, ts, body, hash, events, chain FROM journal";
     // Read loosely typed: a row whose columns were given the wrong type by hand must show up
     // as a broken row in `audit --verify`, not as a database error.
     let map = |r: &rusqlite::Row| {
@@ -197,6 +395,12 @@ fn raw_rows_after(
             ts: text(2)?,
             body: text(3)?,
             hash: text(4)?,
+            // The count is an integer; anything else is a hand edit the hash must catch.
+            events: match r.get::<_, Value>(5)? {
+                Value::Integer(n) => n.to_string(),
+                _ => "\u{0}not an integer".into(),
+            },
+            chain: text(6)?,
         })
     };
     Ok(match rollout {
@@ -272,33 +476,149 @@ pub fn head(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
         .optional()?)
 }
 
-/// Recomputes the whole chain. `Ok(n)` is the number of rows verified.
-pub fn verify(conn: &Connection) -> Result<Result<usize, ChainBreak>, StoreError> {
+/// What a verified journal looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub rows: usize,
+    /// The newest row and its hash: kept elsewhere, it lets a later check notice rows
+    /// deleted from the end.
+    pub head: Option<(i64, String)>,
+    /// Whether the chain is keyed (HMAC with `FLOTILLA_AUDIT_KEY`).
+    pub keyed: bool,
+}
+
+/// Recomputes the whole chain (keyed rows with `key`), then checks it against the
+/// checkpoints kept beside it and, when given, a head (seq, hash) kept elsewhere: rows
+/// edited, inserted, deleted, cut off the end or re-chained are named.
+pub fn verify(
+    conn: &Connection,
+    key: Option<&[u8]>,
+    expect: Option<(i64, &str)>,
+) -> Result<Result<Verified, ChainBreak>, StoreError> {
     let rows = raw_rows(conn, None)?;
+    let broken = |seq: i64, problem: String| Ok(Err(ChainBreak { seq, problem }));
     let mut prev = String::new();
+    let mut newest = Chain::V1;
+    let mut hashes = std::collections::HashMap::with_capacity(rows.len());
     for (expected_seq, row) in (1..).zip(rows.iter()) {
         if row.seq != expected_seq {
-            return Ok(Err(ChainBreak {
-                seq: row.seq,
-                problem: if row.seq > expected_seq {
+            return broken(
+                row.seq,
+                if row.seq > expected_seq {
                     format!("rows {expected_seq}..{} are missing (deleted)", row.seq - 1)
                 } else {
                     "its sequence number is out of order (inserted)".into()
                 },
-            }));
+            );
         }
-        let hash = row_hash(&prev, row.seq, row.rollout, &row.ts, &row.body);
-        if hash != row.hash {
-            return Ok(Err(ChainBreak {
-                seq: row.seq,
-                problem:
-                    "its hash does not match its contents (edited, or a row was inserted before it)"
+        let Some(chain) = Chain::parse(&row.chain) else {
+            return broken(
+                row.seq,
+                format!("its chain `{}` is unknown (edited)", row.chain),
+            );
+        };
+        match (newest, chain) {
+            (Chain::Sha256 | Chain::Hmac, Chain::V1) => {
+                return broken(
+                    row.seq,
+                    "it is hashed the old way after rows hashed the new way (re-chained)".into(),
+                )
+            }
+            (Chain::Hmac, Chain::Sha256) => {
+                return broken(
+                    row.seq,
+                    "it is not keyed although the rows before it are (re-chained without the key)"
                         .into(),
-            }));
+                )
+            }
+            (_, Chain::Hmac) if key.is_none() => return broken(
+                row.seq,
+                "the chain is keyed from here on: set FLOTILLA_AUDIT_KEY to its key to verify it"
+                    .into(),
+            ),
+            _ => {}
         }
+        newest = chain;
+        let columns = Columns {
+            seq: row.seq,
+            rollout: row.rollout,
+            ts: &row.ts,
+            events: &row.events,
+            body: &row.body,
+        };
+        let hash = row_hash(chain, key, &prev, &columns);
+        if hash != row.hash {
+            return broken(
+                row.seq,
+                if chain == Chain::Hmac {
+                    "its hash does not match its contents (edited, re-chained, or FLOTILLA_AUDIT_KEY is not the journal's key)".into()
+                } else {
+                    "its hash does not match its contents (edited, or a row was inserted before it)"
+                        .into()
+                },
+            );
+        }
+        hashes.insert(row.seq, hash.clone());
         prev = hash;
     }
-    Ok(Ok(rows.len()))
+    let last = rows.last().map_or(0, |r| r.seq);
+    let mut checkpoints =
+        conn.prepare("SELECT seq, hash, ts, reason FROM checkpoints ORDER BY seq")?;
+    let checkpoints: Vec<Checkpoint> = checkpoints
+        .query_map([], |r| {
+            Ok(Checkpoint {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+                ts: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    for c in &checkpoints {
+        match hashes.get(&c.seq) {
+            None => {
+                return broken(
+                    last + 1,
+                    format!(
+                        "rows {}..{} are missing: the journal ends at row {last}, but its checkpoint of {} ({}) records row {}",
+                        last + 1, c.seq, c.ts, c.reason, c.seq
+                    ),
+                )
+            }
+            Some(h) if *h != c.hash => {
+                return broken(
+                    c.seq,
+                    format!("it is not the row its checkpoint of {} ({}) recorded (rewritten and re-chained)", c.ts, c.reason),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(why) = truncation(conn)? {
+        return broken(last + 1, why);
+    }
+    if let Some((seq, hash)) = expect {
+        match hashes.get(&seq) {
+            None => {
+                return broken(
+                    last + 1,
+                    format!("the journal ends at row {last}, before the expected head (row {seq}): rows were deleted"),
+                )
+            }
+            Some(h) if h != hash => {
+                return broken(
+                    seq,
+                    "it is not the expected head (rewritten and re-chained)".into(),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(Ok(Verified {
+        rows: rows.len(),
+        head: rows.last().map(|r| (r.seq, r.hash.clone())),
+        keyed: newest == Chain::Hmac,
+    }))
 }
 
 enum Msg {
@@ -530,6 +850,192 @@ mod tests {
         }
     }
 
+    /// The rows verified, or where the chain breaks.
+    fn rows(conn: &Connection) -> Result<usize, i64> {
+        match verify(conn, None, None).unwrap() {
+            Ok(v) => Ok(v.rows),
+            Err(b) => Err(b.seq),
+        }
+    }
+
+    fn store_with(n: u32, dir: &Path) -> Store {
+        let store = Store::open(&dir.join("s.db"), "f").unwrap();
+        for i in 0..n {
+            store.append(None, &[event(i)]).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn rows_cut_off_the_end_are_found_against_the_checkpoints() {
+        for cut in [1, 50, 1100] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = store_with(1100, dir.path());
+            // Checkpointed every 1,000 rows, and when an engine exits.
+            store
+                .checkpoint("2026-11-02T00:00:00.000Z", "engine exited")
+                .unwrap();
+            assert_eq!(rows(&store.conn()), Ok(1100));
+            store
+                .conn()
+                .execute("DELETE FROM journal WHERE seq > ?1", [1100 - cut])
+                .unwrap();
+            let broken = verify(&store.conn(), None, None).unwrap().unwrap_err();
+            assert_eq!(broken.seq, 1100 - cut + 1, "cut {cut}: {broken:?}");
+            assert!(broken.problem.contains("missing"), "{broken:?}");
+            assert!(store.truncation().unwrap().is_some(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_journal_emptied_with_its_checkpoints_is_not_intact_when_rollouts_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        store.append(Some(id), &[event(1)]).unwrap();
+        store.set_status(id, "completed", Some("t")).unwrap();
+        let conn = store.conn();
+        conn.execute_batch("DELETE FROM journal; DELETE FROM checkpoints;")
+            .unwrap();
+        let broken = verify(&conn, None, None).unwrap().unwrap_err();
+        assert!(broken.problem.contains("no journal rows"), "{broken:?}");
+    }
+
+    #[test]
+    fn rows_of_an_older_database_still_verify_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            // A schema-1 database with two rows hashed the old way.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(super::super::MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let mut prev = String::new();
+            for seq in 1..=2 {
+                let columns = Columns {
+                    seq,
+                    rollout: None,
+                    ts: "t",
+                    events: "1",
+                    body: "[]",
+                };
+                let hash = row_hash(Chain::V1, None, &prev, &columns);
+                conn.execute(
+                    "INSERT INTO journal (seq, ts, events, body, hash) VALUES (?1, 't', 1, '[]', ?2)",
+                    params![seq, hash],
+                )
+                .unwrap();
+                prev = hash;
+            }
+        }
+        let store = Store::open(&path, "f").unwrap();
+        store.append(None, &[event(3)]).unwrap();
+        assert_eq!(rows(&store.conn()), Ok(3));
+    }
+
+    #[test]
+    fn the_chain_covers_the_event_count_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(3, dir.path());
+        store
+            .conn()
+            .execute("UPDATE journal SET events = 7 WHERE seq = 2", [])
+            .unwrap();
+        assert_eq!(rows(&store.conn()), Err(2));
+    }
+
+    #[test]
+    fn a_keyed_chain_cannot_be_rechained_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "f").unwrap();
+        let key = b"correct horse".as_slice();
+        // Rows written the way `append` does with FLOTILLA_AUDIT_KEY set.
+        let mut prev = String::new();
+        for seq in 1..=3 {
+            let columns = Columns {
+                seq,
+                rollout: None,
+                ts: "t",
+                events: "1",
+                body: "[]",
+            };
+            let hash = row_hash(Chain::Hmac, Some(key), &prev, &columns);
+            store
+                .conn()
+                .execute(
+                    "INSERT INTO journal (seq, ts, events, body, hash, chain) VALUES (?1, 't', 1, '[]', ?2, 'hmac-sha256')",
+                    params![seq, hash],
+                )
+                .unwrap();
+            prev = hash;
+        }
+        let conn = store.conn();
+        let v = verify(&conn, Some(key), None).unwrap().unwrap();
+        assert!(v.keyed);
+        let no_key = verify(&conn, None, None).unwrap().unwrap_err();
+        assert!(no_key.problem.contains("FLOTILLA_AUDIT_KEY"), "{no_key:?}");
+        // Someone edits row 2 and re-chains from there with plain SHA-256, or with a key
+        // of their own: both are found.
+        conn.execute("UPDATE journal SET body = '[1]' WHERE seq = 2", [])
+            .unwrap();
+        let rechain = |chain: Chain, k: Option<&[u8]>| {
+            let mut prev: String = conn
+                .query_row("SELECT hash FROM journal WHERE seq = 1", [], |r| r.get(0))
+                .unwrap();
+            for seq in 2..=3 {
+                let body: String = conn
+                    .query_row("SELECT body FROM journal WHERE seq = ?1", [seq], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let columns = Columns {
+                    seq,
+                    rollout: None,
+                    ts: "t",
+                    events: "1",
+                    body: &body,
+                };
+                let hash = row_hash(chain, k, &prev, &columns);
+                conn.execute(
+                    "UPDATE journal SET hash = ?2, chain = ?3 WHERE seq = ?1",
+                    params![seq, hash, chain.name()],
+                )
+                .unwrap();
+                prev = hash;
+            }
+        };
+        rechain(Chain::Sha256, None);
+        let broken = verify(&conn, Some(key), None).unwrap().unwrap_err();
+        assert_eq!(broken.seq, 2);
+        assert!(broken.problem.contains("not keyed"), "{broken:?}");
+        rechain(Chain::Hmac, Some(b"mallory's key"));
+        assert_eq!(verify(&conn, Some(key), None).unwrap().unwrap_err().seq, 2);
+    }
+
+    #[test]
+    fn a_head_kept_elsewhere_catches_a_rewritten_and_rechained_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with(4, dir.path());
+        let (seq, hash) = head(&store.conn()).unwrap().unwrap();
+        let conn = store.conn();
+        assert!(verify(&conn, None, Some((seq, &hash))).unwrap().is_ok());
+        // Everything deleted and written anew, checkpoints and all: only the kept head
+        // tells.
+        conn.execute_batch("DELETE FROM journal; DELETE FROM checkpoints;")
+            .unwrap();
+        drop(conn);
+        for i in 10..14 {
+            store.append(None, &[event(i)]).unwrap();
+        }
+        let conn = store.conn();
+        assert!(verify(&conn, None, None).unwrap().is_ok());
+        let broken = verify(&conn, None, Some((seq, &hash)))
+            .unwrap()
+            .unwrap_err();
+        assert!(broken.problem.contains("expected head"), "{broken:?}");
+        assert!(verify(&conn, None, Some((99, &hash))).unwrap().is_err());
+    }
+
     #[test]
     fn the_chain_detects_an_edited_a_deleted_and_an_inserted_row() {
         let dir = tempfile::tempdir().unwrap();
@@ -539,7 +1045,7 @@ mod tests {
         for e in &events {
             store.append(None, std::slice::from_ref(e)).unwrap();
         }
-        assert_eq!(verify(&store.conn()).unwrap(), Ok(5));
+        assert_eq!(rows(&store.conn()), Ok(5));
 
         let conn = store.conn();
         conn.execute(
@@ -547,17 +1053,17 @@ mod tests {
             [],
         )
         .unwrap();
-        assert_eq!(verify(&conn).unwrap().unwrap_err().seq, 3);
+        assert_eq!(verify(&conn, None, None).unwrap().unwrap_err().seq, 3);
         conn.execute(
             "UPDATE journal SET body = replace(body, 'mallory', 'user2') WHERE seq = 3",
             [],
         )
         .unwrap();
-        assert_eq!(verify(&conn).unwrap(), Ok(5));
+        assert_eq!(rows(&conn), Ok(5));
 
         conn.execute("DELETE FROM journal WHERE seq = 2", [])
             .unwrap();
-        let broken = verify(&conn).unwrap().unwrap_err();
+        let broken = verify(&conn, None, None).unwrap().unwrap_err();
         assert_eq!(broken.seq, 3);
         assert!(broken.problem.contains("missing"), "{broken:?}");
     }
@@ -611,6 +1117,6 @@ mod tests {
         assert!(journal.flush().await);
         drop(journal);
         thread.join().unwrap();
-        assert_eq!(verify(&other).unwrap(), Ok(2));
+        assert_eq!(rows(&other), Ok(2));
     }
 }

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// The schema this flotilla writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -91,6 +91,17 @@ const MIGRATIONS: &[&str] = &[
         applies INTEGER NOT NULL,
         calls INTEGER NOT NULL,
         PRIMARY KEY (env, service)
+    );
+    "#,
+    // 1 -> 2: the chain covers every column and names how each row is hashed (rows before
+    // stay `v1`); the head is checkpointed outside the journal's table.
+    r#"
+    ALTER TABLE journal ADD COLUMN chain TEXT NOT NULL DEFAULT 'v1';
+    CREATE TABLE checkpoints (
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        reason TEXT NOT NULL
     );
     "#,
 ];
@@ -399,9 +410,25 @@ impl Store {
         journal::head(&self.conn())
     }
 
-    /// Recomputes the journal's hash chain (see [`journal::verify`]).
-    pub fn verify(&self) -> Result<Result<usize, journal::ChainBreak>, StoreError> {
-        journal::verify(&self.conn())
+    /// Recomputes the journal's hash chain and checks it against its checkpoints and an
+    /// expected head (see [`journal::verify`]).
+    pub fn verify(
+        &self,
+        key: Option<&[u8]>,
+        expect: Option<(i64, &str)>,
+    ) -> Result<Result<journal::Verified, journal::ChainBreak>, StoreError> {
+        journal::verify(&self.conn(), key, expect)
+    }
+
+    /// Why the journal is shorter than its checkpoints say, if it is (see
+    /// [`journal::truncation`]).
+    pub fn truncation(&self) -> Result<Option<String>, StoreError> {
+        journal::truncation(&self.conn())
+    }
+
+    /// Checkpoints the journal's head (an engine exits).
+    pub fn checkpoint(&self, ts: &str, reason: &str) -> Result<(), StoreError> {
+        journal::checkpoint(&self.conn(), ts, reason)
     }
 
     /// The journal's events of one rollout, or all of them, oldest first.
