@@ -430,3 +430,116 @@ fn a_report_whose_reader_goes_away_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Runs git in `repo` with `input` on stdin and returns its trimmed output.
+fn git(repo: &Path, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "git {args:?} failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Files of a tree: (name, contents).
+type Entries<'a> = &'a [(&'a str, &'a [u8])];
+
+/// Commits, on top of HEAD, an `environments/` tree made of `entries`: names may repeat,
+/// as `git mktree` allows.
+fn commit_environments(repo: &Path, entries: Entries) {
+    let mut listing = String::new();
+    for (name, text) in entries {
+        let path = repo.join("blob.tmp");
+        std::fs::write(&path, text).unwrap();
+        let blob = git(repo, &["hash-object", "-w", "blob.tmp"], "");
+        std::fs::remove_file(&path).unwrap();
+        listing.push_str(&format!("100644 blob {blob}\t{name}\n"));
+    }
+    let envs = git(repo, &["mktree"], &listing);
+    let mut root = String::new();
+    for line in git(repo, &["ls-tree", "HEAD"], "").lines() {
+        if line.ends_with("\tenvironments") {
+            root.push_str(&format!("040000 tree {envs}\tenvironments\n"));
+        } else {
+            root.push_str(line);
+            root.push('\n');
+        }
+    }
+    let tree = git(repo, &["mktree"], &root);
+    let commit = git(
+        repo,
+        &[
+            "commit-tree",
+            tree.as_str(),
+            "-p",
+            "HEAD",
+            "-m",
+            "hand-made tree",
+        ],
+        "",
+    );
+    git(repo, &["update-ref", "HEAD", &commit], "");
+}
+
+#[test]
+fn a_tree_with_an_environment_twice_or_names_equal_up_to_case_does_not_validate() {
+    let labels = b"labels = { ring = \"general\" }\n";
+    let cases: [(Entries, &str); 2] = [
+        (
+            &[
+                ("e-00.toml", labels),
+                ("e-01.toml", labels),
+                ("e-01.toml", labels),
+            ],
+            "environments/e-01.toml is in the tree of commit",
+        ),
+        (
+            &[
+                ("E-01.toml", labels),
+                ("e-00.toml", labels),
+                ("e-01.toml", labels),
+            ],
+            "environments/e-01.toml and environments/E-01.toml differ only in case",
+        ),
+    ];
+    for (entries, says) in cases {
+        let (dir, repo, state) = quick(2, "");
+        commit_environments(&repo, entries);
+        let out = flotilla(&repo, &state, &["validate"]);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+        let plan = flotilla(&repo, &state, &["plan", "r1"]);
+        assert_eq!(plan.status.code(), Some(2), "{}", text(&plan).1);
+        drop(dir);
+    }
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_named_with_its_line_and_column() {
+    let (_dir, repo, state) = quick(2, "");
+    let latin1: &[u8] = b"labels = { ring = \"general\" }\n[config]\napi.city = \"K\xf6ln\"\n";
+    let ok: &[u8] = b"labels = { ring = \"canary\" }\n";
+    commit_environments(&repo, &[("e-00.toml", ok), ("e-01.toml", latin1)]);
+    let out = flotilla(&repo, &state, &["validate"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("environments/e-01.toml:3:14"), "{err}");
+    assert!(err.contains("not valid UTF-8"), "{err}");
+}

@@ -34,7 +34,16 @@ pub struct Loaded {
 /// Reads and validates the intent in `repo` at `rev`.
 pub fn load(repo: &Path, rev: &str) -> Result<Loaded, IntentError> {
     let snapshot = source::read(repo, rev)?;
-    match load::parse(snapshot.revision, &snapshot.files) {
+    let parsed = load::parse(snapshot.revision, &snapshot.files);
+    if !snapshot.errors.is_empty() {
+        let mut all = snapshot.warnings;
+        all.extend(snapshot.errors);
+        if let Err(diags) = parsed {
+            all.extend(diags);
+        }
+        return Err(IntentError::Invalid(all));
+    }
+    match parsed {
         Ok((intent, mut warnings)) => {
             let mut all = snapshot.warnings;
             all.append(&mut warnings);

@@ -25,6 +25,9 @@ pub struct Snapshot {
     pub files: Vec<SourceFile>,
     /// Uncommitted changes to intent files, and files that are not read.
     pub warnings: Vec<Diagnostic>,
+    /// Files that cannot be intent at all: not UTF-8, in the tree twice, or named like
+    /// another up to case. The rest is still read, so every problem is reported at once.
+    pub errors: Vec<Diagnostic>,
 }
 
 /// Reads the intent at `rev` (a commit, branch, tag or anything `git rev-parse` takes).
@@ -59,19 +62,43 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
 
     let mut files = Vec::new();
     let mut warnings = Vec::new();
-    let blob_text = |path: &str, entry_id: git2::Oid| -> Result<String, IntentError> {
+    let mut errors = Vec::new();
+    // The text of a blob; one that is not UTF-8 is an error at its first bad byte.
+    let blob_text = |path: &str,
+                     entry_id: git2::Oid,
+                     errors: &mut Vec<Diagnostic>|
+     -> Result<Option<String>, IntentError> {
         let blob = repo
             .find_blob(entry_id)
             .map_err(|e| IntentError::Git(format!("cannot read {path}: {e}")))?;
-        String::from_utf8(blob.content().to_vec())
-            .map_err(|_| IntentError::Git(format!("{path} is not valid UTF-8 text")))
+        match String::from_utf8(blob.content().to_vec()) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let lossy = String::from_utf8_lossy(e.as_bytes());
+                errors.push(
+                    Diagnostic::error(
+                        path,
+                        &lossy,
+                        at..at + 1,
+                        format!("byte {at} is not valid UTF-8; intent files are UTF-8 text"),
+                    )
+                    .with_help("re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"),
+                );
+                Ok(None)
+            }
+        }
     };
 
     match tree.get_path(Path::new("flotilla.toml")) {
-        Ok(entry) => files.push(SourceFile {
-            path: "flotilla.toml".into(),
-            text: blob_text("flotilla.toml", entry.id())?,
-        }),
+        Ok(entry) => {
+            if let Some(text) = blob_text("flotilla.toml", entry.id(), &mut errors)? {
+                files.push(SourceFile {
+                    path: "flotilla.toml".into(),
+                    text,
+                })
+            }
+        }
         Err(_) => {
             return Err(IntentError::Invalid(vec![Diagnostic::file(
             Severity::Error,
@@ -94,9 +121,29 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
         let Ok(subtree) = repo.find_tree(entry.id()) else {
             continue;
         };
+        // By name in lower case: the first file seen. Git itself never writes a tree with
+        // a name twice, but a hand-made one can, and case-insensitive file systems cannot
+        // check out two names that differ only in case.
+        let mut seen: std::collections::HashMap<String, String> = Default::default();
         for item in subtree.iter() {
             let name = item.name().unwrap_or("");
             let path = format!("{dir}/{name}");
+            if let Some(first) = seen.get(&name.to_lowercase()) {
+                let (message, help) = if *first == path {
+                    (
+                        format!("{path} is in the tree of commit {} twice (a malformed tree)", revision.short),
+                        "rewrite the commit with one entry per file (`git fsck` reports such trees)".to_string(),
+                    )
+                } else {
+                    (
+                        format!("{path} and {first} differ only in case; names must differ in more than case"),
+                        format!("rename or remove one of them (`git mv {path} ...`)"),
+                    )
+                };
+                errors.push(Diagnostic::file(Severity::Error, &path, message).with_help(help));
+                continue;
+            }
+            seen.insert(name.to_lowercase(), path.clone());
             if item.kind() != Some(git2::ObjectType::Blob) || !name.ends_with(".toml") {
                 warnings.push(Diagnostic::file(
                     Severity::Warning,
@@ -105,10 +152,9 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
                 ));
                 continue;
             }
-            files.push(SourceFile {
-                text: blob_text(&path, item.id())?,
-                path,
-            });
+            if let Some(text) = blob_text(&path, item.id(), &mut errors)? {
+                files.push(SourceFile { text, path });
+            }
         }
     }
 
@@ -117,6 +163,7 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
         revision,
         files,
         warnings,
+        errors,
     })
 }
 
