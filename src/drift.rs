@@ -44,8 +44,15 @@ pub fn compare(desired: &Desired, live: &LiveState) -> Vec<ServiceDrift> {
         .iter()
         .map(|(name, want)| {
             let have = live.get(name);
-            let want_text = config_text(&want.config);
-            let have_text = have.map(|h| config_text(&h.config)).unwrap_or_default();
+            // Secrets are compared, never shown: equal ones look equal, changed ones say so.
+            let empty = toml::Table::new();
+            let (have_config, want_config) = crate::secrets::mask_pair(
+                have.map_or(&empty, |h| &h.config),
+                &want.config,
+                &want.secrets,
+            );
+            let want_text = config_text(&want_config);
+            let have_text = have.map(|_| config_text(&have_config)).unwrap_or_default();
             ServiceDrift {
                 service: name.clone(),
                 desired_version: want.version.clone(),
@@ -113,6 +120,7 @@ mod tests {
                     version: "2.0".into(),
                     config: table("replicas = 3\nzone = \"a\"\n"),
                     revision: "x".into(),
+                    secrets: Vec::new(),
                 },
             )]
             .into(),
@@ -147,5 +155,49 @@ mod tests {
         let report = compare(&desired, &LiveState::new());
         assert_eq!(report[0].live_version, None);
         assert!(report[0].drifted());
+    }
+
+    #[test]
+    fn a_changed_secret_shows_as_changed_without_its_value() {
+        let config = table("db_password = \"hunter2\"\nreplicas = 1\n");
+        let secrets = crate::secrets::paths(&[], &config);
+        let desired = Desired {
+            env: "e".into(),
+            release: "r".into(),
+            services: [(
+                "api".to_string(),
+                DesiredService {
+                    version: "2.0".into(),
+                    config: config.clone(),
+                    revision: "x".into(),
+                    secrets: secrets.clone(),
+                },
+            )]
+            .into(),
+        };
+        let live = |config: toml::Table| -> LiveState {
+            [(
+                "api".to_string(),
+                LiveService {
+                    version: "2.0".into(),
+                    config: crate::secrets::seal(&config, &secrets),
+                    revision: "x".into(),
+                },
+            )]
+            .into()
+        };
+        assert!(compare(&desired, &live(config))
+            .iter()
+            .all(|d| !d.drifted()));
+        let report = compare(
+            &desired,
+            &live(table("db_password = \"other\"\nreplicas = 1\n")),
+        );
+        let text = format!("{:?}", report[0].diff);
+        assert!(text.contains("<secret, changed>"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("other"),
+            "{text}"
+        );
     }
 }

@@ -13,5 +13,6 @@ pub mod hash;
 pub mod intent;
 pub mod notice;
 pub mod plan;
+pub mod secrets;
 pub mod selector;
 pub mod store;

@@ -543,3 +543,65 @@ fn a_file_that_is_not_utf8_is_named_with_its_line_and_column() {
     assert!(err.contains("environments/e-01.toml:3:14"), "{err}");
     assert!(err.contains("not valid UTF-8"), "{err}");
 }
+
+#[test]
+fn secrets_are_masked_when_shown_and_never_stored_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(3, &strategy("", "0"));
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"")
+        .replace(
+            "name = \"api\"\n",
+            "name = \"api\"\nsecret_keys = [\"dsn\"]\n",
+        );
+    let secrets = ["hunter2-db-pass", "tok-83jd7", "postgres://u:pw-77x@db"];
+    f.release.push_str(&format!(
+        "[config]\napi.db_password = \"{}\"\napi.auth.token = \"{}\"\napi.dsn = \"{}\"\napi.replicas = 2\n",
+        secrets[0], secrets[1], secrets[2]
+    ));
+    f.load(&repo);
+    let state = dir.path().join("state.db");
+    let mut said = String::new();
+    for args in [
+        &["explain", "e-01"][..],
+        &["explain", "e-01", "--output", "json"],
+        &["explain", "e-01", "api.db_password"],
+        &["rollout", "r1", "--approve-all", "--output", "json"],
+        &["status", "--output", "json"],
+        &["audit", "--output", "json"],
+    ] {
+        let out = flotilla(&repo, &state, args);
+        let (o, e) = text(&out);
+        assert!(out.status.success(), "{args:?}: {o}{e}");
+        said.push_str(&o);
+        said.push_str(&e);
+    }
+    assert!(said.contains("api.db_password = \"<secret>\""), "{said}");
+    assert!(said.contains("api.replicas = 2"), "{said}");
+    for secret in secrets {
+        assert!(!said.contains(secret), "`{secret}` was shown: {said}");
+        for file in std::fs::read_dir(dir.path()).unwrap() {
+            let path = file.unwrap().path();
+            if path.is_file() {
+                let bytes = std::fs::read(&path).unwrap();
+                let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+                assert!(!found, "`{secret}` is stored in {}", path.display());
+            }
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the state database is {mode:o}");
+    // While a connection writes, the WAL exists: it is no more readable than the database.
+    let db = rusqlite::Connection::open(&state).unwrap();
+    db.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('t', 'x')",
+        [],
+    )
+    .unwrap();
+    let wal = dir.path().join("state.db-wal");
+    let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the WAL is {mode:o}");
+}

@@ -34,6 +34,7 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
                 version: schema.version.clone(),
                 config: schema.config.clone(),
                 revision: schema.revision.clone(),
+                secrets: Vec::new(),
             },
         )
         .await
@@ -142,6 +143,7 @@ async fn canary_done(intent: &flotilla::intent::Intent, fleet: &SimFleet, ts: &s
                     version: d.version.clone(),
                     config: d.config.clone(),
                     revision: d.revision.clone(),
+                    secrets: Vec::new(),
                 },
             )
             .await

@@ -57,7 +57,8 @@ pub fn run(
             }
         },
     };
-    let rendered = layers::render(intent, rel, environment);
+    // Secrets are never printed, plain or JSON.
+    let rendered = layers::render(intent, rel, environment).masked(intent);
     let selected: Vec<&Setting> = rendered
         .settings
         .iter()

@@ -32,6 +32,10 @@ pub struct ApplyRequest {
     pub version: String,
     pub config: toml::Table,
     pub revision: String,
+    /// The dotted keys of `config` that hold secrets: a driver that keeps config (the
+    /// simulator, an agent) stores them sealed, and never logs them.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// What one service runs, as a driver sees it.

@@ -310,10 +310,12 @@ impl Driver for SimFleet {
     }
 }
 
+/// What a service runs after `req`, as the simulated fleet keeps it: secrets sealed, so
+/// the state database never holds them in clear.
 fn live_of(req: &ApplyRequest) -> LiveService {
     LiveService {
         version: req.version.clone(),
-        config: req.config.clone(),
+        config: crate::secrets::seal(&req.config, &req.secrets),
         revision: req.revision.clone(),
     }
 }
@@ -342,6 +344,7 @@ mod tests {
             version: "1.0".into(),
             config: Default::default(),
             revision: rev.into(),
+            secrets: Vec::new(),
         }
     }
 

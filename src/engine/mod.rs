@@ -1200,6 +1200,7 @@ impl Engine {
                 version: d.version.clone(),
                 config: d.config.clone(),
                 revision: d.revision.clone(),
+                secrets: d.secrets.clone(),
             };
             if !plan.done.contains(&s) {
                 to_apply.push(req.clone());

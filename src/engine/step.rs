@@ -162,6 +162,7 @@ pub async fn run_env(
                 version: d.version.clone(),
                 config: d.config.clone(),
                 revision: d.revision.clone(),
+                secrets: d.secrets.clone(),
             };
             let ctx = ctx.clone();
             let wave = wave.clone();

@@ -23,6 +23,8 @@ pub struct DesiredService {
     pub config: toml::Table,
     /// Content hash of version and config: applying the same revision twice is a no-op.
     pub revision: String,
+    /// The dotted keys of `config` that hold secrets: masked when shown, sealed when stored.
+    pub secrets: Vec<String>,
 }
 
 /// A leaf config key, the layer that set it and the values it overrode (oldest first).
@@ -46,6 +48,34 @@ pub struct Overridden {
 pub struct Rendered {
     pub desired: Desired,
     pub settings: Vec<Setting>,
+}
+
+impl Rendered {
+    /// The same with every secret value masked (see [`crate::secrets`]): what `explain`
+    /// and anything else that shows config prints.
+    pub fn masked(mut self, intent: &Intent) -> Rendered {
+        for svc in self.desired.services.values_mut() {
+            svc.config = crate::secrets::mask(&svc.config, &svc.secrets);
+        }
+        let mask = toml::Value::String(crate::secrets::MASK.into());
+        for s in &mut self.settings {
+            let Some((service, path)) = s.key.split_once('.') else {
+                continue;
+            };
+            let named = intent
+                .services
+                .iter()
+                .find(|x| x.name == service)
+                .map_or(&[][..], |x| &x.secret_keys[..]);
+            if crate::secrets::is_secret(named, path) {
+                s.value = mask.clone();
+                for o in &mut s.overrode {
+                    o.value = mask.clone();
+                }
+            }
+        }
+        self
+    }
 }
 
 /// Renders `env` for `release`: release config < overlays by priority < environment config.
@@ -113,12 +143,14 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
             }
         }
         let revision = revision_id(&service.name, &version, &config);
+        let secrets = crate::secrets::paths(&service.secret_keys, &config);
         services.insert(
             service.name.clone(),
             DesiredService {
                 version,
                 config,
                 revision,
+                secrets,
             },
         );
     }

@@ -242,6 +242,15 @@ impl Checker {
                     self.error(f, dep.span(), msg).help = Some(did_you_mean(d, &names));
                 }
             }
+            for key in &s.secret_keys {
+                let k = key.get_ref();
+                if k.is_empty() || k.split('.').any(str::is_empty) {
+                    let msg = format!("`{k}` is not a config key");
+                    self.error(f, key.span(), msg).help = Some(
+                        "name a dotted key of this service's config, e.g. \"db_password\" or \"auth.*\"".into(),
+                    );
+                }
+            }
             let forward_only = match s.rollback.as_ref().map(|r| (r, r.get_ref().as_str())) {
                 None | Some((_, "auto")) => false,
                 Some((_, "forward-only")) => true,
@@ -256,6 +265,7 @@ impl Checker {
                 name: s.name.get_ref().clone(),
                 depends_on: s.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
                 forward_only,
+                secret_keys: s.secret_keys.iter().map(|k| k.get_ref().clone()).collect(),
             });
         }
         if let Some(cycle) = find_cycle(&services) {

@@ -91,6 +91,9 @@ pub struct Service {
     pub depends_on: Vec<String>,
     /// Never rolled back automatically (schema migrations and the like).
     pub forward_only: bool,
+    /// Config keys that hold secrets, besides those named like one (see [`crate::secrets`]):
+    /// masked wherever flotilla shows config, sealed wherever it stores it.
+    pub secret_keys: Vec<String>,
 }
 
 /// A count of environments, or a share of some total.

@@ -66,6 +66,9 @@ pub struct ServiceDef {
     pub depends_on: Vec<Spanned<String>>,
     #[serde(default)]
     pub rollback: Option<Spanned<String>>,
+    /// Config keys of this service that hold secrets (dotted, `*` for one segment).
+    #[serde(default)]
+    pub secret_keys: Vec<Spanned<String>>,
 }
 
 /// `[strategy]`.

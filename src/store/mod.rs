@@ -485,6 +485,26 @@ pub fn connect(path: &Path) -> Result<Connection, StoreError> {
             detail: e.to_string(),
         })?;
     }
+    // Readable by its owner only: it holds who did what, and SQLite gives the WAL and its
+    // index the database file's permissions.
+    #[cfg(unix)]
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .or_else(|e| match e.kind() {
+                // Another process made it just now.
+                std::io::ErrorKind::AlreadyExists => Ok(std::fs::File::open(path)?),
+                _ => Err(e),
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.into(),
+                detail: e.to_string(),
+            })?;
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
