@@ -610,3 +610,73 @@ fn rollback_after_the_rollout_finished_says_how_to_put_the_fleet_back() {
         text(&rollback)
     );
 }
+
+#[test]
+fn a_second_engine_is_refused_in_json_when_json_is_asked_for() {
+    let (dir, repo) = fixture(4, "0ms");
+    let state = dir.path().join("state.db");
+    let mut bg = Background::start(&repo, &state, &["rollout", "r1", "--wait"]);
+    bg.until("the canary gate", kind_is("gate_waiting"));
+    let second = run(
+        &repo,
+        &state,
+        "mallory",
+        &["rollout", "r1", "--output", "json"],
+    );
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second));
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(last["kind"], "refused", "{last}");
+    assert_eq!(last["exit"], 3, "{last}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("another engine is running rollout 1"),
+        "{last}"
+    );
+    let abort = run(&repo, &state, "ops", &["abort"]);
+    assert_eq!(abort.status.code(), Some(0), "{}", text(&abort));
+    bg.finish();
+}
+
+#[test]
+fn an_engine_that_loses_its_lease_says_who_took_it_and_when() {
+    let (dir, repo) = fixture(4, "0ms");
+    let state = dir.path().join("state.db");
+    let mut child = cmd(&repo, &state, "runner")
+        .args(["rollout", "r1", "--wait", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("\"kind\":\"gate_waiting\"") {
+            break;
+        }
+    }
+    // Someone else's engine takes the lease (as a takeover after missed heartbeats does).
+    let db = rusqlite::Connection::open(&state).unwrap();
+    let taken = db
+        .execute(
+            "UPDATE lease SET user = 'mallory', host = 'elsewhere', pid = 1, acquired = 1796000000000",
+            [],
+        )
+        .unwrap();
+    assert_eq!(taken, 1);
+    drop(db);
+    // The engine notices at its next heartbeat and stops; draining stdout lets it end.
+    let _rest: Vec<_> = lines.collect();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "lost its lease: mallory@elsewhere (pid 1) took it over at 2026-11-30T00:53:20Z"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("out of space"), "{stderr}");
+}

@@ -163,6 +163,33 @@ enum Commands {
     Audit(audit::AuditArgs),
 }
 
+/// Set once when the command reports in JSON: its errors and refusals then do too.
+static JSON_REFUSALS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says why a command refused or failed and returns `code`: on stderr for people, and with
+/// `--output json` also as one JSON document on stdout (`{"kind": "refused", "message",
+/// "exit"}`), so a script reading stdout always learns how it ended.
+fn refuse(code: u8, message: impl AsRef<str>) -> u8 {
+    let message = message.as_ref();
+    eprintln!("{message}");
+    if JSON_REFUSALS.load(std::sync::atomic::Ordering::Relaxed) {
+        let text = message
+            .strip_prefix("error: ")
+            .or_else(|| message.strip_prefix("refused: "))
+            .unwrap_or(message);
+        println!(
+            "{}",
+            serde_json::json!({
+                "ts": rollout::now_text(),
+                "kind": if code == exit::BLOCKED { "refused" } else { "error" },
+                "message": text,
+                "exit": code,
+            })
+        );
+    }
+    code
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -193,6 +220,16 @@ pub fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    let json = match &cli.command {
+        Commands::Validate { output }
+        | Commands::Plan { output, .. }
+        | Commands::Explain { output, .. }
+        | Commands::Status { output } => *output == Output::Json,
+        Commands::Rollout(args) => args.output == Output::Json,
+        Commands::Audit(args) => args.output == Output::Json,
+        _ => false,
+    };
+    JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
     let code = match cli.command {
         Commands::Demo { envs } => init::demo(envs, cli.state),
         Commands::Init {
@@ -284,10 +321,7 @@ fn open_state(
     let path = state_path(repo, rev, state)?;
     match crate::store::Store::open_existing(&path) {
         Ok(store) => Ok((path, store)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(exit::INVALID)
-        }
+        Err(e) => Err(refuse(exit::INVALID, format!("error: {e}"))),
     }
 }
 
@@ -300,14 +334,8 @@ fn take_lease(
 ) -> Result<crate::store::lease::Acquired, u8> {
     match store.acquire_lease(rollout, holder, rollout::now_ms(), rollout::lease_timeout()) {
         Ok(Ok(acquired)) => Ok(acquired),
-        Ok(Err(held)) => {
-            eprintln!("refused: {held}");
-            Err(exit::BLOCKED)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(exit::INVALID)
-        }
+        Ok(Err(held)) => Err(refuse(exit::BLOCKED, format!("refused: {held}"))),
+        Err(e) => Err(refuse(exit::INVALID, format!("error: {e}"))),
     }
 }
 
@@ -324,12 +352,17 @@ fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
             }
             Ok(loaded)
         }
-        Err(IntentError::Git(msg)) => {
-            eprintln!("error: {msg}");
-            Err(exit::INVALID)
-        }
+        Err(IntentError::Git(msg)) => Err(refuse(exit::INVALID, format!("error: {msg}"))),
         Err(IntentError::Invalid(diags)) => {
             output::print_diagnostics(&diags);
+            if JSON_REFUSALS.load(std::sync::atomic::Ordering::Relaxed) {
+                let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "kind": "error", "message": "the intent is invalid",
+                        "errors": errors, "exit": exit::INVALID })
+                );
+            }
             Err(exit::INVALID)
         }
     }
@@ -355,9 +388,9 @@ fn state_path(repo: &Path, rev: &str, state: Option<&Path>) -> Result<PathBuf, u
     }
     match intent::source::fleet_name(repo, rev) {
         Ok(name) => Ok(default_state(&name)),
-        Err(e) => {
-            eprintln!("error: {e}; pass --state to name the state database");
-            Err(exit::INVALID)
-        }
+        Err(e) => Err(refuse(
+            exit::INVALID,
+            format!("error: {e}; pass --state to name the state database"),
+        )),
     }
 }

@@ -80,20 +80,22 @@ pub fn run(
     let store = match Store::open(&state_path, &loaded.intent.fleet) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     // Appending to a journal whose end was cut off would hide the gap for good.
     match store.truncation() {
         Ok(None) => {}
         Ok(Some(why)) => {
-            eprintln!("refused: {why}; nothing was appended. `flotilla audit --verify` says more");
-            return exit::INVALID;
+            return super::refuse(
+                exit::INVALID,
+                format!(
+                    "refused: {why}; nothing was appended. `flotilla audit --verify` says more"
+                ),
+            );
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     }
     let me = Identity::current();
@@ -115,23 +117,20 @@ pub fn run(
     let unfinished = match store.unfinished_with_view() {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     let mut intent = loaded.intent;
     let mut view = None;
     if let Some((u, folded)) = &unfinished {
         if u.release != args.release {
-            eprintln!(
-                "refused: rollout {} of release {} (started {} by {}) is unfinished ({}).",
-                u.id, u.release, u.started, u.started_by, u.status
+            return super::refuse(
+                exit::BLOCKED,
+                format!(
+                    "refused: rollout {} of release {} (started {} by {}) is unfinished ({}).\n  finish it with `flotilla rollout {}`, or give it up with `flotilla abort`",
+                    u.id, u.release, u.started, u.started_by, u.status, u.release
+                ),
             );
-            eprintln!(
-                "  finish it with `flotilla rollout {}`, or give it up with `flotilla abort`",
-                u.release
-            );
-            return exit::BLOCKED;
         }
         if u.commit != intent.revision.commit {
             eprintln!(
@@ -153,34 +152,36 @@ pub fn run(
     let history = match store.history() {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     let mut plan =
         match plan::build_with_history(&intent, &args.release, SystemTime::now(), Some(&history)) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {e}");
-                return exit::INVALID;
+                return super::refuse(exit::INVALID, format!("error: {e}"));
             }
         };
     let waves: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
     for w in &args.approve {
         if !waves.contains(&w.as_str()) {
-            eprintln!(
-                "error: --approve {w}: the plan has no wave `{w}` (waves: {})",
-                waves.join(", ")
+            return super::refuse(
+                exit::INVALID,
+                format!(
+                    "error: --approve {w}: the plan has no wave `{w}` (waves: {})",
+                    waves.join(", ")
+                ),
             );
-            return exit::INVALID;
         }
     }
     if intent.driver.kind != DriverKind::Sim {
-        eprintln!(
-            "error: the `{:?}` driver is not available in this version; use kind = \"sim\"",
-            intent.driver.kind
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: the `{:?}` driver is not available in this version; use kind = \"sim\"",
+                intent.driver.kind
+            ),
         );
-        return exit::INVALID;
     }
     let fleet = match SimFleet::open(
         intent.driver.sim.clone(),
@@ -189,8 +190,7 @@ pub fn run(
     ) {
         Ok(f) => Arc::new(f),
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     let driver: Arc<dyn Driver> = fleet.clone();
@@ -201,14 +201,15 @@ pub fn run(
         .filter(|c| c.status == CheckStatus::Fail)
         .collect();
     if !failed.is_empty() {
-        for c in &failed {
-            eprintln!("preflight FAILED: {}: {}", c.name, c.detail);
-        }
-        eprintln!(
+        let mut why: Vec<String> = failed
+            .iter()
+            .map(|c| format!("preflight FAILED: {}: {}", c.name, c.detail))
+            .collect();
+        why.push(format!(
             "blocked: nothing was started; `flotilla plan {}` shows every check",
             args.release
-        );
-        return exit::BLOCKED;
+        ));
+        return super::refuse(exit::BLOCKED, why.join("\n"));
     }
 
     let rollout_id = match &unfinished {
@@ -221,15 +222,13 @@ pub fn run(
         ) {
             Ok(id) => id,
             Err(e) => {
-                eprintln!("error: {e}");
-                return exit::INVALID;
+                return super::refuse(exit::INVALID, format!("error: {e}"));
             }
         },
     };
     // The lease now names the rollout; a takeover is recorded in its journal.
     if let Err(e) = store.acquire_lease(rollout_id, &holder, now_ms(), lease_timeout()) {
-        eprintln!("error: {e}");
-        return exit::INVALID;
+        return super::refuse(exit::INVALID, format!("error: {e}"));
     }
     if let Some(from) = took_over {
         let event = Event::new(
@@ -241,8 +240,7 @@ pub fn run(
         );
         let appended = store.append(Some(rollout_id), &[event]);
         if let Err(e) = appended {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     }
     let _ = store.set_status(rollout_id, "running", None);
@@ -250,8 +248,10 @@ pub fn run(
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::FAILED;
+            return super::refuse(
+                exit::FAILED,
+                format!("error: cannot start the async runtime: {e}"),
+            );
         }
     };
     let approvals: Vec<String> = if args.approve_all {
@@ -367,7 +367,7 @@ pub fn run(
                     beats += 1;
                     if beats.is_multiple_of(8) && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
                         // Under the console the message waits until it has closed.
-                        crate::notice::say("error: another engine took over this rollout's lease; stopping");
+                        crate::notice::say(format!("error: {}; stopping", lease_lost(&store)));
                         let _ = commands.send(Command::Interrupt);
                     }
                 }
@@ -460,9 +460,20 @@ pub fn run(
                 return exit::FAILED;
             }
         };
-        if !journaled || !matches!(writer_result, Ok(Ok(()))) {
-            eprintln!("error: the journal could not record everything; the state database may be out of space or unwritable");
-            return exit::FAILED;
+        match writer_result {
+            Ok(Ok(())) if journaled => {}
+            Ok(Err(crate::store::StoreError::LeaseLost { .. })) => {
+                eprintln!("error: {}; this engine recorded and applied nothing after that. `flotilla status` shows where the rollout stands", lease_lost(&store));
+                return exit::FAILED;
+            }
+            Ok(Err(e)) => {
+                eprintln!("error: the journal could not record everything: {e}");
+                return exit::FAILED;
+            }
+            _ => {
+                eprintln!("error: the journal could not record everything; the state database may be out of space or unwritable");
+                return exit::FAILED;
+            }
         }
         let status = match &outcome {
             Outcome::Completed { .. } => "completed",
@@ -482,6 +493,17 @@ pub fn run(
         }
         report(&outcome, &release)
     })
+}
+
+/// What an engine that lost its lease says: who took it, and when.
+fn lease_lost(store: &Store) -> String {
+    match store.lease_holder() {
+        Ok(Some((holder, since))) => {
+            format!("this engine lost its lease: {holder} took it over at {since}")
+        }
+        _ => "this engine lost its lease (another engine took it over, or it was removed)"
+            .to_string(),
+    }
 }
 
 /// Gives the lease back however `run` returns.

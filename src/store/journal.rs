@@ -744,7 +744,10 @@ pub fn spawn(
                     && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref()) {
                         Ok(()) => true,
                         Err(e) => {
-                            crate::notice::say(format!("error: cannot write the journal: {e}; no further step will be applied"));
+                            // A lost lease is the engine's to explain (who took it, when).
+                            if !matches!(e, StoreError::LeaseLost { .. }) {
+                                crate::notice::say(format!("error: cannot write the journal: {e}; no further step will be applied"));
+                            }
                             failure = Some(e);
                             false
                         }

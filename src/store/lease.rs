@@ -115,6 +115,34 @@ impl Store {
         Ok(())
     }
 
+    /// Who holds the lease now, alive or not, and since when (RFC 3339): what an engine that
+    /// lost it tells its operator.
+    pub fn lease_holder(&self) -> Result<Option<(Holder, String)>, StoreError> {
+        let row: Option<(String, String, u32, rusqlite::types::Value)> = self
+            .conn()
+            .query_row(
+                "SELECT user, host, pid, acquired FROM lease WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(user, host, pid, acquired)| {
+            // Milliseconds since the epoch (stored in a TEXT column).
+            let ms = match acquired {
+                rusqlite::types::Value::Integer(ms) => Some(ms),
+                rusqlite::types::Value::Text(t) => t.parse().ok(),
+                _ => None,
+            };
+            let since = ms.map_or("an unknown time".into(), |ms: i64| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+                )
+                .to_string()
+            });
+            (Holder { user, host, pid }, since)
+        }))
+    }
+
     /// The current holder, its rollout and its last heartbeat (ms since the epoch), if the
     /// holder still looks alive within `stale_after`.
     pub fn live_holder(
