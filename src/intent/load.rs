@@ -76,7 +76,17 @@ impl Checker {
     }
 
     fn intent(&mut self, revision: Revision, files: &[SourceFile]) -> Option<Intent> {
-        let fleet_src = files.iter().find(|f| f.path == "flotilla.toml")?;
+        let Some(fleet_src) = files.iter().find(|f| f.path == "flotilla.toml") else {
+            self.diags.push(
+                Diagnostic::file(
+                    Severity::Error,
+                    "flotilla.toml",
+                    "there is no flotilla.toml at the root of the repository",
+                )
+                .with_help("commit a flotilla.toml with a [fleet] table, or scaffold one with `flotilla init DIR`"),
+            );
+            return None;
+        };
         let ff = File {
             path: &fleet_src.path,
             text: &fleet_src.text,
