@@ -277,6 +277,43 @@ async fn a_rollback_cut_short_by_a_crash_runs_again_on_resume() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rollback_resumed_after_a_crash_puts_nothing_back_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Arc::new(fixture(3).load(dir.path()));
+    let mut live = Live::start((*intent).clone());
+    live.until("gate_waiting").await;
+    live.send(approve("canary"));
+    live.until("wave_completed").await;
+    live.send(rollback(&["e-00"], None));
+    // The process dies once web is back (and perhaps while api is being put back).
+    live.until("step_rolled_back").await;
+    let view = live.crash();
+
+    let mut again = Live::resume(intent, live.fleet.clone(), Some(&view));
+    again.until("env_rolled_back").await;
+    let back: Vec<String> = live
+        .seen
+        .iter()
+        .chain(&again.seen)
+        .filter_map(|e| match &e.kind {
+            EventKind::StepRolledBack { service, .. } => Some(service.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        back,
+        ["web", "api", "schema"],
+        "each service is put back once"
+    );
+    // Every apply that reached the fleet changed what runs: none was repeated.
+    for (service, s) in &again.fleet.snapshot().envs["e-00"] {
+        assert_eq!(s.calls, s.applies, "{service} was applied twice");
+    }
+    assert_eq!(version(&again, "e-00", "api"), "0.9");
+    assert_eq!(version(&again, "e-00", "schema"), "0");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_rollback_counts_as_failed_and_a_retry_rolls_back_again() {
     let dir = tempfile::tempdir().unwrap();
     // r0 has the same (broken) schema as r1 on e-02: going back cannot help it.

@@ -102,6 +102,17 @@ async fn a_halted_rollout_waits_for_a_decision_a_skip_settles_one_and_resume_goe
         live.during(secs(3600)).await.is_empty(),
         "a halted rollout neither exits nor moves on by itself"
     );
+    // A skip without a reason is refused, whoever sends it (the console too).
+    live.send(Command::Skip {
+        env: "e-03".into(),
+        reason: "  ".into(),
+        by: "alice".into(),
+    });
+    let refused = live.until("command_rejected").await;
+    assert!(
+        matches!(&refused.kind, EventKind::CommandRejected { reason, .. } if reason.contains("needs a reason")),
+        "{refused:?}"
+    );
     live.send(Command::Skip {
         env: "e-03".into(),
         reason: "customer offboarding".into(),

@@ -1506,6 +1506,9 @@ impl Engine {
                 self.clear_halt_if_within_budget(by);
             }
             Command::Skip { env, reason, by } => {
+                if reason.trim().is_empty() {
+                    return self.reject(&cmd, "a skip needs a reason for the record");
+                }
                 let Some(&i) = self.env_index.get(env) else {
                     return self.reject(&cmd, format!("no environment `{env}`"));
                 };
