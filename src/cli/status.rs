@@ -102,8 +102,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     }
     match &engine {
         Some(h) => println!("engine: {h}"),
+        // A halt can go on two ways: accepting what failed, or trying it again.
+        None if !rollout.finished() && state == "halted" => println!(
+            "engine: none; `flotilla resume` accepts the failures and carries on, `flotilla rollout {}` retries them",
+            rollout.release
+        ),
         None if !rollout.finished() => println!(
-            "engine: none; resume with `flotilla rollout {}`",
+            "engine: none; resume with `flotilla resume` (or `flotilla rollout {}`)",
             rollout.release
         ),
         None => {}

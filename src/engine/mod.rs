@@ -1337,8 +1337,17 @@ impl Engine {
             command,
         }) = cmd
         {
-            // The receipt and what the command did are durable together or not at all.
+            // The receipt and what the command did are durable together or not at all. The
+            // group ends however handling ends (a panic too), so the journal never waits on
+            // it for ever.
+            struct Group(Arc<dyn EventSink>);
+            impl Drop for Group {
+                fn drop(&mut self) {
+                    self.0.end_group();
+                }
+            }
             self.ctx.events.begin_group();
+            let _group = Group(self.ctx.events.clone());
             self.emit(EventKind::CommandReceived {
                 id,
                 command: command.name().into(),
@@ -1346,7 +1355,6 @@ impl Engine {
                 origin,
             });
             self.on_command(Some(*command));
-            self.ctx.events.end_group();
             return;
         }
         let Some(cmd) = cmd else {

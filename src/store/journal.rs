@@ -1104,6 +1104,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_group_of_events_is_committed_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let (down_tx, _down_rx) = mpsc::unbounded_channel();
+        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
+        journal.begin_group();
+        // Waited on, so the writer wakes at once; the group holds it until its end.
+        let first = journal.emit_durable(event(1));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        journal.emit(event(2));
+        journal.end_group();
+        assert!(first.await);
+        assert!(journal.flush().await);
+        drop(journal);
+        thread.join().unwrap();
+        let rows: Vec<i64> = entries(&store.conn(), Some(id))
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], rows[1], "the group was split across rows");
+    }
+
+    #[tokio::test]
     async fn the_writer_passes_events_on_only_after_committing_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
