@@ -7,21 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::*;
 use rand::{Rng, SeedableRng};
-
-fn cmd(repo: &Path, state: &Path, user: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    c.arg("--repo")
-        .arg(repo)
-        .arg("--state")
-        .arg(state)
-        .env("USER", user);
-    c
-}
 
 /// Runs `args` to its end; one that has not ended within two minutes hung, and fails the
 /// test instead of hanging it.

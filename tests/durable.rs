@@ -5,19 +5,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Output, Stdio};
 
 use common::*;
-
-fn cmd(repo: &Path, state: &Path, user: &str) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    c.arg("--repo")
-        .arg(repo)
-        .arg("--state")
-        .arg(state)
-        .env("USER", user);
-    c
-}
 
 fn run(repo: &Path, state: &Path, user: &str, args: &[&str]) -> Output {
     cmd(repo, state, user).args(args).output().unwrap()
@@ -377,14 +367,7 @@ fn a_keyed_audit_chain_verifies_only_with_its_key_and_the_key_is_never_stored() 
             text(out)
         );
     }
-    for file in std::fs::read_dir(dir.path()).unwrap() {
-        let path = file.unwrap().path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).unwrap();
-            let found = bytes.windows(key.len()).any(|w| w == key.as_bytes());
-            assert!(!found, "the key is stored in {}", path.display());
-        }
-    }
+    assert_not_stored(dir.path(), key);
 }
 
 #[test]

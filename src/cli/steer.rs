@@ -219,12 +219,8 @@ fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
 
 /// "did you mean `x`?" for the closest of `known`, or the list of them.
 fn suggest(word: &str, known: &[&str], what: &str) -> String {
-    let best = known
-        .iter()
-        .map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, c)) if score >= 0.5 => format!("no {what} `{word}`; did you mean `{c}`?"),
+    match crate::intent::load::closest(word, known) {
+        Some(c) => format!("no {what} `{word}`; did you mean `{c}`?"),
         _ if known.len() <= 12 => format!("no {what} `{word}` ({what}s: {})", known.join(", ")),
         _ => format!("no {what} `{word}` in the rollout's intent"),
     }

@@ -898,16 +898,22 @@ pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     parts(a).cmp(&parts(b)).then_with(|| a.cmp(b))
 }
 
-/// "did you mean `x`?" when a candidate is close, otherwise the list of valid names.
-pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
-    let best = candidates
+/// The candidate closest to `word`, if any is close enough to be what was meant.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
         .iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(word, c), *c))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, c)) if score >= 0.5 => format!("did you mean `{c}`?"),
-        _ if candidates.is_empty() => "no services are defined".into(),
-        _ => format!("known services: {}", candidates.join(", ")),
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score >= 0.5)
+        .map(|(_, c)| c)
+}
+
+/// "did you mean `x`?" when a candidate is close, otherwise the list of valid names.
+pub fn did_you_mean(word: &str, candidates: &[&str]) -> String {
+    match closest(word, candidates) {
+        Some(c) => format!("did you mean `{c}`?"),
+        None if candidates.is_empty() => "no services are defined".into(),
+        None => format!("known services: {}", candidates.join(", ")),
     }
 }
 

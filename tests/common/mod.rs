@@ -321,3 +321,26 @@ impl Live {
         got
     }
 }
+
+/// Panics if any file directly in `dir` (the state database, its WAL) holds `secret`.
+pub fn assert_not_stored(dir: &Path, secret: &str) {
+    for file in std::fs::read_dir(dir).unwrap() {
+        let path = file.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "`{secret}` is stored in {}", path.display());
+        }
+    }
+}
+
+/// The real binary on `repo` and `state`, run as `user`.
+pub fn cmd(repo: &Path, state: &Path, user: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    c.arg("--repo")
+        .arg(repo)
+        .arg("--state")
+        .arg(state)
+        .env("USER", user);
+    c
+}
