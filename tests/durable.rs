@@ -359,7 +359,25 @@ fn a_keyed_audit_chain_verifies_only_with_its_key_and_the_key_is_never_stored() 
         .output()
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
-    drop(rusqlite::Connection::open(&state).unwrap());
+    // Writing without the key, or with another, would break the chain: refused.
+    for env_key in [None, Some("guess")] {
+        let mut c = cmd(&repo, &state, "ops");
+        c.args(["rollout", "r1", "--approve-all"]);
+        if let Some(k) = env_key {
+            c.env("FLOTILLA_AUDIT_KEY", k);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("FLOTILLA_AUDIT_KEY"), "{}", text(&out));
+    }
+    let still = keyed(&["audit", "--verify"]);
+    assert_eq!(still.status.code(), Some(0), "{}", text(&still));
+    let db = rusqlite::Connection::open(&state).unwrap();
+    let rollouts: i64 = db
+        .query_row("SELECT count(*) FROM rollouts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rollouts, 1, "a refused rollout was recorded");
+    drop(db);
     for out in [&out, &ok, &no_key, &wrong] {
         assert!(
             !text(out).contains(key),

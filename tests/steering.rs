@@ -271,3 +271,31 @@ async fn a_paused_rollout_whose_commander_went_away_ends_instead_of_hanging() {
         Outcome::Interrupted
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_asked_for_before_a_crash_still_ends_the_rollout_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = std::sync::Arc::new(Fixture::standard(8, &strategy("", "0")).load(dir.path()));
+    let mut live = Live::start((*intent).clone());
+    live.send(approve("canary", "alice"));
+    live.until("wave_started").await;
+    live.until("step_started").await;
+    live.send(Command::Abort { by: "bob".into() });
+    live.until("abort_requested").await;
+    // The process dies while the steps in flight finish, before `rollout_aborted`.
+    let view = live.crash();
+    assert_eq!(view.abort_requested.as_deref(), Some("bob"));
+
+    let mut again = Live::resume(intent, live.fleet.clone(), Some(&view));
+    let end = again.until("rollout_aborted").await;
+    assert!(matches!(end.kind, EventKind::RolloutAborted { ref by } if by == "bob"));
+    assert!(
+        !again.seen.iter().any(|e| e.kind.name() == "env_started"),
+        "nothing new starts after an abort: {:?}",
+        again.seen.iter().map(|e| e.kind.name()).collect::<Vec<_>>()
+    );
+    assert!(matches!(
+        again.engine.await.unwrap(),
+        Outcome::Aborted { .. }
+    ));
+}

@@ -267,6 +267,9 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             format!("HALTED in wave {wave}: {reason}")
         }
         EventKind::RolloutAborted { by } => format!("aborted by {by}"),
+        EventKind::AbortRequested { by } => {
+            format!("abort asked by {by}: nothing new starts; the rollout ends once the steps in flight finish")
+        }
         EventKind::RolloutInterrupted { in_flight_finished } => format!(
             "interrupted: nothing new was started; {in_flight_finished} environment run(s) finished"
         ),

@@ -83,7 +83,11 @@ pub fn run(
             return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
-    // Appending to a journal whose end was cut off would hide the gap for good.
+    // Appending to a journal whose end was cut off would hide the gap for good; appending
+    // to a keyed one without its key would break its chain.
+    if let Err(e) = store.check_audit_key() {
+        return super::refuse(exit::INVALID, format!("refused: {e}"));
+    }
     match store.truncation() {
         Ok(None) => {}
         Ok(Some(why)) => {

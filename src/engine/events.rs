@@ -199,6 +199,12 @@ pub enum EventKind {
         reason: String,
         failed_envs: Vec<String>,
     },
+    /// An abort was asked for: nothing new starts, and once the steps in flight finish the
+    /// rollout ends with `rollout_aborted`. Journaled at once, so a crash in between still
+    /// ends it.
+    AbortRequested {
+        by: String,
+    },
     RolloutAborted {
         by: String,
     },
@@ -295,6 +301,7 @@ impl EventKind {
             RolloutPaused { by }
             | RolloutResumed { by, .. }
             | RolloutAborted { by }
+            | AbortRequested { by }
             | LeaseTakenOver { by, .. }
             | CommandReceived { by, .. }
             | CommandRejected { by, .. } => (None, None, None, Some(by)),
@@ -328,6 +335,7 @@ impl EventKind {
             EventKind::RolloutResumed { .. } => "rollout_resumed",
             EventKind::RolloutHalted { .. } => "rollout_halted",
             EventKind::RolloutAborted { .. } => "rollout_aborted",
+            EventKind::AbortRequested { .. } => "abort_requested",
             EventKind::RolloutInterrupted { .. } => "rollout_interrupted",
             EventKind::RolloutCompleted { .. } => "rollout_completed",
             EventKind::CommandReceived { .. } => "command_received",

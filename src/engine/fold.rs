@@ -97,6 +97,8 @@ pub struct RolloutView {
     pub events: usize,
     /// The newest queued command the journal records as received.
     pub last_command: i64,
+    /// Who asked for an abort that has not ended the rollout yet: a restart ends it.
+    pub abort_requested: Option<String>,
 }
 
 impl RolloutView {
@@ -307,6 +309,7 @@ impl RolloutView {
                 self.halt_reason = Some(reason.clone());
             }
             EventKind::RolloutAborted { .. } => self.state = "aborted".into(),
+            EventKind::AbortRequested { by } => self.abort_requested = Some(by.clone()),
             EventKind::RolloutInterrupted { .. } => self.state = "interrupted".into(),
             EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
             // Waiting out a backoff is not running: a stop abandons the wait without a word.

@@ -376,6 +376,12 @@ impl Engine {
                 self.completed_waves.insert(w);
             }
         }
+        // An abort asked for before the restart still ends the rollout, once the steps
+        // that were in flight are settled.
+        if let Some(by) = &view.abort_requested {
+            self.stop = Some(Stop::Abort { by: by.clone() });
+            self.publish_state();
+        }
         // Someone paused it (an incident, most likely): a restart does not lift the pause.
         if view.paused {
             self.paused = true;
@@ -427,7 +433,8 @@ impl Engine {
         for i in failed {
             self.set_status(i, EnvStatus::Failed);
         }
-        if let Some(reason) = view.halt_reason.clone() {
+        // An abort asked for before the restart says more than the halt.
+        if let (Some(reason), None) = (view.halt_reason.clone(), &self.stop) {
             self.stop = Some(Stop::Halt { reason });
             self.publish_state();
         }
@@ -1436,6 +1443,7 @@ impl Engine {
                 self.stop = Some(Stop::Abort { by: by.clone() });
                 self.paused = false;
                 self.publish_state();
+                self.emit(EventKind::AbortRequested { by: by.clone() });
             }
             // Unwrapped above.
             Command::Received { .. } => {}

@@ -165,11 +165,16 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
     }
     // Cached statements: the writer appends many small batches when events trickle in, and
     // parsing the SQL each time would cost more than the insert.
-    let last: Option<(i64, String)> = tx
-        .prepare_cached("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+    let last: Option<(i64, String, String)> = tx
+        .prepare_cached("SELECT seq, hash, chain FROM journal ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let (seq, prev) = last.unwrap_or((0, String::new()));
+    let key = audit_key();
+    // A keyed chain stays keyed: a row without the key would break it for good.
+    if key.is_none() && last.as_ref().is_some_and(|l| l.2 == Chain::Hmac.name()) {
+        return Err(keyed_without_key());
+    }
+    let (seq, prev) = last.map_or((0, String::new()), |(s, h, _)| (s, h));
     let seq = seq + 1;
     let mut body = String::with_capacity(events.len() * 200);
     body.push('[');
@@ -181,7 +186,6 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
     }
     body.push(']');
     let ts = &events[0].ts;
-    let key = audit_key();
     let chain = if key.is_some() {
         Chain::Hmac
     } else {
@@ -221,6 +225,49 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
     let reason = notable.or((seq % CHECKPOINT_EVERY == 0).then_some("every 1,000 rows"));
     if let Some(reason) = reason {
         record_checkpoint(tx, seq, &hash, ts, reason)?;
+    }
+    Ok(())
+}
+
+fn keyed_without_key() -> StoreError {
+    StoreError::AuditKey(
+        "the journal is keyed (HMAC-SHA256): set FLOTILLA_AUDIT_KEY to its key to write to it"
+            .into(),
+    )
+}
+
+/// Refuses to write with a key that is not the journal's: its newest keyed row must verify
+/// with `key` (checked once per writer, and by every append outside one).
+pub fn check_key(conn: &Connection, key: Option<&[u8]>) -> Result<(), StoreError> {
+    let Some((seq, _)) = head(conn)? else {
+        return Ok(());
+    };
+    let Some(row) = raw_rows_after(conn, None, seq - 1)?.into_iter().next() else {
+        return Ok(());
+    };
+    if Chain::parse(&row.chain) != Some(Chain::Hmac) {
+        return Ok(());
+    }
+    let Some(key) = key else {
+        return Err(keyed_without_key());
+    };
+    let prev: String = conn
+        .query_row("SELECT hash FROM journal WHERE seq = ?1", [seq - 1], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or_default();
+    let columns = Columns {
+        seq: row.seq,
+        rollout: row.rollout,
+        ts: &row.ts,
+        events: &row.events,
+        body: &row.body,
+    };
+    if row_hash(Chain::Hmac, Some(key), &prev, &columns) != row.hash {
+        return Err(StoreError::AuditKey(
+            "FLOTILLA_AUDIT_KEY is not the key of this journal (its newest row does not verify with it); nothing was written".into(),
+        ));
     }
     Ok(())
 }
@@ -329,6 +376,10 @@ fn append_fenced(
     events: &[Event],
     fence: Option<&Holder>,
 ) -> Result<(), StoreError> {
+    // The writer checked its key when it started; one-off appends check it here.
+    if fence.is_none() {
+        check_key(conn, audit_key().as_deref())?;
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if let Some(h) = fence {
         let held: i64 = tx
@@ -562,6 +613,14 @@ pub fn verify(
         prev = hash;
     }
     let last = rows.last().map_or(0, |r| r.seq);
+    // With the key, the newest row must be keyed: a journal re-chained from the start
+    // without the key verifies as plain SHA-256 otherwise.
+    if key.is_some() && last > 0 && newest != Chain::Hmac {
+        return broken(
+            last,
+            "FLOTILLA_AUDIT_KEY is set but the newest row is not keyed: it was written without the key, or the journal was re-chained without it".into(),
+        );
+    }
     let mut checkpoints =
         conn.prepare("SELECT seq, hash, ts, reason FROM checkpoints ORDER BY seq")?;
     let checkpoints: Vec<Checkpoint> = checkpoints
@@ -683,6 +742,7 @@ pub fn spawn(
     downstream: mpsc::UnboundedSender<Vec<Event>>,
 ) -> Result<(Journal, JournalThread), StoreError> {
     let mut conn = connect(path)?;
+    check_key(&conn, audit_key().as_deref())?;
     // Checkpoints (copying the WAL into the database, with an fsync) in the middle of a
     // rollout stall the steps waiting on the journal; let the WAL grow to 64 MB instead. The
     // last connection to close checkpoints it.
@@ -704,28 +764,36 @@ pub fn spawn(
                     }
                 };
                 drain(&mut batch);
-                // A group (a command and what it did) is never split across transactions:
-                // wait for its end, which follows at once (the engine emits a group without
-                // awaiting anything in between).
-                let open = |batch: &Vec<Msg>| {
-                    batch.iter().fold(0i32, |n, m| match m {
-                        Msg::Begin => n + 1,
-                        Msg::End => n - 1,
-                        _ => n,
-                    }) > 0
-                };
-                while open(&batch) {
-                    match rx.recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
-                    }
-                }
                 // Events that trickle in one by one would cost a transaction and a wake-up
                 // each: while nobody waits on a small batch, sleep a moment to gather more.
                 // Whoever starts waiting (a durable event, a flush) wakes the writer at once.
                 if batch.len() < LINGER_BELOW && !batch.iter().any(Msg::waited_on) {
                     std::thread::park_timeout(LINGER);
                     drain(&mut batch);
+                }
+                // A group (a command and what it did) is never split across transactions:
+                // after the last drain, wait for the end of a group it began, which follows
+                // at once (the engine emits a group without awaiting anything in between).
+                let mut depth: i32 = batch
+                    .iter()
+                    .map(|m| match m {
+                        Msg::Begin => 1,
+                        Msg::End => -1,
+                        _ => 0,
+                    })
+                    .sum();
+                while depth > 0 {
+                    match rx.recv() {
+                        Ok(m) => {
+                            depth += match m {
+                                Msg::Begin => 1,
+                                Msg::End => -1,
+                                _ => 0,
+                            };
+                            batch.push(m);
+                        }
+                        Err(_) => break,
+                    }
                 }
                 let mut events = Vec::with_capacity(batch.len());
                 let mut acks = Vec::new();
@@ -1013,6 +1081,33 @@ mod tests {
         assert!(broken.problem.contains("not keyed"), "{broken:?}");
         rechain(Chain::Hmac, Some(b"mallory's key"));
         assert_eq!(verify(&conn, Some(key), None).unwrap().unwrap_err().seq, 2);
+        // Re-chained from the first row without the key: plain SHA-256 throughout, which
+        // verifies as such, but not when the key says the chain is keyed.
+        let mut prev = String::new();
+        for seq in 1..=3 {
+            let body: String = conn
+                .query_row("SELECT body FROM journal WHERE seq = ?1", [seq], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            let columns = Columns {
+                seq,
+                rollout: None,
+                ts: "t",
+                events: "1",
+                body: &body,
+            };
+            let hash = row_hash(Chain::Sha256, None, &prev, &columns);
+            conn.execute(
+                "UPDATE journal SET hash = ?2, chain = 'sha256' WHERE seq = ?1",
+                params![seq, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+        assert!(verify(&conn, None, None).unwrap().is_ok());
+        let broken = verify(&conn, Some(key), None).unwrap().unwrap_err();
+        assert!(broken.problem.contains("not keyed"), "{broken:?}");
     }
 
     #[test]
@@ -1128,6 +1223,33 @@ mod tests {
             .collect();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0], rows[1], "the group was split across rows");
+    }
+
+    #[tokio::test]
+    async fn a_group_that_begins_while_the_writer_lingers_is_not_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path, "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let (down_tx, _down_rx) = mpsc::unbounded_channel();
+        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
+        for _ in 0..20 {
+            // A trickle nobody waits on makes the writer linger; the group begins meanwhile
+            // and ends a moment later.
+            journal.emit(event(1));
+            journal.begin_group();
+            journal.emit(event(2));
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            journal.emit(event(3));
+            journal.end_group();
+        }
+        assert!(journal.flush().await);
+        drop(journal);
+        thread.join().unwrap();
+        let rows = entries(&store.conn(), Some(id)).unwrap();
+        for pair in rows.chunks(3) {
+            assert_eq!(pair[1].seq, pair[2].seq, "a group was split across rows");
+        }
     }
 
     #[tokio::test]

@@ -123,6 +123,9 @@ pub enum StoreError {
     },
     #[error("{holder} no longer holds the engine lease (another engine took over); this engine records and applies nothing more")]
     LeaseLost { holder: String },
+    /// The journal is keyed and this process has no key, or another one.
+    #[error("{0}")]
+    AuditKey(String),
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -424,6 +427,11 @@ impl Store {
     /// [`journal::truncation`]).
     pub fn truncation(&self) -> Result<Option<String>, StoreError> {
         journal::truncation(&self.conn())
+    }
+
+    /// Refuses a keyed journal without its key (see [`journal::check_key`]).
+    pub fn check_audit_key(&self) -> Result<(), StoreError> {
+        journal::check_key(&self.conn(), journal::audit_key().as_deref())
     }
 
     /// Checkpoints the journal's head (an engine exits).
