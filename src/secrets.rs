@@ -16,7 +16,9 @@ pub const MASK: &str = "<secret>";
 /// What a masked value shows where it differs from the other side of a comparison.
 pub const MASK_CHANGED: &str = "<secret, changed>";
 
-/// Prefix of a sealed value: the value's SHA-256, so equal secrets still compare equal.
+/// Prefix of a sealed value, `sealed:sha256:SALT:DIGEST`: the SHA-256 of a fresh salt and
+/// the value, so equal secrets can still be compared (seal the other with the same salt)
+/// but no table of digests made in advance finds them.
 const SEALED: &str = "sealed:sha256:";
 
 /// Whether the dotted `path` of a service's config is secret under `named` (the service's
@@ -92,17 +94,53 @@ pub fn mask(config: &toml::Table, secret: &[String]) -> toml::Table {
     replace(config, secret, &|_, _| toml::Value::String(MASK.into()))
 }
 
-/// A value as stored: its digest (a sealed value stays as it is).
-pub fn seal_value(value: &toml::Value) -> toml::Value {
-    if let toml::Value::String(s) = value {
-        if s.starts_with(SEALED) {
-            return value.clone();
-        }
-    }
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A salt no other seal uses: unique, not secret.
+fn fresh_salt() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let seed = format!(
+        "{now}:{}:{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    hex(&Sha256::digest(seed.as_bytes())[..8])
+}
+
+fn sealed_with(salt: &str, value: &toml::Value) -> String {
     let text = serde_json::to_string(value).unwrap_or_default();
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    toml::Value::String(format!("{SEALED}{hex}"))
+    let digest = Sha256::digest(format!("{salt}:{text}").as_bytes());
+    format!("{SEALED}{salt}:{}", hex(&digest))
+}
+
+/// The salt of a sealed value, if it is one.
+fn salt_of(value: &toml::Value) -> Option<&str> {
+    let rest = value.as_str()?.strip_prefix(SEALED)?;
+    rest.split_once(':').map(|(salt, _)| salt)
+}
+
+/// A value as stored: sealed with a fresh salt (a sealed value stays as it is).
+pub fn seal_value(value: &toml::Value) -> toml::Value {
+    if salt_of(value).is_some() {
+        return value.clone();
+    }
+    toml::Value::String(sealed_with(&fresh_salt(), value))
+}
+
+/// Whether two values are the same secret, either of them (or both) sealed.
+pub fn same_secret(a: &toml::Value, b: &toml::Value) -> bool {
+    match (salt_of(a), salt_of(b)) {
+        (Some(_), Some(_)) | (None, None) => a == b,
+        (Some(salt), None) => a.as_str() == Some(&sealed_with(salt, b)),
+        (None, Some(salt)) => b.as_str() == Some(&sealed_with(salt, a)),
+    }
 }
 
 /// `config` as stored: every secret value sealed.
@@ -134,7 +172,7 @@ pub fn mask_pair(
         Some(value)
     };
     let masked_desired = replace(desired, secret, &|path, v| {
-        let same = at(live, path).is_some_and(|l| seal_value(&l) == seal_value(v));
+        let same = at(live, path).is_some_and(|l| same_secret(&l, v));
         toml::Value::String(if same { MASK } else { MASK_CHANGED }.into())
     });
     (mask(live, secret), masked_desired)
@@ -185,6 +223,16 @@ mod tests {
             stored,
             "sealing twice changes nothing"
         );
+        // Salted: sealed again it reads differently, and is still the same secret.
+        let again = seal(&desired, &secret);
+        assert_ne!(again, stored);
+        for sealed in [&again, &stored] {
+            assert!(same_secret(&sealed["db_password"], &desired["db_password"]));
+            assert!(!same_secret(
+                &sealed["db_password"],
+                &toml::Value::String("hunter3".into())
+            ));
+        }
         let (l, d) = mask_pair(&stored, &desired, &secret);
         assert_eq!(l, d, "the same secret is no difference");
         let changed = table("db_password = \"hunter3\"\n");

@@ -598,3 +598,51 @@ fn secrets_are_masked_when_shown_and_never_stored_in_clear() {
     let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the WAL is {mode:o}");
 }
+
+#[test]
+fn reports_asked_for_in_json_refuse_in_json() {
+    let (_dir, repo, state) = quick(2, "");
+    for args in [
+        &["explain", "e-9", "--output", "json"][..],
+        &["plan", "r9", "--output", "json"],
+        &["status", "--output", "json"],
+        &["audit", "--since", "yesterday", "--output", "json"],
+    ] {
+        let out = flotilla(&repo, &state, args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let doc: serde_json::Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{args:?}: not one JSON document ({e}): {stdout}"));
+        assert_eq!(doc["kind"], "error", "{args:?}: {doc}");
+        assert_eq!(doc["exit"], 2, "{args:?}: {doc}");
+        assert!(!doc["message"].as_str().unwrap().is_empty(), "{doc}");
+    }
+}
+
+#[test]
+fn a_root_tree_with_flotilla_toml_twice_does_not_validate() {
+    let (_dir, repo, state) = quick(2, "");
+    let mut root = String::new();
+    for line in git(&repo, &["ls-tree", "HEAD"], "").lines() {
+        root.push_str(line);
+        root.push('\n');
+        if line.ends_with("\tflotilla.toml") {
+            root.push_str(line);
+            root.push('\n');
+        }
+    }
+    let tree = git(&repo, &["mktree"], &root);
+    let commit = git(
+        &repo,
+        &["commit-tree", &tree, "-p", "HEAD", "-m", "twice"],
+        "",
+    );
+    git(&repo, &["update-ref", "HEAD", &commit], "");
+    let out = flotilla(&repo, &state, &["validate"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("flotilla.toml is in the tree of commit"),
+        "{err}"
+    );
+}

@@ -134,7 +134,10 @@ fn kill_at_random(
 }
 
 /// What every crash test checks once the rollout has finished.
-fn assert_crash_safe(repo: &Path, state: &Path, reference: &Path, what: &str) {
+/// `queued` is where the journal ended when the set-up had queued its rollbacks: from there
+/// on, every environment they roll back counts as asked for, even before the journal says
+/// so (a lost request never does).
+fn assert_crash_safe(repo: &Path, state: &Path, reference: &Path, queued: usize, what: &str) {
     let fleet = sim(state);
     // None applied twice: every apply that reached the fleet changed what it runs.
     for ((env, service), (_, _, applies, calls)) in &fleet {
@@ -155,13 +158,20 @@ fn assert_crash_safe(repo: &Path, state: &Path, reference: &Path, what: &str) {
     // No forward-only service moves in an environment once its rollback was asked for, and
     // no rollback step is done twice.
     let events = journal(state);
-    let mut asked: std::collections::BTreeSet<(i64, String)> = Default::default();
+    let asked: std::collections::BTreeSet<(i64, String)> = events
+        .iter()
+        .filter(|(_, e)| e["kind"] == "env_rolled_back")
+        .map(|(r, e)| (*r, e["env"].as_str().unwrap_or_default().to_string()))
+        .collect();
+    let mut asked_later = std::collections::BTreeSet::new();
     let mut rolled: BTreeMap<(i64, String, String), usize> = BTreeMap::new();
-    for (rollout, e) in &events {
+    for (i, (rollout, e)) in events.iter().enumerate() {
         let env = e["env"].as_str().unwrap_or_default().to_string();
+        // Before the queueing, only what the journal says was asked for counts.
+        let asked = if i >= queued { &asked } else { &asked_later };
         match e["kind"].as_str().unwrap_or_default() {
             "rollback_requested" | "rollback_started" => {
-                asked.insert((*rollout, env));
+                asked_later.insert((*rollout, env));
             }
             "step_started" if e["service"] == "schema" => assert!(
                 !asked.contains(&(*rollout, env.clone())),
@@ -230,7 +240,7 @@ fn crash_rounds(
     setup: impl Fn(&Path),
     args: &[&[&str]],
     finish: &[&str],
-    check: impl Fn(&Path, &Path, &str),
+    check: impl Fn(&Path, &Path, usize, &str),
 ) {
     let per_round = 12;
     let mut made = 0;
@@ -240,6 +250,7 @@ fn crash_rounds(
         }
         let state = dir.join(format!("round-{round}.db"));
         setup(&state);
+        let queued = journal(&state).len();
         // What was set up can differ between rounds (which environments a halt caught in
         // flight), so each round has its own uninterrupted reference.
         let reference = dir.join(format!("reference-{round}.db"));
@@ -264,7 +275,7 @@ fn crash_rounds(
             let out = run(&state_repo(dir), &state, finish);
             assert!(finished(&state), "{what}: did not finish: {}", text(&out));
         }
-        check(&state, &reference, &what);
+        check(&state, &reference, queued, &what);
     }
 }
 
@@ -288,8 +299,8 @@ fn a_forward_rollout_killed_at_random_moments_loses_nothing_and_applies_nothing_
         |_| {},
         &[&args],
         &args,
-        |state, reference, what| {
-            assert_crash_safe(&repo, state, reference, &format!("forward, {what}"))
+        |state, reference, queued, what| {
+            assert_crash_safe(&repo, state, reference, queued, &format!("forward, {what}"))
         },
     );
 }
@@ -309,8 +320,14 @@ fn rollbacks_queued_against_a_halted_rollout_survive_kills_at_random_moments() {
         },
         &[&["rollout", "r1"], &["resume"]],
         &["resume"],
-        |state, reference, what| {
-            assert_crash_safe(&repo, state, reference, &format!("rollbacks, {what}"));
+        |state, reference, queued, what| {
+            assert_crash_safe(
+                &repo,
+                state,
+                reference,
+                queued,
+                &format!("rollbacks, {what}"),
+            );
             // The rollbacks ran: the changed environments are back at r0, but for the
             // forward-only schema, which stays where r1 put it.
             let fleet = sim(state);
@@ -332,8 +349,8 @@ fn a_resume_of_a_halted_rollout_killed_at_random_moments_accepts_the_failure_onc
         |state| halted_on_r1(&repo, state),
         &[&["resume"]],
         &["resume"],
-        |state, reference, what| {
-            assert_crash_safe(&repo, state, reference, &format!("resume, {what}"));
+        |state, reference, queued, what| {
+            assert_crash_safe(&repo, state, reference, queued, &format!("resume, {what}"));
             // Accepted means not tried again: the broken api was attempted in one run only.
             let attempts = journal(state)
                 .iter()

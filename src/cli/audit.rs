@@ -58,8 +58,10 @@ fn parse_time(flag: &str, value: &Option<String>) -> Result<Option<SystemTime>, 
     match value {
         None => Ok(None),
         Some(v) => humantime::parse_rfc3339_weak(v).map(Some).map_err(|e| {
-            eprintln!("error: --{flag} {v}: {e}; write a time like 2026-11-26T09:00:00Z");
-            exit::INVALID
+            super::refuse(
+                exit::INVALID,
+                format!("error: --{flag} {v}: {e}; write a time like 2026-11-26T09:00:00Z"),
+            )
         }),
     }
 }
@@ -78,14 +80,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
                 }
                 exit::OK
             }
-            Ok(None) => {
-                eprintln!("error: the journal is empty; there is no head to keep yet");
-                exit::FAILED
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::INVALID
-            }
+            Ok(None) => super::refuse(
+                exit::FAILED,
+                "error: the journal is empty; there is no head to keep yet",
+            ),
+            Err(e) => super::refuse(exit::INVALID, format!("error: {e}")),
         };
     }
     if args.verify {
@@ -132,10 +131,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
                 }
                 exit::FAILED
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                exit::INVALID
-            }
+            Err(e) => super::refuse(exit::INVALID, format!("error: {e}")),
         };
     }
     let (since, until) = match (
@@ -148,8 +144,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
     let rows = match store.journal_rows(None) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     let wanted = |r: &JournalEntry| {

@@ -27,33 +27,36 @@ pub fn run(
             .iter()
             .map(|e| e.name.as_str())
             .collect();
-        eprintln!(
-            "error: no environment `{env}` in the intent at {}",
-            intent.revision.short
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: no environment `{env}` in the intent at {}\n  = help: {}",
+                intent.revision.short,
+                did_you_mean(env, &names).replace("known services", "known environments")
+            ),
         );
-        eprintln!(
-            "  = help: {}",
-            did_you_mean(env, &names).replace("known services", "known environments")
-        );
-        return exit::INVALID;
     };
     let rel = match release {
         Some(name) => match intent.release(name) {
             Some(r) => r,
             None => {
                 let names: Vec<&str> = intent.releases.iter().map(|r| r.name.as_str()).collect();
-                eprintln!(
-                    "error: no release `{name}` (releases: {})",
-                    names.join(", ")
+                return super::refuse(
+                    exit::INVALID,
+                    format!(
+                        "error: no release `{name}` (releases: {})",
+                        names.join(", ")
+                    ),
                 );
-                return exit::INVALID;
             }
         },
         None => match intent.releases.last() {
             Some(r) => r,
             None => {
-                eprintln!("error: the intent has no releases; add one under releases/");
-                return exit::INVALID;
+                return super::refuse(
+                    exit::INVALID,
+                    "error: the intent has no releases; add one under releases/",
+                );
             }
         },
     };
@@ -66,15 +69,14 @@ pub fn run(
         .collect();
     if let (Some(k), true) = (key, selected.is_empty()) {
         let keys: Vec<&str> = rendered.settings.iter().map(|s| s.key.as_str()).collect();
-        eprintln!(
-            "error: `{env}` has no config key `{k}` in release {}",
-            rel.name
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: `{env}` has no config key `{k}` in release {}\n  = help: {}",
+                rel.name,
+                did_you_mean(k, &keys).replace("known services", "keys set")
+            ),
         );
-        eprintln!(
-            "  = help: {}",
-            did_you_mean(k, &keys).replace("known services", "keys set")
-        );
-        return exit::INVALID;
     }
     if out == Output::Json {
         let doc = json!({

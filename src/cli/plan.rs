@@ -35,8 +35,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
         match plan::build_with_history(&intent, release, SystemTime::now(), history.as_ref()) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {e}");
-                return exit::INVALID;
+                return super::refuse(exit::INVALID, format!("error: {e}"));
             }
         };
     // Reachability needs the driver; the sim fleet is in-process and answers at once.
@@ -49,8 +48,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
         Output::Json => match serde_json::to_string_pretty(&plan) {
             Ok(s) => println!("{s}"),
             Err(e) => {
-                eprintln!("error: cannot encode the plan: {e}");
-                return exit::FAILED;
+                return super::refuse(exit::FAILED, format!("error: cannot encode the plan: {e}"));
             }
         },
         Output::Plain => print!("{}", output::plan_text(&plan)),

@@ -467,8 +467,7 @@ pub fn run(
         match writer_result {
             Ok(Ok(())) if journaled => {}
             Ok(Err(crate::store::StoreError::LeaseLost { .. })) => {
-                eprintln!("error: {}; this engine recorded and applied nothing after that. `flotilla status` shows where the rollout stands", lease_lost(&store));
-                return exit::FAILED;
+                return super::refuse(exit::FAILED, format!("error: {}; this engine recorded and applied nothing after that. `flotilla status` shows where the rollout stands", lease_lost(&store)));
             }
             Ok(Err(e)) => {
                 eprintln!("error: the journal could not record everything: {e}");

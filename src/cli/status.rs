@@ -22,15 +22,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
             return exit::OK;
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     let rows = match store.journal_rows(Some(rollout.id)) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
+            return super::refuse(exit::INVALID, format!("error: {e}"));
         }
     };
     let events: Vec<Event> = rows.iter().filter_map(|r| r.event()).collect();

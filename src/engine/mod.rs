@@ -21,7 +21,7 @@ pub use fold::RolloutView;
 pub use sink::{EventSink, SinkFuture};
 use step::{RunState, StepContext, StepState};
 
-use crate::drivers::{Driver, Health};
+use crate::drivers::Driver;
 use crate::intent::{Gate, Intent};
 use crate::plan::Plan;
 
@@ -462,7 +462,9 @@ impl Engine {
                     let env = &ctx.intent.environments[i];
                     // Cannot tell (observe failed): nothing is recovered, so those steps are
                     // applied again, which is safe because applies are idempotent by revision.
-                    let Ok(live) = ctx.driver.observe(env).await else {
+                    let observed =
+                        tokio::time::timeout(ctx.step_timeout, ctx.driver.observe(env)).await;
+                    let Ok(Ok(live)) = observed else {
                         return (i, Vec::new());
                     };
                     let mut done = Vec::new();
@@ -472,7 +474,7 @@ impl Engine {
                             continue;
                         };
                         // Applied is not enough: the crash may have come before verifying.
-                        if matches!(ctx.driver.health(env, service).await, Ok(Health::Healthy)) {
+                        if step::healthy_within(&ctx, env, service).await {
                             done.push((s, svc.version.clone(), revision));
                         }
                     }

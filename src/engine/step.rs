@@ -369,10 +369,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         let already = live
             .get(&req.service)
             .is_some_and(|l| l.revision == req.revision)
-            && matches!(
-                ctx.driver.health(environment, &req.service).await,
-                Ok(Health::Healthy)
-            );
+            && healthy_within(&ctx, environment, &req.service).await;
         let mut attempt = 1;
         loop {
             let outcome = if already {
@@ -420,6 +417,18 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         by,
     });
     (env, true, back)
+}
+
+/// Whether `service` answers healthy within the step timeout (no answer: not known healthy).
+pub async fn healthy_within(
+    ctx: &StepContext,
+    environment: &crate::intent::Environment,
+    service: &str,
+) -> bool {
+    matches!(
+        tokio::time::timeout(ctx.step_timeout, ctx.driver.health(environment, service)).await,
+        Ok(Ok(Health::Healthy))
+    )
 }
 
 /// Exponential backoff with full jitter: uniform in [0, backoff * 2^(attempt-1)], capped at

@@ -90,6 +90,28 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
         }
     };
 
+    // The root, too, may be hand-made with a name twice: which one counts would be a guess.
+    let mut at_root = std::collections::HashSet::new();
+    for item in tree.iter() {
+        let name = item.name().unwrap_or("");
+        let ours = name == "flotilla.toml" || INTENT_DIRS.contains(&name);
+        if ours && !at_root.insert(name.to_string()) {
+            errors.push(
+                Diagnostic::file(
+                    Severity::Error,
+                    name,
+                    format!(
+                        "{name} is in the tree of commit {} twice (a malformed tree)",
+                        revision.short
+                    ),
+                )
+                .with_help(
+                    "rewrite the commit with one entry per name (`git fsck` reports such trees)",
+                ),
+            );
+        }
+    }
+
     match tree.get_path(Path::new("flotilla.toml")) {
         Ok(entry) => {
             if let Some(text) = blob_text("flotilla.toml", entry.id(), &mut errors)? {

@@ -357,6 +357,28 @@ pub fn truncation(conn: &Connection) -> Result<Option<String>, StoreError> {
             "rollout {first} is recorded as run but has no journal rows: they were deleted"
         )));
     }
+    // The newest rollout recorded as ended has its ending among its last rows (rollbacks
+    // in flight at an abort may finish after it).
+    let ended: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT id, status FROM rollouts WHERE status IN ('completed', 'aborted')
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((id, status)) = ended {
+        let ending = format!("\"kind\":\"rollout_{status}\"");
+        let last: Vec<String> = conn
+            .prepare("SELECT body FROM journal WHERE rollout = ?1 ORDER BY seq DESC LIMIT 20")?
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !last.is_empty() && !last.iter().any(|body| body.contains(&ending)) {
+            return Ok(Some(format!(
+                "rollout {id} is recorded as {status}, but its journal does not say so: rows were deleted from its end"
+            )));
+        }
+    }
     Ok(None)
 }
 

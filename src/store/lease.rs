@@ -133,12 +133,15 @@ impl Store {
                 rusqlite::types::Value::Text(t) => t.parse().ok(),
                 _ => None,
             };
-            let since = ms.map_or("an unknown time".into(), |ms: i64| {
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-                )
-                .to_string()
-            });
+            // RFC 3339 stops at the year 9999; a hand-edited value past it is just unknown.
+            let since = ms
+                .filter(|ms| (0..253_402_300_800_000).contains(ms))
+                .map_or("an unknown time".into(), |ms: i64| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_millis(ms as u64),
+                    )
+                    .to_string()
+                });
             (Holder { user, host, pid }, since)
         }))
     }
