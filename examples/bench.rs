@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use flotilla::demo::DemoCommit;
-use flotilla::drivers::sim::SimFleet;
-use flotilla::drivers::Driver;
 use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
 use flotilla::intent::{self, layers};
 use flotilla::plan;
@@ -131,7 +129,11 @@ async fn rollout(
 ) -> (Outcome, std::time::Duration, usize) {
     let release = &intent.releases[0];
     let plan = plan::build(intent, &release.name, SystemTime::now()).expect("plan");
-    let fleet: Arc<dyn Driver> = Arc::new(SimFleet::new(intent.driver.sim.clone(), Some(release)));
+    let place = flotilla::drivers::Place {
+        repo: std::path::Path::new("."),
+        state: None,
+    };
+    let fleet = flotilla::drivers::open(intent, Some(release), place).expect("driver");
     let (etx, mut erx) = mpsc::unbounded_channel();
     let (ctx, crx) = mpsc::unbounded_channel();
     ctx.send(Command::Approve {

@@ -16,8 +16,6 @@ use flotilla::console::screen::Screen;
 use flotilla::console::theme::{ColorMode, Theme};
 use flotilla::console::ui::Ui;
 use flotilla::console::Pacer;
-use flotilla::drivers::sim::SimFleet;
-use flotilla::drivers::Driver;
 use flotilla::engine::{Command, Engine, OnHold, TokioClock};
 use flotilla::intent::{self, Gate, Intent};
 use flotilla::plan;
@@ -108,10 +106,11 @@ fn main() {
         .expect("runtime");
     let (bytes, frames, events, seconds) = runtime.block_on(async move {
         let plan = plan::build(&intent, RELEASE, SystemTime::now()).expect("plan");
-        let fleet: Arc<dyn Driver> = Arc::new(SimFleet::new(
-            intent.driver.sim.clone(),
-            intent.release(RELEASE),
-        ));
+        let place = flotilla::drivers::Place {
+            repo: std::path::Path::new("."),
+            state: None,
+        };
+        let fleet = flotilla::drivers::open(&intent, intent.release(RELEASE), place).expect("driver");
         let (etx, mut erx) = mpsc::unbounded_channel();
         let (ctx, crx) = mpsc::unbounded_channel();
         for w in plan.waves.iter().filter(|w| matches!(w.gate, Gate::Approval { .. })) {

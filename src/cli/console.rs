@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use super::identity::Identity;
 use super::rollout::{self, lease_timeout, now_ms, RolloutArgs};
 use super::{exit, Output};
-use crate::drivers::sim::SimFleet;
 use crate::engine::{Command, Event};
 use crate::store::{Store, StoredCommand};
 
@@ -148,11 +147,11 @@ fn attach(
             return exit::INVALID;
         }
     };
-    let fleet = match SimFleet::open(
-        intent.driver.sim.clone(),
-        intent.release(&rollout.release),
-        path,
-    ) {
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(path),
+    };
+    let fleet = match crate::drivers::open(&intent, intent.release(&rollout.release), place) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -221,7 +220,7 @@ fn attach(
             }
         });
         let mut engine_task = tokio::spawn(std::future::pending::<crate::engine::Outcome>());
-        let driver: Arc<dyn crate::drivers::Driver> = Arc::new(fleet);
+        let driver = fleet;
         let result =
             crate::console::run(model, ui, &mut event_rx, cmd_tx, driver, &mut engine_task).await;
         watcher.abort();

@@ -38,11 +38,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
                 return super::refuse(exit::INVALID, format!("error: {e}"));
             }
         };
-    // Reachability needs the driver; the sim fleet is in-process and answers at once.
-    let driver: Arc<dyn Driver> = Arc::new(crate::drivers::sim::SimFleet::new(
-        intent.driver.sim.clone(),
-        intent.release(release),
-    ));
+    // Reachability needs the driver (an exec `ping` runs for real; plan changes nothing).
+    let place = crate::drivers::Place { repo, state: None };
+    let driver: Arc<dyn Driver> =
+        match crate::drivers::open(&intent, intent.release(release), place) {
+            Ok(d) => d,
+            Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+        };
     add_reachability(&intent, &mut plan, &driver);
     match out {
         Output::Json => match serde_json::to_string_pretty(&plan) {

@@ -10,10 +10,8 @@ use tokio::sync::mpsc;
 
 use super::identity::Identity;
 use super::{default_state, exit, load, output, Output};
-use crate::drivers::sim::SimFleet;
-use crate::drivers::Driver;
 use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
-use crate::intent::{DriverKind, Gate};
+use crate::intent::Gate;
 use crate::plan::{self, CheckStatus};
 use crate::store::journal;
 use crate::store::lease::Acquired;
@@ -178,26 +176,14 @@ pub fn run(
             );
         }
     }
-    if intent.driver.kind != DriverKind::Sim {
-        return super::refuse(
-            exit::INVALID,
-            format!(
-                "error: the `{:?}` driver is not available in this version; use kind = \"sim\"",
-                intent.driver.kind
-            ),
-        );
-    }
-    let fleet = match SimFleet::open(
-        intent.driver.sim.clone(),
-        intent.release(&args.release),
-        &state_path,
-    ) {
-        Ok(f) => Arc::new(f),
-        Err(e) => {
-            return super::refuse(exit::INVALID, format!("error: {e}"));
-        }
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(&state_path),
     };
-    let driver: Arc<dyn Driver> = fleet.clone();
+    let driver = match crate::drivers::open(&intent, intent.release(&args.release), place) {
+        Ok(d) => d,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
     super::plan::add_reachability(&intent, &mut plan, &driver);
     let failed: Vec<_> = plan
         .checks

@@ -1,5 +1,6 @@
 //! How flotilla reaches environments. The engine is the only caller.
 
+pub mod exec;
 pub mod sim;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,44 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::intent::Environment;
+
+/// What a driver needs besides the intent: where the intent repo is (the exec driver runs
+/// its commands there) and the state database (the simulated fleet keeps its world there;
+/// without one it lives in memory).
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub repo: &'a std::path::Path,
+    pub state: Option<&'a std::path::Path>,
+}
+
+/// The driver the intent asks for, for a rollout of `release`: the one place drivers are
+/// built. A new driver is a new file in this folder and one line here.
+pub fn open(
+    intent: &crate::intent::Intent,
+    release: Option<&crate::intent::Release>,
+    place: Place,
+) -> Result<std::sync::Arc<dyn Driver>, String> {
+    use crate::intent::DriverKind;
+    Ok(match intent.driver.kind {
+        DriverKind::Sim => match place.state {
+            Some(state) => std::sync::Arc::new(
+                sim::SimFleet::open(intent.driver.sim.clone(), release, state)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => std::sync::Arc::new(sim::SimFleet::new(intent.driver.sim.clone(), release)),
+        },
+        DriverKind::Exec => std::sync::Arc::new(exec::ExecDriver::new(
+            intent.driver.exec.clone().unwrap_or_default(),
+            place.repo,
+        )),
+        DriverKind::Http => {
+            return Err(
+                "the http driver is not available in this version (it comes with the flotilla agent); use kind = \"sim\" or \"exec\""
+                    .into(),
+            )
+        }
+    })
+}
 
 /// A driver call in flight. Boxed so drivers can be chosen at run time (`dyn Driver`).
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DriverError>> + Send + 'a>>;

@@ -168,6 +168,7 @@ impl Checker {
         let mut cfg = DriverConfig {
             kind: DriverKind::Sim,
             sim: SimConfig::default(),
+            exec: None,
         };
         let Some(d) = d else { return Some(cfg) };
         if let Some(kind) = &d.kind {
@@ -204,7 +205,48 @@ impl Checker {
             }
             cfg.sim.seed = sim.seed.unwrap_or(0);
         }
+        if let Some(exec) = &d.exec {
+            cfg.exec = Some(self.exec(f, exec));
+        }
+        if cfg.kind == DriverKind::Exec && cfg.exec.as_ref().is_none_or(|e| e.apply.is_empty()) {
+            let span = d.kind.as_ref().map_or(0..0, |k| k.span());
+            self.error(f, span, "the exec driver needs an apply command").help = Some(
+                "add [driver.exec] with apply = [\"./deploy/apply.sh\", \"{env}\", \"{service}\", \"{version}\"]".into(),
+            );
+        }
         Some(cfg)
+    }
+
+    /// `[driver.exec]`: argv arrays whose placeholders are known to the command they are in.
+    fn exec(
+        &mut self,
+        f: File,
+        d: &crate::drivers::exec::ExecDef,
+    ) -> crate::drivers::exec::ExecConfig {
+        use crate::drivers::exec::{check_placeholders, ExecConfig, Role};
+        let mut argv = |cmd: &Option<Vec<Spanned<String>>>, role: Role| -> Option<Vec<String>> {
+            let cmd = cmd.as_ref()?;
+            if cmd.is_empty() {
+                return None;
+            }
+            for arg in cmd {
+                if let Err((range, msg)) = check_placeholders(arg.get_ref(), role) {
+                    // The span covers the quoted string: +1 for its opening quote.
+                    let at = arg.span().start + 1;
+                    self.error(f, at + range.start..at + range.end, msg).help = Some(
+                        "placeholders: {env} {service} {version} {revision} {config_file} {target} {label.KEY}".into(),
+                    );
+                }
+            }
+            Some(cmd.iter().map(|a| a.get_ref().clone()).collect())
+        };
+        ExecConfig {
+            apply: argv(&d.apply, Role::Apply).unwrap_or_default(),
+            observe: argv(&d.observe, Role::Observe),
+            health: argv(&d.health, Role::Health),
+            ping: argv(&d.ping, Role::Ping),
+            transient_exit_codes: d.transient_exit_codes.clone(),
+        }
     }
 
     fn services(&mut self, f: File, defs: &[schema::ServiceDef]) -> Vec<Service> {

@@ -62,6 +62,8 @@ pub enum DriverKind {
 pub struct DriverConfig {
     pub kind: DriverKind,
     pub sim: SimConfig,
+    /// `[driver.exec]`, checked; set whenever the table is there.
+    pub exec: Option<crate::drivers::exec::ExecConfig>,
 }
 
 /// The simulated fleet's behaviour.

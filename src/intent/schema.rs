@@ -38,9 +38,10 @@ pub struct DriverSection {
     pub kind: Option<Spanned<String>>,
     #[serde(default)]
     pub sim: Option<SimDef>,
-    /// Settings of the `exec` and `http` drivers; their issues give them a shape.
+    /// The exec driver's commands (its own type: the driver owns its settings).
     #[serde(default)]
-    pub exec: Option<toml::Table>,
+    pub exec: Option<crate::drivers::exec::ExecDef>,
+    /// Settings of the `http` driver; its issue gives them a shape.
     #[serde(default)]
     pub http: Option<toml::Table>,
 }

@@ -1,0 +1,528 @@
+//! The exec driver: the commands a team already uses (helm, kubectl, terraform, ssh), run once
+//! per environment and service.
+//!
+//! Commands are argv arrays, never a shell unless argv itself starts one. Placeholders expand
+//! inside one argument, so a value with spaces, quotes, `;` or a leading `-` stays one
+//! argument. Each process runs in its own process group from the intent repo's root; a step
+//! timeout (the engine drops the call) kills the whole group. Output is kept bounded (the
+//! last 4 KiB of each stream) and a failure quotes the end of stderr.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use toml::Spanned;
+
+use super::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState};
+use crate::intent::Environment;
+
+/// `[driver.exec]` as written in `flotilla.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecDef {
+    pub apply: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub observe: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub health: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub ping: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub transient_exit_codes: Vec<i32>,
+}
+
+/// The exec driver's settings, checked.
+#[derive(Debug, Clone, Default)]
+pub struct ExecConfig {
+    pub apply: Vec<String>,
+    pub observe: Option<Vec<String>>,
+    pub health: Option<Vec<String>>,
+    pub ping: Option<Vec<String>>,
+    /// Exit codes that mean "try again"; any other non-zero exit is permanent.
+    pub transient_exit_codes: Vec<i32>,
+}
+
+/// Which command a placeholder appears in: each knows only what it is run for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Apply,
+    Health,
+    Observe,
+    Ping,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Apply => "apply",
+            Role::Health => "health",
+            Role::Observe => "observe",
+            Role::Ping => "ping",
+        }
+    }
+
+    /// The placeholders this command may use.
+    fn placeholders(self) -> &'static [&'static str] {
+        match self {
+            Role::Apply => &[
+                "env",
+                "service",
+                "version",
+                "revision",
+                "config_file",
+                "target",
+            ],
+            Role::Health => &["env", "service", "version", "revision", "target"],
+            Role::Observe | Role::Ping => &["env", "target"],
+        }
+    }
+}
+
+/// The placeholders in `arg`, with their byte ranges (braces included), or why one is
+/// malformed or unknown for `role`: (byte range inside `arg`, message).
+pub fn check_placeholders(arg: &str, role: Role) -> Result<(), (std::ops::Range<usize>, String)> {
+    let mut rest = 0;
+    while let Some(open) = arg[rest..].find('{') {
+        let start = rest + open;
+        let Some(len) = arg[start..].find('}') else {
+            return Err((
+                start..arg.len(),
+                "a `{` without its `}`: placeholders are written `{env}`".into(),
+            ));
+        };
+        let name = &arg[start + 1..start + len];
+        let known = role.placeholders().contains(&name)
+            || name.strip_prefix("label.").is_some_and(|k| !k.is_empty());
+        if !known {
+            let all = role.placeholders().join("}, {");
+            return Err((
+                start..start + len + 1,
+                format!(
+                    "unknown placeholder `{{{name}}}` in the {} command (it may use {{{all}}} and {{label.KEY}})",
+                    role.name()
+                ),
+            ));
+        }
+        rest = start + len + 1;
+    }
+    Ok(())
+}
+
+/// What placeholders expand to for one call.
+struct Values<'a> {
+    env: &'a Environment,
+    service: Option<&'a str>,
+    version: Option<&'a str>,
+    revision: Option<&'a str>,
+    config_file: Option<&'a Path>,
+}
+
+impl Values<'_> {
+    fn get(&self, name: &str) -> String {
+        match name {
+            "env" => self.env.name.clone(),
+            "service" => self.service.unwrap_or_default().to_string(),
+            "version" => self.version.unwrap_or_default().to_string(),
+            "revision" => self.revision.unwrap_or_default().to_string(),
+            "config_file" => self
+                .config_file
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "target" => self.env.target.clone().unwrap_or_default(),
+            other => other
+                .strip_prefix("label.")
+                .and_then(|k| self.env.labels.get(k))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// One argument with its placeholders replaced: always exactly one argument.
+    fn expand(&self, arg: &str) -> String {
+        let mut out = String::with_capacity(arg.len());
+        let mut rest = arg;
+        while let Some(open) = rest.find('{') {
+            let Some(len) = rest[open..].find('}') else {
+                break;
+            };
+            out.push_str(&rest[..open]);
+            out.push_str(&self.get(&rest[open + 1..open + len]));
+            rest = &rest[open + len + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn env_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FLOTILLA_ENV", self.get("env")),
+            ("FLOTILLA_SERVICE", self.get("service")),
+            ("FLOTILLA_VERSION", self.get("version")),
+            ("FLOTILLA_REVISION", self.get("revision")),
+            ("FLOTILLA_CONFIG_FILE", self.get("config_file")),
+            ("FLOTILLA_TARGET", self.get("target")),
+        ]
+    }
+}
+
+/// How much of each stream is kept.
+const KEEP: usize = 4096;
+
+/// How a command ended.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Kills a process group when dropped before its leader was reaped: a step timeout drops
+/// the call, and nothing the command started may outlive it.
+struct Group {
+    pgid: Option<i32>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // SAFETY: kill(2) on our own child's process group.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Reads a stream to its end, keeping only its last `KEEP` bytes.
+async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * KEEP {
+                    kept.drain(..kept.len() - KEEP);
+                }
+            }
+        }
+    }
+    if kept.len() > KEEP {
+        kept.drain(..kept.len() - KEEP);
+    }
+    kept
+}
+
+/// The exec driver.
+pub struct ExecDriver {
+    config: ExecConfig,
+    /// The intent repo's root: relative programs are found there, and commands run there.
+    root: PathBuf,
+}
+
+impl ExecDriver {
+    pub fn new(config: ExecConfig, root: &Path) -> Self {
+        ExecDriver {
+            config,
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// Runs `argv` with `values`, in its own process group.
+    async fn run(
+        &self,
+        what: &str,
+        argv: &[String],
+        values: &Values<'_>,
+    ) -> Result<Ran, DriverError> {
+        let args: Vec<String> = argv.iter().map(|a| values.expand(a)).collect();
+        let Some((program, rest)) = args.split_first() else {
+            return Err(DriverError::permanent(format!(
+                "the {what} command is empty"
+            )));
+        };
+        // A relative path names a script in the repo; a bare name is looked up on PATH.
+        let program = if program.contains('/') && Path::new(program).is_relative() {
+            self.root.join(program)
+        } else {
+            PathBuf::from(program)
+        };
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(rest)
+            .current_dir(&self.root)
+            .envs(values.env_vars())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            DriverError::permanent(format!(
+                "cannot run the {what} command `{}` for {}: {e}",
+                program.display(),
+                values.env.name
+            ))
+        })?;
+        let mut group = Group {
+            pgid: child.id().map(|p| p as i32),
+        };
+        let out = child.stdout.take().map(tail);
+        let err = child.stderr.take().map(tail);
+        let (status, stdout, stderr) = tokio::join!(
+            child.wait(),
+            async {
+                match out {
+                    Some(f) => f.await,
+                    None => Vec::new(),
+                }
+            },
+            async {
+                match err {
+                    Some(f) => f.await,
+                    None => Vec::new(),
+                }
+            }
+        );
+        // Reaped: the group's leader is gone, and what it left behind is its own business.
+        group.pgid = None;
+        let status = status.map_err(|e| {
+            DriverError::transient(format!(
+                "the {what} command for {} failed to run: {e}",
+                values.env.name
+            ))
+        })?;
+        Ok(Ran {
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    /// The error for a command that exited non-zero: transient when its code says so.
+    fn failure(&self, what: &str, env: &str, ran: &Ran, secrets: &[String]) -> DriverError {
+        let last: Vec<&str> = ran.stderr.lines().rev().take(3).collect();
+        let said = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
+        let code = ran.code.map_or("was killed by a signal".to_string(), |c| {
+            format!("exited {c}")
+        });
+        let mut message = if said.is_empty() {
+            format!("{what} for {env} {code}")
+        } else {
+            format!("{what} for {env} {code}: {said}")
+        };
+        for secret in secrets {
+            if !secret.is_empty() {
+                message = message.replace(secret.as_str(), crate::secrets::MASK);
+            }
+        }
+        match ran.code {
+            Some(c) if self.config.transient_exit_codes.contains(&c) => {
+                DriverError::transient(message)
+            }
+            _ => DriverError::permanent(message),
+        }
+    }
+}
+
+/// The clear values of a request's secrets, to keep them out of what a command printed.
+fn secret_values(req: &ApplyRequest) -> Vec<String> {
+    req.secrets
+        .iter()
+        .filter_map(|path| {
+            let mut v = toml::Value::Table(req.config.clone());
+            for segment in path.split('.') {
+                v = v.as_table()?.get(segment)?.clone();
+            }
+            Some(match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `observe`'s output: `{"services": {"api": {"version", "config", "revision"}}}`.
+#[derive(Deserialize)]
+struct Observed {
+    services: BTreeMap<String, ObservedService>,
+}
+
+#[derive(Deserialize)]
+struct ObservedService {
+    version: String,
+    #[serde(default)]
+    config: toml::Table,
+    #[serde(default)]
+    revision: String,
+}
+
+/// A short, one-line excerpt of what a command printed.
+fn excerpt(text: &str) -> String {
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 80 {
+        format!("{}...", one_line.chars().take(80).collect::<String>())
+    } else {
+        one_line
+    }
+}
+
+impl Driver for ExecDriver {
+    fn ping<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(argv) = &self.config.ping else {
+                return Ok(());
+            };
+            let values = Values {
+                env,
+                service: None,
+                version: None,
+                revision: None,
+                config_file: None,
+            };
+            let ran = self.run("ping", argv, &values).await?;
+            match ran.code {
+                Some(0) => Ok(()),
+                _ => Err(self.failure("ping", &env.name, &ran, &[])),
+            }
+        })
+    }
+
+    fn observe<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, LiveState> {
+        Box::pin(async move {
+            let Some(argv) = &self.config.observe else {
+                return Err(DriverError::permanent(
+                    "no observe command is configured ([driver.exec] observe)",
+                ));
+            };
+            let values = Values {
+                env,
+                service: None,
+                version: None,
+                revision: None,
+                config_file: None,
+            };
+            let ran = self.run("observe", argv, &values).await?;
+            if ran.code != Some(0) {
+                return Err(self.failure("observe", &env.name, &ran, &[]));
+            }
+            let observed: Observed = serde_json::from_str(&ran.stdout).map_err(|e| {
+                DriverError::permanent(format!(
+                    "observe for {} (`{}`) printed what is not live state ({e}): \"{}\"; it must print {{\"services\": {{\"NAME\": {{\"version\": \"..\", \"config\": {{..}}, \"revision\": \"..\"}}}}}}",
+                    env.name,
+                    argv.join(" "),
+                    excerpt(&ran.stdout)
+                ))
+            })?;
+            Ok(observed
+                .services
+                .into_iter()
+                .map(|(name, s)| {
+                    (
+                        name,
+                        LiveService {
+                            version: s.version,
+                            config: s.config,
+                            revision: s.revision,
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest) -> DriverFuture<'a, ()> {
+        Box::pin(async move {
+            // The step's desired state, for the command to read; readable by us only (it
+            // holds the secrets the command needs), removed when the call ends however.
+            let dir = tempfile::Builder::new()
+                .prefix("flotilla-step-")
+                .tempdir()
+                .map_err(|e| {
+                    DriverError::transient(format!("cannot make a temporary directory: {e}"))
+                })?;
+            let file = dir.path().join("desired.json");
+            let doc = serde_json::json!({
+                "env": env.name,
+                "service": req.service,
+                "version": req.version,
+                "revision": req.revision,
+                "config": req.config,
+            });
+            write_private(&file, doc.to_string().as_bytes()).map_err(|e| {
+                DriverError::transient(format!("cannot write {}: {e}", file.display()))
+            })?;
+            let values = Values {
+                env,
+                service: Some(&req.service),
+                version: Some(&req.version),
+                revision: Some(&req.revision),
+                config_file: Some(&file),
+            };
+            let ran = self.run("apply", &self.config.apply, &values).await?;
+            match ran.code {
+                Some(0) => Ok(()),
+                _ => Err(self.failure(
+                    &format!("apply of {} {}", req.service, req.version),
+                    &env.name,
+                    &ran,
+                    &secret_values(req),
+                )),
+            }
+        })
+    }
+
+    fn health<'a>(&'a self, env: &'a Environment, service: &'a str) -> DriverFuture<'a, Health> {
+        Box::pin(async move {
+            let Some(argv) = &self.config.health else {
+                return Ok(Health::Healthy);
+            };
+            let values = Values {
+                env,
+                service: Some(service),
+                version: None,
+                revision: None,
+                config_file: None,
+            };
+            let ran = self.run("health", argv, &values).await?;
+            Ok(match ran.code {
+                Some(0) => Health::Healthy,
+                _ => {
+                    let said = excerpt(ran.stderr.lines().last().unwrap_or(""));
+                    Health::Unhealthy(if said.is_empty() {
+                        format!("the health command exited {}", ran.code.unwrap_or(-1))
+                    } else {
+                        said
+                    })
+                }
+            })
+        })
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_checked_per_command() {
+        assert!(check_placeholders("--set=image.tag={version}", Role::Apply).is_ok());
+        assert!(check_placeholders("{label.region}-{env}", Role::Ping).is_ok());
+        let (span, msg) = check_placeholders("x{servce}", Role::Apply).unwrap_err();
+        assert_eq!(span, 1..9);
+        assert!(msg.contains("unknown placeholder `{servce}`"), "{msg}");
+        assert!(check_placeholders("{service}", Role::Observe).is_err());
+        assert!(check_placeholders("{env", Role::Apply).is_err());
+    }
+}
