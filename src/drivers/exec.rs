@@ -257,6 +257,16 @@ impl ExecDriver {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // If flotilla itself is killed (kill -9), the command dies with it instead of going
+        // on beside the engine that resumes the rollout and applies again.
+        #[cfg(target_os = "linux")]
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
             DriverError::permanent(format!(
                 "cannot run the {what} command `{}` for {}: {e}",

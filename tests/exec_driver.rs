@@ -1,0 +1,347 @@
+//! The exec driver with real scripts and the real binary: dependency order, retries of a
+//! transient exit code, a timeout that kills the whole process group, arguments that stay
+//! one argument, placeholders checked by validate, garbage from observe, and a kill -9
+//! mid-rollout resumed by observing instead of applying again.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use common::*;
+
+/// Applies record the live state as one file per service, replaced atomically, with a count
+/// of the applies that reached it; observe prints them back.
+const APPLY: &str = r#"#!/bin/bash
+set -eu
+env="$1"; service="$2"; version="$3"; config="$4"
+live="$LIVE/$env"; mkdir -p "$live"
+printf '%s\n' "$@" > "$live/$service.args"
+test -f "$config" || { echo "no config file" >&2; exit 1; }
+if [ -e "$LIVE/flaky-$env-$service" ]; then rm "$LIVE/flaky-$env-$service"; echo "busy, try later" >&2; exit 75; fi
+if [ -e "$LIVE/hang-$env" ]; then sleep 3011 & sleep 3012; fi
+if [ -e "$LIVE/broken-$env-$service" ]; then echo "image $version not found" >&2; exit 3; fi
+sleep "${APPLY_SLEEP:-0}"
+n=0
+if [ -f "$live/$service.json" ]; then n=$(sed -n 's/.*"applies": \([0-9]*\).*/\1/p' "$live/$service.json"); fi
+printf '"%s": {"version": "%s", "revision": "%s", "applies": %s}' "$service" "$version" "$FLOTILLA_REVISION" $((n + 1)) > "$live/$service.json.tmp"
+mv "$live/$service.json.tmp" "$live/$service.json"
+echo "$(date +%s%N) $env $service" >> "$LIVE/order"
+"#;
+
+const OBSERVE: &str = r#"#!/bin/bash
+set -eu
+live="$LIVE/$1"
+if [ -e "$LIVE/garbage" ]; then echo "Error: cluster unreachable <html>"; exit 0; fi
+printf '{"services": {'
+first=1
+for f in "$live"/*.json; do
+  [ -e "$f" ] || continue
+  [ $first = 1 ] || printf ','
+  first=0
+  cat "$f"
+done
+printf '}}'
+"#;
+
+/// An exec-driven repo of `n` environments (e-00 the canary) in `dir`; returns the repo and
+/// the directory the scripts keep live state in.
+fn exec_repo(dir: &Path, n: usize, budget: &str, target: &str) -> (PathBuf, PathBuf) {
+    let repo = dir.join("repo");
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let mut f = Fixture::standard(n, &strategy("", budget));
+    f.fleet = f.fleet.replace(
+        "[driver]\nkind = \"sim\"\n",
+        r#"[driver]
+kind = "exec"
+[driver.exec]
+apply = ["./deploy/apply.sh", "{env}", "{service}", "{version}", "{config_file}", "{target}"]
+observe = ["./deploy/observe.sh", "{env}"]
+transient_exit_codes = [75]
+"#,
+    );
+    if !target.is_empty() {
+        f.envs[1].1.push_str(&format!(
+            "target = {}\n",
+            toml::Value::String(target.into())
+        ));
+    }
+    f.extra.push(("deploy/apply.sh".into(), APPLY.into()));
+    f.extra.push(("deploy/observe.sh".into(), OBSERVE.into()));
+    f.load(&repo);
+    for script in ["apply.sh", "observe.sh"] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = repo.join("deploy").join(script);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (repo, live)
+}
+
+fn run(repo: &Path, state: &Path, live: &Path, args: &[&str]) -> Output {
+    cmd(repo, state, "ops")
+        .env("LIVE", live)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// (env, service) in the order their applies completed.
+fn order(live: &Path) -> Vec<(String, String)> {
+    let mut lines: Vec<(u128, String, String)> = std::fs::read_to_string(live.join("order"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut p = l.split(' ');
+            (
+                p.next().unwrap().parse().unwrap(),
+                p.next().unwrap().to_string(),
+                p.next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.into_iter().map(|(_, e, s)| (e, s)).collect()
+}
+
+/// How many applies reached `service` in `env` (counted by the script with its change).
+fn applies(live: &Path, env: &str, service: &str) -> u32 {
+    let Ok(text) = std::fs::read_to_string(live.join(env).join(format!("{service}.json"))) else {
+        return 0;
+    };
+    let doc: serde_json::Value = serde_json::from_str(&format!("{{{text}}}")).unwrap();
+    doc[service]["applies"].as_u64().unwrap() as u32
+}
+
+#[test]
+fn an_exec_rollout_applies_every_service_once_in_dependency_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 4, "0", "");
+    let state = dir.path().join("state.db");
+    let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let done = order(&live);
+    assert_eq!(done.len(), 12, "{done:?}");
+    for env in ["e-00", "e-01", "e-02", "e-03"] {
+        let services: Vec<&str> = done
+            .iter()
+            .filter(|(e, _)| e == env)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        assert_eq!(services, ["schema", "api", "web"], "{env}");
+        for s in ["schema", "api", "web"] {
+            assert_eq!(applies(&live, env, s), 1, "{env}/{s}");
+        }
+    }
+    // status reads an exec-driven rollout as any other.
+    let status = run(&repo, &state, &live, &["status"]);
+    assert!(
+        text(&status).contains("state: completed"),
+        "{}",
+        text(&status)
+    );
+}
+
+#[test]
+fn a_transient_exit_code_is_retried_and_another_is_permanent_with_stderr_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 3, "\"100%\"", "");
+    std::fs::write(live.join("flaky-e-01-api"), "").unwrap();
+    std::fs::write(live.join("broken-e-02-schema"), "").unwrap();
+    let state = dir.path().join("state.db");
+    let out = run(
+        &repo,
+        &state,
+        &live,
+        &["rollout", "r1", "--approve-all", "--output", "json"],
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let retried = events
+        .iter()
+        .find(|e| e["kind"] == "step_retrying" && e["env"] == "e-01")
+        .expect("a retry of e-01");
+    assert_eq!(retried["class"], "transient", "{retried}");
+    assert!(
+        retried["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited 75: busy, try later"),
+        "{retried}"
+    );
+    assert_eq!(applies(&live, "e-01", "api"), 1);
+    let failed = events
+        .iter()
+        .find(|e| e["kind"] == "step_failed" && e["env"] == "e-02")
+        .expect("e-02 failed");
+    assert_eq!(failed["class"], "permanent", "{failed}");
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("image 1 not found"),
+        "{failed}"
+    );
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let line = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if line.contains(needle) {
+                found.push(line);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_step_timeout_kills_the_whole_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 3, "0", "");
+    let f = std::fs::read_to_string(repo.join("flotilla.toml")).unwrap();
+    assert!(f.contains("step_timeout = \"1m\""));
+    // A second commit: a short timeout and no retries.
+    let fleet = f
+        .replace("step_timeout = \"1m\"", "step_timeout = \"1s\"")
+        .replace("retries = 2", "retries = 0");
+    std::fs::write(repo.join("flotilla.toml"), fleet).unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    git(&["commit", "-qam", "short timeout"]);
+    std::fs::write(live.join("hang-e-01"), "").unwrap();
+    let state = dir.path().join("state.db");
+    let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no answer within the step timeout of 1s"),
+        "{}",
+        text(&out)
+    );
+    // The script and the child it started in the background are gone.
+    let left = processes_with("sleep 301");
+    assert!(left.is_empty(), "orphans survived the timeout: {left:?}");
+}
+
+#[test]
+fn a_placeholder_value_stays_one_argument_whatever_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let nasty = "-rf /; echo 'pwned' \"x\" $(id) `id` a b";
+    let (repo, live) = exec_repo(dir.path(), 2, "0", nasty);
+    let state = dir.path().join("state.db");
+    let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let args = std::fs::read_to_string(live.join("e-01").join("api.args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args.len(), 5, "{args:?}");
+    assert_eq!(args[4], nasty);
+}
+
+#[test]
+fn an_unknown_placeholder_is_a_validate_error_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(2, &strategy("", "0"));
+    f.fleet = f.fleet.replace(
+        "[driver]\nkind = \"sim\"\n",
+        "[driver]\nkind = \"exec\"\n[driver.exec]\napply = [\"helm\", \"upgrade\", \"{servce}\"]\n",
+    );
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let out = run(&repo, &dir.path().join("s.db"), dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("flotilla.toml:6:30"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown placeholder `{servce}` in the apply command"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn garbage_from_observe_is_a_clear_permanent_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 2, "0", "");
+    std::fs::write(live.join("garbage"), "").unwrap();
+    let intent = flotilla::intent::load(&repo, "HEAD").unwrap().intent;
+    // The scripts read LIVE from the environment, as the binary's children would.
+    std::env::set_var("LIVE", &live);
+    let place = flotilla::drivers::Place {
+        repo: &repo,
+        state: None,
+    };
+    let driver = flotilla::drivers::open(&intent, None, place).unwrap();
+    let err = driver.observe(&intent.environments[1]).await.unwrap_err();
+    assert_eq!(err.class, flotilla::drivers::ErrorClass::Permanent);
+    for part in [
+        "observe for e-01",
+        "./deploy/observe.sh {env}",
+        "not live state",
+        "cluster unreachable",
+    ] {
+        assert!(err.message.contains(part), "{part}: {}", err.message);
+    }
+}
+
+#[test]
+fn an_exec_rollout_killed_mid_way_resumes_by_observing_and_applies_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 8, "0", "");
+    let state = dir.path().join("state.db");
+    let mut child = cmd(&repo, &state, "ops")
+        .env("LIVE", &live)
+        .env("APPLY_SLEEP", "0.05")
+        .args(["rollout", "r1", "--approve-all", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut succeeded = 0;
+    for line in lines {
+        if line.unwrap().contains("\"kind\":\"step_succeeded\"") {
+            succeeded += 1;
+            if succeeded == 8 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, with applies in flight
+    child.wait().unwrap();
+    let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for env in (0..8).map(|i| format!("e-{i:02}")) {
+        for s in ["schema", "api", "web"] {
+            assert_eq!(
+                applies(&live, &env, s),
+                1,
+                "{env}/{s} applied twice or never"
+            );
+        }
+    }
+}
