@@ -220,13 +220,23 @@ pub struct ExecDriver {
     config: ExecConfig,
     /// The intent repo's root: relative programs are found there, and commands run there.
     root: PathBuf,
+    /// `PID:PLACE` in every command's environment ([`ENGINE_MARK`]).
+    mark: String,
 }
 
+/// The environment variable that marks a command (and what it starts) as an engine's.
+pub const ENGINE_MARK: &str = "FLOTILLA_ENGINE";
+
 impl ExecDriver {
-    pub fn new(config: ExecConfig, root: &Path) -> Self {
+    /// A driver for commands run from `root`; `place` names the state they belong to (the
+    /// state database): commands a dead engine of the same place left running are killed
+    /// now, so none of them goes on applying beside this one.
+    pub fn new(config: ExecConfig, root: &Path, place: &str) -> Self {
+        kill_orphans(place);
         ExecDriver {
             config,
             root: root.to_path_buf(),
+            mark: format!("{}:{place}", std::process::id()),
         }
     }
 
@@ -249,24 +259,24 @@ impl ExecDriver {
         } else {
             PathBuf::from(program)
         };
+        if program.components().count() > 1 && !program.exists() {
+            return Err(DriverError::permanent(format!(
+                "the {what} command `{}` for {} does not exist",
+                program.display(),
+                values.env.name
+            )));
+        }
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(rest)
             .current_dir(&self.root)
             .envs(values.env_vars())
+            // Marks the command and everything it starts as this engine's: if the engine
+            // is killed, the next one on this state kills what is left before it observes.
+            .env(ENGINE_MARK, &self.mark)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        // If flotilla itself is killed (kill -9), the command dies with it instead of going
-        // on beside the engine that resumes the rollout and applies again.
-        #[cfg(target_os = "linux")]
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().map_err(|e| {
             DriverError::permanent(format!(
                 "cannot run the {what} command `{}` for {}: {e}",
@@ -331,6 +341,54 @@ impl ExecDriver {
                 DriverError::transient(message)
             }
             _ => DriverError::permanent(message),
+        }
+    }
+}
+
+/// Kills the process groups of commands whose engine, of the same `place`, is gone (a
+/// `kill -9`): they would otherwise go on applying while a new engine observes and applies
+/// again. Only processes of this user on this host are seen; a live engine's are left.
+fn kill_orphans(place: &str) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let prefix = format!("{ENGINE_MARK}=");
+        let Some(mark) = environ
+            .split(|b| *b == 0)
+            .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        else {
+            continue;
+        };
+        let mark = String::from_utf8_lossy(mark);
+        let Some((engine, their_place)) = mark.split_once(':') else {
+            continue;
+        };
+        let Ok(engine) = engine.parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the engine still exists.
+        let engine_alive = unsafe { libc::kill(engine, 0) } == 0;
+        if their_place == place && engine as u32 != me && !engine_alive {
+            // SAFETY: getpgid/kill on a process found just above; at worst it is gone.
+            unsafe {
+                let pgid = libc::getpgid(pid);
+                if pgid > 0 {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
     }
 }

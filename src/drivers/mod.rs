@@ -39,6 +39,7 @@ pub fn open(
         DriverKind::Exec => std::sync::Arc::new(exec::ExecDriver::new(
             intent.driver.exec.clone().unwrap_or_default(),
             place.repo,
+            &place.state.unwrap_or(place.repo).display().to_string(),
         )),
         DriverKind::Http => {
             return Err(
