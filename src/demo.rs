@@ -193,6 +193,7 @@ depends_on = ["api"]
 
 [strategy]
 max_parallel = 20
+expected_success_rate = 0.995    # risk per wave until the fleet has a history of its own
 retries = 2
 backoff = "2s"
 step_timeout = "5m"

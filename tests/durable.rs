@@ -476,7 +476,11 @@ fn after_a_rollout_the_plan_estimates_risk_from_history() {
         "ops",
         &["plan", "r1", "--output", "json"],
     ));
-    assert!(basis.contains("sim success_rate"), "{basis}");
+    // Before any history: the strategy's expected success rate, never the simulator's.
+    assert!(
+        basis.contains("expected_success_rate 0.99 per attempt"),
+        "{basis}"
+    );
     let out = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (basis, after) = risk_of(&run(

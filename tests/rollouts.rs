@@ -301,3 +301,27 @@ async fn no_environment_is_touched_before_its_intent_is_durable() {
     let live = fleet.snapshot();
     assert_eq!(live.envs.len(), 5, "{:?}", live.envs.keys());
 }
+
+#[test]
+fn risk_comes_from_the_strategy_not_the_simulator_and_the_seed_from_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = strategy("expected_success_rate = 0.9\nseed = 42", "0");
+    let intent = Fixture::standard(4, &s).load(dir.path());
+    let plan = flotilla::plan::build(&intent, "r1", epoch()).unwrap();
+    assert_eq!(plan.seed, 42);
+    assert!(
+        plan.risk_basis.contains("expected_success_rate 0.9"),
+        "{}",
+        plan.risk_basis
+    );
+    // The sim fleet never fails here (success_rate 1.0), yet the plan's risk is the strategy's.
+    assert!(
+        plan.waves[1].risk.without_retries > 0.5,
+        "{:?}",
+        plan.waves[1].risk
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Fixture::standard(4, &strategy("", "0")).load(dir.path());
+    let plan = flotilla::plan::build(&intent, "r1", epoch()).unwrap();
+    assert_eq!(plan.seed, flotilla::hash::stable_hash(&[b"r1"]));
+}

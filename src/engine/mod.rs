@@ -227,7 +227,7 @@ impl Engine {
             retries: plan.retries,
             backoff: plan.backoff,
             step_timeout: plan.step_timeout,
-            seed: intent.driver.sim.seed,
+            seed: plan.seed,
             deps,
             intent,
             cancelled: Default::default(),

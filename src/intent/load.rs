@@ -358,6 +358,21 @@ impl Checker {
             }
             strategy.max_parallel = (*mp.get_ref()).max(1) as usize;
         }
+        strategy.seed = d.seed;
+        if let Some(rate) = &d.expected_success_rate {
+            let r = *rate.get_ref();
+            if r > 0.0 && r <= 1.0 {
+                strategy.expected_success_rate = r;
+            } else {
+                self.error(
+                    f,
+                    rate.span(),
+                    format!("expected_success_rate {r} is out of range"),
+                )
+                .help = Some("use a probability above 0 and at most 1, e.g. 0.99".into());
+                ok = false;
+            }
+        }
         if let Some(r) = d.retries {
             if r > MAX_RETRIES {
                 self.diags.push(Diagnostic::file(Severity::Error, f.path, format!("retries = {r} is more than {MAX_RETRIES}"))
@@ -826,6 +841,8 @@ pub fn default_strategy(fleet_size: usize) -> Strategy {
             wave("half", Gate::Auto, share(0.50)),
         ],
         defaulted: true,
+        seed: None,
+        expected_success_rate: 0.99,
     }
 }
 

@@ -160,6 +160,10 @@ pub struct Strategy {
     pub waves: Vec<WaveSpec>,
     /// True when `[strategy]` was missing and the safe defaults apply.
     pub defaulted: bool,
+    /// Seed of the backoff jitter; None: derived from the release's name.
+    pub seed: Option<u64>,
+    /// The chance one step succeeds first time, for risk until the fleet has history.
+    pub expected_success_rate: f64,
 }
 
 /// One configured wave: which environments, behind which gate, with which budget.

@@ -86,6 +86,12 @@ pub struct StrategyDef {
     pub step_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub max_failures: Option<Spanned<Amount>>,
+    /// Seed of the backoff jitter (default: derived from the release's name).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// The chance one step succeeds, for risk until the fleet has a history.
+    #[serde(default)]
+    pub expected_success_rate: Option<Spanned<f64>>,
     #[serde(default)]
     pub wave: Vec<WaveDef>,
 }

@@ -34,6 +34,8 @@ pub struct Plan {
     pub default_strategy: bool,
     /// Where the per-step success chance used for risk comes from.
     pub risk_basis: String,
+    /// Seed of the backoff jitter: `[strategy] seed`, or derived from the release's name.
+    pub seed: u64,
     pub checks: Vec<Check>,
 }
 
@@ -132,7 +134,7 @@ pub fn build_with_history(
     let envs = &intent.environments;
     let mut assigned = vec![false; envs.len()];
     let mut waves = Vec::new();
-    let step_success = intent.driver.sim.success_rate;
+    let step_success = strategy.expected_success_rate;
     let services = intent.services.len();
 
     let mut push_wave = |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount| {
@@ -217,17 +219,19 @@ pub fn build_with_history(
         step_timeout: strategy.step_timeout,
         max_failures: strategy.max_failures.allowed(envs.len()),
         default_strategy: strategy.defaulted,
-        risk_basis: match (history, intent.driver.kind) {
-            (Some(h), _) => format!(
+        risk_basis: match history {
+            Some(h) => format!(
                 "the history of {} past attempts, with a Beta prior of mean {step_success} worth {} attempts",
                 h.attempts(),
                 risk::PRIOR_WEIGHT
             ),
-            (None, crate::intent::DriverKind::Sim) => {
-                format!("sim success_rate {step_success} per attempt")
-            }
-            (None, _) => format!("assumed success rate {step_success} per attempt (no history yet)"),
+            None => format!(
+                "expected_success_rate {step_success} per attempt (no history yet)"
+            ),
         },
+        seed: strategy
+            .seed
+            .unwrap_or_else(|| crate::hash::stable_hash(&[rel.name.as_bytes()])),
         checks: Vec::new(),
     };
     plan.checks = policy_checks(intent, &plan, now);
