@@ -85,6 +85,19 @@ impl SimFleet {
     ) -> Result<Self, StoreError> {
         let mut fleet = SimFleet::new(config, release);
         let conn = crate::store::connect(path)?;
+        // The simulated world's own table: the store knows nothing of it.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sim_live (
+                env TEXT NOT NULL,
+                service TEXT NOT NULL,
+                version TEXT NOT NULL,
+                config TEXT NOT NULL,
+                revision TEXT NOT NULL,
+                applies INTEGER NOT NULL,
+                calls INTEGER NOT NULL,
+                PRIMARY KEY (env, service)
+            );",
+        )?;
         // Like the journal writer: no checkpoint (an fsync) in the middle of applies.
         conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
         {

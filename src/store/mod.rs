@@ -1,6 +1,7 @@
 //! The state store: one SQLite database per fleet holding the hash-chained journal of every
 //! event, the rollouts, queued commands from other terminals, the engine lease, last-applied
-//! state, per-step history and the simulated fleet's live state.
+//! state and per-step history. (The simulated fleet keeps its live state here too, in a
+//! table of its own that it makes itself.)
 //!
 //! The journal is the truth: every other view is a fold over it.
 
@@ -82,16 +83,6 @@ const MIGRATIONS: &[&str] = &[
         FROM journal_events
         WHERE kind IN ('step_started', 'step_succeeded')
         GROUP BY 1, 2;
-    CREATE TABLE sim_live (
-        env TEXT NOT NULL,
-        service TEXT NOT NULL,
-        version TEXT NOT NULL,
-        config TEXT NOT NULL,
-        revision TEXT NOT NULL,
-        applies INTEGER NOT NULL,
-        calls INTEGER NOT NULL,
-        PRIMARY KEY (env, service)
-    );
     "#,
     // 1 -> 2: the chain covers every column and names how each row is hashed (rows before
     // stay `v1`); the head is checkpointed outside the journal's table.
