@@ -14,6 +14,7 @@ use common::*;
 /// of the applies that reached it; observe prints them back.
 const APPLY: &str = r#"#!/bin/bash
 set -eu
+LIVE="${LIVE:-$PWD/../live}"
 env="$1"; service="$2"; version="$3"; config="$4"
 live="$LIVE/$env"; mkdir -p "$live"
 printf '%s\n' "$@" > "$live/$service.args"
@@ -22,6 +23,7 @@ if [ -e "$LIVE/flaky-$env-$service" ]; then rm "$LIVE/flaky-$env-$service"; echo
 if [ -e "$LIVE/hang-$env" ]; then sleep 3011 & sleep 3012; fi
 if [ -e "$LIVE/broken-$env-$service" ]; then echo "image $version not found" >&2; exit 3; fi
 sleep "${APPLY_SLEEP:-0}"
+if [ "$env" = "${SLOW_ENV:-}" ]; then touch "$LIVE/started-$env-$service"; sleep 2; fi
 n=0
 if [ -f "$live/$service.json" ]; then n=$(sed -n 's/.*"applies": \([0-9]*\).*/\1/p' "$live/$service.json"); fi
 printf '"%s": {"version": "%s", "revision": "%s", "applies": %s}' "$service" "$version" "$FLOTILLA_REVISION" $((n + 1)) > "$live/$service.json.tmp"
@@ -31,6 +33,7 @@ echo "$(date +%s%N) $env $service" >> "$LIVE/order"
 
 const OBSERVE: &str = r#"#!/bin/bash
 set -eu
+LIVE="${LIVE:-$PWD/../live}"
 live="$LIVE/$1"
 if [ -e "$LIVE/garbage" ]; then echo "Error: cluster unreachable <html>"; exit 0; fi
 printf '{"services": {'
@@ -56,7 +59,7 @@ fn exec_repo(dir: &Path, n: usize, budget: &str, target: &str) -> (PathBuf, Path
         r#"[driver]
 kind = "exec"
 [driver.exec]
-apply = ["./deploy/apply.sh", "{env}", "{service}", "{version}", "{config_file}", "{target}"]
+apply = ["./deploy/apply.sh", "{env}", "{service}", "{version}", "{config_file}", "--target={target}"]
 observe = ["./deploy/observe.sh", "{env}"]
 transient_exit_codes = [75]
 "#,
@@ -260,7 +263,7 @@ fn a_placeholder_value_stays_one_argument_whatever_it_holds() {
     let args = std::fs::read_to_string(live.join("e-01").join("api.args")).unwrap();
     let args: Vec<&str> = args.lines().collect();
     assert_eq!(args.len(), 5, "{args:?}");
-    assert_eq!(args[4], nasty);
+    assert_eq!(args[4], format!("--target={nasty}"));
 }
 
 #[test]
@@ -289,8 +292,8 @@ async fn garbage_from_observe_is_a_clear_permanent_error() {
     let (repo, live) = exec_repo(dir.path(), 2, "0", "");
     std::fs::write(live.join("garbage"), "").unwrap();
     let intent = flotilla::intent::load(&repo, "HEAD").unwrap().intent;
-    // The scripts read LIVE from the environment, as the binary's children would.
-    std::env::set_var("LIVE", &live);
+    // The scripts find the live state beside the repo (LIVE unset).
+    let _ = &live;
     let place = flotilla::drivers::Place {
         repo: &repo,
         state: None,
@@ -308,6 +311,20 @@ async fn garbage_from_observe_is_a_clear_permanent_error() {
     }
 }
 
+/// Whether any process still carries the mark of the engine with pid `engine`.
+fn marked_by(engine: u32) -> Vec<String> {
+    let mark = format!("FLOTILLA_ENGINE={engine}:");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
+            if String::from_utf8_lossy(&environ).contains(&mark) {
+                found.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn an_exec_rollout_killed_mid_way_resumes_by_observing_and_applies_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
@@ -316,32 +333,38 @@ fn an_exec_rollout_killed_mid_way_resumes_by_observing_and_applies_nothing_twice
     let mut child = cmd(&repo, &state, "ops")
         .env("LIVE", &live)
         .env("APPLY_SLEEP", "0.05")
-        .args(["rollout", "r1", "--approve-all", "--output", "json"])
-        .stdout(Stdio::piped())
+        .env("SLOW_ENV", "e-05")
+        .args(["rollout", "r1", "--approve-all"])
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
-    let mut succeeded = 0;
-    for line in lines {
-        if line.unwrap().contains("\"kind\":\"step_succeeded\"") {
-            succeeded += 1;
-            if succeeded == 8 {
-                break;
-            }
+    let engine = child.id();
+    // Kill the engine while e-05's first apply is under way (bounded: 30 s at most).
+    let started = live.join("started-e-05-schema");
+    for _ in 0..3000 {
+        if started.exists() {
+            break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    child.kill().unwrap(); // SIGKILL, with applies in flight
+    assert!(started.exists(), "e-05's apply never started");
+    child.kill().unwrap(); // SIGKILL, with that apply in flight
     child.wait().unwrap();
+    assert!(
+        !marked_by(engine).is_empty(),
+        "the apply in flight should outlive its engine"
+    );
     let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The resumed engine killed what the dead one left running before it observed.
+    assert!(marked_by(engine).is_empty(), "{:?}", marked_by(engine));
+    let done = order(&live);
     for env in (0..8).map(|i| format!("e-{i:02}")) {
         for s in ["schema", "api", "web"] {
-            assert_eq!(
-                applies(&live, &env, s),
-                1,
-                "{env}/{s} applied twice or never"
-            );
+            let n = done.iter().filter(|(e, x)| *e == env && x == s).count();
+            assert_eq!(n, 1, "{env}/{s} applied {n} times");
+            assert_eq!(applies(&live, &env, s), 1, "{env}/{s}");
         }
     }
 }

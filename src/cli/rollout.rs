@@ -180,6 +180,9 @@ pub fn run(
         repo,
         state: Some(&state_path),
     };
+    // This engine holds the lease: what a dead one left running goes before anything is
+    // observed.
+    crate::drivers::after_crash(&intent, place);
     let driver = match crate::drivers::open(&intent, intent.release(&args.release), place) {
         Ok(d) => d,
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),

@@ -74,7 +74,7 @@ impl Role {
                 "config_file",
                 "target",
             ],
-            Role::Health => &["env", "service", "version", "revision", "target"],
+            Role::Health => &["env", "service", "target"],
             Role::Observe | Role::Ping => &["env", "target"],
         }
     }
@@ -86,6 +86,11 @@ pub fn check_placeholders(arg: &str, role: Role) -> Result<(), (std::ops::Range<
     let mut rest = 0;
     while let Some(open) = arg[rest..].find('{') {
         let start = rest + open;
+        // `{{` is a literal `{`.
+        if arg[start + 1..].starts_with('{') {
+            rest = start + 2;
+            continue;
+        }
         let Some(len) = arg[start..].find('}') else {
             return Err((
                 start..arg.len(),
@@ -139,15 +144,27 @@ impl Values<'_> {
         }
     }
 
-    /// One argument with its placeholders replaced: always exactly one argument.
+    /// One argument with its placeholders replaced (`{{` and `}}` are literal braces):
+    /// always exactly one argument.
     fn expand(&self, arg: &str) -> String {
         let mut out = String::with_capacity(arg.len());
         let mut rest = arg;
-        while let Some(open) = rest.find('{') {
+        while let Some(open) = rest.find(['{', '}']) {
+            out.push_str(&rest[..open]);
+            let brace = &rest[open..open + 1];
+            if rest[open + 1..].starts_with(brace) {
+                out.push_str(brace);
+                rest = &rest[open + 2..];
+                continue;
+            }
+            if brace == "}" {
+                out.push('}');
+                rest = &rest[open + 1..];
+                continue;
+            }
             let Some(len) = rest[open..].find('}') else {
                 break;
             };
-            out.push_str(&rest[..open]);
             out.push_str(&self.get(&rest[open + 1..open + len]));
             rest = &rest[open + len + 1..];
         }
@@ -194,8 +211,11 @@ impl Drop for Group {
     }
 }
 
-/// Reads a stream to its end, keeping only its last `KEEP` bytes.
-async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+/// The most of `observe`'s output read: live state is read whole, up to this.
+const OBSERVE_LIMIT: usize = 16 << 20;
+
+/// Reads a stream to its end, keeping only its last `keep` bytes.
+async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -203,17 +223,21 @@ async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 kept.extend_from_slice(&buf[..n]);
-                if kept.len() > 2 * KEEP {
-                    kept.drain(..kept.len() - KEEP);
+                if kept.len() > 2 * keep {
+                    kept.drain(..kept.len() - keep);
                 }
             }
         }
     }
-    if kept.len() > KEEP {
-        kept.drain(..kept.len() - KEEP);
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
     }
     kept
 }
+
+/// How long the output of a command that has exited is still read: something it left in
+/// the background may hold its pipes open, and the step must not wait for that.
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The exec driver.
 pub struct ExecDriver {
@@ -229,10 +253,8 @@ pub const ENGINE_MARK: &str = "FLOTILLA_ENGINE";
 
 impl ExecDriver {
     /// A driver for commands run from `root`; `place` names the state they belong to (the
-    /// state database): commands a dead engine of the same place left running are killed
-    /// now, so none of them goes on applying beside this one.
+    /// state database), for [`kill_orphans`].
     pub fn new(config: ExecConfig, root: &Path, place: &str) -> Self {
-        kill_orphans(place);
         ExecDriver {
             config,
             root: root.to_path_buf(),
@@ -248,6 +270,19 @@ impl ExecDriver {
         values: &Values<'_>,
     ) -> Result<Ran, DriverError> {
         let args: Vec<String> = argv.iter().map(|a| values.expand(a)).collect();
+        // A value may not turn an argument into an option the command line did not write.
+        if let Some((template, arg)) = argv
+            .iter()
+            .zip(&args)
+            .skip(1)
+            .find(|(t, a)| a.starts_with('-') && !t.starts_with('-'))
+        {
+            return Err(DriverError::permanent(format!(
+                "the {what} command for {}: `{template}` expands to `{}`, which would read as an option; write it after `--` or inside another argument (`--flag={template}`)",
+                values.env.name,
+                excerpt(arg)
+            )));
+        }
         let Some((program, rest)) = args.split_first() else {
             return Err(DriverError::permanent(format!(
                 "the {what} command is empty"
@@ -287,25 +322,24 @@ impl ExecDriver {
         let mut group = Group {
             pgid: child.id().map(|p| p as i32),
         };
-        let out = child.stdout.take().map(tail);
-        let err = child.stderr.take().map(tail);
-        let (status, stdout, stderr) = tokio::join!(
-            child.wait(),
-            async {
-                match out {
-                    Some(f) => f.await,
-                    None => Vec::new(),
-                }
-            },
-            async {
-                match err {
-                    Some(f) => f.await,
-                    None => Vec::new(),
-                }
-            }
-        );
-        // Reaped: the group's leader is gone, and what it left behind is its own business.
+        let keep_out = if what == "observe" {
+            OBSERVE_LIMIT
+        } else {
+            KEEP
+        };
+        let out = tokio::spawn(tail(child.stdout.take().expect("piped"), keep_out));
+        let err = tokio::spawn(tail(child.stderr.take().expect("piped"), KEEP));
+        let status = child.wait().await;
+        // Reaped: the group's leader is gone; what it left in the background is its own
+        // business, and its output is read only a moment longer.
         group.pgid = None;
+        let read = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
+            match tokio::time::timeout(DRAIN_AFTER_EXIT, h).await {
+                Ok(Ok(bytes)) => bytes,
+                _ => Vec::new(),
+            }
+        };
+        let (stdout, stderr) = tokio::join!(read(out), read(err));
         let status = status.map_err(|e| {
             DriverError::transient(format!(
                 "the {what} command for {} failed to run: {e}",
@@ -348,7 +382,8 @@ impl ExecDriver {
 /// Kills the process groups of commands whose engine, of the same `place`, is gone (a
 /// `kill -9`): they would otherwise go on applying while a new engine observes and applies
 /// again. Only processes of this user on this host are seen; a live engine's are left.
-fn kill_orphans(place: &str) {
+/// Called by the engine that holds the lease, before it observes anything.
+pub fn kill_orphans(place: &str) {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -378,8 +413,10 @@ fn kill_orphans(place: &str) {
         let Ok(engine) = engine.parse::<i32>() else {
             continue;
         };
-        // SAFETY: signal 0 only asks whether the engine still exists.
-        let engine_alive = unsafe { libc::kill(engine, 0) } == 0;
+        // SAFETY: signal 0 only asks whether the engine still exists. Only "no such
+        // process" means gone (not permitted: someone else's, alive).
+        let engine_alive = unsafe { libc::kill(engine, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
         if their_place == place && engine as u32 != me && !engine_alive {
             // SAFETY: getpgid/kill on a process found just above; at worst it is gone.
             unsafe {
@@ -475,6 +512,15 @@ impl Driver for ExecDriver {
                 return Err(self.failure("observe", &env.name, &ran, &[]));
             }
             let observed: Observed = serde_json::from_str(&ran.stdout).map_err(|e| {
+                // JSON of another shape may hold config values (secrets): only what is wrong
+                // with it is said, not what it says.
+                if serde_json::from_str::<serde_json::Value>(&ran.stdout).is_ok() {
+                    return DriverError::permanent(format!(
+                        "observe for {} (`{}`) printed JSON that is not live state: {e}; it must print {{\"services\": {{\"NAME\": {{\"version\": \"..\", \"config\": {{..}}, \"revision\": \"..\"}}}}}}",
+                        env.name,
+                        argv.join(" ")
+                    ));
+                }
                 DriverError::permanent(format!(
                     "observe for {} (`{}`) printed what is not live state ({e}): \"{}\"; it must print {{\"services\": {{\"NAME\": {{\"version\": \"..\", \"config\": {{..}}, \"revision\": \"..\"}}}}}}",
                     env.name,
@@ -582,6 +628,59 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_value_that_would_read_as_an_option_is_refused() {
+        let env = Environment {
+            name: "e".into(),
+            labels: Default::default(),
+            target: Some("-oProxyCommand=evil".into()),
+            config: Default::default(),
+            file: String::new(),
+        };
+        let config = ExecConfig {
+            ping: Some(vec!["true".into(), "{target}".into()]),
+            ..ExecConfig::default()
+        };
+        let driver = ExecDriver::new(config, Path::new("."), "test");
+        let err = driver.ping(&env).await.unwrap_err();
+        assert!(
+            err.message.contains("would read as an option"),
+            "{}",
+            err.message
+        );
+        // Inside another argument it is only a value.
+        let config = ExecConfig {
+            ping: Some(vec![
+                "true".into(),
+                "--host={target}".into(),
+                "{{literal}}".into(),
+            ]),
+            ..ExecConfig::default()
+        };
+        let driver = ExecDriver::new(config, Path::new("."), "test");
+        assert!(driver.ping(&env).await.is_ok());
+    }
+
+    #[test]
+    fn braces_doubled_are_literal() {
+        assert!(check_placeholders("awk '{{print $1}}'", Role::Apply).is_ok());
+        let env = Environment {
+            name: "e".into(),
+            labels: Default::default(),
+            target: None,
+            config: Default::default(),
+            file: String::new(),
+        };
+        let values = Values {
+            env: &env,
+            service: None,
+            version: None,
+            revision: None,
+            config_file: None,
+        };
+        assert_eq!(values.expand("{{x}}-{env}"), "{x}-e");
+    }
 
     #[test]
     fn placeholders_are_checked_per_command() {

@@ -20,6 +20,27 @@ pub struct Place<'a> {
     pub state: Option<&'a std::path::Path>,
 }
 
+impl Place<'_> {
+    /// What names this place for the commands it starts: the state database's path, in
+    /// full, so two spellings of it agree.
+    fn key(&self) -> String {
+        let path = self.state.unwrap_or(self.repo);
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string()
+    }
+}
+
+/// Cleans up what a dead engine of the same place left running (exec commands that would
+/// go on applying beside this engine). Only the engine that holds the lease calls this,
+/// before it observes anything.
+pub fn after_crash(intent: &crate::intent::Intent, place: Place) {
+    if intent.driver.kind == crate::intent::DriverKind::Exec {
+        exec::kill_orphans(&place.key());
+    }
+}
+
 /// The driver the intent asks for, for a rollout of `release`: the one place drivers are
 /// built. A new driver is a new file in this folder and one line here.
 pub fn open(
@@ -39,7 +60,7 @@ pub fn open(
         DriverKind::Exec => std::sync::Arc::new(exec::ExecDriver::new(
             intent.driver.exec.clone().unwrap_or_default(),
             place.repo,
-            &place.state.unwrap_or(place.repo).display().to_string(),
+            &place.key(),
         )),
         DriverKind::Http => {
             return Err(

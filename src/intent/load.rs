@@ -231,9 +231,15 @@ impl Checker {
             }
             for arg in cmd {
                 if let Err((range, msg)) = check_placeholders(arg.get_ref(), role) {
-                    // The span covers the quoted string: +1 for its opening quote.
-                    let at = arg.span().start + 1;
-                    self.error(f, at + range.start..at + range.end, msg).help = Some(
+                    // Point at the placeholder as written (escapes and quotes make the
+                    // decoded string's offsets differ from the file's).
+                    let raw = &f.text[arg.span()];
+                    let bad = &arg.get_ref()[range.clone()];
+                    let at = match raw.find(bad) {
+                        Some(i) => arg.span().start + i..arg.span().start + i + bad.len(),
+                        None => arg.span(),
+                    };
+                    self.error(f, at, msg).help = Some(
                         "placeholders: {env} {service} {version} {revision} {config_file} {target} {label.KEY}".into(),
                     );
                 }
