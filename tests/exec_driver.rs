@@ -368,3 +368,21 @@ fn an_exec_rollout_killed_mid_way_resumes_by_observing_and_applies_nothing_twice
         }
     }
 }
+
+#[test]
+fn a_script_that_differs_from_the_rollouts_commit_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 2, "0", "");
+    let script = repo.join("deploy/apply.sh");
+    let edited = std::fs::read_to_string(&script).unwrap() + "echo edited by hand\n";
+    std::fs::write(&script, edited).unwrap();
+    let state = dir.path().join("state.db");
+    let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("deploy/apply.sh in the work tree differs from commit"),
+        "{}",
+        text(&out)
+    );
+    assert!(order(&live).is_empty(), "something was applied");
+}

@@ -180,6 +180,24 @@ pub fn run(
         repo,
         state: Some(&state_path),
     };
+    // The scripts run from the work tree; the rollout runs at its commit: they must agree.
+    if let Some(exec) = intent
+        .driver
+        .exec
+        .as_ref()
+        .filter(|_| intent.driver.kind == crate::intent::DriverKind::Exec)
+    {
+        for program in exec.repo_programs() {
+            if let Err(why) =
+                crate::intent::source::work_tree_matches(repo, &intent.revision.commit, &program)
+            {
+                return super::refuse(
+                    exit::INVALID,
+                    format!("refused: {why}; nothing was started"),
+                );
+            }
+        }
+    }
     // This engine holds the lease: what a dead one left running goes before anything is
     // observed.
     crate::drivers::after_crash(&intent, place);

@@ -44,6 +44,24 @@ pub struct ExecConfig {
     pub transient_exit_codes: Vec<i32>,
 }
 
+impl ExecConfig {
+    /// The programs named by a path inside the repo (`./deploy/apply.sh`), repo-relative.
+    pub fn repo_programs(&self) -> Vec<String> {
+        [
+            Some(&self.apply),
+            self.observe.as_ref(),
+            self.health.as_ref(),
+            self.ping.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|argv| argv.first())
+        .filter(|p| p.contains('/') && Path::new(p.as_str()).is_relative())
+        .map(|p| p.trim_start_matches("./").to_string())
+        .collect()
+    }
+}
+
 /// Which command a placeholder appears in: each knows only what it is run for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

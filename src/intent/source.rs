@@ -221,6 +221,35 @@ fn uncommitted(repo: &Repository) -> Vec<Diagnostic> {
         .collect()
 }
 
+/// Whether the work tree's `path` (repo-relative) is what commit `commit` holds there: the
+/// exec driver runs scripts from the work tree, and a rollout pinned to a commit must run
+/// that commit's. Err says how they differ.
+pub fn work_tree_matches(repo_dir: &Path, commit: &str, path: &str) -> Result<(), String> {
+    let repo = Repository::open(repo_dir).map_err(|e| e.message().to_string())?;
+    let tree = repo
+        .revparse_single(commit)
+        .and_then(|o| o.peel_to_commit())
+        .and_then(|c| c.tree())
+        .map_err(|e| e.message().to_string())?;
+    let short = &commit[..7.min(commit.len())];
+    let Ok(entry) = tree.get_path(Path::new(path)) else {
+        return Err(format!(
+            "{path} is not in commit {short}, which the rollout runs at: commit it"
+        ));
+    };
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| e.message().to_string())?;
+    let here =
+        std::fs::read(repo_dir.join(path)).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if here != blob.content() {
+        return Err(format!(
+            "{path} in the work tree differs from commit {short}, which the rollout runs at: commit it, or check that commit out"
+        ));
+    }
+    Ok(())
+}
+
 /// Just the fleet's name from `flotilla.toml` at `rev`, without validating anything else.
 pub fn fleet_name(repo_dir: &Path, rev: &str) -> Result<String, IntentError> {
     let snapshot = read(repo_dir, rev)?;
