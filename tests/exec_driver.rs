@@ -286,6 +286,36 @@ fn an_unknown_placeholder_is_a_validate_error_with_its_position() {
     );
 }
 
+#[test]
+fn a_label_placeholder_an_environment_lacks_is_a_validate_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(3, &strategy("", "0"));
+    f.fleet = f.fleet.replace(
+        "[driver]\nkind = \"sim\"\n",
+        "[driver]\nkind = \"exec\"\n[driver.exec]\napply = [\"helm\", \"--kube-context={label.cluster}\"]\n",
+    );
+    f.envs[0].1 = f.envs[0].1.replace("region", "cluster = \"c1\", region");
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let out = run(&repo, &dir.path().join("s.db"), dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("`{label.cluster}` would be empty for environment `e-01` and 1 more"),
+        "{}",
+        text(&out)
+    );
+    // Every environment has `name`.
+    let mut f = Fixture::standard(2, &strategy("", "0"));
+    f.fleet = f.fleet.replace(
+        "[driver]\nkind = \"sim\"\n",
+        "[driver]\nkind = \"exec\"\n[driver.exec]\napply = [\"true\", \"{label.name}\", \"{label.region}\"]\n",
+    );
+    let repo = dir.path().join("repo2");
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let out = run(&repo, &dir.path().join("s.db"), dir.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
 #[tokio::test]
 async fn garbage_from_observe_is_a_clear_permanent_error() {
     let dir = tempfile::tempdir().unwrap();

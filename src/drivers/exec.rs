@@ -133,6 +133,29 @@ pub fn check_placeholders(arg: &str, role: Role) -> Result<(), (std::ops::Range<
     Ok(())
 }
 
+/// The label keys `arg` uses (`{label.KEY}`), so validate can check every environment has
+/// them.
+pub fn labels_used(arg: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find('{') {
+        if rest[open + 1..].starts_with('{') {
+            rest = &rest[open + 2..];
+            continue;
+        }
+        let Some(len) = rest[open..].find('}') else {
+            break;
+        };
+        if let Some(key) = rest[open + 1..open + len].strip_prefix("label.") {
+            if !key.is_empty() && !keys.iter().any(|k| k == key) {
+                keys.push(key.to_string());
+            }
+        }
+        rest = &rest[open + len + 1..];
+    }
+    keys
+}
+
 /// What placeholders expand to for one call.
 struct Values<'a> {
     env: &'a Environment,

@@ -139,7 +139,7 @@ impl Checker {
         overlays.sort_by(|a: &Overlay, b| (a.priority, &a.file).cmp(&(b.priority, &b.file)));
         releases.sort_by(|a: &Release, b| version_cmp(&a.name, &b.name));
 
-        let driver = self.driver(ff, fleet.driver.as_ref());
+        let driver = self.driver(ff, fleet.driver.as_ref(), &environments);
         let strategy = self.strategy(ff, fleet.strategy.as_ref(), &environments);
         let policy = self.policy(ff, fleet.policy.as_ref());
         if !valid_name(fleet.fleet.name.get_ref()) {
@@ -164,7 +164,12 @@ impl Checker {
         })
     }
 
-    fn driver(&mut self, f: File, d: Option<&schema::DriverSection>) -> Option<DriverConfig> {
+    fn driver(
+        &mut self,
+        f: File,
+        d: Option<&schema::DriverSection>,
+        envs: &[Environment],
+    ) -> Option<DriverConfig> {
         let mut cfg = DriverConfig {
             kind: DriverKind::Sim,
             sim: SimConfig::default(),
@@ -206,7 +211,7 @@ impl Checker {
             cfg.sim.seed = sim.seed.unwrap_or(0);
         }
         if let Some(exec) = &d.exec {
-            cfg.exec = Some(self.exec(f, exec));
+            cfg.exec = Some(self.exec(f, exec, envs));
         }
         if cfg.kind == DriverKind::Exec && cfg.exec.as_ref().is_none_or(|e| e.apply.is_empty()) {
             let span = d.kind.as_ref().map_or(0..0, |k| k.span());
@@ -222,6 +227,7 @@ impl Checker {
         &mut self,
         f: File,
         d: &crate::drivers::exec::ExecDef,
+        envs: &[Environment],
     ) -> crate::drivers::exec::ExecConfig {
         use crate::drivers::exec::{check_placeholders, ExecConfig, Role};
         let mut argv = |cmd: &Option<Vec<Spanned<String>>>, role: Role| -> Option<Vec<String>> {
@@ -242,6 +248,31 @@ impl Checker {
                     self.error(f, at, msg).help = Some(
                         "placeholders: {env} {service} {version} {revision} {config_file} {target} {label.KEY}".into(),
                     );
+                }
+                // A label some environment lacks would expand to nothing there.
+                for key in crate::drivers::exec::labels_used(arg.get_ref()) {
+                    let lacking: Vec<&str> = envs
+                        .iter()
+                        .filter(|e| !e.labels.contains_key(&key))
+                        .map(|e| e.name.as_str())
+                        .collect();
+                    if let Some(first) = lacking.first() {
+                        let placeholder = format!("{{label.{key}}}");
+                        let raw = &f.text[arg.span()];
+                        let at = raw.find(&placeholder).map_or(arg.span(), |i| {
+                            arg.span().start + i..arg.span().start + i + placeholder.len()
+                        });
+                        let more = match lacking.len() {
+                            1 => String::new(),
+                            n => format!(" and {} more", n - 1),
+                        };
+                        let msg = format!(
+                            "`{placeholder}` would be empty for environment `{first}`{more}: it has no label `{key}`"
+                        );
+                        self.error(f, at, msg).help = Some(format!(
+                            "give every environment the label `{key}`, or use another placeholder"
+                        ));
+                    }
                 }
             }
             Some(cmd.iter().map(|a| a.get_ref().clone()).collect())
