@@ -165,7 +165,18 @@ struct Values<'a> {
     config_file: Option<&'a Path>,
 }
 
-impl Values<'_> {
+impl<'a> Values<'a> {
+    /// For a command about the environment as a whole (observe, ping).
+    fn for_env(env: &'a Environment) -> Self {
+        Values {
+            env,
+            service: None,
+            version: None,
+            revision: None,
+            config_file: None,
+        }
+    }
+
     fn get(&self, name: &str) -> String {
         match name {
             "env" => self.env.name.clone(),
@@ -519,13 +530,7 @@ impl Driver for ExecDriver {
             let Some(argv) = &self.config.ping else {
                 return Ok(());
             };
-            let values = Values {
-                env,
-                service: None,
-                version: None,
-                revision: None,
-                config_file: None,
-            };
+            let values = Values::for_env(env);
             let ran = self.run("ping", argv, &values).await?;
             match ran.code {
                 Some(0) => Ok(()),
@@ -541,13 +546,7 @@ impl Driver for ExecDriver {
                     "no observe command is configured ([driver.exec] observe)",
                 ));
             };
-            let values = Values {
-                env,
-                service: None,
-                version: None,
-                revision: None,
-                config_file: None,
-            };
+            let values = Values::for_env(env);
             let ran = self.run("observe", argv, &values).await?;
             if ran.code != Some(0) {
                 return Err(self.failure("observe", &env.name, &ran, &[]));
@@ -713,13 +712,7 @@ mod tests {
             config: Default::default(),
             file: String::new(),
         };
-        let values = Values {
-            env: &env,
-            service: None,
-            version: None,
-            revision: None,
-            config_file: None,
-        };
+        let values = Values::for_env(&env);
         assert_eq!(values.expand("{{x}}-{env}"), "{x}-e");
     }
 
