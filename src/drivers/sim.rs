@@ -14,9 +14,119 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState};
 use crate::hash::{stable_hash, unit};
-use crate::intent::{Environment, Release, SimConfig};
+use crate::intent::{Environment, Release};
 use crate::selector::Selector;
 use crate::store::StoreError;
+
+/// `[driver.sim]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimDef {
+    #[serde(default)]
+    pub success_rate: Option<toml::Spanned<f64>>,
+    #[serde(default)]
+    pub latency: Option<toml::Spanned<String>>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// The simulated fleet's behaviour.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Chance that one apply succeeds first time; failures are transient.
+    pub success_rate: f64,
+    /// Each call takes a latency drawn uniformly from this range.
+    pub latency: (Duration, Duration),
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            success_rate: 0.99,
+            latency: (Duration::ZERO, Duration::ZERO),
+            seed: 0,
+        }
+    }
+}
+
+/// A problem in the simulator's settings: where (a byte range of the file), what, and what
+/// would be right.
+pub type Problem = (std::ops::Range<usize>, String, String);
+
+/// Checks `[driver.sim]`; what is wrong is returned beside the settings (left at their
+/// defaults where wrong).
+pub fn check_config(def: &SimDef) -> (SimConfig, Vec<Problem>) {
+    let mut cfg = SimConfig::default();
+    let mut problems = Vec::new();
+    if let Some(rate) = &def.success_rate {
+        let r = *rate.get_ref();
+        if r > 0.0 && r <= 1.0 {
+            cfg.success_rate = r;
+        } else {
+            problems.push((
+                rate.span(),
+                format!("success_rate {r} is out of range"),
+                "use a probability above 0 and at most 1, e.g. 0.99".into(),
+            ));
+        }
+    }
+    if let Some(lat) = &def.latency {
+        match parse_latency(lat.get_ref()) {
+            Ok(range) => cfg.latency = range,
+            Err(msg) => problems.push((
+                lat.span(),
+                msg,
+                "write a duration or a range, e.g. \"40ms..400ms\"".into(),
+            )),
+        }
+    }
+    cfg.seed = def.seed.unwrap_or(0);
+    (cfg, problems)
+}
+
+/// `"40ms..400ms"` or one duration.
+pub fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    let parse = |p: &str| {
+        humantime::parse_duration(p.trim()).map_err(|e| format!("invalid latency `{s}`: {e}"))
+    };
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (lo, hi) = (parse(a)?, parse(b)?);
+            if hi < lo {
+                return Err(format!("latency range `{s}` ends below its start"));
+            }
+            Ok((lo, hi))
+        }
+        None => parse(s).map(|d| (d, d)),
+    }
+}
+
+/// A release's `[sim]` table as written: how the simulated fleet should misbehave for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSimDef {
+    /// Environments where every apply fails permanently.
+    #[serde(default)]
+    pub broken: Option<toml::Spanned<String>>,
+    /// Environments where an apply never returns (to exercise step timeouts).
+    #[serde(default)]
+    pub hang: Option<toml::Spanned<String>>,
+    /// Only these services of the release crash where it is broken (default: all).
+    #[serde(default)]
+    pub broken_services: Option<Vec<toml::Spanned<String>>>,
+}
+
+/// A release's `[sim]` table, checked.
+#[derive(Debug, Clone, Default)]
+pub struct SimRelease {
+    /// Environments where this release fails permanently.
+    pub broken: Option<Selector>,
+    /// The services of this release that fail there (empty: all).
+    pub broken_services: Vec<String>,
+    /// Environments where applies of this release hang.
+    pub hang: Option<Selector>,
+}
 
 /// The live state of the simulated fleet.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -59,17 +169,17 @@ impl SimFleet {
     pub fn new(config: SimConfig, release: Option<&Release>) -> Self {
         SimFleet {
             config,
-            broken: release.and_then(|r| r.sim_broken.clone()),
+            broken: release.and_then(|r| r.sim.broken.clone()),
             release_versions: release
                 .map(|r| {
                     let mut versions = r.services.clone();
-                    if !r.sim_broken_services.is_empty() {
-                        versions.retain(|s, _| r.sim_broken_services.contains(s));
+                    if !r.sim.broken_services.is_empty() {
+                        versions.retain(|s, _| r.sim.broken_services.contains(s));
                     }
                     versions
                 })
                 .unwrap_or_default(),
-            hang: release.and_then(|r| r.sim_hang.clone()),
+            hang: release.and_then(|r| r.sim.hang.clone()),
             state: Mutex::new(SimState::default()),
             calls: Mutex::new(BTreeMap::new()),
             db: None,
@@ -367,9 +477,10 @@ mod tests {
             file: "releases/r.toml".into(),
             services: [("api".to_string(), "1.0".to_string())].into(),
             config: Default::default(),
-            sim_broken: Some(broken.parse().unwrap()),
-            sim_broken_services: Vec::new(),
-            sim_hang: None,
+            sim: SimRelease {
+                broken: Some(broken.parse().unwrap()),
+                ..SimRelease::default()
+            },
         }
     }
 
@@ -389,10 +500,8 @@ mod tests {
         };
         fleet.apply(&env("a", "ap"), &earlier).await.unwrap();
         // Only the services the release names as broken crash, when it names some.
-        let only_web = Release {
-            sim_broken_services: vec!["web".into()],
-            ..release("region=ap")
-        };
+        let mut only_web = release("region=ap");
+        only_web.sim.broken_services = vec!["web".into()];
         let fleet_web = SimFleet::new(fleet.config.clone(), Some(&only_web));
         fleet_web.apply(&env("a", "ap"), &req("r1")).await.unwrap();
         let ok = env("b", "eu");

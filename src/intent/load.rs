@@ -172,7 +172,7 @@ impl Checker {
     ) -> Option<DriverConfig> {
         let mut cfg = DriverConfig {
             kind: DriverKind::Sim,
-            sim: SimConfig::default(),
+            sim: Default::default(),
             exec: None,
         };
         let Some(d) = d else { return Some(cfg) };
@@ -189,26 +189,13 @@ impl Checker {
                 }
             };
         }
+        // The simulator checks its own settings.
         if let Some(sim) = &d.sim {
-            if let Some(rate) = &sim.success_rate {
-                let r = *rate.get_ref();
-                if !(r > 0.0 && r <= 1.0) {
-                    self.error(f, rate.span(), format!("success_rate {r} is out of range"))
-                        .help = Some("use a probability above 0 and at most 1, e.g. 0.99".into());
-                } else {
-                    cfg.sim.success_rate = r;
-                }
+            let (config, problems) = crate::drivers::sim::check_config(sim);
+            for (span, msg, help) in problems {
+                self.error(f, span, msg).help = Some(help);
             }
-            if let Some(lat) = &sim.latency {
-                match parse_latency(lat.get_ref()) {
-                    Ok(range) => cfg.sim.latency = range,
-                    Err(msg) => {
-                        self.error(f, lat.span(), msg).help =
-                            Some("write a duration or a range, e.g. \"40ms..400ms\"".into());
-                    }
-                }
-            }
-            cfg.sim.seed = sim.seed.unwrap_or(0);
+            cfg.sim = config;
         }
         if let Some(exec) = &d.exec {
             cfg.exec = Some(self.exec(f, exec, envs));
@@ -693,14 +680,16 @@ impl Checker {
             file: f.path.to_string(),
             services,
             config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
-            sim_broken,
-            sim_broken_services: raw
-                .sim
-                .as_ref()
-                .and_then(|s| s.broken_services.as_ref())
-                .map(|v| v.iter().map(|s| s.get_ref().clone()).collect())
-                .unwrap_or_default(),
-            sim_hang,
+            sim: crate::drivers::sim::SimRelease {
+                broken: sim_broken,
+                broken_services: raw
+                    .sim
+                    .as_ref()
+                    .and_then(|s| s.broken_services.as_ref())
+                    .map(|v| v.iter().map(|s| s.get_ref().clone()).collect())
+                    .unwrap_or_default(),
+                hang: sim_hang,
+            },
         })
     }
 
@@ -912,23 +901,6 @@ fn parse_amount(a: &schema::Amount) -> Result<Amount, String> {
                 Err(format!("`{t}` is not between 0% and 100%"))
             }
         }
-    }
-}
-
-/// `"40ms..400ms"` or a single duration.
-pub fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
-    let parse = |p: &str| {
-        humantime::parse_duration(p.trim()).map_err(|e| format!("invalid latency `{s}`: {e}"))
-    };
-    match s.split_once("..") {
-        Some((a, b)) => {
-            let (lo, hi) = (parse(a)?, parse(b)?);
-            if hi < lo {
-                return Err(format!("latency range `{s}` ends below its start"));
-            }
-            Ok((lo, hi))
-        }
-        None => parse(s).map(|d| (d, d)),
     }
 }
 

@@ -61,29 +61,10 @@ pub enum DriverKind {
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub kind: DriverKind,
-    pub sim: SimConfig,
+    /// `[driver.sim]`: the simulator's own settings, parsed by it.
+    pub sim: crate::drivers::sim::SimConfig,
     /// `[driver.exec]`, checked; set whenever the table is there.
     pub exec: Option<crate::drivers::exec::ExecConfig>,
-}
-
-/// The simulated fleet's behaviour.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// Chance that one apply succeeds first time; failures are transient.
-    pub success_rate: f64,
-    /// Each call takes a latency drawn uniformly from this range.
-    pub latency: (Duration, Duration),
-    pub seed: u64,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            success_rate: 0.99,
-            latency: (Duration::ZERO, Duration::ZERO),
-            seed: 0,
-        }
-    }
 }
 
 /// A deployable unit that runs in every environment.
@@ -227,10 +208,6 @@ pub struct Release {
     pub file: String,
     pub services: BTreeMap<String, String>,
     pub config: toml::Table,
-    /// For the sim driver: environments where this release fails permanently.
-    pub sim_broken: Option<Selector>,
-    /// For the sim driver: the services of this release that fail there (empty: all).
-    pub sim_broken_services: Vec<String>,
-    /// For the sim driver: environments where applies of this release hang.
-    pub sim_hang: Option<Selector>,
+    /// The release's `[sim]` table: how the simulated fleet misbehaves for it.
+    pub sim: crate::drivers::sim::SimRelease,
 }

@@ -37,25 +37,13 @@ pub struct DriverSection {
     #[serde(default)]
     pub kind: Option<Spanned<String>>,
     #[serde(default)]
-    pub sim: Option<SimDef>,
+    pub sim: Option<crate::drivers::sim::SimDef>,
     /// The exec driver's commands (its own type: the driver owns its settings).
     #[serde(default)]
     pub exec: Option<crate::drivers::exec::ExecDef>,
     /// Settings of the `http` driver; its issue gives them a shape.
     #[serde(default)]
     pub http: Option<toml::Table>,
-}
-
-/// `[driver.sim]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SimDef {
-    #[serde(default)]
-    pub success_rate: Option<Spanned<f64>>,
-    #[serde(default)]
-    pub latency: Option<Spanned<String>>,
-    #[serde(default)]
-    pub seed: Option<u64>,
 }
 
 /// `[[service]]`.
@@ -180,20 +168,5 @@ pub struct ReleaseFile {
     #[serde(default)]
     pub config: Option<Spanned<toml::Table>>,
     #[serde(default)]
-    pub sim: Option<ReleaseSim>,
-}
-
-/// How the simulated fleet should misbehave for this release.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseSim {
-    /// Environments where every apply fails permanently.
-    #[serde(default)]
-    pub broken: Option<Spanned<String>>,
-    /// Environments where an apply never returns (to exercise step timeouts).
-    #[serde(default)]
-    pub hang: Option<Spanned<String>>,
-    /// Only these services of the release crash where it is broken (default: all).
-    #[serde(default)]
-    pub broken_services: Option<Vec<Spanned<String>>>,
+    pub sim: Option<crate::drivers::sim::ReleaseSimDef>,
 }
