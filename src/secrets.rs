@@ -63,6 +63,16 @@ fn walk(named: &[String], prefix: &str, table: &toml::Table, out: &mut Vec<Strin
     }
 }
 
+/// The value at dotted `path` of `config`, if there is one.
+pub fn value_at<'a>(config: &'a toml::Table, path: &str) -> Option<&'a toml::Value> {
+    let mut segments = path.split('.');
+    let mut value = config.get(segments.next()?)?;
+    for segment in segments {
+        value = value.as_table()?.get(segment)?;
+    }
+    Some(value)
+}
+
 /// `config` with the values at `secret` paths replaced by what `with` makes of them.
 fn replace(
     config: &toml::Table,
@@ -164,15 +174,8 @@ pub fn mask_pair(
         }
     }
     let secret = &secret[..];
-    let at = |config: &toml::Table, path: &str| -> Option<toml::Value> {
-        let mut value = toml::Value::Table(config.clone());
-        for segment in path.split('.') {
-            value = value.as_table()?.get(segment)?.clone();
-        }
-        Some(value)
-    };
     let masked_desired = replace(desired, secret, &|path, v| {
-        let same = at(live, path).is_some_and(|l| same_secret(&l, v));
+        let same = value_at(live, path).is_some_and(|l| same_secret(l, v));
         toml::Value::String(if same { MASK } else { MASK_CHANGED }.into())
     });
     (mask(live, secret), masked_desired)

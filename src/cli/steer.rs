@@ -64,6 +64,16 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
     if engine.is_none() && command == StoredCommand::Abort {
         return abort_idle(&store, rollout.id, &rollout.release, &me);
     }
+    // Queues the command, recorded with who sent it and from where.
+    let queue = || {
+        store.queue_command(
+            rollout.id,
+            &super::rollout::now_text(),
+            &me.actor(),
+            me.origin().as_deref(),
+            &command,
+        )
+    };
     if engine.is_none() && command == StoredCommand::Resume {
         // Nothing runs it: resuming means running it here, headless, from where it stopped.
         // The resume goes through the queue behind anything queued before it (a pause), so
@@ -77,15 +87,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
                 .unwrap_or(0)
                 > 0;
         if held {
-            let ts = super::rollout::now_text();
-            let queued = store.queue_command(
-                rollout.id,
-                &ts,
-                &me.actor(),
-                me.origin().as_deref(),
-                &command,
-            );
-            if let Err(e) = queued {
+            if let Err(e) = queue() {
                 eprintln!("error: {e}");
                 return exit::INVALID;
             }
@@ -118,14 +120,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
         .ok()
         .and_then(|r| r.last().map(|x| x.seq))
         .unwrap_or(0);
-    let ts = super::rollout::now_text();
-    let id = match store.queue_command(
-        rollout.id,
-        &ts,
-        &me.actor(),
-        me.origin().as_deref(),
-        &command,
-    ) {
+    let id = match queue() {
         Ok(id) => id,
         Err(e) => {
             eprintln!("error: {e}");

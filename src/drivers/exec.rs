@@ -487,12 +487,8 @@ fn secret_values(req: &ApplyRequest) -> Vec<String> {
     req.secrets
         .iter()
         .filter_map(|path| {
-            let mut v = toml::Value::Table(req.config.clone());
-            for segment in path.split('.') {
-                v = v.as_table()?.get(segment)?.clone();
-            }
-            Some(match v {
-                toml::Value::String(s) => s,
+            Some(match crate::secrets::value_at(&req.config, path)? {
+                toml::Value::String(s) => s.clone(),
                 other => other.to_string(),
             })
         })

@@ -347,6 +347,14 @@ impl RolloutView {
         failed
     }
 
+    /// Where each step of environment `env` stands (the steps are keyed by env first).
+    fn env_steps<'a>(&'a self, env: &'a str) -> impl Iterator<Item = StepView> + 'a {
+        self.steps
+            .range((env.to_string(), String::new())..)
+            .take_while(move |((e, _), _)| e == env)
+            .map(|(_, (s, _, _))| *s)
+    }
+
     /// How environment `env` ended, if it did: succeeded (every service), skipped or
     /// rolled back.
     pub fn env_outcome(&self, env: &str) -> Option<&'static str> {
@@ -356,27 +364,19 @@ impl RolloutView {
         if self.rollbacks.get(env).map(|r| r.state) == Some(RollbackState::Done) {
             return Some("rolled back");
         }
-        let states: Vec<StepView> = self
-            .steps
-            .range((env.to_string(), String::new())..)
-            .take_while(|((e, _), _)| e == env)
-            .map(|(_, (s, _, _))| *s)
-            .collect();
+        let states: Vec<StepView> = self.env_steps(env).collect();
         let all = !self.services.is_empty() && states.len() == self.services.len();
         (all && states.iter().all(|s| *s == StepView::Succeeded)).then_some("succeeded")
     }
 
     /// Whether this rollout started (or finished) any step in environment `env`.
     pub fn touched(&self, env: &str) -> bool {
-        self.steps
-            .range((env.to_string(), String::new())..)
-            .take_while(|((e, _), _)| e == env)
-            .any(|(_, (s, _, _))| {
-                matches!(
-                    s,
-                    StepView::Running | StepView::Succeeded | StepView::Failed
-                )
-            })
+        self.env_steps(env).any(|s| {
+            matches!(
+                s,
+                StepView::Running | StepView::Succeeded | StepView::Failed
+            )
+        })
     }
 
     /// Environments of `wave` rolled back so far (also after the wave completed).

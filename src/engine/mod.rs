@@ -462,9 +462,7 @@ impl Engine {
                     let env = &ctx.intent.environments[i];
                     // Cannot tell (observe failed): nothing is recovered, so those steps are
                     // applied again, which is safe because applies are idempotent by revision.
-                    let observed =
-                        tokio::time::timeout(ctx.step_timeout, ctx.driver.observe(env)).await;
-                    let Ok(Ok(live)) = observed else {
+                    let Some(live) = step::observed_within(&ctx, env).await else {
                         return (i, Vec::new());
                     };
                     let mut done = Vec::new();
@@ -1060,13 +1058,9 @@ impl Engine {
         let (i, ok) = match joined {
             Some(Ok((id, (i, ok, back)))) => {
                 self.rollback_task_env.remove(&id);
+                let back: Vec<usize> = back.iter().filter_map(|n| self.service_index(n)).collect();
                 if let Some(plan) = self.rollback_of.get_mut(&i) {
-                    let intent = &self.ctx.intent;
-                    plan.done.extend(
-                        back.iter().filter_map(|name| {
-                            intent.services.iter().position(|s| &s.name == name)
-                        }),
-                    );
+                    plan.done.extend(back);
                 }
                 (i, ok)
             }

@@ -360,11 +360,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
     }
     // Cannot tell (observe failed): everything is applied, which is safe because applies
     // are idempotent by revision.
-    let live = tokio::time::timeout(ctx.step_timeout, ctx.driver.observe(environment))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let live = observed_within(&ctx, environment).await.unwrap_or_default();
     for req in services {
         let already = live
             .get(&req.service)
@@ -385,7 +381,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
                         service: req.service.clone(),
                         version: req.version.clone(),
                         revision: req.revision.clone(),
-                        // None: it was found back, nothing was applied.
+                        // 0: it was found back, nothing was applied.
                         attempts: if already { 0 } else { attempt },
                     });
                     back.push(req.service.clone());
@@ -417,6 +413,18 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         by,
     });
     (env, true, back)
+}
+
+/// What `environment` runs, if the driver says so within the step timeout (None: cannot
+/// tell, so recovery applies again, which applies being idempotent by revision allows).
+pub async fn observed_within(
+    ctx: &StepContext,
+    environment: &crate::intent::Environment,
+) -> Option<crate::drivers::LiveState> {
+    tokio::time::timeout(ctx.step_timeout, ctx.driver.observe(environment))
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// Whether `service` answers healthy within the step timeout (no answer: not known healthy).

@@ -114,23 +114,24 @@ fn row_hash(chain: Chain, key: Option<&[u8]>, prev: &str, row: &Columns) -> Stri
             row.body.as_bytes(),
         ],
     };
+    // Each part, then a newline: ("ab","c") and ("a","bc") hash apart.
+    let feed = |h: &mut dyn hmac::digest::Update| {
+        for part in &parts {
+            h.update(part);
+            h.update(b"\n");
+        }
+    };
     let digest: Vec<u8> = match (chain, key) {
         (Chain::Hmac, Some(key)) => {
             let mut mac =
                 hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
-            for part in &parts {
-                mac.update(part);
-                mac.update(b"\n");
-            }
+            feed(&mut mac);
             mac.finalize().into_bytes().to_vec()
         }
         // Without its key a keyed row cannot be recomputed; verify says so before this.
         _ => {
             let mut h = Sha256::new();
-            for part in &parts {
-                h.update(part);
-                h.update(b"\n");
-            }
+            feed(&mut h);
             h.finalize().to_vec()
         }
     };
@@ -159,7 +160,13 @@ fn write_event(out: &mut String, event: &Event) {
 }
 
 /// Appends `events` of `rollout` in `tx` as one row, continuing the hash chain.
-pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Result<(), StoreError> {
+/// `key` is the audit key ([`audit_key`]), read once by the caller.
+pub fn append(
+    tx: &Transaction,
+    rollout: Option<i64>,
+    events: &[Event],
+    key: Option<&[u8]>,
+) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -169,7 +176,6 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
         .prepare_cached("SELECT seq, hash, chain FROM journal ORDER BY seq DESC LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let key = audit_key();
     // A keyed chain stays keyed: a row without the key would break it for good.
     if key.is_none() && last.as_ref().is_some_and(|l| l.2 == Chain::Hmac.name()) {
         return Err(keyed_without_key());
@@ -199,7 +205,7 @@ pub fn append(tx: &Transaction, rollout: Option<i64>, events: &[Event]) -> Resul
         events: &count,
         body: &body,
     };
-    let hash = row_hash(chain, key.as_deref(), &prev, &columns);
+    let hash = row_hash(chain, key, &prev, &columns);
     tx.prepare_cached(
         "INSERT INTO journal (seq, rollout, ts, events, body, hash, chain)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -257,14 +263,7 @@ pub fn check_key(conn: &Connection, key: Option<&[u8]>) -> Result<(), StoreError
         })
         .optional()?
         .unwrap_or_default();
-    let columns = Columns {
-        seq: row.seq,
-        rollout: row.rollout,
-        ts: &row.ts,
-        events: &row.events,
-        body: &row.body,
-    };
-    if row_hash(Chain::Hmac, Some(key), &prev, &columns) != row.hash {
+    if row_hash(Chain::Hmac, Some(key), &prev, &row.columns()) != row.hash {
         return Err(StoreError::AuditKey(
             "FLOTILLA_AUDIT_KEY is not the key of this journal (its newest row does not verify with it); nothing was written".into(),
         ));
@@ -293,11 +292,7 @@ pub fn checkpoint(conn: &Connection, ts: &str, reason: &str) -> Result<(), Store
     let Some((seq, hash)) = head(conn)? else {
         return Ok(());
     };
-    let newest: Option<i64> = conn
-        .query_row("SELECT max(seq) FROM checkpoints", [], |r| r.get(0))
-        .optional()?
-        .flatten();
-    if newest != Some(seq) {
+    if newest_checkpoint(conn)?.map(|c| c.seq) != Some(seq) {
         record_checkpoint(conn, seq, &hash, ts, reason)?;
     }
     Ok(())
@@ -312,22 +307,26 @@ pub struct Checkpoint {
     pub reason: String,
 }
 
+/// Checkpoints, oldest first; `newest` only: the newest, if any.
+fn checkpoints(conn: &Connection, newest: bool) -> Result<Vec<Checkpoint>, StoreError> {
+    let order = if newest { "DESC LIMIT 1" } else { "" };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT seq, hash, ts, reason FROM checkpoints ORDER BY seq {order}"
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Checkpoint {
+            seq: r.get(0)?,
+            hash: r.get(1)?,
+            ts: r.get(2)?,
+            reason: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The newest checkpoint, if any.
 pub fn newest_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT seq, hash, ts, reason FROM checkpoints ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| {
-                Ok(Checkpoint {
-                    seq: r.get(0)?,
-                    hash: r.get(1)?,
-                    ts: r.get(2)?,
-                    reason: r.get(3)?,
-                })
-            },
-        )
-        .optional()?)
+    Ok(checkpoints(conn, true)?.pop())
 }
 
 /// Why the journal is shorter than its own records say, if it is: cheap enough to check
@@ -344,15 +343,16 @@ pub fn truncation(conn: &Connection) -> Result<Option<String>, StoreError> {
     }
     // Rollouts that got as far as an outcome have journal rows; none at all means they
     // were deleted (with the checkpoints, or before there were any).
-    let orphans: Vec<i64> = conn
-        .prepare(
+    let orphan: Option<i64> = conn
+        .query_row(
             "SELECT id FROM rollouts WHERE status != 'running'
              AND NOT EXISTS (SELECT 1 FROM journal WHERE journal.rollout = rollouts.id)
-             ORDER BY id",
-        )?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if let Some(first) = orphans.first() {
+             ORDER BY id LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(first) = orphan {
         return Ok(Some(format!(
             "rollout {first} is recorded as run but has no journal rows: they were deleted"
         )));
@@ -388,20 +388,20 @@ pub fn append_now(
     rollout: Option<i64>,
     events: &[Event],
 ) -> Result<(), StoreError> {
-    append_fenced(conn, rollout, events, None)
+    let key = audit_key();
+    check_key(conn, key.as_deref())?;
+    append_fenced(conn, rollout, events, None, key.as_deref())
 }
 
-/// Appends events in one transaction, only while `fence` (if any) holds the lease.
+/// Appends events in one transaction, only while `fence` (if any) holds the lease. `key`
+/// was checked against the journal ([`check_key`]) by the caller.
 fn append_fenced(
     conn: &mut Connection,
     rollout: Option<i64>,
     events: &[Event],
     fence: Option<&Holder>,
+    key: Option<&[u8]>,
 ) -> Result<(), StoreError> {
-    // The writer checked its key when it started; one-off appends check it here.
-    if fence.is_none() {
-        check_key(conn, audit_key().as_deref())?;
-    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if let Some(h) = fence {
         let held: i64 = tx
@@ -415,7 +415,7 @@ fn append_fenced(
             });
         }
     }
-    append(&tx, rollout, events)?;
+    append(&tx, rollout, events, key)?;
     tx.commit()?;
     Ok(())
 }
@@ -428,6 +428,19 @@ struct Row {
     body: String,
     hash: String,
     chain: String,
+}
+
+impl Row {
+    /// The columns its hash covers.
+    fn columns(&self) -> Columns<'_> {
+        Columns {
+            seq: self.seq,
+            rollout: self.rollout,
+            ts: &self.ts,
+            events: &self.events,
+            body: &self.body,
+        }
+    }
 }
 
 fn raw_rows(conn: &Connection, rollout: Option<i64>) -> Result<Vec<Row>, StoreError> {
@@ -612,14 +625,7 @@ pub fn verify(
             _ => {}
         }
         newest = chain;
-        let columns = Columns {
-            seq: row.seq,
-            rollout: row.rollout,
-            ts: &row.ts,
-            events: &row.events,
-            body: &row.body,
-        };
-        let hash = row_hash(chain, key, &prev, &columns);
+        let hash = row_hash(chain, key, &prev, &row.columns());
         if hash != row.hash {
             return broken(
                 row.seq,
@@ -643,19 +649,7 @@ pub fn verify(
             "FLOTILLA_AUDIT_KEY is set but the newest row is not keyed: it was written without the key, or the journal was re-chained without it".into(),
         );
     }
-    let mut checkpoints =
-        conn.prepare("SELECT seq, hash, ts, reason FROM checkpoints ORDER BY seq")?;
-    let checkpoints: Vec<Checkpoint> = checkpoints
-        .query_map([], |r| {
-            Ok(Checkpoint {
-                seq: r.get(0)?,
-                hash: r.get(1)?,
-                ts: r.get(2)?,
-                reason: r.get(3)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    for c in &checkpoints {
+    for c in &checkpoints(conn, false)? {
         match hashes.get(&c.seq) {
             None => {
                 return broken(
@@ -764,7 +758,9 @@ pub fn spawn(
     downstream: mpsc::UnboundedSender<Vec<Event>>,
 ) -> Result<(Journal, JournalThread), StoreError> {
     let mut conn = connect(path)?;
-    check_key(&conn, audit_key().as_deref())?;
+    // Read and checked once: every batch of this writer uses it.
+    let key = audit_key();
+    check_key(&conn, key.as_deref())?;
     // Checkpoints (copying the WAL into the database, with an fsync) in the middle of a
     // rollout stall the steps waiting on the journal; let the WAL grow to 64 MB instead. The
     // last connection to close checkpoints it.
@@ -831,7 +827,7 @@ pub fn spawn(
                     }
                 }
                 let ok = failure.is_none()
-                    && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref()) {
+                    && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref(), key.as_deref()) {
                         Ok(()) => true,
                         Err(e) => {
                             // A lost lease is the engine's to explain (who took it, when).
