@@ -98,37 +98,81 @@ impl Role {
     }
 }
 
-/// The placeholders in `arg`, with their byte ranges (braces included), or why one is
-/// malformed or unknown for `role`: (byte range inside `arg`, message).
+/// One piece of a command argument as written.
+enum Piece<'a> {
+    /// Literal text (`{{` and `}}` each become one brace).
+    Text(&'a str),
+    /// `{name}`, with the byte range of the whole placeholder, braces included.
+    Placeholder(std::ops::Range<usize>, &'a str),
+    /// A `{` without its `}`, at this byte; the rest of the argument follows as text.
+    Unclosed(usize),
+}
+
+/// Splits an argument into text and placeholders: the one reading of the placeholder syntax
+/// that checking, label lookup and expansion share.
+fn pieces(arg: &str) -> Vec<Piece<'_>> {
+    let bytes = arg.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut text) = (0, 0);
+    // Braces are ASCII, so byte offsets found here are always character boundaries.
+    while i < bytes.len() {
+        let doubled = bytes.get(i + 1) == Some(&bytes[i]);
+        match bytes[i] {
+            b'{' | b'}' if doubled => {
+                out.push(Piece::Text(&arg[text..i]));
+                out.push(Piece::Text(&arg[i..i + 1]));
+                i += 2;
+                text = i;
+            }
+            b'{' => {
+                out.push(Piece::Text(&arg[text..i]));
+                match arg[i..].find('}') {
+                    Some(len) => {
+                        out.push(Piece::Placeholder(i..i + len + 1, &arg[i + 1..i + len]));
+                        i += len + 1;
+                    }
+                    None => {
+                        out.push(Piece::Unclosed(i));
+                        out.push(Piece::Text(&arg[i..]));
+                        i = bytes.len();
+                    }
+                }
+                text = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push(Piece::Text(&arg[text..]));
+    out
+}
+
+/// Whether the placeholders of `arg` are ones `role` knows; if not, the byte range of the
+/// first bad one inside `arg` and what is wrong.
 pub fn check_placeholders(arg: &str, role: Role) -> Result<(), (std::ops::Range<usize>, String)> {
-    let mut rest = 0;
-    while let Some(open) = arg[rest..].find('{') {
-        let start = rest + open;
-        // `{{` is a literal `{`.
-        if arg[start + 1..].starts_with('{') {
-            rest = start + 2;
-            continue;
+    for piece in pieces(arg) {
+        match piece {
+            Piece::Text(_) => {}
+            Piece::Unclosed(start) => {
+                return Err((
+                    start..arg.len(),
+                    "a `{` without its `}`: placeholders are written `{env}`".into(),
+                ))
+            }
+            Piece::Placeholder(range, name) => {
+                let known = role.placeholders().contains(&name)
+                    || name.strip_prefix("label.").is_some_and(|k| !k.is_empty());
+                if !known {
+                    let all = role.placeholders().join("}, {");
+                    return Err((
+                        range,
+                        format!(
+                            "unknown placeholder `{{{name}}}` in the {} command (it may use {{{all}}} and {{label.KEY}})",
+                            role.name()
+                        ),
+                    ));
+                }
+            }
         }
-        let Some(len) = arg[start..].find('}') else {
-            return Err((
-                start..arg.len(),
-                "a `{` without its `}`: placeholders are written `{env}`".into(),
-            ));
-        };
-        let name = &arg[start + 1..start + len];
-        let known = role.placeholders().contains(&name)
-            || name.strip_prefix("label.").is_some_and(|k| !k.is_empty());
-        if !known {
-            let all = role.placeholders().join("}, {");
-            return Err((
-                start..start + len + 1,
-                format!(
-                    "unknown placeholder `{{{name}}}` in the {} command (it may use {{{all}}} and {{label.KEY}})",
-                    role.name()
-                ),
-            ));
-        }
-        rest = start + len + 1;
     }
     Ok(())
 }
@@ -136,22 +180,15 @@ pub fn check_placeholders(arg: &str, role: Role) -> Result<(), (std::ops::Range<
 /// The label keys `arg` uses (`{label.KEY}`), so validate can check every environment has
 /// them.
 pub fn labels_used(arg: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut rest = arg;
-    while let Some(open) = rest.find('{') {
-        if rest[open + 1..].starts_with('{') {
-            rest = &rest[open + 2..];
-            continue;
-        }
-        let Some(len) = rest[open..].find('}') else {
-            break;
-        };
-        if let Some(key) = rest[open + 1..open + len].strip_prefix("label.") {
-            if !key.is_empty() && !keys.iter().any(|k| k == key) {
-                keys.push(key.to_string());
+    let mut keys: Vec<String> = Vec::new();
+    for piece in pieces(arg) {
+        if let Piece::Placeholder(_, name) = piece {
+            if let Some(key) = name.strip_prefix("label.").filter(|k| !k.is_empty()) {
+                if !keys.iter().any(|k| k == key) {
+                    keys.push(key.to_string());
+                }
             }
         }
-        rest = &rest[open + len + 1..];
     }
     keys
 }
@@ -200,27 +237,14 @@ impl<'a> Values<'a> {
     /// always exactly one argument.
     fn expand(&self, arg: &str) -> String {
         let mut out = String::with_capacity(arg.len());
-        let mut rest = arg;
-        while let Some(open) = rest.find(['{', '}']) {
-            out.push_str(&rest[..open]);
-            let brace = &rest[open..open + 1];
-            if rest[open + 1..].starts_with(brace) {
-                out.push_str(brace);
-                rest = &rest[open + 2..];
-                continue;
+        for piece in pieces(arg) {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Placeholder(_, name) => out.push_str(&self.get(name)),
+                // Refused by validate; what follows is kept as text.
+                Piece::Unclosed(_) => {}
             }
-            if brace == "}" {
-                out.push('}');
-                rest = &rest[open + 1..];
-                continue;
-            }
-            let Some(len) = rest[open..].find('}') else {
-                break;
-            };
-            out.push_str(&self.get(&rest[open + 1..open + len]));
-            rest = &rest[open + len + 1..];
         }
-        out.push_str(rest);
         out
     }
 
