@@ -392,8 +392,10 @@ fn an_exec_rollout_killed_mid_way_resumes_by_observing_and_applies_nothing_twice
     let done = order(&live);
     for env in (0..8).map(|i| format!("e-{i:02}")) {
         for s in ["schema", "api", "web"] {
+            // The log line follows the atomic change, so an apply killed between the two
+            // leaves the change without its line: at most one line, and exactly one change.
             let n = done.iter().filter(|(e, x)| *e == env && x == s).count();
-            assert_eq!(n, 1, "{env}/{s} applied {n} times");
+            assert!(n <= 1, "{env}/{s} applied {n} times");
             assert_eq!(applies(&live, &env, s), 1, "{env}/{s}");
         }
     }
