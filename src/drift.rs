@@ -109,31 +109,41 @@ mod tests {
         toml::from_str(s).unwrap()
     }
 
-    #[test]
-    fn equal_state_has_no_drift_and_a_changed_key_shows_both_sides() {
-        let desired = Desired {
+    /// Environment `e` to run api 2.0 with `config`, `secrets` its secret keys.
+    fn desired(config: toml::Table, secrets: Vec<String>) -> Desired {
+        Desired {
             env: "e".into(),
             release: "r".into(),
             services: [(
                 "api".to_string(),
                 DesiredService {
                     version: "2.0".into(),
-                    config: table("replicas = 3\nzone = \"a\"\n"),
+                    config,
                     revision: "x".into(),
-                    secrets: Vec::new(),
+                    secrets,
                 },
             )]
             .into(),
-        };
-        let same: LiveState = [(
+        }
+    }
+
+    /// Environment `e` running api 2.0 with `config`.
+    fn live(config: toml::Table) -> LiveState {
+        [(
             "api".to_string(),
             LiveService {
                 version: "2.0".into(),
-                config: table("replicas = 3\nzone = \"a\"\n"),
+                config,
                 revision: "x".into(),
             },
         )]
-        .into();
+        .into()
+    }
+
+    #[test]
+    fn equal_state_has_no_drift_and_a_changed_key_shows_both_sides() {
+        let desired = desired(table("replicas = 3\nzone = \"a\"\n"), Vec::new());
+        let same = live(table("replicas = 3\nzone = \"a\"\n"));
         let report = compare(&desired, &same);
         assert!(!report[0].drifted());
         assert!(report[0].diff.is_empty());
@@ -161,31 +171,8 @@ mod tests {
     fn a_changed_secret_shows_as_changed_without_its_value() {
         let config = table("db_password = \"hunter2\"\nreplicas = 1\n");
         let secrets = crate::secrets::paths(&[], &config);
-        let desired = Desired {
-            env: "e".into(),
-            release: "r".into(),
-            services: [(
-                "api".to_string(),
-                DesiredService {
-                    version: "2.0".into(),
-                    config: config.clone(),
-                    revision: "x".into(),
-                    secrets: secrets.clone(),
-                },
-            )]
-            .into(),
-        };
-        let live = |config: toml::Table| -> LiveState {
-            [(
-                "api".to_string(),
-                LiveService {
-                    version: "2.0".into(),
-                    config: crate::secrets::seal(&config, &secrets),
-                    revision: "x".into(),
-                },
-            )]
-            .into()
-        };
+        let desired = desired(config.clone(), secrets.clone());
+        let live = |config: toml::Table| live(crate::secrets::seal(&config, &secrets));
         assert!(compare(&desired, &live(config))
             .iter()
             .all(|d| !d.drifted()));
