@@ -110,7 +110,7 @@ pub fn open(
         approve_all: false,
         wait: true,
         output: Output::Plain,
-        keep_halt: false,
+        keep_failures: false,
     };
     let options = crate::console::Options {
         read_only,

@@ -143,7 +143,7 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
             approve_all: true,
             wait: false,
             output: super::Output::Plain,
-            keep_halt: false,
+            keep_failures: false,
         };
         rollout::run(&dir, "HEAD", Some(&state), &args, None)
     };

@@ -37,7 +37,7 @@ pub struct RolloutArgs {
     /// failed environments stay failed until the queued resume accepts them, instead of
     /// being retried as a re-run does.
     #[arg(skip)]
-    pub keep_halt: bool,
+    pub keep_failures: bool,
 }
 
 /// How long an engine may miss heartbeats before another may take over its lease.
@@ -336,8 +336,8 @@ pub fn run(
             engine = engine.resume(view);
             // Opening the console is looking, not deciding: a halted rollout stays halted
             // until someone resumes it there (a headless re-run is the decision to retry).
-            if console_parts.is_some() || args.keep_halt {
-                engine = engine.keep_halt(view);
+            if console_parts.is_some() || args.keep_failures {
+                engine = engine.keep_failures(view);
             }
         }
         let engine = tokio::spawn(engine.run());

@@ -103,7 +103,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             approve_all: false,
             wait: false,
             output: super::Output::Plain,
-            keep_halt: true,
+            keep_failures: true,
         };
         return super::rollout::run(repo, rev, Some(&path), &args, None);
     }

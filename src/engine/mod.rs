@@ -411,7 +411,7 @@ impl Engine {
     /// stay failed, and a halt stays a halt, so nothing starts until someone resumes,
     /// retries or rolls back; failures a resume accepted stay accepted, not retried. Without
     /// it, continuing a rollout retries what failed (a re-run is the decision to retry).
-    pub fn keep_halt(mut self, view: &RolloutView) -> Self {
+    pub fn keep_failures(mut self, view: &RolloutView) -> Self {
         let mut failed = BTreeSet::new();
         for ((env, service), (state, _, _)) in &view.steps {
             let step = match state {

@@ -248,12 +248,12 @@ impl Live {
         Live::resume_with(intent, fleet, view, false)
     }
 
-    /// As [`Live::resume`]; `keep_halt` as the console does (a halted rollout stays halted).
+    /// As [`Live::resume`]; `keep_failures` as the console does (failures stay failed, a halt a halt).
     pub fn resume_with(
         intent: Arc<Intent>,
         fleet: Arc<SimFleet>,
         view: Option<&flotilla::engine::RolloutView>,
-        keep_halt: bool,
+        keep_failures: bool,
     ) -> Live {
         let plan = plan::build(&intent, "r1", epoch()).unwrap();
         let (etx, erx) = mpsc::unbounded_channel();
@@ -270,8 +270,8 @@ impl Live {
         );
         if let Some(view) = view {
             engine = engine.resume(view);
-            if keep_halt {
-                engine = engine.keep_halt(view);
+            if keep_failures {
+                engine = engine.keep_failures(view);
             }
         }
         Live {
