@@ -188,9 +188,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db"), "f").unwrap();
         let stale = Duration::from_secs(30);
+        // The first holder is this test's own process: alive, whatever else runs here (both
+        // holders name one host, so a dead pid would be taken over at once).
+        let first = std::process::id();
         assert_eq!(
             store
-                .acquire_lease(1, &me(10), 1_000, stale)
+                .acquire_lease(1, &me(first), 1_000, stale)
                 .unwrap()
                 .unwrap(),
             Acquired::Fresh
@@ -199,8 +202,8 @@ mod tests {
             .acquire_lease(1, &me(11), 20_000, stale)
             .unwrap()
             .unwrap_err();
-        assert!(held.holder.contains("pid 10"), "{held}");
-        assert!(store.heartbeat(&me(10), 25_000).unwrap());
+        assert!(held.holder.contains(&format!("pid {first}")), "{held}");
+        assert!(store.heartbeat(&me(first), 25_000).unwrap());
         assert!(store
             .acquire_lease(1, &me(11), 50_000, stale)
             .unwrap()
@@ -211,10 +214,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             took,
-            Acquired::TookOver("alice@remote-host (pid 10)".into())
+            Acquired::TookOver(format!("alice@remote-host (pid {first})"))
         );
         assert!(
-            !store.heartbeat(&me(10), 57_000).unwrap(),
+            !store.heartbeat(&me(first), 57_000).unwrap(),
             "the old holder lost it"
         );
     }
