@@ -8,10 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::identity::Identity;
-use super::rollout::{self, lease_timeout, now_ms, RolloutArgs};
+use super::rollout::{self, RolloutArgs};
 use super::{exit, Output};
 use crate::engine::{Command, Event};
+use crate::identity::Identity;
+use crate::session::{lease_timeout, now_ms};
 use crate::store::{Store, StoredCommand};
 
 pub fn run(
@@ -213,7 +214,7 @@ fn attach(
         let sender = tokio::spawn(async move {
             while let Some(command) = cmd_rx.recv().await {
                 if let Some(stored) = StoredCommand::from_engine(&command) {
-                    let ts = super::rollout::now_text();
+                    let ts = crate::session::now_text();
                     let _ =
                         store.queue_command(id, &ts, &me.actor(), me.origin().as_deref(), &stored);
                 }

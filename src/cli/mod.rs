@@ -4,7 +4,6 @@
 mod audit;
 mod console;
 mod explain;
-mod identity;
 mod init;
 pub mod output;
 mod plan;
@@ -180,7 +179,7 @@ fn refuse(code: u8, message: impl AsRef<str>) -> u8 {
         println!(
             "{}",
             serde_json::json!({
-                "ts": rollout::now_text(),
+                "ts": crate::session::now_text(),
                 "kind": if code == exit::BLOCKED { "refused" } else { "error" },
                 "message": text,
                 "exit": code,
@@ -332,7 +331,12 @@ fn take_lease(
     rollout: i64,
     holder: &crate::store::lease::Holder,
 ) -> Result<crate::store::lease::Acquired, u8> {
-    match store.acquire_lease(rollout, holder, rollout::now_ms(), rollout::lease_timeout()) {
+    match store.acquire_lease(
+        rollout,
+        holder,
+        crate::session::now_ms(),
+        crate::session::lease_timeout(),
+    ) {
         Ok(Ok(acquired)) => Ok(acquired),
         Ok(Err(held)) => Err(refuse(exit::BLOCKED, format!("refused: {held}"))),
         Err(e) => Err(refuse(exit::INVALID, format!("error: {e}"))),
@@ -352,8 +356,23 @@ fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
             }
             Ok(loaded)
         }
-        Err(IntentError::Git(msg)) => Err(refuse(exit::INVALID, format!("error: {msg}"))),
-        Err(IntentError::Invalid(diags)) => {
+        Err(e) => Err(intent_error(e)),
+    }
+}
+
+/// Says why a session did not start or end well; returns its exit code.
+fn refused(refusal: crate::session::Refusal) -> u8 {
+    match refusal {
+        crate::session::Refusal::Said { code, message } => refuse(code, message),
+        crate::session::Refusal::Intent(e) => intent_error(e),
+    }
+}
+
+/// Prints why the intent does not load (each diagnostic); returns the exit code.
+fn intent_error(e: IntentError) -> u8 {
+    match e {
+        IntentError::Git(msg) => refuse(exit::INVALID, format!("error: {msg}")),
+        IntentError::Invalid(diags) => {
             output::print_diagnostics(&diags);
             if JSON_REFUSALS.load(std::sync::atomic::Ordering::Relaxed) {
                 let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
@@ -363,7 +382,7 @@ fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
                         "errors": errors, "exit": exit::INVALID })
                 );
             }
-            Err(exit::INVALID)
+            exit::INVALID
         }
     }
 }

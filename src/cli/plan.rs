@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::{exit, load, output, Output};
 use crate::drivers::Driver;
@@ -58,32 +58,21 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
     exit::OK
 }
 
-/// Runs the driver preflight and appends its result to the plan's checks.
-pub fn add_reachability(
+/// Runs the driver preflight and puts its result among the plan's checks.
+fn add_reachability(
     intent: &Arc<crate::intent::Intent>,
     plan: &mut Plan,
     driver: &Arc<dyn Driver>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
-        Err(e) => {
-            plan.checks.push(plan::Check::new(
-                "reachability",
-                plan::CheckStatus::Fail,
-                format!("cannot start the runtime: {e}"),
-            ));
-            return;
-        }
-    };
-    let check = rt.block_on(preflight::reachability(
-        intent,
-        plan,
-        driver,
-        64,
-        Duration::from_secs(10),
-    ));
-    plan.checks.insert(0, check);
+        Ok(rt) => rt.block_on(preflight::add_reachability(intent, plan, driver)),
+        Err(e) => plan.checks.push(plan::Check::new(
+            "reachability",
+            plan::CheckStatus::Fail,
+            format!("cannot start the runtime: {e}"),
+        )),
+    }
 }

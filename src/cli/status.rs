@@ -4,11 +4,11 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::identity::Identity;
-use super::rollout::{lease_timeout, now_ms};
 use super::{exit, open_state, Output};
 use crate::engine::fold::WaveView;
 use crate::engine::{Event, RolloutView};
+use crate::identity::Identity;
+use crate::session::{lease_timeout, now_ms};
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     let (path, store) = match open_state(repo, rev, state) {

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::identity::Identity;
-use super::rollout::{lease_timeout, now_ms};
 use super::{exit, open_state, output};
 use crate::engine::{fold, Event, EventKind};
+use crate::identity::Identity;
+use crate::session::{lease_timeout, now_ms};
 use crate::store::{Store, StoredCommand};
 
 /// How many answering events to print; the rest are counted.
@@ -68,7 +68,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
     let queue = || {
         store.queue_command(
             rollout.id,
-            &super::rollout::now_text(),
+            &crate::session::now_text(),
             &me.actor(),
             me.origin().as_deref(),
             &command,

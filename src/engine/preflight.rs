@@ -9,6 +9,16 @@ use crate::drivers::Driver;
 use crate::intent::Intent;
 use crate::plan::{Check, CheckStatus, Plan};
 
+/// How many environments preflight pings at once, and how long each may take to answer.
+const PING_PARALLEL: usize = 64;
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the reachability check and puts it first among the plan's checks.
+pub async fn add_reachability(intent: &Arc<Intent>, plan: &mut Plan, driver: &Arc<dyn Driver>) {
+    let check = reachability(intent, plan, driver, PING_PARALLEL, PING_TIMEOUT).await;
+    plan.checks.insert(0, check);
+}
+
 /// Pings every environment of the plan, `parallel` at a time, each within `timeout`.
 pub async fn reachability(
     intent: &Arc<Intent>,
