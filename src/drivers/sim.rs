@@ -128,6 +128,38 @@ pub struct SimRelease {
     pub hang: Option<Selector>,
 }
 
+/// Checks a release's `[sim]` table against the fleet's services. `selector` parses a
+/// selector and reports what is wrong with it, as every selector of the intent is reported;
+/// other problems are returned beside the settings.
+pub fn check_release(
+    def: &ReleaseSimDef,
+    services: &[&str],
+    mut selector: impl FnMut(&toml::Spanned<String>) -> Option<Selector>,
+) -> (SimRelease, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut broken_services = Vec::new();
+    for s in def.broken_services.iter().flatten() {
+        if services.contains(&s.get_ref().as_str()) {
+            broken_services.push(s.get_ref().clone());
+        } else {
+            problems.push((
+                s.span(),
+                format!(
+                    "[sim] broken_services names `{}`, which is not a service",
+                    s.get_ref()
+                ),
+                crate::intent::load::did_you_mean(s.get_ref(), services),
+            ));
+        }
+    }
+    let release = SimRelease {
+        broken: def.broken.as_ref().and_then(&mut selector),
+        broken_services,
+        hang: def.hang.as_ref().and_then(&mut selector),
+    };
+    (release, problems)
+}
+
 /// The live state of the simulated fleet.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SimState {

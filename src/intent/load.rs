@@ -125,7 +125,7 @@ impl Checker {
         let fleet = fleet?;
         let services = self.services(ff, &fleet.services);
         let service_names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        self.release_services(files, &releases, &service_names);
+        self.release_services(files, &mut releases, &service_names);
         for e in &environments {
             self.config_keys(files, &e.file, &e.config, &service_names);
         }
@@ -656,14 +656,6 @@ impl Checker {
 
     fn release(&mut self, f: File, name: String) -> Option<Release> {
         let raw: schema::ReleaseFile = self.toml(f)?;
-        let sim_broken = match raw.sim.as_ref().and_then(|s| s.broken.as_ref()) {
-            Some(s) => Some(self.selector(f, s)?),
-            None => None,
-        };
-        let sim_hang = match raw.sim.as_ref().and_then(|s| s.hang.as_ref()) {
-            Some(s) => Some(self.selector(f, s)?),
-            None => None,
-        };
         let mut services = BTreeMap::new();
         for (k, v) in raw.services.get_ref() {
             if v.get_ref().trim().is_empty() {
@@ -680,21 +672,14 @@ impl Checker {
             file: f.path.to_string(),
             services,
             config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
-            sim: crate::drivers::sim::SimRelease {
-                broken: sim_broken,
-                broken_services: raw
-                    .sim
-                    .as_ref()
-                    .and_then(|s| s.broken_services.as_ref())
-                    .map(|v| v.iter().map(|s| s.get_ref().clone()).collect())
-                    .unwrap_or_default(),
-                hang: sim_hang,
-            },
+            // Set by `release_services`, which knows the services.
+            sim: Default::default(),
         })
     }
 
-    /// Every release names a version for exactly the fleet's services.
-    fn release_services(&mut self, files: &[SourceFile], releases: &[Release], names: &[&str]) {
+    /// Every release names a version for exactly the fleet's services; the simulator checks
+    /// its `[sim]` table.
+    fn release_services(&mut self, files: &[SourceFile], releases: &mut [Release], names: &[&str]) {
         for r in releases {
             let Some(src) = files.iter().find(|s| s.path == r.file) else {
                 continue;
@@ -717,15 +702,14 @@ impl Checker {
                     self.error(f, k.span(), msg).help = Some(did_you_mean(k.get_ref(), names));
                 }
             }
-            let broken = raw.sim.as_ref().and_then(|s| s.broken_services.as_ref());
-            for k in broken.into_iter().flatten() {
-                if !names.contains(&k.get_ref().as_str()) {
-                    let msg = format!(
-                        "[sim] broken_services names `{}`, which is not a service",
-                        k.get_ref()
-                    );
-                    self.error(f, k.span(), msg).help = Some(did_you_mean(k.get_ref(), names));
+            // The simulator checks its own table.
+            if let Some(def) = &raw.sim {
+                let (sim, problems) =
+                    crate::drivers::sim::check_release(def, names, |s| self.selector(f, s));
+                for (span, msg, help) in problems {
+                    self.error(f, span, msg).help = Some(help);
                 }
+                r.sim = sim;
             }
             for s in names {
                 if !r.services.contains_key(*s) {
@@ -1117,6 +1101,20 @@ mod tests {
         ]);
         assert_eq!(d[0].message, "release `2` has no version for service `api`");
         assert_eq!(d[0].file, "releases/2.toml");
+    }
+
+    #[test]
+    fn an_invalid_sim_selector_in_a_release_is_an_error_at_its_place() {
+        let d = errors(&[
+            ("flotilla.toml", FLEET),
+            (
+                "releases/2.toml",
+                "[services]\nschema = \"1\"\napi = \"2\"\n[sim]\nhang = \"ring in canary\"\n",
+            ),
+        ]);
+        assert!(d[0].message.starts_with("invalid selector"), "{:?}", d[0]);
+        assert_eq!(d[0].file, "releases/2.toml");
+        assert_eq!(d[0].line, 5, "{:?}", d[0]);
     }
 
     #[test]
