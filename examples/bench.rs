@@ -296,6 +296,7 @@ fn main() {
                     attempts: 1,
                     version: "1.0".into(),
                     revision: "0123456789abcdef".into(),
+                    output: None,
                 },
             )
         })

@@ -8,7 +8,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla::drivers::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveState};
+use flotilla::drivers::{
+    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveState, Output,
+};
 use flotilla::engine::{Engine, EventKind, OnHold, TokioClock};
 use flotilla::hash::stable_hash;
 use flotilla::intent::load::parse;
@@ -47,7 +49,11 @@ impl Driver for Recorder {
     fn observe<'a>(&'a self, _env: &'a Environment) -> DriverFuture<'a, LiveState> {
         Box::pin(async { Ok(LiveState::new()) })
     }
-    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest) -> DriverFuture<'a, ()> {
+    fn apply<'a>(
+        &'a self,
+        env: &'a Environment,
+        req: &'a ApplyRequest,
+    ) -> DriverFuture<'a, Output> {
         Box::pin(async move {
             self.record(&env.name, &req.service, Call::Start);
             // Varied latencies make independent services finish in different orders.
@@ -61,7 +67,7 @@ impl Driver for Recorder {
                 return Err(DriverError::permanent("planned failure"));
             }
             self.record(&env.name, &req.service, Call::Ok);
-            Ok(())
+            Ok(Output::default())
         })
     }
     fn health<'a>(&'a self, _env: &'a Environment, _s: &'a str) -> DriverFuture<'a, Health> {

@@ -29,6 +29,8 @@ if [ -f "$live/$service.json" ]; then n=$(sed -n 's/.*"applies": \([0-9]*\).*/\1
 printf '"%s": {"version": "%s", "revision": "%s", "applies": %s}' "$service" "$version" "$FLOTILLA_REVISION" $((n + 1)) > "$live/$service.json.tmp"
 mv "$live/$service.json.tmp" "$live/$service.json"
 echo "$(date +%s%N) $env $service" >> "$LIVE/order"
+echo "applied $service $version to $env"
+if [ -e "$LIVE/print-config" ]; then cat "$config" >&2; fi
 "#;
 
 const OBSERVE: &str = r#"#!/bin/bash
@@ -151,6 +153,65 @@ fn an_exec_rollout_applies_every_service_once_in_dependency_order() {
         "{}",
         text(&status)
     );
+}
+
+#[test]
+fn what_a_successful_apply_printed_is_in_its_step_event_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2-in-the-config";
+    let (repo, live) = exec_repo(dir.path(), 2, "0", "");
+    // The environment's config holds a secret, which the apply script prints in full.
+    let env_file = repo.join("environments/e-01.toml");
+    let mut labels = std::fs::read_to_string(&env_file).unwrap();
+    labels.push_str(&format!("[config.api]\ndb_password = \"{secret}\"\n"));
+    std::fs::write(&env_file, labels).unwrap();
+    let committed = std::process::Command::new("git")
+        .current_dir(&repo)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qam",
+            "a secret",
+        ])
+        .status()
+        .unwrap();
+    assert!(committed.success());
+    std::fs::write(live.join("print-config"), "").unwrap();
+    let state = dir.path().join("state.db");
+    let out = run(
+        &repo,
+        &state,
+        &live,
+        &["rollout", "r1", "--approve-all", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let api = events
+        .iter()
+        .find(|e| e["kind"] == "step_succeeded" && e["env"] == "e-01" && e["service"] == "api")
+        .expect("api succeeded in e-01");
+    assert_eq!(
+        api["output"]["stdout"], "applied api 1.0 to e-01\n",
+        "{api}"
+    );
+    let stderr = api["output"]["stderr"].as_str().unwrap();
+    assert!(stderr.contains("\"db_password\""), "{api}");
+    assert!(stderr.contains(flotilla::secrets::MASK), "{api}");
+    assert!(!text(&out).contains(secret));
+    // The journal keeps the output as the events showed it.
+    let journaled = run(&repo, &state, &live, &["audit", "--output", "json"]);
+    assert!(
+        String::from_utf8_lossy(&journaled.stdout).contains("applied api 1.0 to e-01"),
+        "{}",
+        text(&journaled)
+    );
+    assert_not_stored(dir.path(), secret);
 }
 
 #[test]

@@ -155,6 +155,7 @@ async fn canary_done(intent: &flotilla::intent::Intent, fleet: &SimFleet, ts: &s
             attempts: 1,
             version: d.version.clone(),
             revision: d.revision.clone(),
+            output: None,
         }));
     }
     journal.push(ev(EventKind::WaveCompleted {

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use toml::Spanned;
 
-use super::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState};
+use super::{
+    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState, Output,
+};
 use crate::intent::Environment;
 
 /// `[driver.exec]` as written in `flotilla.toml`.
@@ -270,6 +272,24 @@ struct Ran {
     stderr: String,
 }
 
+impl Ran {
+    /// What the command printed, for the step's events, with `secrets` masked.
+    fn output(&self, secrets: &[String]) -> Output {
+        Output {
+            stdout: mask(self.stdout.clone(), secrets),
+            stderr: mask(self.stderr.clone(), secrets),
+        }
+    }
+}
+
+/// `text` with every secret value in it replaced by the mask.
+fn mask(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), crate::secrets::MASK);
+    }
+    text
+}
+
 /// Kills a process group when dropped before its leader was reaped: a step timeout drops
 /// the call, and nothing the command started may outlive it.
 struct Group {
@@ -290,8 +310,11 @@ impl Drop for Group {
 /// The most of `observe`'s output read: live state is read whole, up to this.
 const OBSERVE_LIMIT: usize = 16 << 20;
 
-/// Reads a stream to its end, keeping only its last `keep` bytes.
+/// Reads a stream to its end, keeping only its last `keep` bytes. When it had to cut, the
+/// first line kept is dropped: it is a piece of a line, which may end a secret that the
+/// masking could then not recognise.
 async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut cut = false;
     let mut kept = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -301,12 +324,19 @@ async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > 2 * keep {
                     kept.drain(..kept.len() - keep);
+                    cut = true;
                 }
             }
         }
     }
     if kept.len() > keep {
         kept.drain(..kept.len() - keep);
+        cut = true;
+    }
+    if cut {
+        if let Some(nl) = kept.iter().position(|&b| b == b'\n') {
+            kept.drain(..=nl);
+        }
     }
     kept
 }
@@ -436,22 +466,19 @@ impl ExecDriver {
         let code = ran.code.map_or("was killed by a signal".to_string(), |c| {
             format!("exited {c}")
         });
-        let mut message = if said.is_empty() {
+        let message = if said.is_empty() {
             format!("{what} for {env} {code}")
         } else {
             format!("{what} for {env} {code}: {said}")
         };
-        for secret in secrets {
-            if !secret.is_empty() {
-                message = message.replace(secret.as_str(), crate::secrets::MASK);
-            }
-        }
-        match ran.code {
+        let message = mask(message, secrets);
+        let error = match ran.code {
             Some(c) if self.config.transient_exit_codes.contains(&c) => {
                 DriverError::transient(message)
             }
             _ => DriverError::permanent(message),
-        }
+        };
+        error.with_output(ran.output(secrets))
     }
 }
 
@@ -605,7 +632,11 @@ impl Driver for ExecDriver {
         })
     }
 
-    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest) -> DriverFuture<'a, ()> {
+    fn apply<'a>(
+        &'a self,
+        env: &'a Environment,
+        req: &'a ApplyRequest,
+    ) -> DriverFuture<'a, Output> {
         Box::pin(async move {
             // The step's desired state, for the command to read; readable by us only (it
             // holds the secrets the command needs), removed when the call ends however.
@@ -635,7 +666,7 @@ impl Driver for ExecDriver {
             };
             let ran = self.run("apply", &self.config.apply, &values).await?;
             match ran.code {
-                Some(0) => Ok(()),
+                Some(0) => Ok(ran.output(&secret_values(req))),
                 _ => Err(self.failure(
                     &format!("apply of {} {}", req.service, req.version),
                     &env.name,
@@ -688,6 +719,21 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_cut_tail_starts_at_a_whole_line_so_no_piece_of_a_secret_is_kept() {
+        // The cut falls inside the secret on the first line: what is kept of that line is
+        // the secret's end, which masking the whole value would not find.
+        let mut text = b"password=s3cr3t-value\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 30).chain(*b"\nlast line\n"));
+        let kept = tail(&text[..], text.len() - 10).await;
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            format!("{}\nlast line\n", "x".repeat(30))
+        );
+        // Nothing cut: everything kept.
+        assert_eq!(tail(&b"a\nb\n"[..], 100).await, b"a\nb\n");
+    }
 
     #[tokio::test]
     async fn a_value_that_would_read_as_an_option_is_refused() {

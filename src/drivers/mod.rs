@@ -80,8 +80,10 @@ pub trait Driver: Send + Sync {
     fn ping<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, ()>;
     /// What the environment runs now, per service.
     fn observe<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, LiveState>;
-    /// Make one service run a version and config; idempotent by `revision`.
-    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest) -> DriverFuture<'a, ()>;
+    /// Make one service run a version and config; idempotent by `revision`. Returns what
+    /// the apply printed, if anything (it goes into the step's events).
+    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest)
+        -> DriverFuture<'a, Output>;
     /// Whether one service is healthy after an apply.
     fn health<'a>(&'a self, env: &'a Environment, service: &'a str) -> DriverFuture<'a, Health>;
 }
@@ -117,6 +119,27 @@ pub enum Health {
     Unhealthy(String),
 }
 
+/// What a command printed: the last few KiB of its stdout and stderr, secrets masked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+}
+
+impl Output {
+    /// Nothing was printed (or the driver runs no commands).
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty()
+    }
+
+    /// As an event keeps it: boxed (events stay small), and nothing when empty.
+    pub fn for_event(self) -> Option<Box<Output>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
+}
+
 /// Whether retrying can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,6 +158,8 @@ pub enum ErrorClass {
 pub struct DriverError {
     pub class: ErrorClass,
     pub message: String,
+    /// What the failed command printed, for the step's events.
+    pub output: Output,
 }
 
 impl DriverError {
@@ -143,6 +168,7 @@ impl DriverError {
         DriverError {
             class: ErrorClass::Transient,
             message: message.into(),
+            output: Output::default(),
         }
     }
 
@@ -151,6 +177,13 @@ impl DriverError {
         DriverError {
             class: ErrorClass::Permanent,
             message: message.into(),
+            output: Output::default(),
         }
+    }
+
+    /// The same error, with what the command printed.
+    pub fn with_output(mut self, output: Output) -> Self {
+        self.output = output;
+        self
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use super::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState};
+use super::{
+    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState, Output,
+};
 use crate::hash::{stable_hash, unit};
 use crate::intent::{Environment, Release};
 use crate::selector::Selector;
@@ -415,7 +417,11 @@ impl Driver for SimFleet {
         })
     }
 
-    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest) -> DriverFuture<'a, ()> {
+    fn apply<'a>(
+        &'a self,
+        env: &'a Environment,
+        req: &'a ApplyRequest,
+    ) -> DriverFuture<'a, Output> {
         Box::pin(async move {
             if matches(&self.hang, env) {
                 // Models an apply that never answers, so step timeouts can be exercised.
@@ -446,7 +452,7 @@ impl Driver for SimFleet {
             };
             self.persist(&env.name, &req.service, &next)?;
             svcs.insert(req.service.clone(), next);
-            Ok(())
+            Ok(Output::default())
         })
     }
 

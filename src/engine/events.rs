@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drivers::ErrorClass;
+use crate::drivers::{ErrorClass, Output};
 
 /// One thing that happened, stamped with the time it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +86,9 @@ pub enum EventKind {
         error: String,
         class: ErrorClass,
         delay_ms: u64,
+        /// What the apply printed (the exec driver's commands), secrets masked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<Output>>,
     },
     StepSucceeded {
         wave: String,
@@ -96,6 +99,9 @@ pub enum EventKind {
         version: String,
         #[serde(default)]
         revision: String,
+        /// What the apply printed (the exec driver's commands), secrets masked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<Output>>,
     },
     /// A step in flight at a crash was found applied when the rollout resumed.
     StepRecovered {
@@ -112,6 +118,9 @@ pub enum EventKind {
         error: String,
         class: ErrorClass,
         attempts: u32,
+        /// What the apply printed (the exec driver's commands), secrets masked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<Output>>,
     },
     StepBlocked {
         wave: String,
@@ -161,6 +170,9 @@ pub enum EventKind {
         version: String,
         revision: String,
         attempts: u32,
+        /// What the apply printed (the exec driver's commands), secrets masked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<Output>>,
     },
     /// A rollback could not put a service back: the environment counts as failed.
     RollbackFailed {

@@ -1254,6 +1254,7 @@ impl Engine {
             error: "internal error: the task running this environment panicked".into(),
             class: crate::drivers::ErrorClass::Permanent,
             attempts: 0,
+            output: None,
         });
         if let Some(steps) = self.steps.get_mut(&i) {
             for s in steps.iter_mut().filter(|s| **s == StepState::Pending) {

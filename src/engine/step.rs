@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::clock::Clock;
 use super::events::{Event, EventKind};
 use super::sink::EventSink;
-use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health};
+use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health, Output};
 use crate::hash::{stable_hash, unit};
 use crate::intent::layers::Desired;
 use crate::intent::Intent;
@@ -194,6 +194,7 @@ pub async fn run_env(
                         error: "internal error: the driver call panicked".into(),
                         class: ErrorClass::Permanent,
                         attempts: 0,
+                        output: None,
                     });
                 }
             }
@@ -233,7 +234,7 @@ async fn run_step(
             revision: req.revision.clone(),
         });
         let error = match apply_and_verify(ctx, environment, &req).await {
-            Ok(()) => {
+            Ok(output) => {
                 let (w, e, s) = ids();
                 ctx.emit(EventKind::StepSucceeded {
                     wave: w,
@@ -242,6 +243,7 @@ async fn run_step(
                     attempts: attempt,
                     version: req.version.clone(),
                     revision: req.revision.clone(),
+                    output: output.for_event(),
                 });
                 return StepState::Succeeded;
             }
@@ -256,6 +258,7 @@ async fn run_step(
                 error: error.message,
                 class: error.class,
                 attempts: attempt,
+                output: error.output.for_event(),
             });
             return StepState::Failed;
         }
@@ -269,6 +272,7 @@ async fn run_step(
             error: error.message,
             class: error.class,
             delay_ms: delay.as_millis() as u64,
+            output: error.output.for_event(),
         });
         // A stop (halt, abort, Ctrl-C) or a cancelled run cuts the wait short instead of
         // sitting out the backoff.
@@ -290,17 +294,20 @@ async fn apply_and_verify(
     ctx: &StepContext,
     environment: &crate::intent::Environment,
     req: &ApplyRequest,
-) -> Result<(), DriverError> {
+) -> Result<Output, DriverError> {
     tokio::time::timeout(ctx.step_timeout, async {
-        ctx.driver.apply(environment, req).await?;
+        let output = ctx.driver.apply(environment, req).await?;
         match ctx.driver.health(environment, &req.service).await? {
-            Health::Healthy => Ok(()),
-            Health::Unhealthy(why) => Err(DriverError::transient(format!("unhealthy: {why}"))),
+            Health::Healthy => Ok(output),
+            Health::Unhealthy(why) => {
+                Err(DriverError::transient(format!("unhealthy: {why}")).with_output(output))
+            }
         }
     })
     .await
     .unwrap_or_else(|_| {
         Err(DriverError {
+            output: Output::default(),
             class: ErrorClass::Timeout,
             message: format!(
                 "no answer within the step timeout of {}",
@@ -369,12 +376,12 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         let mut attempt = 1;
         loop {
             let outcome = if already {
-                Ok(())
+                Ok(Output::default())
             } else {
                 apply_and_verify(&ctx, environment, &req).await
             };
             let error = match outcome {
-                Ok(()) => {
+                Ok(output) => {
                     ctx.emit(EventKind::StepRolledBack {
                         wave: wave.to_string(),
                         env: environment.name.clone(),
@@ -383,6 +390,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
                         revision: req.revision.clone(),
                         // 0: it was found back, nothing was applied.
                         attempts: if already { 0 } else { attempt },
+                        output: output.for_event(),
                     });
                     back.push(req.service.clone());
                     break;
@@ -401,6 +409,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
                 error: error.message,
                 class: error.class,
                 delay_ms: delay.as_millis() as u64,
+                output: error.output.for_event(),
             });
             tokio::time::sleep(delay).await;
             attempt += 1;
