@@ -816,3 +816,39 @@ async fn failures_accepted_by_a_resume_are_shown_apart_from_the_budget() {
         "{log:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_detail_shows_the_last_lines_a_command_printed() {
+    let mut h = Harness::new(fleet(2), false);
+    h.wait(1).await;
+    // What an exec driver's apply reports: its stdout and stderr, more lines than shown.
+    let output = flotilla::drivers::Output {
+        stdout: (1..=6).map(|n| format!("line {n}\n")).collect(),
+        stderr: "warning: chart is deprecated\n".into(),
+    };
+    h.model.apply(&Event::new(
+        epoch(),
+        EventKind::StepSucceeded {
+            wave: "canary".into(),
+            env: "e-00".into(),
+            service: "api".into(),
+            attempts: 1,
+            version: "1.0".into(),
+            revision: "r".into(),
+            output: output.for_event(),
+        },
+    ));
+    h.select("e-00");
+    h.press("3");
+    let screen = h.screen(80, 24);
+    assert!(screen.contains("output of api (last lines)"), "{screen}");
+    assert!(
+        screen.contains("out line 6") && screen.contains("out line 3"),
+        "{screen}"
+    );
+    assert!(!screen.contains("line 2"), "only the last lines: {screen}");
+    assert!(
+        screen.contains("err warning: chart is deprecated"),
+        "{screen}"
+    );
+}

@@ -276,10 +276,44 @@ impl Ran {
     /// What the command printed, for the step's events, with `secrets` masked.
     fn output(&self, secrets: &[String]) -> Output {
         Output {
-            stdout: mask(self.stdout.clone(), secrets),
-            stderr: mask(self.stderr.clone(), secrets),
+            stdout: mask(printable(&self.stdout), secrets),
+            stderr: mask(printable(&self.stderr), secrets),
         }
     }
+}
+
+/// What a command printed, safe to show on a terminal: escape sequences (colours, cursor
+/// moves, titles) and other control characters are removed; newlines and tabs stay.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters up to a final byte.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ST (ESC \\).
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `text` with every secret value in it replaced by the mask.
@@ -461,7 +495,8 @@ impl ExecDriver {
 
     /// The error for a command that exited non-zero: transient when its code says so.
     fn failure(&self, what: &str, env: &str, ran: &Ran, secrets: &[String]) -> DriverError {
-        let last: Vec<&str> = ran.stderr.lines().rev().take(3).collect();
+        let stderr = printable(&ran.stderr);
+        let last: Vec<&str> = stderr.lines().rev().take(3).collect();
         let said = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
         let code = ran.code.map_or("was killed by a signal".to_string(), |c| {
             format!("exited {c}")
@@ -563,7 +598,10 @@ struct ObservedService {
 
 /// A short, one-line excerpt of what a command printed.
 fn excerpt(text: &str) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line: String = printable(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if one_line.chars().count() > 80 {
         format!("{}...", one_line.chars().take(80).collect::<String>())
     } else {
@@ -719,6 +757,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_sequences_and_control_characters_never_reach_the_terminal() {
+        let raw =
+            "\x1b[1;31mError:\x1b[0m bad\x1b]0;owned\x07 chart\r\n\tnext\x08\x1b]8;;x\x1b\\ok\n";
+        assert_eq!(printable(raw), "Error: bad chart\n\tnextok\n");
+    }
 
     #[tokio::test]
     async fn a_cut_tail_starts_at_a_whole_line_so_no_piece_of_a_secret_is_kept() {

@@ -268,6 +268,17 @@ pub type Subject<'a> = (
 );
 
 impl EventKind {
+    /// What the step's command printed, for the events of a finished attempt that has it.
+    pub fn output(&self) -> Option<&Output> {
+        match self {
+            EventKind::StepSucceeded { output, .. }
+            | EventKind::StepRetrying { output, .. }
+            | EventKind::StepFailed { output, .. }
+            | EventKind::StepRolledBack { output, .. } => output.as_deref(),
+            _ => None,
+        }
+    }
+
     /// (wave, env, service, by): the journal indexes these without parsing the JSON.
     pub fn subject(&self) -> Subject<'_> {
         use EventKind::*;

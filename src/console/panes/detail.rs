@@ -11,6 +11,9 @@ use crate::console::ui::{Observed, Ui};
 use crate::drift::DiffLine;
 use crate::engine::fold::{RollbackState, StepView};
 
+/// How many of the last lines of a command's stdout, and of its stderr, the detail shows.
+const OUTPUT_LINES: usize = 4;
+
 /// The detail's lines for environment `i` (a pure function, so tests can read it).
 pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
     let t = &ui.theme;
@@ -124,6 +127,31 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
         out.push(Line::from(Span::styled("recent events", t.dim)));
         for line in recent {
             out.push(Line::from(Span::styled(format!("  {line}"), t.text)));
+        }
+    }
+    // What the newest command that printed anything printed: its last lines.
+    let printed = model.log.iter().rev().find_map(|e| {
+        let (_, env_name, service, _) = e.kind.subject();
+        (env_name == Some(env.name.as_str()))
+            .then(|| e.kind.output().map(|o| (service.unwrap_or(""), o)))
+            .flatten()
+    });
+    if let Some((service, output)) = printed {
+        out.push(Line::from(Span::styled(
+            format!("output of {service} (last lines)"),
+            t.dim,
+        )));
+        for (tag, text, style) in [
+            ("out", &output.stdout, t.text),
+            ("err", &output.stderr, t.warn),
+        ] {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            for line in &lines[lines.len().saturating_sub(OUTPUT_LINES)..] {
+                out.push(Line::from(vec![
+                    Span::styled(format!("  {tag} "), t.dim),
+                    Span::styled(line.to_string(), style),
+                ]));
+            }
         }
     }
     out.push(Line::from(Span::styled("drift (live -> desired)", t.dim)));
