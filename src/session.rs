@@ -53,7 +53,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// exit code. Nothing was applied after the point it names.
 #[derive(Debug)]
 pub enum Refusal {
-    /// A message (starting `error:`, `refused:` or `blocked:`) and the exit code.
+    /// What to say (its first line starts `error:`, `refused:` or names what failed) and
+    /// the exit code.
     Said { code: u8, message: String },
     /// The intent at the rollout's commit does not load.
     Intent(IntentError),
@@ -149,13 +150,9 @@ impl RolloutSession {
         // One engine at a time: take the lease before deciding anything, so two engines
         // started together cannot both create a rollout.
         let holder = me.holder();
-        let took_over = match store
-            .acquire_lease(0, &holder, now_ms(), lease_timeout())
-            .map_err(error)?
-        {
-            Ok(Acquired::Fresh) => None,
-            Ok(Acquired::TookOver(from)) => Some(from),
-            Err(held) => return Err(said(exit::BLOCKED, format!("refused: {held}"))),
+        let took_over = match take_lease(&store, 0, &holder)? {
+            Acquired::Fresh => None,
+            Acquired::TookOver(from) => Some(from),
         };
         let lease = LeaseGuard {
             store: store.clone(),
@@ -558,6 +555,17 @@ impl Running {
             crate::notice::say(format!("error: {e}"));
         }
         Ok(outcome)
+    }
+}
+
+/// Takes the fleet's lease for `rollout` (0: none yet), unless a live engine holds it.
+pub fn take_lease(store: &Store, rollout: i64, holder: &Holder) -> Result<Acquired, Refusal> {
+    match store
+        .acquire_lease(rollout, holder, now_ms(), lease_timeout())
+        .map_err(error)?
+    {
+        Ok(acquired) => Ok(acquired),
+        Err(held) => Err(said(exit::BLOCKED, format!("refused: {held}"))),
     }
 }
 

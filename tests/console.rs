@@ -822,7 +822,7 @@ async fn the_detail_shows_the_last_lines_a_command_printed() {
     let mut h = Harness::new(fleet(2), false);
     h.wait(1).await;
     // What an exec driver's apply reports: its stdout and stderr, more lines than shown.
-    let output = flotilla::drivers::Output {
+    let output = flotilla::drivers::Printed {
         stdout: (1..=6).map(|n| format!("line {n}\n")).collect(),
         stderr: "warning: chart is deprecated\n".into(),
     };

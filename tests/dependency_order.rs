@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla::drivers::{
-    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveState, Output,
+    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveState, Printed,
 };
 use flotilla::engine::{Engine, EventKind, OnHold, TokioClock};
 use flotilla::hash::stable_hash;
@@ -53,7 +53,7 @@ impl Driver for Recorder {
         &'a self,
         env: &'a Environment,
         req: &'a ApplyRequest,
-    ) -> DriverFuture<'a, Output> {
+    ) -> DriverFuture<'a, Printed> {
         Box::pin(async move {
             self.record(&env.name, &req.service, Call::Start);
             // Varied latencies make independent services finish in different orders.
@@ -67,7 +67,7 @@ impl Driver for Recorder {
                 return Err(DriverError::permanent("planned failure"));
             }
             self.record(&env.name, &req.service, Call::Ok);
-            Ok(Output::default())
+            Ok(Printed::default())
         })
     }
     fn health<'a>(&'a self, _env: &'a Environment, _s: &'a str) -> DriverFuture<'a, Health> {

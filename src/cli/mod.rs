@@ -324,25 +324,6 @@ fn open_state(
     }
 }
 
-/// Takes the engine lease for `holder`; prints who holds it, or the error, and returns the
-/// exit code when it cannot be had.
-fn take_lease(
-    store: &crate::store::Store,
-    rollout: i64,
-    holder: &crate::store::lease::Holder,
-) -> Result<crate::store::lease::Acquired, u8> {
-    match store.acquire_lease(
-        rollout,
-        holder,
-        crate::session::now_ms(),
-        crate::session::lease_timeout(),
-    ) {
-        Ok(Ok(acquired)) => Ok(acquired),
-        Ok(Err(held)) => Err(refuse(exit::BLOCKED, format!("refused: {held}"))),
-        Err(e) => Err(refuse(exit::INVALID, format!("error: {e}"))),
-    }
-}
-
 fn steer(cli: &Cli, command: StoredCommand) -> u8 {
     steer::run(&cli.repo, &cli.rev, cli.state.as_deref(), command)
 }

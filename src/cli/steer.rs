@@ -185,8 +185,8 @@ fn answers(store: &Store, rollout: i64, after: i64, actor: &str) -> Vec<Event> {
 /// Aborts a rollout no engine is running: recorded in the journal like any abort.
 fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
     let holder = me.holder();
-    if let Err(code) = super::take_lease(store, rollout, &holder) {
-        return code;
+    if let Err(refusal) = crate::session::take_lease(store, rollout, &holder) {
+        return super::refused(refusal);
     }
     let now = SystemTime::now();
     let event = Event::new(now, EventKind::RolloutAborted { by: me.actor() });

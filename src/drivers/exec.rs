@@ -7,7 +7,6 @@
 //! timeout (the engine drops the call) kills the whole group. Output is kept bounded (the
 //! last 4 KiB of each stream) and a failure quotes the end of stderr.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -15,9 +14,8 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use toml::Spanned;
 
-use super::{
-    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState, Output,
-};
+use super::text::{excerpt, shown};
+use super::{ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveState, Printed};
 use crate::intent::Environment;
 
 /// `[driver.exec]` as written in `flotilla.toml`.
@@ -274,54 +272,12 @@ struct Ran {
 
 impl Ran {
     /// What the command printed, for the step's events, with `secrets` masked.
-    fn output(&self, secrets: &[String]) -> Output {
-        Output {
-            stdout: mask(printable(&self.stdout), secrets),
-            stderr: mask(printable(&self.stderr), secrets),
+    fn output(&self, secrets: &[String]) -> Printed {
+        Printed {
+            stdout: shown(&self.stdout, secrets),
+            stderr: shown(&self.stderr, secrets),
         }
     }
-}
-
-/// What a command printed, safe to show on a terminal: escape sequences (colours, cursor
-/// moves, titles) and other control characters are removed; newlines and tabs stay.
-fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => match chars.next() {
-                // CSI: parameters up to a final byte.
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if ('\x40'..='\x7e').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-                // OSC: up to BEL or ST (ESC \\).
-                Some(']') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `text` with every secret value in it replaced by the mask.
-fn mask(mut text: String, secrets: &[String]) -> String {
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret.as_str(), crate::secrets::MASK);
-    }
-    text
 }
 
 /// Kills a process group when dropped before its leader was reaped: a step timeout drops
@@ -368,8 +324,10 @@ async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec
         cut = true;
     }
     if cut {
-        if let Some(nl) = kept.iter().position(|&b| b == b'\n') {
-            kept.drain(..=nl);
+        match kept.iter().position(|&b| b == b'\n') {
+            Some(nl) => drop(kept.drain(..=nl)),
+            // One long line, cut: nothing of it can be shown safely.
+            None => kept = b"(the output's end is one line longer than 4 KiB; not kept)\n".to_vec(),
         }
     }
     kept
@@ -495,7 +453,7 @@ impl ExecDriver {
 
     /// The error for a command that exited non-zero: transient when its code says so.
     fn failure(&self, what: &str, env: &str, ran: &Ran, secrets: &[String]) -> DriverError {
-        let stderr = printable(&ran.stderr);
+        let stderr = shown(&ran.stderr, secrets);
         let last: Vec<&str> = stderr.lines().rev().take(3).collect();
         let said = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
         let code = ran.code.map_or("was killed by a signal".to_string(), |c| {
@@ -506,7 +464,6 @@ impl ExecDriver {
         } else {
             format!("{what} for {env} {code}: {said}")
         };
-        let message = mask(message, secrets);
         let error = match ran.code {
             Some(c) if self.config.transient_exit_codes.contains(&c) => {
                 DriverError::transient(message)
@@ -569,44 +526,35 @@ pub fn kill_orphans(place: &str) {
 }
 
 /// The clear values of a request's secrets, to keep them out of what a command printed.
+/// Each in the forms a command may print it: as is, as the config file's JSON writes it
+/// (escaped), and line by line for a value of several lines (a key in PEM), whose lines a
+/// cut output may hold without the rest.
 fn secret_values(req: &ApplyRequest) -> Vec<String> {
-    req.secrets
-        .iter()
-        .filter_map(|path| {
-            Some(match crate::secrets::value_at(&req.config, path)? {
-                toml::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// `observe`'s output: `{"services": {"api": {"version", "config", "revision"}}}`.
-#[derive(Deserialize)]
-struct Observed {
-    services: BTreeMap<String, ObservedService>,
-}
-
-#[derive(Deserialize)]
-struct ObservedService {
-    version: String,
-    #[serde(default)]
-    config: toml::Table,
-    #[serde(default)]
-    revision: String,
-}
-
-/// A short, one-line excerpt of what a command printed.
-fn excerpt(text: &str) -> String {
-    let one_line: String = printable(text)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if one_line.chars().count() > 80 {
-        format!("{}...", one_line.chars().take(80).collect::<String>())
-    } else {
-        one_line
+    let mut values = Vec::new();
+    for path in &req.secrets {
+        let Some(value) = crate::secrets::value_at(&req.config, path) else {
+            continue;
+        };
+        let json = serde_json::to_value(value).unwrap_or_default();
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            _ => json.to_string(),
+        };
+        if let serde_json::Value::String(_) = json {
+            let escaped = json.to_string();
+            values.push(escaped[1..escaped.len() - 1].to_string());
+        }
+        // Short lines and a PEM's delimiters would mask ordinary text: only lines of
+        // substance.
+        values.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| l.len() >= 8 && !l.starts_with("-----") && *l != text)
+                .map(str::to_string),
+        );
+        values.push(text);
     }
+    values
 }
 
 impl Driver for ExecDriver {
@@ -636,37 +584,14 @@ impl Driver for ExecDriver {
             if ran.code != Some(0) {
                 return Err(self.failure("observe", &env.name, &ran, &[]));
             }
-            let observed: Observed = serde_json::from_str(&ran.stdout).map_err(|e| {
-                // JSON of another shape may hold config values (secrets): only what is wrong
-                // with it is said, not what it says.
-                if serde_json::from_str::<serde_json::Value>(&ran.stdout).is_ok() {
-                    return DriverError::permanent(format!(
-                        "observe for {} (`{}`) printed JSON that is not live state: {e}; it must print {{\"services\": {{\"NAME\": {{\"version\": \"..\", \"config\": {{..}}, \"revision\": \"..\"}}}}}}",
-                        env.name,
-                        argv.join(" ")
-                    ));
-                }
+            super::live_doc::parse(&ran.stdout).map_err(|why| {
                 DriverError::permanent(format!(
-                    "observe for {} (`{}`) printed what is not live state ({e}): \"{}\"; it must print {{\"services\": {{\"NAME\": {{\"version\": \"..\", \"config\": {{..}}, \"revision\": \"..\"}}}}}}",
+                    "observe for {} (`{}`) printed {why}; it must print {}",
                     env.name,
                     argv.join(" "),
-                    excerpt(&ran.stdout)
+                    super::live_doc::SHAPE
                 ))
-            })?;
-            Ok(observed
-                .services
-                .into_iter()
-                .map(|(name, s)| {
-                    (
-                        name,
-                        LiveService {
-                            version: s.version,
-                            config: s.config,
-                            revision: s.revision,
-                        },
-                    )
-                })
-                .collect())
+            })
         })
     }
 
@@ -674,7 +599,7 @@ impl Driver for ExecDriver {
         &'a self,
         env: &'a Environment,
         req: &'a ApplyRequest,
-    ) -> DriverFuture<'a, Output> {
+    ) -> DriverFuture<'a, Printed> {
         Box::pin(async move {
             // The step's desired state, for the command to read; readable by us only (it
             // holds the secrets the command needs), removed when the call ends however.
@@ -758,15 +683,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn escape_sequences_and_control_characters_never_reach_the_terminal() {
-        let raw =
-            "\x1b[1;31mError:\x1b[0m bad\x1b]0;owned\x07 chart\r\n\tnext\x08\x1b]8;;x\x1b\\ok\n";
-        assert_eq!(printable(raw), "Error: bad chart\n\tnextok\n");
-    }
-
     #[tokio::test]
-    async fn a_cut_tail_starts_at_a_whole_line_so_no_piece_of_a_secret_is_kept() {
+    async fn a_cut_tail_starts_at_a_whole_line_so_no_piece_of_a_line_is_kept() {
         // The cut falls inside the secret on the first line: what is kept of that line is
         // the secret's end, which masking the whole value would not find.
         let mut text = b"password=s3cr3t-value\n".to_vec();
@@ -778,6 +696,35 @@ mod tests {
         );
         // Nothing cut: everything kept.
         assert_eq!(tail(&b"a\nb\n"[..], 100).await, b"a\nb\n");
+        // One long line cut: none of it.
+        let long = tail(&[b'y'; 100][..], 50).await;
+        assert!(!long.contains(&b'y'), "{}", String::from_utf8_lossy(&long));
+    }
+
+    #[test]
+    fn secrets_are_masked_as_json_writes_them_and_line_by_line() {
+        let pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkq\nhkiG9w0BAQEFAASC\n-----END KEY-----";
+        let mut config = toml::Table::new();
+        config.insert("tls_key".into(), toml::Value::String(pem.into()));
+        config.insert("password".into(), toml::Value::String("a\"b\\c".into()));
+        let req = ApplyRequest {
+            service: "api".into(),
+            version: "1".into(),
+            config,
+            revision: "r".into(),
+            secrets: vec!["tls_key".into(), "password".into()],
+        };
+        let values = secret_values(&req);
+        // The config file's JSON escapes the quote and the backslash.
+        let printed = "{\"password\":\"a\\\"b\\\\c\"} and a cut key: hkiG9w0BAQEFAASC";
+        let shown = shown(printed, &values);
+        assert!(!shown.contains("a\\\"b"), "{shown}");
+        assert!(!shown.contains("hkiG9w0BAQEFAASC"), "{shown}");
+        // A PEM's delimiter lines are not secrets (they would mask ordinary text).
+        assert!(
+            !values.iter().any(|v| v == "-----BEGIN KEY-----"),
+            "{values:?}"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,9 @@
 //! How flotilla reaches environments. The engine is the only caller.
 
 pub mod exec;
+pub mod live_doc;
 pub mod sim;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -82,8 +84,11 @@ pub trait Driver: Send + Sync {
     fn observe<'a>(&'a self, env: &'a Environment) -> DriverFuture<'a, LiveState>;
     /// Make one service run a version and config; idempotent by `revision`. Returns what
     /// the apply printed, if anything (it goes into the step's events).
-    fn apply<'a>(&'a self, env: &'a Environment, req: &'a ApplyRequest)
-        -> DriverFuture<'a, Output>;
+    fn apply<'a>(
+        &'a self,
+        env: &'a Environment,
+        req: &'a ApplyRequest,
+    ) -> DriverFuture<'a, Printed>;
     /// Whether one service is healthy after an apply.
     fn health<'a>(&'a self, env: &'a Environment, service: &'a str) -> DriverFuture<'a, Health>;
 }
@@ -121,21 +126,21 @@ pub enum Health {
 
 /// What a command printed: the last few KiB of its stdout and stderr, secrets masked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Output {
+pub struct Printed {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdout: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr: String,
 }
 
-impl Output {
+impl Printed {
     /// Nothing was printed (or the driver runs no commands).
     pub fn is_empty(&self) -> bool {
         self.stdout.is_empty() && self.stderr.is_empty()
     }
 
     /// As an event keeps it: boxed (events stay small), and nothing when empty.
-    pub fn for_event(self) -> Option<Box<Output>> {
+    pub fn for_event(self) -> Option<Box<Printed>> {
         (!self.is_empty()).then(|| Box::new(self))
     }
 }
@@ -159,7 +164,7 @@ pub struct DriverError {
     pub class: ErrorClass,
     pub message: String,
     /// What the failed command printed, for the step's events.
-    pub output: Output,
+    pub output: Printed,
 }
 
 impl DriverError {
@@ -168,7 +173,7 @@ impl DriverError {
         DriverError {
             class: ErrorClass::Transient,
             message: message.into(),
-            output: Output::default(),
+            output: Printed::default(),
         }
     }
 
@@ -177,12 +182,12 @@ impl DriverError {
         DriverError {
             class: ErrorClass::Permanent,
             message: message.into(),
-            output: Output::default(),
+            output: Printed::default(),
         }
     }
 
     /// The same error, with what the command printed.
-    pub fn with_output(mut self, output: Output) -> Self {
+    pub fn with_output(mut self, output: Printed) -> Self {
         self.output = output;
         self
     }

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState, Output,
+    ApplyRequest, Driver, DriverError, DriverFuture, Health, LiveService, LiveState, Printed,
 };
 use crate::hash::{stable_hash, unit};
 use crate::intent::{Environment, Release};
@@ -421,7 +421,7 @@ impl Driver for SimFleet {
         &'a self,
         env: &'a Environment,
         req: &'a ApplyRequest,
-    ) -> DriverFuture<'a, Output> {
+    ) -> DriverFuture<'a, Printed> {
         Box::pin(async move {
             if matches(&self.hang, env) {
                 // Models an apply that never answers, so step timeouts can be exercised.
@@ -452,7 +452,7 @@ impl Driver for SimFleet {
             };
             self.persist(&env.name, &req.service, &next)?;
             svcs.insert(req.service.clone(), next);
-            Ok(Output::default())
+            Ok(Printed::default())
         })
     }
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drivers::{ErrorClass, Output};
+use crate::drivers::{ErrorClass, Printed};
 
 /// One thing that happened, stamped with the time it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub enum EventKind {
         delay_ms: u64,
         /// What the apply printed (the exec driver's commands), secrets masked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<Box<Output>>,
+        output: Option<Box<Printed>>,
     },
     StepSucceeded {
         wave: String,
@@ -101,7 +101,7 @@ pub enum EventKind {
         revision: String,
         /// What the apply printed (the exec driver's commands), secrets masked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<Box<Output>>,
+        output: Option<Box<Printed>>,
     },
     /// A step in flight at a crash was found applied when the rollout resumed.
     StepRecovered {
@@ -120,7 +120,7 @@ pub enum EventKind {
         attempts: u32,
         /// What the apply printed (the exec driver's commands), secrets masked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<Box<Output>>,
+        output: Option<Box<Printed>>,
     },
     StepBlocked {
         wave: String,
@@ -172,7 +172,7 @@ pub enum EventKind {
         attempts: u32,
         /// What the apply printed (the exec driver's commands), secrets masked.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        output: Option<Box<Output>>,
+        output: Option<Box<Printed>>,
     },
     /// A rollback could not put a service back: the environment counts as failed.
     RollbackFailed {
@@ -269,7 +269,7 @@ pub type Subject<'a> = (
 
 impl EventKind {
     /// What the step's command printed, for the events of a finished attempt that has it.
-    pub fn output(&self) -> Option<&Output> {
+    pub fn output(&self) -> Option<&Printed> {
         match self {
             EventKind::StepSucceeded { output, .. }
             | EventKind::StepRetrying { output, .. }

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::clock::Clock;
 use super::events::{Event, EventKind};
 use super::sink::EventSink;
-use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health, Output};
+use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health, Printed};
 use crate::hash::{stable_hash, unit};
 use crate::intent::layers::Desired;
 use crate::intent::Intent;
@@ -294,7 +294,7 @@ async fn apply_and_verify(
     ctx: &StepContext,
     environment: &crate::intent::Environment,
     req: &ApplyRequest,
-) -> Result<Output, DriverError> {
+) -> Result<Printed, DriverError> {
     tokio::time::timeout(ctx.step_timeout, async {
         let output = ctx.driver.apply(environment, req).await?;
         match ctx.driver.health(environment, &req.service).await? {
@@ -307,7 +307,7 @@ async fn apply_and_verify(
     .await
     .unwrap_or_else(|_| {
         Err(DriverError {
-            output: Output::default(),
+            output: Printed::default(),
             class: ErrorClass::Timeout,
             message: format!(
                 "no answer within the step timeout of {}",
@@ -376,7 +376,7 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         let mut attempt = 1;
         loop {
             let outcome = if already {
-                Ok(Output::default())
+                Ok(Printed::default())
             } else {
                 apply_and_verify(&ctx, environment, &req).await
             };

@@ -149,7 +149,8 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
             for line in &lines[lines.len().saturating_sub(OUTPUT_LINES)..] {
                 out.push(Line::from(vec![
                     Span::styled(format!("  {tag} "), t.dim),
-                    Span::styled(line.to_string(), style),
+                    // The terminal would drop a tab: it shows as spaces.
+                    Span::styled(line.replace('\t', "    "), style),
                 ]));
             }
         }
