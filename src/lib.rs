@@ -3,6 +3,7 @@
 //! Data flows one way: intent (Git) -> plan -> engine <-> drivers, and the engine reports
 //! events that every view folds.
 
+pub mod agent;
 pub mod cli;
 pub mod console;
 pub mod demo;

@@ -1,6 +1,7 @@
 //! The `flotilla` command line: parses arguments, calls the core, prints results and maps
 //! outcomes to exit codes. It never calls a driver except through the engine.
 
+mod agent;
 mod audit;
 mod console;
 mod explain;
@@ -160,6 +161,8 @@ enum Commands {
     },
     /// The journal of who did what; --verify checks its hash chain.
     Audit(audit::AuditArgs),
+    /// Run the flotilla agent for one environment: the http driver's other end.
+    Agent(agent::AgentArgs),
 }
 
 /// Set once when the command reports in JSON: its errors and refusals then do too.
@@ -231,6 +234,7 @@ pub fn main() -> ExitCode {
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
     let code = match cli.command {
         Commands::Demo { envs } => init::demo(envs, cli.state),
+        Commands::Agent(ref args) => agent::run(args),
         Commands::Init {
             ref dir,
             demo,

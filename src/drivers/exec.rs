@@ -360,6 +360,21 @@ impl ExecDriver {
         }
     }
 
+    /// Whether an apply command is set (an agent may run only some of its hooks).
+    pub fn applies(&self) -> bool {
+        !self.config.apply.is_empty()
+    }
+
+    /// Whether an observe command is set.
+    pub fn observes(&self) -> bool {
+        self.config.observe.is_some()
+    }
+
+    /// Whether a health command is set.
+    pub fn checks_health(&self) -> bool {
+        self.config.health.is_some()
+    }
+
     /// Runs `argv` with `values`, in its own process group.
     async fn run(
         &self,

@@ -1,6 +1,7 @@
 //! How flotilla reaches environments. The engine is the only caller.
 
 pub mod exec;
+pub mod http;
 pub mod live_doc;
 pub mod sim;
 pub mod text;
@@ -64,14 +65,16 @@ pub fn open(
             place.repo,
             &place.key(),
         )),
-        DriverKind::Http => {
-            return Err(
-                "the http driver is not available in this version (it comes with the flotilla agent); use kind = \"sim\" or \"exec\""
-                    .into(),
-            )
-        }
+        DriverKind::Http => std::sync::Arc::new(http::HttpDriver::new(
+            &intent.driver.http.clone().unwrap_or_default(),
+            place.repo,
+        )?),
     })
 }
+
+/// A problem in a driver's settings: where (a byte range of the file), what, and what
+/// would be right.
+pub type Problem = (std::ops::Range<usize>, String, String);
 
 /// A driver call in flight. Boxed so drivers can be chosen at run time (`dyn Driver`).
 pub type DriverFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DriverError>> + Send + 'a>>;
@@ -104,6 +107,18 @@ pub struct ApplyRequest {
     /// simulator, an agent) stores them sealed, and never logs them.
     #[serde(default)]
     pub secrets: Vec<String>,
+}
+
+impl ApplyRequest {
+    /// What the service runs once this is applied, as a driver that keeps state keeps it:
+    /// secrets sealed, never in clear.
+    pub fn sealed_live(&self) -> LiveService {
+        LiveService {
+            version: self.version.clone(),
+            config: crate::secrets::seal(&self.config, &self.secrets),
+            revision: self.revision.clone(),
+        }
+    }
 }
 
 /// What one service runs, as a driver sees it.

@@ -52,9 +52,7 @@ impl Default for SimConfig {
     }
 }
 
-/// A problem in the simulator's settings: where (a byte range of the file), what, and what
-/// would be right.
-pub type Problem = (std::ops::Range<usize>, String, String);
+pub use super::Problem;
 
 /// Checks `[driver.sim]`; what is wrong is returned beside the settings (left at their
 /// defaults where wrong).
@@ -446,7 +444,7 @@ impl Driver for SimFleet {
             // Idempotent: the same revision applied again changes nothing but the call count.
             let unchanged = current.is_some_and(|s| s.live.revision == req.revision);
             let next = SimService {
-                live: live_of(req),
+                live: req.sealed_live(),
                 applies: current.map_or(0, |s| s.applies) + u64::from(!unchanged),
                 calls: current.map_or(0, |s| s.calls) + 1,
             };
@@ -468,16 +466,6 @@ impl Driver for SimFleet {
                 None => Health::Unhealthy(format!("{service} is not running")),
             })
         })
-    }
-}
-
-/// What a service runs after `req`, as the simulated fleet keeps it: secrets sealed, so
-/// the state database never holds them in clear.
-fn live_of(req: &ApplyRequest) -> LiveService {
-    LiveService {
-        version: req.version.clone(),
-        config: crate::secrets::seal(&req.config, &req.secrets),
-        revision: req.revision.clone(),
     }
 }
 

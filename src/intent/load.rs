@@ -174,6 +174,7 @@ impl Checker {
             kind: DriverKind::Sim,
             sim: Default::default(),
             exec: None,
+            http: None,
         };
         let Some(d) = d else { return Some(cfg) };
         if let Some(kind) = &d.kind {
@@ -200,6 +201,16 @@ impl Checker {
         if let Some(exec) = &d.exec {
             cfg.exec = Some(self.exec(f, exec, envs));
         }
+        if let Some(http) = &d.http {
+            let (config, problems) = crate::drivers::http::check_config(http);
+            for (span, msg, help) in problems {
+                self.error(f, span, msg).help = Some(help);
+            }
+            cfg.http = Some(config);
+        }
+        if cfg.kind == DriverKind::Http {
+            self.http_targets(f, d, cfg.http.as_ref(), envs);
+        }
         if cfg.kind == DriverKind::Exec && cfg.exec.as_ref().is_none_or(|e| e.apply.is_empty()) {
             let span = d.kind.as_ref().map_or(0..0, |k| k.span());
             self.error(f, span, "the exec driver needs an apply command").help = Some(
@@ -207,6 +218,54 @@ impl Checker {
             );
         }
         Some(cfg)
+    }
+
+    /// The http driver needs a token source and, on every environment, an agent's URL.
+    fn http_targets(
+        &mut self,
+        f: File,
+        d: &schema::DriverSection,
+        http: Option<&crate::drivers::http::HttpConfig>,
+        envs: &[Environment],
+    ) {
+        use crate::drivers::http::TokenSource;
+        if http.is_none_or(|h| h.token == TokenSource::Missing) {
+            let span = d.kind.as_ref().map_or(0..0, |k| k.span());
+            self.error(f, span, "the http driver needs the agents' token").help = Some(
+                "add [driver.http] with token_file = \"/etc/flotilla/agent-token\" or token_env = \"FLOTILLA_AGENT_TOKEN\" (never the token itself)".into(),
+            );
+        }
+        for env in envs {
+            let target = env.target.as_deref().unwrap_or("");
+            let (scheme, rest) = target.split_once("://").unwrap_or(("", ""));
+            if !matches!(scheme, "http" | "https") || rest.is_empty() {
+                let msg = if target.is_empty() {
+                    format!("environment `{}` has no target", env.name)
+                } else {
+                    format!(
+                        "environment `{}` has target `{target}`, which is not an agent's URL",
+                        env.name
+                    )
+                };
+                self.diags.push(
+                    Diagnostic::file(Severity::Error, &env.file, msg).with_help(
+                        "the http driver reaches each environment's agent: target = \"https://HOST:PORT\"",
+                    ),
+                );
+            } else if scheme == "http" && !is_loopback(rest) {
+                self.diags.push(
+                    Diagnostic::file(
+                        Severity::Warning,
+                        &env.file,
+                        format!(
+                            "environment `{}` reaches its agent over plain http: the token crosses the network in clear",
+                            env.name
+                        ),
+                    )
+                    .with_help("serve the agent with --tls-cert and --tls-key and use https://"),
+                );
+            }
+        }
     }
 
     /// `[driver.exec]`: argv arrays whose placeholders are known to the command they are in.
@@ -863,7 +922,22 @@ const MAX_RETRIES: u32 = 100;
 const NAME_HELP: &str =
     "names use letters, digits, `-`, `_` and `.`, and start with a letter or digit";
 
-fn valid_name(s: &str) -> bool {
+/// Whether the host of `host_port_path` (what follows `scheme://`) is this machine.
+fn is_loopback(host_port_path: &str) -> bool {
+    let authority = host_port_path.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether `s` is a valid name for a service, an environment, a release or a fleet.
+pub fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

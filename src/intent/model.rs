@@ -65,6 +65,8 @@ pub struct DriverConfig {
     pub sim: crate::drivers::sim::SimConfig,
     /// `[driver.exec]`, checked; set whenever the table is there.
     pub exec: Option<crate::drivers::exec::ExecConfig>,
+    /// `[driver.http]`, checked; set whenever the table is there.
+    pub http: Option<crate::drivers::http::HttpConfig>,
 }
 
 /// A deployable unit that runs in every environment.

@@ -41,9 +41,9 @@ pub struct DriverSection {
     /// The exec driver's commands (its own type: the driver owns its settings).
     #[serde(default)]
     pub exec: Option<crate::drivers::exec::ExecDef>,
-    /// Settings of the `http` driver; its issue gives them a shape.
+    /// The http driver's settings (its own type).
     #[serde(default)]
-    pub http: Option<toml::Table>,
+    pub http: Option<crate::drivers::http::HttpDef>,
 }
 
 /// `[[service]]`.
