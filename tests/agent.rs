@@ -587,7 +587,7 @@ fn a_failing_apply_hook_fails_the_step_quoting_its_stderr() {
         "e-00",
         &["--apply-hook", hook],
     );
-    let repo = http_repo(dir.path(), &[agent.url.clone()], "0", "");
+    let repo = http_repo(dir.path(), std::slice::from_ref(&agent.url), "0", "");
     let out = cmd(&repo, &dir.path().join("state.db"), "ops")
         .args(["rollout", "r1", "--approve-all", "--output", "json"])
         .output()
