@@ -161,6 +161,55 @@ pub fn demo_commits(envs: usize) -> Vec<DemoCommit> {
     ]
 }
 
+/// One more commit: the fleet reached through flotilla agents at `urls` (one per
+/// environment, in the fleet's order) with the token in `token_file`, instead of simulated.
+pub fn over_agents(commits: &mut Vec<DemoCommit>, urls: &[String], token_file: &str) {
+    let latest = |path: &str| {
+        commits
+            .iter()
+            .rev()
+            .flat_map(|c| &c.files)
+            .find(|(p, _)| p == path)
+            .map(|(_, text)| text.clone())
+    };
+    let mut files = Vec::new();
+    if let Some(fleet) = latest("flotilla.toml") {
+        let start = fleet.find("[driver]").unwrap_or(0);
+        let end = fleet.find("[[service]]").unwrap_or(fleet.len());
+        let driver = format!(
+            "[driver]\nkind = \"http\"                    # a flotilla agent in each environment\n[driver.http]\ntoken_file = {}\nrequest_timeout = \"10s\"\n\n",
+            toml::Value::String(token_file.into())
+        );
+        let fleet = format!("{}{driver}{}", &fleet[..start], &fleet[end..])
+            .replace("on a simulated driver", "reached through local agents");
+        files.push(("flotilla.toml".to_string(), fleet));
+    }
+    let envs: Vec<String> = commits
+        .iter()
+        .flat_map(|c| &c.files)
+        .map(|(p, _)| p.clone())
+        .filter(|p| p.starts_with("environments/"))
+        .collect();
+    for (path, url) in envs.iter().zip(urls) {
+        let Some(text) = latest(path) else { continue };
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("target = ") {
+                    format!("target = \"{url}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        files.push((path.clone(), text));
+    }
+    commits.push(DemoCommit {
+        message: "Reach the fleet through flotilla agents".into(),
+        files,
+    });
+}
+
 /// `flotilla.toml`. Only keys from the format contract: the parser rejects unknown ones.
 fn fleet_file(envs: usize) -> String {
     // The rollout-wide budget is 5% of the fleet, but at least one failure is tolerated so a
@@ -460,6 +509,26 @@ mod tests {
                 Some((name, t))
             })
             .collect()
+    }
+
+    #[test]
+    fn the_demo_over_agents_is_valid_and_reaches_each_environment_at_its_agent() {
+        let mut commits = demo_commits(5);
+        let urls: Vec<String> = (0..5)
+            .map(|i| format!("http://127.0.0.1:{}", 9000 + i))
+            .collect();
+        over_agents(&mut commits, &urls, "/var/lib/flotilla/demo-token");
+        let dir = tempfile::tempdir().unwrap();
+        crate::intent::write::write_repo(dir.path(), &commits).unwrap();
+        let intent = crate::intent::load(dir.path(), "HEAD").unwrap().intent;
+        assert_eq!(intent.driver.kind, crate::intent::DriverKind::Http);
+        let mut targets: Vec<String> = intent
+            .environments
+            .iter()
+            .map(|e| e.target.clone().unwrap())
+            .collect();
+        targets.sort();
+        assert_eq!(targets, urls);
     }
 
     fn check(envs: usize) {

@@ -605,3 +605,29 @@ fn a_failing_apply_hook_fails_the_step_quoting_its_stderr() {
         "{failed}"
     );
 }
+
+#[test]
+fn the_demo_over_agents_rolls_out_through_the_network_and_stops_them() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["demo", "--agents", "3"])
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    // Without a terminal the demo runs headless, approving its gates.
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("each behind a flotilla agent"), "{text}");
+    assert!(text.contains("rollout completed: 3 succeeded"), "{text}");
+    // The agents recorded it, and their token stayed out of the output.
+    let agents = home.path().join("data/flotilla/demo-agents");
+    let token = std::fs::read_to_string(agents.join("token")).unwrap();
+    assert!(!text.contains(token.trim()));
+    let recorded = std::fs::read_dir(&agents)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("state.json").exists())
+        .count();
+    assert_eq!(recorded, 3);
+}

@@ -91,7 +91,13 @@ pub fn init(dir: &Path, demo: bool, envs: usize) -> u8 {
 
 /// `flotilla demo`: a fresh demo repo in the data directory, then a rollout of its newest
 /// good release (the console takes over this job when it lands).
-pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
+/// The demo's agents: each apply takes this long (a real apply script would).
+const DEMO_APPLY: &[&str] = &["sleep", "0.3"];
+
+/// `agents`: run the demo over that many flotilla agents on loopback (one environment
+/// each) through the http driver, instead of the simulator.
+pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
+    let envs = agents.unwrap_or(envs).max(1);
     let dir = super::data_dir().join("demo");
     if dir.exists() {
         if !dir.join(".git").join(DEMO_MARKER).exists() {
@@ -109,7 +115,18 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
             return exit::INVALID;
         }
     }
-    let commits = demo_commits(envs);
+    let mut commits = demo_commits(envs);
+    // Kept until the demo ends: dropping them stops the agents.
+    let _agents = match agents {
+        Some(_) => match start_demo_agents(&mut commits, envs) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        },
+        None => None,
+    };
     if let Err(e) = write_repo(&dir, &commits) {
         eprintln!("error: {e}");
         return exit::INVALID;
@@ -123,9 +140,14 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
         let _ = std::fs::remove_file(p);
     }
     println!(
-        "demo intent repo: {} ({} environments)",
+        "demo intent repo: {} ({} environments{})",
         dir.display(),
-        envs.max(1)
+        envs,
+        if agents.is_some() {
+            ", each behind a flotilla agent on 127.0.0.1"
+        } else {
+            ""
+        }
     );
     // On a terminal the demo opens the console; elsewhere (a pipe, CI) it runs headless.
     let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
@@ -147,6 +169,10 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
         };
         rollout::run(&dir, "HEAD", Some(&state), &args, None)
     };
+    if agents.is_some() {
+        println!("the agents stopped with the demo");
+        return code;
+    }
     println!();
     println!("Next: see how a bad release is stopped before it reaches the fleet:");
     println!("  flotilla --repo {} plan 2026.11.3", dir.display());
@@ -161,4 +187,67 @@ pub fn demo(envs: usize, state: Option<PathBuf>) -> u8 {
         }
     );
     code
+}
+
+/// Starts one agent per demo environment (fresh state, a new random token kept outside the
+/// repo) and points the demo's intent at them.
+fn start_demo_agents(
+    commits: &mut Vec<DemoCommit>,
+    envs: usize,
+) -> Result<crate::agent::LocalAgents, String> {
+    use rand::TryRngCore;
+    let home = super::data_dir().join("demo-agents");
+    if home.exists() {
+        std::fs::remove_dir_all(&home).map_err(|e| {
+            format!(
+                "cannot clear the old demo agents at {}: {e}",
+                home.display()
+            )
+        })?;
+    }
+    std::fs::create_dir_all(&home).map_err(|e| format!("cannot create {}: {e}", home.display()))?;
+    let mut bytes = [0u8; 24];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| format!("cannot make a token: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token_file = home.join("token");
+    write_private(&token_file, &token)?;
+    let names: Vec<String> = commits
+        .iter()
+        .flat_map(|c| &c.files)
+        .filter_map(|(p, _)| p.strip_prefix("environments/")?.strip_suffix(".toml"))
+        .map(str::to_string)
+        .take(envs)
+        .collect();
+    let configs = names
+        .iter()
+        .map(|env| crate::agent::AgentConfig {
+            dir: home.join(env),
+            token: Some(token.clone()),
+            env: Some(env.clone()),
+            hooks: crate::agent::Hooks {
+                apply: Some(DEMO_APPLY.iter().map(|s| s.to_string()).collect()),
+                timeout: std::time::Duration::from_secs(60),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let agents = crate::agent::LocalAgents::start(configs)?;
+    crate::demo::over_agents(commits, &agents.urls, &token_file.display().to_string());
+    Ok(agents)
+}
+
+/// Writes a file only this user can read.
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -73,6 +73,10 @@ enum Commands {
         /// How many environments the simulated fleet has.
         #[arg(long, default_value_t = crate::demo::DEFAULT_ENVS)]
         envs: usize,
+        /// Run a real networked rollout instead: this many flotilla agents on loopback, one
+        /// per environment, reached by the http driver.
+        #[arg(long, value_name = "N", conflicts_with = "envs")]
+        agents: Option<usize>,
     },
     /// Scaffold an intent repository.
     Init {
@@ -233,7 +237,7 @@ pub fn main() -> ExitCode {
     };
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
     let code = match cli.command {
-        Commands::Demo { envs } => init::demo(envs, cli.state),
+        Commands::Demo { envs, agents } => init::demo(envs, agents, cli.state),
         Commands::Agent(ref args) => agent::run(args),
         Commands::Init {
             ref dir,
