@@ -631,3 +631,89 @@ fn the_demo_over_agents_rolls_out_through_the_network_and_stops_them() {
         .count();
     assert_eq!(recorded, 3);
 }
+
+#[test]
+fn an_agent_refuses_to_start_without_a_token_except_on_loopback_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["agent", "--dir"])
+            .arg(dir.path().join("a"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let none = start(&["--listen", "127.0.0.1:0"]);
+    assert_eq!(none.status.code(), Some(3), "{}", output_text(&none));
+    assert!(
+        output_text(&none).contains("needs --token-file"),
+        "{}",
+        output_text(&none)
+    );
+    let open = start(&["--listen", "0.0.0.0:0", "--insecure-no-auth"]);
+    assert_eq!(open.status.code(), Some(3), "{}", output_text(&open));
+    assert!(
+        output_text(&open).contains("only on a loopback address"),
+        "{}",
+        output_text(&open)
+    );
+    // On loopback it starts, and answers without a token.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "agent",
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-no-auth",
+            "--dir",
+        ])
+        .arg(dir.path().join("a"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("listening on http://127.0.0.1:"), "{line}");
+}
+
+#[tokio::test]
+async fn an_oversized_or_malformed_body_is_refused_without_quoting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let agent = AgentProc::start(&dir.path().join("a"), &token, "e-00", &[]);
+    let c = client();
+    let huge = format!(
+        "{{\"version\": \"1\", \"revision\": \"r\", \"config\": {{\"blob\": \"{}\"}}}}",
+        "x".repeat(2 << 20)
+    );
+    let r = c
+        .put(format!("{}/v1/services/api", agent.url))
+        .bearer_auth(TOKEN)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    // A value of the wrong type: where, not what (it could be a secret).
+    let r = c
+        .put(format!("{}/v1/services/api", agent.url))
+        .bearer_auth(TOKEN)
+        .body(r#"{"version": "1", "revision": "r", "secrets": "hunter2-secret"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let said: serde_json::Value = r.json().await.unwrap();
+    let error = said["error"].as_str().unwrap();
+    assert!(error.contains("line 1"), "{error}");
+    assert!(!error.contains("hunter2"), "{error}");
+    assert!(
+        !dir.path().join("a/state.json").exists(),
+        "nothing was recorded"
+    );
+}
