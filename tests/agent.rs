@@ -269,7 +269,10 @@ fn agents_that_die_fail_hang_or_answer_garbage_fail_their_steps_as_they_should()
     // Killed: the connection goes, then nothing answers; retried, then failed.
     let died = failed("e-01");
     assert!(retried("e-01"), "e-01 was not retried");
-    assert!(died["error"].as_str().unwrap().contains("e-01"), "{died}");
+    assert!(
+        died["error"].as_str().unwrap().contains("cannot connect"),
+        "{died}"
+    );
     // 500: retried, then failed saying what the agent answered.
     let five = failed("e-02");
     assert!(retried("e-02"));
@@ -340,7 +343,7 @@ fn a_wrong_token_is_refused_as_authentication_and_never_shown() {
 }
 
 #[test]
-fn a_rollout_over_https_trusts_the_ca_file_and_nothing_else() {
+fn a_rollout_over_https_needs_the_agents_ca_in_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     let token = token_file(dir.path(), TOKEN);
     let cert =
@@ -691,14 +694,17 @@ async fn an_oversized_or_malformed_body_is_refused_without_quoting_it() {
         "{{\"version\": \"1\", \"revision\": \"r\", \"config\": {{\"blob\": \"{}\"}}}}",
         "x".repeat(2 << 20)
     );
-    let r = c
+    // Refused with 413; or the agent closes the connection before the client has sent it
+    // all, which a client sees as an error. Either way nothing is recorded (checked below).
+    let sent = c
         .put(format!("{}/v1/services/api", agent.url))
         .bearer_auth(TOKEN)
         .body(huge)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 413);
+        .await;
+    if let Ok(r) = sent {
+        assert_eq!(r.status().as_u16(), 413);
+    }
     // A value of the wrong type: where, not what (it could be a secret).
     let r = c
         .put(format!("{}/v1/services/api", agent.url))

@@ -6,9 +6,12 @@
 //! placeholders and desired-state file) and reports their outcome. Every request needs the
 //! bearer token; applies are idempotent by revision and their status survives a restart.
 
+mod local;
 pub mod protocol;
 pub mod state;
 pub mod tls;
+
+pub use local::LocalAgents;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,10 +48,10 @@ pub struct Hooks {
     pub timeout: Duration,
 }
 
-/// How an agent is set up.
-#[derive(Debug, Clone)]
+/// How an agent is set up. Not `Debug`: it holds the token.
+#[derive(Clone)]
 pub struct AgentConfig {
-    /// Where the agent keeps its state (and runs hooks from).
+    /// Where the agent keeps its state (hooks run from the directory it was started in).
     pub dir: PathBuf,
     /// The bearer token every request must carry; none only with `--insecure-no-auth`.
     pub token: Option<String>,
@@ -68,6 +71,8 @@ pub struct Agent {
     hooks: Option<ExecDriver>,
     hook_timeout: Duration,
     state: tokio::sync::Mutex<AgentState>,
+    /// Held while the agent runs: the directory is this agent's alone.
+    _lock: std::fs::File,
 }
 
 impl Agent {
@@ -78,6 +83,8 @@ impl Agent {
             .map_err(|e| format!("cannot create --dir {}: {e}", config.dir.display()))?;
         let dir = std::fs::canonicalize(&config.dir)
             .map_err(|e| format!("cannot open --dir {}: {e}", config.dir.display()))?;
+        // Two agents on one directory would overwrite each other's state.
+        let lock = state::lock(&dir)?;
         let state = state::load(&dir)?;
         let hooks = &config.hooks;
         for (flag, argv, role) in [
@@ -126,6 +133,7 @@ impl Agent {
             hooks: exec,
             hook_timeout: config.hooks.timeout,
             state: tokio::sync::Mutex::new(state),
+            _lock: lock,
         }))
     }
 
@@ -240,7 +248,7 @@ async fn service_status(State(agent): State<Arc<Agent>>, Path(name): Path<String
     match state.services.get(&name) {
         Some(record) => match (&record.apply, &record.live) {
             (Some(apply), _) => Json(apply.clone()).into_response(),
-            (None, Some(live)) => Json(applied(&live.revision)).into_response(),
+            (None, Some(live)) => Json(ApplyStatus::applied(&live.revision)).into_response(),
             (None, None) => error(
                 StatusCode::NOT_FOUND,
                 format!("{name} was never applied here"),
@@ -250,16 +258,6 @@ async fn service_status(State(agent): State<Arc<Agent>>, Path(name): Path<String
             StatusCode::NOT_FOUND,
             format!("{name} was never applied here"),
         ),
-    }
-}
-
-fn applied(revision: &str) -> ApplyStatus {
-    ApplyStatus {
-        revision: revision.to_string(),
-        phase: Phase::Applied,
-        message: String::new(),
-        retryable: false,
-        output: Default::default(),
     }
 }
 
@@ -329,7 +327,11 @@ async fn put_service(
             .as_ref()
             .is_some_and(|l| l.revision == desired.revision) =>
         {
-            return (StatusCode::ACCEPTED, Json(applied(&desired.revision))).into_response();
+            return (
+                StatusCode::ACCEPTED,
+                Json(ApplyStatus::applied(&desired.revision)),
+            )
+                .into_response();
         }
         _ => {}
     }
@@ -345,20 +347,14 @@ async fn put_service(
     if !agent.runs_apply_hook() {
         // Recording is the apply: done at once.
         entry.live = Some(request.sealed_live());
-        entry.apply = Some(applied(&request.revision));
+        entry.apply = Some(ApplyStatus::applied(&request.revision));
         let status = entry.apply.clone();
         if let Err(e) = agent.commit(&mut state, next).await {
             return e;
         }
         return (StatusCode::ACCEPTED, Json(status)).into_response();
     }
-    let status = ApplyStatus {
-        revision: request.revision.clone(),
-        phase: Phase::Applying,
-        message: String::new(),
-        retryable: false,
-        output: Default::default(),
-    };
+    let status = ApplyStatus::applying(&request.revision);
     entry.apply = Some(status.clone());
     if let Err(e) = agent.commit(&mut state, next).await {
         return e;
@@ -368,36 +364,42 @@ async fn put_service(
     (StatusCode::ACCEPTED, Json(status)).into_response()
 }
 
-/// Runs the apply hook and records how it ended.
+/// Runs the apply hook and records how it ended, however it ends: a hook that panics or
+/// outlives its timeout is a failed apply, retryable; the record is kept in memory even
+/// when the disk refuses it (a restart then finds the apply "applying" and fails it as
+/// interrupted, retryable too).
 async fn run_apply_hook(agent: Arc<Agent>, request: ApplyRequest) {
-    let Some(hooks) = agent.hooks.as_ref() else {
-        return;
+    let ran = {
+        let (agent, request) = (agent.clone(), request.clone());
+        tokio::spawn(async move {
+            let hooks = agent.hooks.as_ref()?;
+            tokio::time::timeout(agent.hook_timeout, hooks.apply(&agent.hook_env, &request))
+                .await
+                .ok()
+        })
+        .await
     };
-    let ran =
-        tokio::time::timeout(agent.hook_timeout, hooks.apply(&agent.hook_env, &request)).await;
+    let revision = &request.revision;
     let status = match ran {
-        Ok(Ok(output)) => ApplyStatus {
-            output,
-            ..applied(&request.revision)
-        },
-        Ok(Err(e)) => ApplyStatus {
-            revision: request.revision.clone(),
-            phase: Phase::Failed,
-            message: e.message,
-            retryable: e.class != ErrorClass::Permanent,
-            output: e.output,
-        },
+        Ok(Some(Ok(output))) => ApplyStatus::applied(revision).with_output(output),
+        Ok(Some(Err(e))) => {
+            ApplyStatus::failed(revision, e.message, e.class != ErrorClass::Permanent)
+                .with_output(e.output)
+        }
         // Dropping the call killed the hook's process group.
-        Err(_) => ApplyStatus {
-            revision: request.revision.clone(),
-            phase: Phase::Failed,
-            message: format!(
+        Ok(None) => ApplyStatus::failed(
+            revision,
+            format!(
                 "the apply hook did not finish within {}; it was stopped",
                 humantime::format_duration(agent.hook_timeout)
             ),
-            retryable: true,
-            output: Default::default(),
-        },
+            true,
+        ),
+        Err(_) => ApplyStatus::failed(
+            revision,
+            "internal error: the apply hook's task failed",
+            true,
+        ),
     };
     let mut state = agent.state.lock().await;
     let mut next = state.clone();
@@ -406,9 +408,9 @@ async fn run_apply_hook(agent: Arc<Agent>, request: ApplyRequest) {
         entry.live = Some(request.sealed_live());
     }
     entry.apply = Some(status);
-    // A state that cannot be written leaves the apply "applying" in memory and on disk;
-    // the agent's restart turns it into a retryable failure.
-    let _ = agent.commit(&mut state, next).await;
+    if agent.commit(&mut state, next.clone()).await.is_err() {
+        *state = next;
+    }
 }
 
 async fn health(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> Response {
@@ -438,72 +440,4 @@ async fn health(State(agent): State<Arc<Agent>>, Path(name): Path<String>) -> Re
         None => (false, format!("{name} does not run here")),
     };
     Json(HealthDoc { healthy, message }).into_response()
-}
-
-/// Agents served in this process on loopback (the demo and the benchmarks): one per
-/// environment, each on its own port, on a runtime of their own. Dropping this stops them.
-pub struct LocalAgents {
-    /// Each agent's URL, in the order asked for.
-    pub urls: Vec<String>,
-    stop: Option<tokio::sync::watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl LocalAgents {
-    /// Starts one agent per config on `127.0.0.1`, on free ports.
-    pub fn start(configs: Vec<AgentConfig>) -> Result<LocalAgents, String> {
-        let mut bound = Vec::new();
-        for config in configs {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| format!("cannot listen on 127.0.0.1: {e}"))?;
-            bound.push((listener, Agent::open(config)?));
-        }
-        let urls = bound
-            .iter()
-            .map(|(l, _)| l.local_addr().map(|a| format!("http://{a}")))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("flotilla-agents")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the agents' runtime: {e}"))?;
-        let thread = std::thread::Builder::new()
-            .name("flotilla-agents".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut served = tokio::task::JoinSet::new();
-                    for (listener, agent) in bound {
-                        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                            continue;
-                        };
-                        let mut stopped = stopped.clone();
-                        served.spawn(serve(listener, agent, async move {
-                            let _ = stopped.wait_for(|s| *s).await;
-                        }));
-                    }
-                    while served.join_next().await.is_some() {}
-                });
-            })
-            .map_err(|e| format!("cannot start the agents' thread: {e}"))?;
-        Ok(LocalAgents {
-            urls,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for LocalAgents {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

@@ -56,6 +56,39 @@ pub struct ApplyStatus {
     pub output: Printed,
 }
 
+impl ApplyStatus {
+    /// An apply of `revision` under way.
+    pub fn applying(revision: &str) -> Self {
+        Self::ended(revision, Phase::Applying, String::new(), false)
+    }
+
+    /// An apply of `revision` that succeeded.
+    pub fn applied(revision: &str) -> Self {
+        Self::ended(revision, Phase::Applied, String::new(), false)
+    }
+
+    /// An apply of `revision` that failed, and why.
+    pub fn failed(revision: &str, message: impl Into<String>, retryable: bool) -> Self {
+        Self::ended(revision, Phase::Failed, message.into(), retryable)
+    }
+
+    fn ended(revision: &str, phase: Phase, message: String, retryable: bool) -> Self {
+        ApplyStatus {
+            revision: revision.to_string(),
+            phase,
+            message,
+            retryable,
+            output: Printed::default(),
+        }
+    }
+
+    /// The same status with what the apply printed.
+    pub fn with_output(mut self, output: Printed) -> Self {
+        self.output = output;
+        self
+    }
+}
+
 /// `GET /v1/services/{name}/health`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthDoc {

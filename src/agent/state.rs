@@ -64,6 +64,27 @@ pub fn load(dir: &Path) -> Result<AgentState, String> {
     Ok(state)
 }
 
+/// Locks `dir` for this agent (an advisory lock, released when the file is closed, so a
+/// killed agent never leaves it locked).
+pub fn lock(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another agent serves from {}; give each agent a --dir of its own",
+            dir.display()
+        ));
+    }
+    Ok(file)
+}
+
 /// Writes `state` into `dir` atomically and durably.
 pub fn save(dir: &Path, state: &AgentState) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
@@ -104,6 +125,33 @@ mod tests {
         let apply = back.services["api"].apply.clone().unwrap();
         assert_eq!((apply.phase, apply.retryable), (Phase::Failed, true));
         assert!(apply.message.contains("interrupted"), "{}", apply.message);
+    }
+
+    #[test]
+    fn a_write_cut_short_leaves_the_state_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = AgentState::default();
+        state
+            .services
+            .insert("api".into(), ServiceRecord::default());
+        save(dir.path(), &state).unwrap();
+        // A kill in the middle of the next save: its temporary file is half written.
+        std::fs::write(dir.path().join("state.json.tmp"), "{\"services\": {\"we").unwrap();
+        let back = load(dir.path()).unwrap();
+        assert_eq!(back.services.keys().collect::<Vec<_>>(), ["api"]);
+        // The next save replaces the leftover.
+        save(dir.path(), &AgentState::default()).unwrap();
+        assert!(load(dir.path()).unwrap().services.is_empty());
+    }
+
+    #[test]
+    fn a_second_agent_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock(dir.path()).unwrap();
+        let e = lock(dir.path()).unwrap_err();
+        assert!(e.contains("another agent serves from"), "{e}");
+        drop(first);
+        assert!(lock(dir.path()).is_ok());
     }
 
     #[test]

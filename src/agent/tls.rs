@@ -17,6 +17,9 @@ use tokio_rustls::TlsAcceptor;
 /// How long a client may take over its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
+/// Handshakes under way at once; more connections wait to be accepted.
+const HANDSHAKES: usize = 256;
+
 /// The server's TLS settings from a certificate chain and its key (PEM files).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -58,8 +61,13 @@ impl TlsListener {
     pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
         tokio::spawn(async move {
-            loop {
+            // Ends when the server is gone (nobody takes connections any more).
+            while !tx.is_closed() {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
                     // Out of descriptors and the like: wait a little rather than spin.
@@ -70,9 +78,9 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await
-                    {
+                    let handshake = tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await;
+                    drop(slot);
+                    if let Ok(Ok(tls)) = handshake {
                         let _ = tx.send((tls, peer)).await;
                     }
                 });

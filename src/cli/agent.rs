@@ -64,29 +64,41 @@ fn argv(flag: &str, text: &Option<String>) -> Result<Option<Vec<String>>, String
     Ok(Some(words))
 }
 
-fn config(args: &AgentArgs) -> Result<AgentConfig, String> {
+/// Why an agent does not start: refused by the rules (exit 3), or an error (exit 2).
+enum Refused {
+    Rule(String),
+    Error(String),
+}
+
+impl From<String> for Refused {
+    fn from(e: String) -> Self {
+        Refused::Error(e)
+    }
+}
+
+fn config(args: &AgentArgs) -> Result<AgentConfig, Refused> {
     let token = match &args.token_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?;
             let token = text.trim().to_string();
             if token.is_empty() {
-                return Err(format!("--token-file {} is empty", path.display()));
+                return Err(format!("--token-file {} is empty", path.display()).into());
             }
             Some(token)
         }
         None if args.insecure_no_auth && args.listen.ip().is_loopback() => None,
         None if args.insecure_no_auth => {
-            return Err(format!(
+            return Err(Refused::Rule(format!(
                 "refused: --insecure-no-auth only on a loopback address, not {}; give the agent a --token-file",
                 args.listen.ip()
-            ))
+            )))
         }
         None => {
-            return Err(
+            return Err(Refused::Rule(
                 "refused: the agent needs --token-file (or --insecure-no-auth on a loopback address)"
                     .into(),
-            )
+            ))
         }
     };
     Ok(AgentConfig {
@@ -103,25 +115,28 @@ fn config(args: &AgentArgs) -> Result<AgentConfig, String> {
     })
 }
 
-/// Ctrl-C or SIGTERM.
-async fn stopped() {
+/// Ctrl-C or SIGTERM; both handlers are in place when this returns, before the first poll.
+fn stopped() -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match term.as_mut() {
-                Some(t) => { t.recv().await; }
-                None => std::future::pending().await,
-            }
-        } => {}
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
     }
 }
 
 pub fn run(args: &AgentArgs) -> u8 {
     let config = match config(args) {
         Ok(c) => c,
-        Err(e) if e.starts_with("refused:") => return super::refuse(exit::BLOCKED, e),
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+        Err(Refused::Rule(e)) => return super::refuse(exit::BLOCKED, e),
+        Err(Refused::Error(e)) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match crate::agent::tls::acceptor(cert, key) {
@@ -157,6 +172,8 @@ pub fn run(args: &AgentArgs) -> u8 {
             }
         };
         let local = listener.local_addr().map_or(args.listen, |a| a);
+        // A SIGTERM right after the line below already stops the agent gracefully.
+        let stop = stopped();
         let scheme = if tls.is_some() { "https" } else { "http" };
         // The first line says where it listens (a port of 0 becomes a real one), for the
         // scripts and tests that start agents.
@@ -168,10 +185,10 @@ pub fn run(args: &AgentArgs) -> u8 {
         let _ = std::io::stdout().flush();
         let served = match tls {
             Some(acceptor) => match crate::agent::tls::TlsListener::new(listener, acceptor) {
-                Ok(l) => crate::agent::serve(l, agent, stopped()).await,
+                Ok(l) => crate::agent::serve(l, agent, stop).await,
                 Err(e) => Err(e),
             },
-            None => crate::agent::serve(listener, agent, stopped()).await,
+            None => crate::agent::serve(listener, agent, stop).await,
         };
         match served {
             Ok(()) => {

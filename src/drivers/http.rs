@@ -122,6 +122,12 @@ pub struct HttpDriver {
     auth: HeaderValue,
 }
 
+/// The most of an answer read (a live state of many services fits easily).
+const BODY_LIMIT: usize = 16 << 20;
+
+/// Polls of an apply that may fail in a row (a blip) before the attempt fails.
+const POLL_MISSES: u32 = 3;
+
 /// How soon an apply still applying is asked about again, at first and at most.
 const POLL_FIRST: Duration = Duration::from_millis(20);
 const POLL_MOST: Duration = Duration::from_secs(1);
@@ -190,11 +196,24 @@ impl HttpDriver {
             .await
             .map_err(|e| transport_error(&env.name, &shown, &e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        // Read up to a limit: whatever answers there cannot make the engine hold gigabytes.
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| transport_error(&env.name, &shown, &e))?;
-        Ok((status, bytes.to_vec(), shown))
+            .map_err(|e| transport_error(&env.name, &shown, &e))?
+        {
+            if body.len() + chunk.len() > BODY_LIMIT {
+                return Err(DriverError::permanent(format!(
+                    "{}: {shown}{path} answered more than {} MiB",
+                    env.name,
+                    BODY_LIMIT >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body, shown))
     }
 
     /// A request whose success is a JSON document of type `T`.
@@ -282,6 +301,7 @@ impl Driver for HttpDriver {
             }
             let mut status: ApplyStatus = document(&env.name, &target, &path, &body)?;
             let mut wait = POLL_FIRST;
+            let mut misses = 0;
             loop {
                 if status.revision != req.revision {
                     return Err(DriverError::transient(format!(
@@ -310,10 +330,22 @@ impl Driver for HttpDriver {
                         return Err(error.with_output(status.output));
                     }
                     // The step timeout bounds this wait: the engine drops the call.
+                    // A poll that fails is asked again: the apply goes on at the agent
+                    // whether or not this connection holds, and sending it again would
+                    // only be answered with its status.
                     Phase::Applying => {
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(POLL_MOST);
-                        status = self.status(env, &req.service).await?;
+                        match self.status(env, &req.service).await {
+                            Ok(s) => {
+                                status = s;
+                                misses = 0;
+                            }
+                            Err(e) if e.class != ErrorClass::Permanent && misses < POLL_MISSES => {
+                                misses += 1;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
             }
@@ -379,7 +411,7 @@ fn from_root(root: &Path, path: &str) -> PathBuf {
 }
 
 /// A target as messages show it: without any user or password in it.
-fn shown_target(target: &str) -> String {
+pub fn shown_target(target: &str) -> String {
     match reqwest::Url::parse(target) {
         Ok(mut url) => {
             let _ = url.set_username("");

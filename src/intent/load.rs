@@ -237,13 +237,16 @@ impl Checker {
         }
         for env in envs {
             let target = env.target.as_deref().unwrap_or("");
-            let (scheme, rest) = target.split_once("://").unwrap_or(("", ""));
-            if !matches!(scheme, "http" | "https") || rest.is_empty() {
+            let shown = crate::drivers::http::shown_target(target);
+            let url = reqwest::Url::parse(target)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            let Some(url) = url else {
                 let msg = if target.is_empty() {
                     format!("environment `{}` has no target", env.name)
                 } else {
                     format!(
-                        "environment `{}` has target `{target}`, which is not an agent's URL",
+                        "environment `{}` has target `{shown}`, which is not an agent's URL",
                         env.name
                     )
                 };
@@ -252,7 +255,15 @@ impl Checker {
                         "the http driver reaches each environment's agent: target = \"https://HOST:PORT\"",
                     ),
                 );
-            } else if scheme == "http" && !is_loopback(rest) {
+                continue;
+            };
+            let host = url.host_str().unwrap_or("");
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if url.scheme() == "http" && !loopback {
                 self.diags.push(
                     Diagnostic::file(
                         Severity::Warning,
@@ -922,20 +933,6 @@ const MAX_RETRIES: u32 = 100;
 const NAME_HELP: &str =
     "names use letters, digits, `-`, `_` and `.`, and start with a letter or digit";
 
-/// Whether the host of `host_port_path` (what follows `scheme://`) is this machine.
-fn is_loopback(host_port_path: &str) -> bool {
-    let authority = host_port_path.split('/').next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or("");
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.split(':').next().unwrap_or(""),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// Whether `s` is a valid name for a service, an environment, a release or a fleet.
 pub fn valid_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -1113,6 +1110,61 @@ mod tests {
             Ok((_, w)) => panic!("expected errors, got an intent with warnings {w:?}"),
             Err(d) => d.into_iter().filter(|d| d.is_error()).collect(),
         }
+    }
+
+    const HTTP: &str = "[driver]\nkind = \"http\"\n[driver.http]\ntoken_env = \"AGENT_TOKEN\"\n";
+
+    #[test]
+    fn the_http_driver_needs_a_token_source_and_an_agent_url_everywhere() {
+        let fleet = format!("{FLEET}[driver]\nkind = \"http\"\n");
+        let d = errors(&[
+            ("flotilla.toml", &fleet),
+            (
+                "environments/a.toml",
+                "target = \"https://ops:hunter2@a.example:8443\"\n",
+            ),
+            ("environments/b.toml", "target = \"sim://b\"\n"),
+            ("environments/c.toml", ""),
+            ("releases/1.toml", RELEASE),
+        ]);
+        let text: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("the http driver needs the agents' token"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`b` has target `sim://b`, which is not an agent's URL"),
+            "{text}"
+        );
+        assert!(text.contains("`c` has no target"), "{text}");
+        assert!(!text.contains("`a`"), "a is an agent's URL: {text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn plain_http_to_an_agent_off_this_machine_is_a_warning() {
+        let fleet = format!("{FLEET}{HTTP}");
+        let (_, warnings) = parse(
+            rev(),
+            &files(&[
+                ("flotilla.toml", &fleet),
+                ("environments/a.toml", "target = \"http://10.0.0.7:8080\"\n"),
+                (
+                    "environments/b.toml",
+                    "target = \"http://127.0.0.1:8080\"\n",
+                ),
+                ("environments/c.toml", "target = \"http://[::1]:8080\"\n"),
+                ("releases/1.toml", RELEASE),
+            ]),
+        )
+        .unwrap();
+        let text: Vec<String> = warnings.iter().map(|d| d.to_string()).collect();
+        assert_eq!(text.len(), 1, "{text:?}");
+        assert!(
+            text[0].contains("`a` reaches its agent over plain http"),
+            "{text:?}"
+        );
     }
 
     #[test]
