@@ -8,27 +8,20 @@
 //! ansible-core is installed with pip into a venv this bench makes next to the target dir;
 //! without network or Python the ansible figure is skipped with a message.
 
+mod common;
+use common::{arg, engine_run};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+
+use std::time::{Duration, Instant};
 
 use flotilla::demo::DemoCommit;
-use flotilla::engine::{Command, Engine, OnHold, Outcome, TokioClock};
-use flotilla::{intent, plan};
-use tokio::sync::mpsc;
+
+use flotilla::intent;
 
 /// The apply command: a little work, as a real deploy's client would do before returning.
 const APPLY: &str = "#!/bin/sh\nsleep 0.02\n";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn repo(envs: usize, parallel: usize) -> Vec<DemoCommit> {
     let fleet = format!(
@@ -73,39 +66,6 @@ failure_budget = "5%"
         message: "exec bench".into(),
         files,
     }]
-}
-
-/// flotilla's engine and exec driver, without the journal (the bench measures the driver).
-fn flotilla_run(dir: &Path) -> Duration {
-    let intent = Arc::new(intent::load(dir, "HEAD").expect("valid intent").intent);
-    let plan = plan::build(&intent, "1.0", SystemTime::now()).expect("plan");
-    let place = flotilla::drivers::Place {
-        repo: dir,
-        state: None,
-    };
-    let driver = flotilla::drivers::open(&intent, intent.release("1.0"), place).expect("driver");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let (etx, _erx) = mpsc::unbounded_channel();
-        let (ctx, crx) = mpsc::unbounded_channel::<Command>();
-        let started = Instant::now();
-        let engine = Engine::new(
-            intent,
-            plan,
-            driver,
-            Arc::new(TokioClock::new()),
-            etx,
-            crx,
-            OnHold::Exit,
-        );
-        let outcome = engine.run().await;
-        drop(ctx);
-        assert!(
-            matches!(outcome, Outcome::Completed { failed: 0, .. }),
-            "{outcome:?}"
-        );
-        started.elapsed()
-    })
 }
 
 /// The same commands through `xargs -P`.
@@ -220,7 +180,7 @@ fn main() {
     let mut ours = Vec::new();
     let mut bare = Vec::new();
     for _ in 0..3 {
-        ours.push(flotilla_run(&repo_dir));
+        ours.push(engine_run(&repo_dir, "1.0"));
         bare.push(xargs_run(&repo_dir, envs, parallel));
     }
     ours.sort();

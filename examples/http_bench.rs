@@ -7,28 +7,21 @@
 //! Target: at least 1,000 steps/s on 2 cores. Every apply is durable at the agent (its
 //! state file is written and fsynced before it answers), as in production.
 
+mod common;
+use common::{arg, engine_run};
+
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+
+use std::time::{Duration, Instant};
 
 use flotilla::agent::{AgentConfig, LocalAgents};
 use flotilla::demo::DemoCommit;
-use flotilla::engine::{Command, Engine, OnHold, Outcome, TokioClock};
-use flotilla::{intent, plan};
-use tokio::sync::mpsc;
+
+use flotilla::intent;
 
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const SERVICES: [&str; 3] = ["schema", "api", "web"];
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn repo(urls: &[String], parallel: usize, token_file: &Path) -> Vec<DemoCommit> {
     let fleet = format!(
@@ -80,41 +73,6 @@ failure_budget = "5%"
         message: "http bench".into(),
         files,
     }]
-}
-
-/// flotilla's engine and http driver, without the journal (the bench measures the driver
-/// and the agents).
-fn flotilla_run(dir: &Path) -> Duration {
-    let intent = Arc::new(intent::load(dir, "HEAD").expect("valid intent").intent);
-    let plan = plan::build(&intent, "1.0", SystemTime::now()).expect("plan");
-    let place = flotilla::drivers::Place {
-        repo: dir,
-        state: None,
-    };
-    let driver = flotilla::drivers::open(&intent, intent.release("1.0"), place).expect("driver");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let (etx, _erx) = mpsc::unbounded_channel();
-        let (ctx, crx) = mpsc::unbounded_channel::<Command>();
-        let started = Instant::now();
-        let outcome = Engine::new(
-            intent,
-            plan,
-            driver,
-            Arc::new(TokioClock::new()),
-            etx,
-            crx,
-            OnHold::Exit,
-        )
-        .run()
-        .await;
-        drop(ctx);
-        assert!(
-            matches!(outcome, Outcome::Completed { failed: 0, .. }),
-            "{outcome:?}"
-        );
-        started.elapsed()
-    })
 }
 
 /// The same applies (a PUT per environment and service) through `xargs -P` and curl, one
@@ -208,7 +166,7 @@ fn main() {
     intent::write::write_repo(&repo_dir, &repo(&agents.urls, parallel, &token_file)).expect("repo");
 
     println!("http driver: {envs} environments x 3 services, parallelism {parallel}, one agent per environment on 127.0.0.1");
-    let wall = flotilla_run(&repo_dir);
+    let wall = engine_run(&repo_dir, "1.0");
     let steps = (envs * SERVICES.len()) as f64;
     println!(
         "  flotilla rollout:    {:>8.0} ms  {:>7.0} steps/s (target at least 1000)",

@@ -347,12 +347,7 @@ impl RolloutSession {
         };
         // Commands queued while no engine ran (an approval ahead of a resume) come first.
         let mut last_command = view.as_ref().map_or(0, |v| v.last_command);
-        if let Ok(queued) = store.take_commands(rollout, last_command) {
-            for q in queued {
-                let _ = commands.send(q.received());
-                last_command = q.id;
-            }
-        }
+        forward_queued(&store, rollout, &mut last_command, &commands);
         for wave in approvals {
             let _ = commands.send(Command::Approve {
                 wave,
@@ -431,6 +426,21 @@ fn spawn_interrupts(commands: mpsc::UnboundedSender<Command>) {
     });
 }
 
+/// Sends the engine the commands queued in the store after `last`, and moves `last` on.
+fn forward_queued(
+    store: &Store,
+    rollout: i64,
+    last: &mut i64,
+    commands: &mpsc::UnboundedSender<Command>,
+) {
+    if let Ok(queued) = store.take_commands(rollout, *last) {
+        for q in queued {
+            let _ = commands.send(q.received());
+            *last = q.id;
+        }
+    }
+}
+
 /// Commands from other terminals, and the lease heartbeat, a few times a second. An engine
 /// that lost its lease is interrupted (its journal refuses to record anything anyway).
 fn spawn_steering(
@@ -445,12 +455,7 @@ fn spawn_steering(
         let mut beats = 0u32;
         loop {
             tick.tick().await;
-            if let Ok(queued) = store.take_commands(rollout, last_command) {
-                for q in queued {
-                    let _ = commands.send(q.received());
-                    last_command = q.id;
-                }
-            }
+            forward_queued(&store, rollout, &mut last_command, &commands);
             beats += 1;
             if beats.is_multiple_of(8) && matches!(store.heartbeat(&holder, now_ms()), Ok(false)) {
                 // Under the console the message waits until it has closed.
