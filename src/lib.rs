@@ -13,6 +13,7 @@ pub mod engine;
 pub mod hash;
 pub mod identity;
 pub mod intent;
+pub mod keypath;
 pub mod notice;
 pub mod plan;
 pub mod secrets;

@@ -29,16 +29,8 @@ pub fn is_secret(named: &[String], path: &str) -> bool {
         let s = s.to_ascii_lowercase();
         DEFAULT_PATTERNS.iter().any(|p| s.contains(p))
     });
-    by_default
-        || named.iter().any(|pattern| {
-            let parts: Vec<&str> = pattern.split('.').collect();
-            // A named key hides what is under it too.
-            parts.len() <= segments.len()
-                && parts
-                    .iter()
-                    .zip(&segments)
-                    .all(|(p, s)| *p == "*" || p == s)
-        })
+    // A named key hides what is under it too.
+    by_default || crate::keypath::any_covers(named, path)
 }
 
 /// The dotted paths of `config` that are secret (the topmost of each secret subtree).

@@ -239,6 +239,27 @@ impl RolloutSession {
         drivers::after_crash(&intent, place);
         let driver = drivers::open(&intent, intent.release(&release), place).map_err(error)?;
         crate::engine::preflight::add_reachability(&intent, &mut plan, &driver).await;
+        // An environment changed out of band is not overwritten by a new rollout: it fails
+        // the preflight, and the scan's drift is journaled.
+        if intent.policy.block_on_drift {
+            let applied = store.last_applied().map_err(error)?;
+            let baseline = Arc::new(crate::drift::scan::Baseline::render(repo, &intent, applied));
+            let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
+            let report = crate::drift::scan::scan(
+                intent.clone(),
+                release.clone(),
+                envs,
+                baseline,
+                driver.clone(),
+                64,
+                Duration::from_secs(30),
+            )
+            .await;
+            if let Err(e) = crate::drift::scan::record(&store, &report) {
+                crate::notice::say(format!("warning: drift not journaled: {e}"));
+            }
+            plan.checks.push(crate::drift::scan::check(&report));
+        }
         let failed: Vec<String> = plan
             .checks
             .iter()

@@ -4,11 +4,13 @@
 mod agent;
 mod audit;
 mod console;
+mod drift;
 mod explain;
 mod init;
 pub mod output;
 mod plan;
 mod rollout;
+mod sim;
 mod status;
 mod steer;
 mod validate;
@@ -167,6 +169,12 @@ enum Commands {
     Audit(audit::AuditArgs),
     /// Run the flotilla agent for one environment: the http driver's other end.
     Agent(agent::AgentArgs),
+    /// The fleet's drift: each service's live state against what flotilla last applied and
+    /// what Git wants; exit 1 when something changed behind flotilla's back.
+    Drift(drift::DriftArgs),
+    /// Handle the simulated fleet by hand (`sim tamper` makes drift to try).
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 /// Set once when the command reports in JSON: its errors and refusals then do too.
@@ -219,6 +227,7 @@ pub fn main() -> ExitCode {
             | Commands::Explain { .. }
             | Commands::Status { .. }
             | Commands::Audit(_)
+            | Commands::Drift(_)
     ) {
         // SAFETY: restores the default disposition of SIGPIPE before any thread starts.
         #[cfg(unix)]
@@ -233,12 +242,15 @@ pub fn main() -> ExitCode {
         | Commands::Status { output } => *output == Output::Json,
         Commands::Rollout(args) => args.output == Output::Json,
         Commands::Audit(args) => args.output == Output::Json,
+        Commands::Drift(args) => args.output == Output::Json,
         _ => false,
     };
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
     let code = match cli.command {
         Commands::Demo { envs, agents } => init::demo(envs, agents, cli.state),
         Commands::Agent(ref args) => agent::run(args),
+        Commands::Drift(ref args) => drift::run(&cli.repo, &cli.rev, cli.state.as_deref(), args),
+        Commands::Sim(ref command) => sim::run(&cli.repo, &cli.rev, cli.state.as_deref(), command),
         Commands::Init {
             ref dir,
             demo,

@@ -299,7 +299,10 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
         EventKind::CommandRejected {
             command, reason, ..
         } => format!("{command} refused: {reason}"),
-        EventKind::DriftDetected { env, service } => format!("drift in {env}/{service}"),
+        EventKind::DriftDetected { env, service, keys } => {
+            format!("{env}/{service}: drifted ({})", keys.join(", "))
+        }
+        EventKind::DriftCleared { env, service } => format!("{env}/{service}: drift cleared"),
         EventKind::StepRecovered { env, service, .. } => {
             format!("  {env}/{service} was applied before the restart; not applied again")
         }

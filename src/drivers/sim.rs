@@ -344,6 +344,49 @@ impl SimFleet {
         Some(live)
     }
 
+    /// Changes what `service` runs in `env` out of band, as a person fixing an incident by
+    /// hand would: the version and the dotted config keys given, nothing else (the
+    /// revision stays the one last applied). Kept in the state database.
+    pub fn tamper(
+        &self,
+        env: &str,
+        service: &str,
+        version: Option<String>,
+        keys: &[(String, toml::Value)],
+    ) -> Result<LiveService, String> {
+        let mut state = self.lock_state();
+        let Some(s) = state.envs.get_mut(env).and_then(|e| e.get_mut(service)) else {
+            return Err(format!(
+                "{service} does not run in {env} yet: roll something out there first"
+            ));
+        };
+        if let Some(v) = version {
+            s.live.version = v;
+        }
+        for (path, value) in keys {
+            let mut table = &mut s.live.config;
+            let mut segments = path.split('.').peekable();
+            while let Some(segment) = segments.next() {
+                if segments.peek().is_none() {
+                    table.insert(segment.to_string(), value.clone());
+                    break;
+                }
+                let entry = table
+                    .entry(segment.to_string())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(Default::default());
+                }
+                table = entry.as_table_mut().expect("a table");
+            }
+        }
+        let changed = s.clone();
+        drop(state);
+        self.persist(env, service, &changed)
+            .map_err(|e| e.message)?;
+        Ok(changed.live)
+    }
+
     /// A copy of the live state (for tests and reports).
     pub fn snapshot(&self) -> SimState {
         self.lock_state().clone()

@@ -163,6 +163,19 @@ pub enum EventKind {
     /// One service of a rollback is back at the version of the release rolled back to, and
     /// healthy. `attempts` 0: it was found there (put back before a crash, or never moved)
     /// and nothing was applied.
+    /// A service's live state differs from what flotilla last applied there (an
+    /// out-of-band change), in these keys (`version` for the version). Journaled when the
+    /// drift appears or its keys change, not again while it holds.
+    DriftDetected {
+        env: String,
+        service: String,
+        keys: Vec<String>,
+    },
+    /// The drift reported for a service is gone.
+    DriftCleared {
+        env: String,
+        service: String,
+    },
     StepRolledBack {
         wave: String,
         env: String,
@@ -248,10 +261,6 @@ pub enum EventKind {
         #[serde(default)]
         by: String,
     },
-    DriftDetected {
-        env: String,
-        service: String,
-    },
     /// An engine took over the lease of one whose holder stopped answering.
     LeaseTakenOver {
         by: String,
@@ -328,7 +337,9 @@ impl EventKind {
             | LeaseTakenOver { by, .. }
             | CommandReceived { by, .. }
             | CommandRejected { by, .. } => (None, None, None, Some(by)),
-            DriftDetected { env, service } => (None, Some(env), Some(service), None),
+            DriftDetected { env, service, .. } | DriftCleared { env, service } => {
+                (None, Some(env), Some(service), None)
+            }
         }
     }
 
@@ -364,6 +375,7 @@ impl EventKind {
             EventKind::CommandReceived { .. } => "command_received",
             EventKind::CommandRejected { .. } => "command_rejected",
             EventKind::DriftDetected { .. } => "drift_detected",
+            EventKind::DriftCleared { .. } => "drift_cleared",
             EventKind::LeaseTakenOver { .. } => "lease_taken_over",
         }
     }

@@ -325,6 +325,7 @@ impl RolloutView {
             }
             EventKind::CommandRejected { .. }
             | EventKind::DriftDetected { .. }
+            | EventKind::DriftCleared { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }
     }

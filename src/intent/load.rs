@@ -388,12 +388,12 @@ impl Checker {
                     self.error(f, dep.span(), msg).help = Some(did_you_mean(d, &names));
                 }
             }
-            for key in &s.secret_keys {
+            for key in s.secret_keys.iter().chain(&s.drift_ignore) {
                 let k = key.get_ref();
                 if k.is_empty() || k.split('.').any(str::is_empty) {
                     let msg = format!("`{k}` is not a config key");
                     self.error(f, key.span(), msg).help = Some(
-                        "name a dotted key of this service's config, e.g. \"db_password\" or \"auth.*\"".into(),
+                        "name a dotted key of this service's config, e.g. \"replicas\" or \"auth.*\"".into(),
                     );
                 }
             }
@@ -412,6 +412,7 @@ impl Checker {
                 depends_on: s.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
                 forward_only,
                 secret_keys: s.secret_keys.iter().map(|k| k.get_ref().clone()).collect(),
+                drift_ignore: s.drift_ignore.iter().map(|k| k.get_ref().clone()).collect(),
             });
         }
         if let Some(cycle) = find_cycle(&services) {

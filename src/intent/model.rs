@@ -79,6 +79,9 @@ pub struct Service {
     /// Config keys that hold secrets, besides those named like one (see [`crate::secrets`]):
     /// masked wherever flotilla shows config, sealed wherever it stores it.
     pub secret_keys: Vec<String>,
+    /// Config keys something else owns (an autoscaler's `replicas`): never reported as
+    /// drift. Dotted, `*` for one segment.
+    pub drift_ignore: Vec<String>,
 }
 
 /// A count of environments, or a share of some total.
@@ -165,12 +168,24 @@ pub struct WaveSpec {
 }
 
 /// What no rollout may do: oversized waves, ungated protected environments, freezes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     pub max_wave_fraction: Option<f64>,
     pub require_approval: Option<Selector>,
+    /// A drifted environment fails the preflight (default: yes).
     pub block_on_drift: bool,
     pub freezes: Vec<Freeze>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_wave_fraction: None,
+            require_approval: None,
+            block_on_drift: true,
+            freezes: Vec::new(),
+        }
+    }
 }
 
 /// A window in which nothing may be rolled out to the matching environments.

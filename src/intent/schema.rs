@@ -58,6 +58,9 @@ pub struct ServiceDef {
     /// Config keys of this service that hold secrets (dotted, `*` for one segment).
     #[serde(default)]
     pub secret_keys: Vec<Spanned<String>>,
+    /// Config keys drift never reports (something else owns them).
+    #[serde(default)]
+    pub drift_ignore: Vec<Spanned<String>>,
 }
 
 /// `[strategy]`.
@@ -120,10 +123,14 @@ pub struct PolicyDef {
     pub max_wave_fraction: Option<Spanned<f64>>,
     #[serde(default)]
     pub require_approval: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default = "yes")]
     pub block_on_drift: bool,
     #[serde(default)]
     pub freeze: Vec<FreezeDef>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[[policy.freeze]]`.

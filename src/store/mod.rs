@@ -8,6 +8,7 @@
 pub mod journal;
 pub mod lease;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -138,6 +139,27 @@ impl RolloutRecord {
     pub fn finished(&self) -> bool {
         matches!(self.status.as_str(), "completed" | "aborted")
     }
+}
+
+/// What flotilla last applied to one service of one environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub version: String,
+    pub revision: String,
+    /// The intent commit whose rendering was applied.
+    pub commit: String,
+    pub release: String,
+    pub rollout: i64,
+    /// When the step ended.
+    pub ts: String,
+}
+
+/// What flotilla applied, per (environment, service): the last apply that succeeded, and
+/// one set out on after it whose end is not recorded.
+#[derive(Debug, Clone, Default)]
+pub struct LastApplied {
+    pub applied: BTreeMap<(String, String), Applied>,
+    pub intended: BTreeMap<(String, String), Applied>,
 }
 
 /// The state database of one fleet.
@@ -448,6 +470,132 @@ impl Store {
     }
 
     /// Attempts and successes per (env, service) over every rollout.
+    /// What flotilla last applied successfully to each service of each environment, from the
+    /// journal: per (environment, service), the step's version and revision and the commit
+    /// and release whose rendering it applied (a rollback's step, the release gone back to).
+    /// Beside it, what flotilla set out to apply after that without a recorded end (a step in
+    /// flight when an engine was killed): live state at that revision is flotilla's doing.
+    pub fn last_applied(&self) -> Result<LastApplied, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT e.rollout, e.kind, e.event, r.commit_id, r.release
+             FROM journal_events AS e JOIN rollouts AS r ON r.id = e.rollout
+             WHERE e.kind IN ('step_succeeded', 'step_recovered', 'step_rolled_back',
+                              'rollback_started', 'env_started')
+             ORDER BY e.seq, e.idx",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = LastApplied::default();
+        // The release each rollback (of a rollout, in an environment) goes back to.
+        let mut back_to: BTreeMap<(i64, String), String> = BTreeMap::new();
+        for row in rows {
+            let (rollout, kind, event, commit, release) = row?;
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(&event) else {
+                continue;
+            };
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            let env = field("env");
+            let intended = |release: String| {
+                let revisions = e["revisions"].as_object().cloned().unwrap_or_default();
+                revisions.into_iter().map(move |(service, revision)| {
+                    (
+                        service,
+                        revision.as_str().unwrap_or_default().to_string(),
+                        release.clone(),
+                    )
+                })
+            };
+            match kind.as_str() {
+                "env_started" | "rollback_started" => {
+                    let release = if kind == "rollback_started" {
+                        back_to.insert((rollout, env.clone()), field("to"));
+                        field("to")
+                    } else {
+                        release
+                    };
+                    for (service, revision, release) in intended(release) {
+                        let a = Applied {
+                            version: String::new(),
+                            revision,
+                            commit: commit.clone(),
+                            release,
+                            rollout,
+                            ts: field("ts"),
+                        };
+                        out.intended.insert((env.clone(), service), a);
+                    }
+                }
+                _ => {
+                    let release = match kind.as_str() {
+                        "step_rolled_back" => match back_to.get(&(rollout, env.clone())) {
+                            Some(to) => to.clone(),
+                            None => continue,
+                        },
+                        _ => release,
+                    };
+                    let key = (env, field("service"));
+                    out.intended.remove(&key);
+                    out.applied.insert(
+                        key,
+                        Applied {
+                            version: field("version"),
+                            revision: field("revision"),
+                            commit,
+                            release,
+                            rollout,
+                            ts: field("ts"),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The drift each service was last reported with (`drift_detected` not cleared since):
+    /// per (environment, service), the keys.
+    pub fn reported_drift(&self) -> Result<BTreeMap<(String, String), Vec<String>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT kind, event FROM journal_events
+             WHERE kind IN ('drift_detected', 'drift_cleared') ORDER BY seq, idx",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (kind, event) = row?;
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(&event) else {
+                continue;
+            };
+            let key = (
+                e["env"].as_str().unwrap_or_default().to_string(),
+                e["service"].as_str().unwrap_or_default().to_string(),
+            );
+            if kind == "drift_cleared" {
+                out.remove(&key);
+            } else {
+                let keys = e["keys"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.insert(key, keys);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn history(&self) -> Result<crate::plan::History, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT env, service, attempts, successes FROM history")?;

@@ -63,6 +63,13 @@ pub fn compare(desired: &Desired, live: &LiveState) -> Vec<ServiceDrift> {
         .collect()
 }
 
+/// A unified diff of two configs of one service, `old` (`-`, [`DiffLine::Live`]) to `new`
+/// (`+`, [`DiffLine::Desired`]), with secrets masked (marked changed where they differ).
+pub fn config_diff(old: &toml::Table, new: &toml::Table, secrets: &[String]) -> Vec<DiffLine> {
+    let (old, new) = crate::secrets::mask_pair(old, new, secrets);
+    unified(&config_text(&old), &config_text(&new))
+}
+
 fn config_text(config: &toml::Table) -> String {
     // toml's Table is ordered by key, so equal configs give equal text.
     toml::to_string(config).unwrap_or_else(|e| format!("# cannot show this config: {e}\n"))

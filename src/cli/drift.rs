@@ -1,0 +1,265 @@
+//! `flotilla drift [ENV...]`: the fleet's drift report, three ways (desired, last-applied,
+//! live); exit 1 when something changed behind flotilla's back.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{default_state, exit, load, Output};
+use crate::drift::scan::{self, Baseline, FleetReport};
+use crate::drift::three_way::{Change, DriftState};
+use crate::drift::DiffLine;
+use crate::store::Store;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DriftArgs {
+    /// Only these environments (default: all).
+    pub envs: Vec<String>,
+    /// The release desired states are rendered from (default: the latest rollout's, else
+    /// the newest).
+    #[arg(long)]
+    pub release: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// How many environments are observed at once, and how long each may take.
+const PARALLEL: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8 {
+    let loaded = match load(repo, rev) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let intent = Arc::new(loaded.intent);
+    let path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(&intent.fleet));
+    let store = match Store::open(&path, &intent.fleet) {
+        Ok(s) => s,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let release = match args.release.clone().or_else(|| {
+        store
+            .latest_rollout()
+            .ok()
+            .flatten()
+            .map(|r| r.release)
+            .filter(|r| intent.release(r).is_some())
+    }) {
+        Some(r) => r,
+        None => match intent.releases.last() {
+            Some(r) => r.name.clone(),
+            None => {
+                return super::refuse(
+                    exit::INVALID,
+                    "error: the intent has no release to compare with",
+                )
+            }
+        },
+    };
+    if intent.release(&release).is_none() {
+        let names: Vec<&str> = intent.releases.iter().map(|r| r.name.as_str()).collect();
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: no release `{release}`; {}",
+                crate::intent::load::did_you_mean(&release, &names)
+            ),
+        );
+    }
+    let names: Vec<&str> = intent
+        .environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    for env in &args.envs {
+        if intent.environment(env).is_none() {
+            return super::refuse(
+                exit::INVALID,
+                format!(
+                    "error: no environment `{env}`; {}",
+                    crate::intent::load::did_you_mean(env, &names)
+                ),
+            );
+        }
+    }
+    let envs: Vec<String> = if args.envs.is_empty() {
+        names.iter().map(|n| n.to_string()).collect()
+    } else {
+        args.envs.clone()
+    };
+    let applied = match store.last_applied() {
+        Ok(a) => a,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let baseline = Arc::new(Baseline::render(repo, &intent, applied));
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(&path),
+    };
+    let driver = match crate::drivers::open(&intent, intent.release(&release), place) {
+        Ok(d) => d,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return super::refuse(
+                exit::FAILED,
+                format!("error: cannot start the async runtime: {e}"),
+            )
+        }
+    };
+    let report = runtime.block_on(scan::scan(
+        intent.clone(),
+        release,
+        envs,
+        baseline,
+        driver,
+        PARALLEL,
+        TIMEOUT,
+    ));
+    if let Err(e) = scan::record(&store, &report) {
+        eprintln!("warning: drift not journaled: {e}");
+    }
+    match args.output {
+        Output::Json => {
+            let counts: std::collections::BTreeMap<&str, usize> = report
+                .counts()
+                .into_iter()
+                .map(|(s, n)| (s.name(), n))
+                .collect();
+            let doc = serde_json::json!({
+                "release": report.release,
+                "commit": report.commit,
+                "counts": counts,
+                "drifted": report.any_drift(),
+                "envs": report.envs,
+            });
+            println!("{doc}");
+        }
+        Output::Plain => print!("{}", text(&report, colour())),
+    }
+    if report.any_drift() {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// Colour on a terminal, unless NO_COLOR says otherwise.
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn value(v: &Option<toml::Value>) -> String {
+    v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
+}
+
+fn change_line(c: &Change) -> String {
+    format!("{}: {} -> {}", c.key, value(&c.from), value(&c.to))
+}
+
+/// The plain report: counts, then each drifted environment with a unified diff of
+/// last-applied against live, then pending changes, then what could not be observed.
+pub fn text(report: &FleetReport, colour: bool) -> String {
+    let paint = |code: &str, s: String| {
+        if colour {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s
+        }
+    };
+    let mut out = String::new();
+    let counts = report.counts();
+    let n = |s: DriftState| counts.get(&s).copied().unwrap_or(0);
+    out.push_str(&format!(
+        "drift against release {} at {} ({} environments): {} in sync, {} pending, {} drifted, {} conflict, {} unknown (services)\n",
+        report.release,
+        &report.commit[..7.min(report.commit.len())],
+        report.envs.len(),
+        n(DriftState::InSync),
+        n(DriftState::Pending),
+        n(DriftState::Drifted),
+        n(DriftState::Conflict),
+        n(DriftState::Unknown),
+    ));
+    for env in report.drifted() {
+        out.push_str(&format!("\n{}: {}\n", env.env, env.state().name()));
+        for s in env
+            .services
+            .iter()
+            .filter(|s| s.comparison.state.is_drift())
+        {
+            let applied = s.applied_at.as_deref().unwrap_or("?");
+            out.push_str(&format!(
+                "  {} ({}; last applied {applied}): changed {}\n",
+                s.service,
+                s.comparison.state.name(),
+                s.comparison
+                    .drift
+                    .iter()
+                    .map(|c| c.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let (Some(last), live) = (&s.last, &s.live) else {
+                continue;
+            };
+            let live_version = live
+                .as_ref()
+                .map_or("(not running)", |l| l.version.as_str());
+            out.push_str(&paint(
+                "31",
+                format!("  --- last applied {}\n", last.version),
+            ));
+            out.push_str(&paint("32", format!("  +++ live {live_version}\n")));
+            let empty = toml::Table::new();
+            let live_config = live.as_ref().map_or(&empty, |l| &l.config);
+            for line in crate::drift::diff::config_diff(&last.config, live_config, &s.secrets) {
+                out.push_str(&match line {
+                    DiffLine::Hunk(h) => paint("36", format!("  {h}\n")),
+                    DiffLine::Same(t) => format!("   {t}\n"),
+                    DiffLine::Live(t) => paint("31", format!("  -{t}\n")),
+                    DiffLine::Desired(t) => paint("32", format!("  +{t}\n")),
+                });
+            }
+            for c in &s.comparison.pending {
+                out.push_str(&format!("  and Git changed {}\n", change_line(c)));
+            }
+        }
+    }
+    let pending: Vec<_> = report
+        .envs
+        .iter()
+        .flat_map(|e| e.services.iter().map(move |s| (e, s)))
+        .filter(|(_, s)| s.comparison.state == DriftState::Pending)
+        .collect();
+    if !pending.is_empty() {
+        out.push_str(&format!(
+            "\npending (Git changed, not rolled out yet): {}\n",
+            pending.len()
+        ));
+        for (e, s) in pending.iter().take(20) {
+            let what: Vec<String> = s.comparison.pending.iter().map(change_line).collect();
+            out.push_str(&format!("  {}/{}: {}\n", e.env, s.service, what.join("; ")));
+        }
+        if pending.len() > 20 {
+            out.push_str(&format!(
+                "  and {} more (--output json lists them all)\n",
+                pending.len() - 20
+            ));
+        }
+    }
+    for e in report.envs.iter().filter(|e| e.error.is_some()) {
+        out.push_str(&format!(
+            "\nunknown: {} cannot be observed: {}\n",
+            e.env,
+            e.error.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}

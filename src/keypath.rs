@@ -1,0 +1,67 @@
+//! Dotted key paths into config trees (`db.pool.size`), and the patterns that name them
+//! (`db.*.size`: `*` stands for one segment; a pattern covers everything under it).
+
+use std::collections::BTreeMap;
+
+/// Whether `pattern` names `path` or a table above it.
+pub fn covers(pattern: &str, path: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('.').collect();
+    let segments: Vec<&str> = path.split('.').collect();
+    parts.len() <= segments.len()
+        && parts
+            .iter()
+            .zip(&segments)
+            .all(|(p, s)| *p == "*" || p == s)
+}
+
+/// Whether any of `patterns` covers `path`.
+pub fn any_covers(patterns: &[String], path: &str) -> bool {
+    patterns.iter().any(|p| covers(p, path))
+}
+
+/// Every leaf of `table` by its dotted path (arrays are leaves: compared whole).
+pub fn leaves(table: &toml::Table) -> BTreeMap<String, &toml::Value> {
+    let mut out = BTreeMap::new();
+    walk("", table, &mut out);
+    out
+}
+
+fn walk<'a>(prefix: &str, table: &'a toml::Table, out: &mut BTreeMap<String, &'a toml::Value>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => walk(&path, t, out),
+            _ => {
+                out.insert(path, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_covers_its_key_and_what_is_under_it_with_stars_for_one_segment() {
+        assert!(covers("replicas", "replicas"));
+        assert!(covers("db", "db.pool.size"));
+        assert!(covers("db.*.size", "db.pool.size"));
+        assert!(!covers("db.*.size", "db.pool.max"));
+        assert!(!covers("db.pool.size", "db.pool"));
+        assert!(!covers("replica", "replicas"));
+    }
+
+    #[test]
+    fn leaves_are_named_by_their_dotted_paths() {
+        let t: toml::Table =
+            toml::from_str("a = 1\n[db]\nhost = \"h\"\nports = [1, 2]\n[db.pool]\nsize = 3\n")
+                .unwrap();
+        let names: Vec<String> = leaves(&t).into_keys().collect();
+        assert_eq!(names, ["a", "db.host", "db.pool.size", "db.ports"]);
+    }
+}
