@@ -242,23 +242,12 @@ impl RolloutSession {
         // An environment changed out of band is not overwritten by a new rollout: it fails
         // the preflight, and the scan's drift is journaled.
         if intent.policy.block_on_drift {
-            let applied = store.last_applied().map_err(error)?;
-            let baseline = Arc::new(crate::drift::scan::Baseline::render(repo, &intent, applied));
             let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
-            let report = crate::drift::scan::scan(
-                intent.clone(),
-                release.clone(),
-                envs,
-                baseline,
-                driver.clone(),
-                64,
-                Duration::from_secs(30),
-            )
-            .await;
-            if let Err(e) = crate::drift::scan::record(&store, &report) {
-                crate::notice::say(format!("warning: drift not journaled: {e}"));
-            }
-            plan.checks.push(crate::drift::scan::check(&report));
+            let check =
+                crate::drift::scan::preflight(repo, &intent, &release, envs, &store, &driver, true)
+                    .await
+                    .map_err(error)?;
+            plan.checks.push(check);
         }
         let failed: Vec<String> = plan
             .checks

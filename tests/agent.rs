@@ -24,8 +24,16 @@ impl AgentProc {
     /// Starts an agent for `env` keeping its state (and running its hooks) in `dir`.
     fn start(dir: &Path, token_file: &Path, env: &str, extra: &[&str]) -> AgentProc {
         std::fs::create_dir_all(dir).unwrap();
+        // A free port unless `extra` names the address.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["agent", "--listen", "127.0.0.1:0", "--dir"])
+            .arg("agent")
+            .args(listen)
+            .arg("--dir")
             .arg(dir)
             .arg("--token-file")
             .arg(token_file)
@@ -722,4 +730,42 @@ async fn an_oversized_or_malformed_body_is_refused_without_quoting_it() {
         !dir.path().join("a/state.json").exists(),
         "nothing was recorded"
     );
+}
+
+#[test]
+fn drift_behind_an_agent_is_an_edit_of_its_state_and_blocks_the_next_rollout() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let agent_dir = dir.path().join("agents/e-00");
+    let mut agent = AgentProc::start(&agent_dir, &token, "e-00", &[]);
+    let repo = http_repo(dir.path(), std::slice::from_ref(&agent.url), "0", "");
+    let state = state_db(dir.path());
+    let out = cmd(&repo, &state, "ops")
+        .args(["rollout", "r1", "--approve-all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let clean = cmd(&repo, &state, "ops").arg("drift").output().unwrap();
+    assert_eq!(clean.status.code(), Some(0), "{}", output_text(&clean));
+    // Someone edits what the agent says runs, and restarts it on the same address.
+    let port = agent.url.rsplit(':').next().unwrap().to_string();
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    let file = agent_dir.join("state.json");
+    let edited = std::fs::read_to_string(&file).unwrap().replacen(
+        "\"version\": \"1.0\"",
+        "\"version\": \"1.0-hand\"",
+        1,
+    );
+    std::fs::write(&file, edited).unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let _again = AgentProc::start(&agent_dir, &token, "e-00", &["--listen", &listen]);
+    let out = cmd(&repo, &state, "ops").arg("drift").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("1.0-hand"),
+        "{}",
+        output_text(&out)
+    );
+    assert!(!output_text(&out).contains(TOKEN));
 }

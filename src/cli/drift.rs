@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{default_state, exit, load, Output};
 use crate::drift::scan::{self, Baseline, FleetReport};
@@ -23,10 +22,6 @@ pub struct DriftArgs {
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
-
-/// How many environments are observed at once, and how long each may take.
-const PARALLEL: usize = 64;
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8 {
     let loaded = match load(repo, rev) {
@@ -119,8 +114,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         envs,
         baseline,
         driver,
-        PARALLEL,
-        TIMEOUT,
+        scan::PARALLEL,
+        scan::TIMEOUT,
     ));
     if let Err(e) = scan::record(&store, &report) {
         eprintln!("warning: drift not journaled: {e}");

@@ -39,13 +39,35 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
             }
         };
     // Reachability needs the driver (an exec `ping` runs for real; plan changes nothing).
-    let place = crate::drivers::Place { repo, state: None };
+    // The simulated fleet lives in the state database, when there is one.
+    let existing = path.exists().then_some(path.as_path());
+    let place = crate::drivers::Place {
+        repo,
+        state: existing,
+    };
     let driver: Arc<dyn Driver> =
         match crate::drivers::open(&intent, intent.release(release), place) {
             Ok(d) => d,
             Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
         };
     add_reachability(&intent, &mut plan, &driver);
+    // What flotilla applied is in the state database: without one, nothing can have drifted.
+    if intent.policy.block_on_drift {
+        if let Some(store) = existing.and_then(|p| Store::open_existing(p).ok()) {
+            let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
+            let check = tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(crate::drift::scan::preflight(
+                        repo, &intent, release, envs, &store, &driver, false,
+                    ))
+                });
+            match check {
+                Ok(c) => plan.checks.push(c),
+                Err(e) => eprintln!("warning: drift not checked: {e}"),
+            }
+        }
+    }
     match out {
         Output::Json => match serde_json::to_string_pretty(&plan) {
             Ok(s) => println!("{s}"),

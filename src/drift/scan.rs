@@ -388,3 +388,38 @@ pub fn check(report: &FleetReport) -> crate::plan::Check {
         ),
     )
 }
+
+/// The preflight's drift scan of `envs` against `release`, as `drift.clean`; with `record`,
+/// the drift it finds is journaled too (a rollout's start; `plan` changes nothing).
+pub async fn preflight(
+    repo: &Path,
+    intent: &Arc<Intent>,
+    release: &str,
+    envs: Vec<String>,
+    store: &crate::store::Store,
+    driver: &Arc<dyn Driver>,
+    record_drift: bool,
+) -> Result<crate::plan::Check, String> {
+    let applied = store.last_applied().map_err(|e| e.to_string())?;
+    let baseline = Arc::new(Baseline::render(repo, intent, applied));
+    let report = scan(
+        intent.clone(),
+        release.to_string(),
+        envs,
+        baseline,
+        driver.clone(),
+        PARALLEL,
+        TIMEOUT,
+    )
+    .await;
+    if record_drift {
+        if let Err(e) = record(store, &report) {
+            crate::notice::say(format!("warning: drift not journaled: {e}"));
+        }
+    }
+    Ok(check(&report))
+}
+
+/// How many environments a scan observes at once, and how long each may take.
+pub const PARALLEL: usize = 64;
+pub const TIMEOUT: Duration = Duration::from_secs(30);

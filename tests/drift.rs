@@ -1,0 +1,329 @@
+//! Drift through the real binary: changes made out of band on the simulated fleet, behind
+//! exec scripts and behind agents are reported three ways, journaled once, and block a
+//! rollout that would overwrite them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+fn run(repo: &Path, state: &Path, args: &[&str]) -> Output {
+    cmd(repo, state, "ops").args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A simulated fleet of `n`, rolled out once (r1 everywhere); `extra` goes into each
+/// service table of flotilla.toml's api.
+fn rolled_out(dir: &Path, n: usize, api_extra: &str) -> (PathBuf, PathBuf) {
+    let repo = dir.join("repo");
+    let mut f = Fixture::standard(n, &strategy("", "0"));
+    f.fleet = f
+        .fleet
+        .replace("name = \"api\"\n", &format!("name = \"api\"\n{api_extra}"))
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.envs[1]
+        .1
+        .push_str("[config.api]\nreplicas = 3\nlog = \"info\"\n");
+    f.load(&repo);
+    let state = dir.join("state.db");
+    let out = run(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    (repo, state)
+}
+
+fn drift_events(state: &Path) -> Vec<serde_json::Value> {
+    let db = rusqlite::Connection::open(state).unwrap();
+    let mut stmt = db
+        .prepare("SELECT event FROM journal_events WHERE kind LIKE 'drift_%' ORDER BY seq, idx")
+        .unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|e| serde_json::from_str(&e.unwrap()).unwrap())
+        .collect()
+}
+
+fn live_api(state: &Path, env: &str) -> (String, String) {
+    let db = rusqlite::Connection::open(state).unwrap();
+    db.query_row(
+        "SELECT version, config FROM sim_live WHERE env = ?1 AND service = 'api'",
+        [env],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_tampered_environment_is_reported_journaled_once_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "");
+    let clean = run(&repo, &state, &["drift"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    assert!(text(&clean).contains("0 drifted"), "{}", text(&clean));
+
+    let tamper = run(
+        &repo,
+        &state,
+        &[
+            "sim",
+            "tamper",
+            "e-01",
+            "api",
+            "replicas=9",
+            "version=1.0-hotfix",
+        ],
+    );
+    assert_eq!(tamper.status.code(), Some(0), "{}", text(&tamper));
+    let out = run(&repo, &state, &["drift"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("e-01: drifted"), "{report}");
+    assert!(
+        report.contains("-replicas = 3") && report.contains("+replicas = 9"),
+        "{report}"
+    );
+    assert!(
+        report.contains("--- last applied 1.0") && report.contains("+++ live 1.0-hotfix"),
+        "{report}"
+    );
+    // JSON names each key with both values.
+    let json = run(&repo, &state, &["drift", "--output", "json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["counts"]["drifted"], 1, "{doc}");
+    let e01 = doc["envs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["env"] == "e-01")
+        .unwrap();
+    let api = e01["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "api")
+        .unwrap();
+    assert_eq!(api["state"], "drifted", "{api}");
+    let replicas = api["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "replicas")
+        .unwrap();
+    assert_eq!(
+        (replicas["from"].as_i64(), replicas["to"].as_i64()),
+        (Some(3), Some(9)),
+        "{api}"
+    );
+
+    // Journaled when it appeared, not again while it holds.
+    let events = drift_events(&state);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["kind"], "drift_detected");
+    assert_eq!(
+        events[0]["keys"],
+        serde_json::json!(["version", "replicas"])
+    );
+
+    // A rollout would overwrite the fix: its preflight fails naming it, and nothing moves.
+    let before = live_api(&state, "e-01");
+    std::fs::write(
+        repo.join("releases/r2.toml"),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
+    )
+    .unwrap();
+    commit_all(&repo, "r2");
+    let blocked = run(&repo, &state, &["rollout", "r2", "--approve-all"]);
+    assert_eq!(blocked.status.code(), Some(3), "{}", text(&blocked));
+    assert!(
+        text(&blocked).contains("drift.clean")
+            && text(&blocked).contains("e-01 (api: version, replicas)"),
+        "{}",
+        text(&blocked)
+    );
+    assert_eq!(live_api(&state, "e-01"), before);
+    assert_eq!(
+        live_api(&state, "e-00").0,
+        "1.0",
+        "nothing else moved either"
+    );
+    // plan shows the same check, and changes nothing.
+    let plan = run(&repo, &state, &["plan", "r2"]);
+    assert!(text(&plan).contains("drift.clean"), "{}", text(&plan));
+
+    // Put back by hand: the drift clears, once.
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=3", "version=1.0"],
+    );
+    let cleared = run(&repo, &state, &["drift"]);
+    assert_eq!(cleared.status.code(), Some(0), "{}", text(&cleared));
+    let events = drift_events(&state);
+    assert_eq!(
+        events.last().unwrap()["kind"],
+        "drift_cleared",
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 2);
+    // The journal still verifies, and status reads it.
+    let verify = run(&repo, &state, &["audit", "--verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+}
+
+fn commit_all(repo: &Path, message: &str) {
+    let ok = std::process::Command::new("git")
+        .current_dir(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"])
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("git")
+            .current_dir(repo)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                message,
+            ])
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok);
+}
+
+#[test]
+fn ignored_keys_never_report_and_pending_is_told_from_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "drift_ignore = [\"replicas\"]\n");
+    // An autoscaler's change: ignored.
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=12"],
+    );
+    let out = run(&repo, &state, &["drift"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("0 drifted"), "{}", text(&out));
+
+    // Git changes e-01's log level: pending, not drift.
+    let env = repo.join("environments/e-01.toml");
+    let changed = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace("log = \"info\"", "log = \"debug\"");
+    std::fs::write(&env, changed).unwrap();
+    commit_all(&repo, "debug logs on e-01");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(&repo, &state, args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)))
+    };
+    let state_of = |doc: &serde_json::Value| {
+        let e = doc["envs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["env"] == "e-01")
+            .unwrap()
+            .clone();
+        e["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == "api")
+            .unwrap()
+            .clone()
+    };
+    let pending = state_of(&json(&["drift", "--output", "json"]));
+    assert_eq!(pending["state"], "pending", "{pending}");
+    assert_eq!(pending["pending"][0]["key"], "log", "{pending}");
+    // And someone changes it by hand too: a conflict, both sides named.
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "log=\"warn\""],
+    );
+    let conflict = state_of(&json(&["drift", "--output", "json"]));
+    assert_eq!(conflict["state"], "conflict", "{conflict}");
+    assert_eq!(conflict["drift"][0]["to"], "warn", "{conflict}");
+    assert_eq!(conflict["pending"][0]["to"], "debug", "{conflict}");
+}
+
+/// Exec scripts that keep live state in files (the fixture's services have no config);
+/// observe prints them.
+const APPLY: &str = r#"#!/bin/sh
+set -eu
+mkdir -p "$LIVE/$1"
+printf '"%s": {"version": "%s", "revision": "%s"}' "$2" "$3" "$FLOTILLA_REVISION" > "$LIVE/$1/$2.json"
+"#;
+
+const OBSERVE: &str = r#"#!/bin/sh
+printf '{"services": {'
+first=1
+for f in "$LIVE/$1"/*.json; do
+  [ -e "$f" ] || continue
+  [ $first = 1 ] || printf ','
+  first=0
+  cat "$f"
+done
+printf '}}'
+"#;
+
+#[test]
+fn drift_through_the_exec_driver_is_seen_in_what_observe_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let mut f = Fixture::standard(2, &strategy("", "0"));
+    f.fleet = f.fleet.replace(
+        "[driver]\nkind = \"sim\"\n",
+        "[driver]\nkind = \"exec\"\n[driver.exec]\napply = [\"./apply.sh\", \"{env}\", \"{service}\", \"{version}\", \"{config_file}\"]\nobserve = [\"./observe.sh\", \"{env}\"]\n",
+    );
+    f.extra.push(("apply.sh".into(), APPLY.into()));
+    f.extra.push(("observe.sh".into(), OBSERVE.into()));
+    f.load(&repo);
+    for s in ["apply.sh", "observe.sh"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(repo.join(s), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let state = dir.path().join("state.db");
+    let go = cmd(&repo, &state, "ops")
+        .env("LIVE", &live)
+        .args(["rollout", "r1", "--approve-all"])
+        .output()
+        .unwrap();
+    assert_eq!(go.status.code(), Some(0), "{}", text(&go));
+    let drift = || {
+        cmd(&repo, &state, "ops")
+            .env("LIVE", &live)
+            .arg("drift")
+            .output()
+            .unwrap()
+    };
+    let clean = drift();
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+    // A hand edit of what e-01's api runs.
+    let file = live.join("e-01/api.json");
+    let edited = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("\"version\": \"1.0\"", "\"version\": \"1.0-patched\"");
+    std::fs::write(&file, edited).unwrap();
+    let out = drift();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("+++ live 1.0-patched"),
+        "{}",
+        text(&out)
+    );
+}
