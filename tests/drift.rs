@@ -327,3 +327,76 @@ fn drift_through_the_exec_driver_is_seen_in_what_observe_prints() {
         text(&out)
     );
 }
+
+#[test]
+fn accepted_drift_is_still_reported_and_blocks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "");
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=9"],
+    );
+    // Refused without a reason, or for too long.
+    let no_reason = run(
+        &repo,
+        &state,
+        &["drift", "accept", "e-01", "--for", "24h", "--reason", " "],
+    );
+    assert_eq!(no_reason.status.code(), Some(2), "{}", text(&no_reason));
+    let too_long = run(
+        &repo,
+        &state,
+        &["drift", "accept", "e-01", "--for", "90d", "--reason", "x"],
+    );
+    assert_eq!(too_long.status.code(), Some(2), "{}", text(&too_long));
+    let typo = run(
+        &repo,
+        &state,
+        &["drift", "accept", "e-1", "--for", "1h", "--reason", "x"],
+    );
+    assert!(
+        text(&typo).contains("e-01"),
+        "did you mean: {}",
+        text(&typo)
+    );
+
+    let ok = run(
+        &repo,
+        &state,
+        &[
+            "drift",
+            "accept",
+            "e-01",
+            "--service",
+            "api",
+            "--for",
+            "24h",
+            "--reason",
+            "vendor hotfix, INC-123",
+        ],
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let out = run(&repo, &state, &["drift"]);
+    assert_eq!(out.status.code(), Some(0), "accepted: {}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("e-01/api: drifted (replicas), accepted by ops@"),
+        "{report}"
+    );
+    assert!(report.contains("vendor hotfix, INC-123"), "{report}");
+    // The preflight passes: a rollout goes ahead.
+    let plan = run(&repo, &state, &["plan", "r1"]);
+    let check = text(&plan);
+    assert!(
+        !check.contains("FAIL") || !check.contains("drift.clean"),
+        "{check}"
+    );
+    // And the audit trail says who accepted it and why.
+    let audit = run(&repo, &state, &["audit"]);
+    assert!(
+        text(&audit).contains("drift accepted by ops@"),
+        "{}",
+        text(&audit)
+    );
+}

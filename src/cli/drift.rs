@@ -6,13 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{default_state, exit, load, Output};
-use crate::drift::scan::{self, Baseline, FleetReport};
+use crate::drift::scan::{self, FleetReport, Known};
 use crate::drift::three_way::{Change, DriftState};
 use crate::drift::DiffLine;
 use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DriftArgs {
+    #[command(subcommand)]
+    pub command: Option<DriftCommand>,
     /// Only these environments (default: all).
     pub envs: Vec<String>,
     /// The release desired states are rendered from (default: the latest rollout's, else
@@ -23,7 +26,37 @@ pub struct DriftArgs {
     pub output: Output,
 }
 
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DriftCommand {
+    /// Accept an environment's drift for a while: still reported, marked accepted, it
+    /// blocks nothing until it expires.
+    Accept {
+        env: String,
+        /// Only this service's drift (default: every service of the environment).
+        #[arg(long)]
+        service: Option<String>,
+        /// For how long, e.g. 24h (at most 30 days).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Why (kept in the journal).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// The longest an acceptance may last: longer ones are forgotten, not folded into Git.
+const MOST: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8 {
+    if let Some(DriftCommand::Accept {
+        env,
+        service,
+        duration,
+        reason,
+    }) = &args.command
+    {
+        return accept(repo, rev, state, env, service.as_deref(), *duration, reason);
+    }
     let loaded = match load(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
@@ -86,11 +119,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
     } else {
         args.envs.clone()
     };
-    let applied = match store.last_applied() {
-        Ok(a) => a,
+    let known = match Known::load(repo, &intent, &store, std::time::SystemTime::now()) {
+        Ok(k) => Arc::new(k),
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
-    let baseline = Arc::new(Baseline::render(repo, &intent, applied));
     let place = crate::drivers::Place {
         repo,
         state: Some(&path),
@@ -112,7 +144,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         intent.clone(),
         release,
         envs,
-        baseline,
+        known,
         driver,
         scan::PARALLEL,
         scan::TIMEOUT,
@@ -143,6 +175,98 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
     } else {
         exit::OK
     }
+}
+
+fn accept(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    env: &str,
+    service: Option<&str>,
+    duration: std::time::Duration,
+    reason: &str,
+) -> u8 {
+    let loaded = match load(repo, rev) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let intent = loaded.intent;
+    let names: Vec<&str> = intent
+        .environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    if intent.environment(env).is_none() {
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: no environment `{env}`; {}",
+                crate::intent::load::did_you_mean(env, &names)
+            ),
+        );
+    }
+    if let Some(s) = service {
+        let services: Vec<&str> = intent.services.iter().map(|s| s.name.as_str()).collect();
+        if !services.contains(&s) {
+            return super::refuse(
+                exit::INVALID,
+                format!(
+                    "error: no service `{s}`; {}",
+                    crate::intent::load::did_you_mean(s, &services)
+                ),
+            );
+        }
+    }
+    if reason.trim().is_empty() {
+        return super::refuse(
+            exit::INVALID,
+            "error: --reason is empty; say why the drift may stay",
+        );
+    }
+    if duration.is_zero() || duration > MOST {
+        return super::refuse(
+            exit::INVALID,
+            "error: --for must be more than nothing and at most 30 days; fold a longer-lived change into Git instead",
+        );
+    }
+    let path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(&intent.fleet));
+    let store = match Store::open(&path, &intent.fleet) {
+        Ok(s) => s,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    match store.truncation() {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            return super::refuse(
+                exit::INVALID,
+                format!("refused: {why}; nothing was appended"),
+            )
+        }
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    }
+    let now = std::time::SystemTime::now();
+    let until = humantime::format_rfc3339_seconds(now + duration).to_string();
+    let by = crate::identity::Identity::current().actor();
+    let event = crate::engine::Event::new(
+        now,
+        crate::engine::EventKind::DriftAccepted {
+            env: env.to_string(),
+            service: service.map(str::to_string),
+            until: until.clone(),
+            reason: reason.to_string(),
+            by: by.clone(),
+        },
+    );
+    if let Err(e) = store.append(None, &[event]) {
+        return super::refuse(exit::INVALID, format!("error: {e}"));
+    }
+    println!(
+        "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
+        service.map(|s| format!("/{s}")).unwrap_or_default()
+    );
+    exit::OK
 }
 
 /// Colour on a terminal, unless NO_COLOR says otherwise.
@@ -225,6 +349,26 @@ pub fn text(report: &FleetReport, colour: bool) -> String {
             for c in &s.comparison.pending {
                 out.push_str(&format!("  and Git changed {}\n", change_line(c)));
             }
+        }
+    }
+    for env in report.accepted() {
+        for s in env
+            .services
+            .iter()
+            .filter_map(|s| Some((s, s.accepted.as_ref()?)))
+        {
+            let (s, a) = s;
+            let keys: Vec<&str> = s.comparison.drift.iter().map(|c| c.key.as_str()).collect();
+            out.push_str(&format!(
+                "\n{}/{}: {} ({}), accepted by {} until {}: {}\n",
+                env.env,
+                s.service,
+                s.comparison.state.name(),
+                keys.join(", "),
+                a.by,
+                a.until,
+                a.reason
+            ));
         }
     }
     let pending: Vec<_> = report

@@ -303,6 +303,19 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             format!("{env}/{service}: drifted ({})", keys.join(", "))
         }
         EventKind::DriftCleared { env, service } => format!("{env}/{service}: drift cleared"),
+        EventKind::DriftAccepted {
+            env,
+            service,
+            until,
+            reason,
+            by,
+        } => format!(
+            "{env}{}: drift accepted by {by} until {until}: {reason}",
+            service
+                .as_ref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        ),
         EventKind::StepRecovered { env, service, .. } => {
             format!("  {env}/{service} was applied before the restart; not applied again")
         }

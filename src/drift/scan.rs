@@ -99,6 +99,71 @@ impl Baseline {
     }
 }
 
+/// A drift someone accepted for a while: still reported, blocking nothing until it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct Acceptance {
+    pub env: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    pub until: String,
+    pub reason: String,
+    pub by: String,
+    #[serde(skip)]
+    ends: std::time::SystemTime,
+}
+
+impl Acceptance {
+    /// Whether it covers `service` of `env` at `now`.
+    pub fn covers(&self, env: &str, service: &str, now: std::time::SystemTime) -> bool {
+        self.env == env && self.service.as_deref().is_none_or(|s| s == service) && now < self.ends
+    }
+
+    /// Read back from a `drift_accepted` event.
+    fn from_event(e: &serde_json::Value) -> Option<Acceptance> {
+        let until = e["until"].as_str()?.to_string();
+        Some(Acceptance {
+            env: e["env"].as_str()?.to_string(),
+            service: e["service"].as_str().map(str::to_string),
+            ends: humantime::parse_rfc3339_weak(&until).ok()?,
+            until,
+            reason: e["reason"].as_str().unwrap_or_default().to_string(),
+            by: e["by"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// What a scan compares live state with besides the intent: what flotilla applied, the
+/// drift accepted for now, and the time that decides which acceptances still hold.
+#[derive(Debug)]
+pub struct Known {
+    pub baseline: Baseline,
+    pub accepted: Vec<Acceptance>,
+    pub now: std::time::SystemTime,
+}
+
+impl Known {
+    /// From the state database (and the intent repo, to render past applies).
+    pub fn load(
+        repo: &Path,
+        intent: &Arc<Intent>,
+        store: &crate::store::Store,
+        now: std::time::SystemTime,
+    ) -> Result<Known, String> {
+        let applied = store.last_applied().map_err(|e| e.to_string())?;
+        let accepted = store
+            .events_of_kinds(&["drift_accepted"])
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(Acceptance::from_event)
+            .collect();
+        Ok(Known {
+            baseline: Baseline::render(repo, intent, applied),
+            accepted,
+            now,
+        })
+    }
+}
+
 /// One service's place in the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceReport {
@@ -108,6 +173,9 @@ pub struct ServiceReport {
     /// When the last apply ended, and in which rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_at: Option<String>,
+    /// The drift is accepted for now: who, why, until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Acceptance>,
     #[serde(skip)]
     pub last: Option<DesiredService>,
     #[serde(skip)]
@@ -126,7 +194,19 @@ pub struct EnvReport {
     pub services: Vec<ServiceReport>,
 }
 
+impl ServiceReport {
+    /// Drift that nobody accepted: what blocks a rollout.
+    pub fn blocking(&self) -> bool {
+        self.comparison.state.is_drift() && self.accepted.is_none()
+    }
+}
+
 impl EnvReport {
+    /// Whether any of its services drifted without its drift accepted.
+    pub fn blocking(&self) -> bool {
+        self.services.iter().any(ServiceReport::blocking)
+    }
+
     /// The environment's worst state (conflict, then drifted, unknown, pending, in sync).
     pub fn state(&self) -> DriftState {
         let rank = |s: DriftState| match s {
@@ -162,14 +242,22 @@ impl FleetReport {
         out
     }
 
-    /// Whether anything changed behind flotilla's back.
+    /// Whether anything changed behind flotilla's back (and nobody accepted it).
     pub fn any_drift(&self) -> bool {
-        self.envs.iter().any(|e| e.state().is_drift())
+        self.envs.iter().any(EnvReport::blocking)
     }
 
-    /// The environments that drifted (or conflict), by name.
+    /// The environments with drift nobody accepted.
     pub fn drifted(&self) -> Vec<&EnvReport> {
-        self.envs.iter().filter(|e| e.state().is_drift()).collect()
+        self.envs.iter().filter(|e| e.blocking()).collect()
+    }
+
+    /// The environments whose drift is all accepted for now.
+    pub fn accepted(&self) -> Vec<&EnvReport> {
+        self.envs
+            .iter()
+            .filter(|e| !e.blocking() && e.state().is_drift())
+            .collect()
     }
 }
 
@@ -178,9 +266,10 @@ pub fn compare_env(
     intent: &Intent,
     release: &str,
     env: &str,
-    baseline: &Baseline,
+    known: &Known,
     observed: Result<LiveState, String>,
 ) -> EnvReport {
+    let baseline = &known.baseline;
     let desired = match (intent.release(release), intent.environment(env)) {
         (Some(r), Some(e)) => render(intent, r, e).desired.services,
         _ => BTreeMap::new(),
@@ -217,9 +306,22 @@ pub fn compare_env(
                 }),
                 rules,
             );
+            let accepted = comparison
+                .state
+                .is_drift()
+                .then(|| {
+                    known
+                        .accepted
+                        .iter()
+                        .rev()
+                        .find(|a| a.covers(env, &svc.name, known.now))
+                        .cloned()
+                })
+                .flatten();
             Some(ServiceReport {
                 service: svc.name.clone(),
                 comparison,
+                accepted,
                 applied_at: last.map(|(a, _)| format!("{} (rollout {})", a.ts, a.rollout)),
                 last: last.map(|(_, d)| d.clone()),
                 live: here.flatten().cloned(),
@@ -240,7 +342,7 @@ pub async fn scan(
     intent: Arc<Intent>,
     release: String,
     envs: Vec<String>,
-    baseline: Arc<Baseline>,
+    known: Arc<Known>,
     driver: Arc<dyn Driver>,
     parallel: usize,
     timeout: Duration,
@@ -253,10 +355,10 @@ pub async fn scan(
             let Some((i, name)) = pending.next() else {
                 break;
             };
-            let (intent, release, baseline, driver) = (
+            let (intent, release, known, driver) = (
                 intent.clone(),
                 release.clone(),
-                baseline.clone(),
+                known.clone(),
                 driver.clone(),
             );
             tasks.spawn(async move {
@@ -271,10 +373,7 @@ pub async fn scan(
                         )),
                     },
                 };
-                (
-                    i,
-                    compare_env(&intent, &release, &name, &baseline, observed),
-                )
+                (i, compare_env(&intent, &release, &name, &known, observed))
             });
         }
         match tasks.join_next().await {
@@ -400,13 +499,17 @@ pub async fn preflight(
     driver: &Arc<dyn Driver>,
     record_drift: bool,
 ) -> Result<crate::plan::Check, String> {
-    let applied = store.last_applied().map_err(|e| e.to_string())?;
-    let baseline = Arc::new(Baseline::render(repo, intent, applied));
+    let known = Arc::new(Known::load(
+        repo,
+        intent,
+        store,
+        std::time::SystemTime::now(),
+    )?);
     let report = scan(
         intent.clone(),
         release.to_string(),
         envs,
-        baseline,
+        known,
         driver.clone(),
         PARALLEL,
         TIMEOUT,
@@ -423,3 +526,101 @@ pub async fn preflight(
 /// How many environments a scan observes at once, and how long each may take.
 pub const PARALLEL: usize = 64;
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    /// An intent of one environment `e` whose api runs 1.0 with replicas = 3.
+    fn intent() -> Arc<Intent> {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            (
+                "flotilla.toml".to_string(),
+                "[fleet]\nname = \"t\"\n[[service]]\nname = \"api\"\n".to_string(),
+            ),
+            (
+                "environments/e.toml".to_string(),
+                "[config.api]\nreplicas = 3\n".to_string(),
+            ),
+            (
+                "releases/1.toml".to_string(),
+                "[services]\napi = \"1.0\"\n".to_string(),
+            ),
+        ];
+        crate::intent::write::write_repo(
+            dir.path(),
+            &[crate::demo::DemoCommit {
+                message: "t".into(),
+                files,
+            }],
+        )
+        .unwrap();
+        Arc::new(crate::intent::load(dir.path(), "HEAD").unwrap().intent)
+    }
+
+    #[test]
+    fn an_acceptance_covers_drift_until_it_expires() {
+        let intent = intent();
+        let desired = render(
+            &intent,
+            intent.release("1").unwrap(),
+            intent.environment("e").unwrap(),
+        )
+        .desired;
+        let applied = desired.services["api"].clone();
+        let at = humantime::parse_rfc3339("2026-12-01T09:00:00Z").unwrap();
+        let mut baseline = Baseline::default();
+        let a = Applied {
+            version: applied.version.clone(),
+            revision: applied.revision.clone(),
+            commit: intent.revision.commit.clone(),
+            release: "1".into(),
+            rollout: 1,
+            ts: "2026-12-01T08:00:00Z".into(),
+        };
+        baseline
+            .applied
+            .insert(("e".into(), "api".into()), (a, applied.clone()));
+        let acceptance = Acceptance {
+            env: "e".into(),
+            service: None,
+            until: "2026-12-01T10:00:00Z".into(),
+            reason: "vendor hotfix".into(),
+            by: "ops@bastion".into(),
+            ends: humantime::parse_rfc3339("2026-12-01T10:00:00Z").unwrap(),
+        };
+        let mut tampered = applied.config.clone();
+        tampered.insert("replicas".into(), toml::Value::Integer(9));
+        let live: LiveState = [(
+            "api".to_string(),
+            LiveService {
+                version: applied.version.clone(),
+                config: tampered,
+                revision: applied.revision.clone(),
+            },
+        )]
+        .into();
+        let report_at = |now: SystemTime| {
+            let known = Known {
+                baseline: Baseline {
+                    applied: baseline.applied.clone(),
+                    intended: Default::default(),
+                },
+                accepted: vec![acceptance.clone()],
+                now,
+            };
+            compare_env(&intent, "1", "e", &known, Ok(live.clone()))
+        };
+        let within = report_at(at);
+        assert_eq!(within.services[0].comparison.state, DriftState::Drifted);
+        assert!(
+            !within.blocking(),
+            "accepted: still reported, blocks nothing"
+        );
+        let after = report_at(at + Duration::from_secs(2 * 3600));
+        assert!(after.blocking(), "expired: it blocks again");
+        assert!(after.services[0].accepted.is_none());
+    }
+}

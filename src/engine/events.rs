@@ -176,6 +176,16 @@ pub enum EventKind {
         env: String,
         service: String,
     },
+    /// Someone accepted the drift of an environment (one service, or all) for a while: it
+    /// is still reported, and blocks nothing until `until` (RFC 3339).
+    DriftAccepted {
+        env: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        until: String,
+        reason: String,
+        by: String,
+    },
     StepRolledBack {
         wave: String,
         env: String,
@@ -340,6 +350,9 @@ impl EventKind {
             DriftDetected { env, service, .. } | DriftCleared { env, service } => {
                 (None, Some(env), Some(service), None)
             }
+            DriftAccepted {
+                env, service, by, ..
+            } => (None, Some(env), service.as_deref(), Some(by)),
         }
     }
 
@@ -376,6 +389,7 @@ impl EventKind {
             EventKind::CommandRejected { .. } => "command_rejected",
             EventKind::DriftDetected { .. } => "drift_detected",
             EventKind::DriftCleared { .. } => "drift_cleared",
+            EventKind::DriftAccepted { .. } => "drift_accepted",
             EventKind::LeaseTakenOver { .. } => "lease_taken_over",
         }
     }

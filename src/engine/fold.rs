@@ -326,6 +326,7 @@ impl RolloutView {
             EventKind::CommandRejected { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::DriftCleared { .. }
+            | EventKind::DriftAccepted { .. }
             | EventKind::LeaseTakenOver { .. } => {}
         }
     }

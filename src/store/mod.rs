@@ -560,6 +560,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Every journaled event of one of `kinds`, oldest first, as JSON.
+    pub fn events_of_kinds(&self, kinds: &[&str]) -> Result<Vec<serde_json::Value>, StoreError> {
+        let conn = self.conn();
+        let list = kinds
+            .iter()
+            .map(|k| format!("'{}'", k.replace('\'', "")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT event FROM journal_events WHERE kind IN ({list}) ORDER BY seq, idx"
+        ))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Ok(v) = serde_json::from_str(&row?) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
     /// The drift each service was last reported with (`drift_detected` not cleared since):
     /// per (environment, service), the keys.
     pub fn reported_drift(&self) -> Result<BTreeMap<(String, String), Vec<String>>, StoreError> {
