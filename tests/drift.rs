@@ -400,3 +400,114 @@ fn accepted_drift_is_still_reported_and_blocks_nothing() {
         text(&audit)
     );
 }
+
+fn git_out(repo: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(repo)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn adopt_commits_the_live_values_as_an_emergency_layer_and_drift_is_then_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "");
+    run(
+        &repo,
+        &state,
+        &[
+            "sim",
+            "tamper",
+            "e-01",
+            "api",
+            "replicas=9",
+            "version=1.0-hotfix",
+        ],
+    );
+    let head = git_out(&repo, &["rev-parse", "HEAD"]);
+
+    // Uncommitted changes to the layer's file: refused, nothing written or committed.
+    std::fs::create_dir_all(repo.join("emergency")).unwrap();
+    std::fs::write(repo.join("emergency/e-01.toml"), "# mine\n").unwrap();
+    let dirty = run(&repo, &state, &["adopt", "e-01"]);
+    assert_eq!(dirty.status.code(), Some(3), "{}", text(&dirty));
+    assert!(
+        text(&dirty).contains("uncommitted changes"),
+        "{}",
+        text(&dirty)
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("emergency/e-01.toml")).unwrap(),
+        "# mine\n"
+    );
+    assert_eq!(git_out(&repo, &["rev-parse", "HEAD"]), head);
+    std::fs::remove_file(repo.join("emergency/e-01.toml")).unwrap();
+    // A detached HEAD: refused too.
+    git_out(&repo, &["checkout", "-q", "--detach"]);
+    let detached = run(&repo, &state, &["adopt", "e-01"]);
+    assert_eq!(detached.status.code(), Some(3), "{}", text(&detached));
+    assert!(
+        text(&detached).contains("not a branch"),
+        "{}",
+        text(&detached)
+    );
+    git_out(&repo, &["checkout", "-q", "-"]);
+
+    let out = run(&repo, &state, &["adopt", "e-01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // One commit on the branch, with the layer alone, naming keys and both values.
+    assert_eq!(git_out(&repo, &["rev-parse", "HEAD~1"]), head);
+    let message = git_out(&repo, &["log", "-1", "--format=%B"]);
+    assert!(
+        message.contains("e-01") && message.contains("api: replicas 3 -> 9"),
+        "{message}"
+    );
+    assert!(
+        message.contains("api: version \"1.0\" -> \"1.0-hotfix\""),
+        "{message}"
+    );
+    assert_eq!(
+        git_out(&repo, &["show", "--name-only", "--format=", "HEAD"]).trim(),
+        "emergency/e-01.toml"
+    );
+    assert_eq!(
+        git_out(&repo, &["status", "--porcelain"]).trim(),
+        "",
+        "the work tree is clean"
+    );
+    // The rendered desired state now equals live for those keys: drift is clean.
+    let explain = run(
+        &repo,
+        &state,
+        &["explain", "e-01", "api.replicas", "--release", "r1"],
+    );
+    assert!(
+        text(&explain).contains("api.replicas = 9  emergency/e-01.toml"),
+        "{}",
+        text(&explain)
+    );
+    let drift = run(&repo, &state, &["drift"]);
+    assert_eq!(drift.status.code(), Some(0), "{}", text(&drift));
+    // plan names the layer, so it gets folded back.
+    let plan = run(&repo, &state, &["plan", "r1"]);
+    assert!(
+        text(&plan).contains("emergency layers (1)") && text(&plan).contains("e-01: 2 value(s)"),
+        "{}",
+        text(&plan)
+    );
+    // A rollout now keeps the fix.
+    let again = run(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(live_api(&state, "e-01").0, "1.0-hotfix");
+    assert!(
+        live_api(&state, "e-01").1.contains("\"replicas\":9"),
+        "{:?}",
+        live_api(&state, "e-01")
+    );
+    // Nothing left to adopt.
+    let nothing = run(&repo, &state, &["adopt", "e-01"]);
+    assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing));
+    assert!(text(&nothing).contains("no drift"), "{}", text(&nothing));
+}

@@ -1,6 +1,7 @@
 //! The `flotilla` command line: parses arguments, calls the core, prints results and maps
 //! outcomes to exit codes. It never calls a driver except through the engine.
 
+mod adopt;
 mod agent;
 mod audit;
 mod console;
@@ -172,6 +173,9 @@ enum Commands {
     /// The fleet's drift: each service's live state against what flotilla last applied and
     /// what Git wants; exit 1 when something changed behind flotilla's back.
     Drift(drift::DriftArgs),
+    /// Make an environment's out-of-band change part of the intent: its live values are
+    /// committed as the environment's emergency layer (emergency/ENV.toml).
+    Adopt(adopt::AdoptArgs),
     /// Handle the simulated fleet by hand (`sim tamper` makes drift to try).
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -250,6 +254,7 @@ pub fn main() -> ExitCode {
         Commands::Demo { envs, agents } => init::demo(envs, agents, cli.state),
         Commands::Agent(ref args) => agent::run(args),
         Commands::Drift(ref args) => drift::run(&cli.repo, &cli.rev, cli.state.as_deref(), args),
+        Commands::Adopt(ref args) => adopt::run(&cli.repo, cli.state.as_deref(), args),
         Commands::Sim(ref command) => sim::run(&cli.repo, &cli.rev, cli.state.as_deref(), command),
         Commands::Init {
             ref dir,

@@ -75,9 +75,49 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
                 return super::refuse(exit::FAILED, format!("error: cannot encode the plan: {e}"));
             }
         },
-        Output::Plain => print!("{}", output::plan_text(&plan)),
+        Output::Plain => {
+            print!("{}", output::plan_text(&plan));
+            print!("{}", emergency_text(&intent, SystemTime::now()));
+        }
     }
     exit::OK
+}
+
+/// The emergency layers in the intent, with their age: they should be folded into overlays
+/// or environment files, not pile up.
+fn emergency_text(intent: &crate::intent::Intent, now: SystemTime) -> String {
+    if intent.emergencies.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nemergency layers ({}), adopted live values above every other layer; fold them into overlays:\n",
+        intent.emergencies.len()
+    );
+    for e in &intent.emergencies {
+        let age = e
+            .adopted
+            .as_deref()
+            .and_then(|a| humantime::parse_rfc3339_weak(a).ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| match d.as_secs() / 60 * 60 {
+                0 => "just now".to_string(),
+                minutes => format!(
+                    "{} ago",
+                    humantime::format_duration(std::time::Duration::from_secs(minutes))
+                ),
+            })
+            .unwrap_or_else(|| "at an unknown time".into());
+        let keys = e.versions.len() + crate::keypath::leaves(&e.config).len();
+        out.push_str(&format!(
+            "  {}: {keys} value(s), adopted {age}{} ({})\n",
+            e.env,
+            e.by.as_deref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default(),
+            e.file
+        ));
+    }
+    out
 }
 
 /// Runs the driver preflight and puts its result among the plan's checks.

@@ -89,6 +89,11 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
             .map(|o| (o.file.as_str(), &o.config)),
     );
     layers.push((&env.file, &env.config));
+    // Live values adopted into Git win over everything else.
+    let emergency = intent.emergency(&env.name);
+    if let Some(e) = emergency {
+        layers.push((&e.file, &e.config));
+    }
 
     let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
     for (file, table) in layers {
@@ -130,9 +135,9 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
 
     let mut services = BTreeMap::new();
     for service in &intent.services {
-        let version = release
-            .services
-            .get(&service.name)
+        let version = emergency
+            .and_then(|e| e.versions.get(&service.name))
+            .or_else(|| release.services.get(&service.name))
             .cloned()
             .unwrap_or_default();
         let mut config = toml::Table::new();

@@ -96,6 +96,7 @@ impl Checker {
         let mut environments = Vec::new();
         let mut overlays = Vec::new();
         let mut releases = Vec::new();
+        let mut emergencies = Vec::new();
         for src in files {
             let f = File {
                 path: &src.path,
@@ -120,6 +121,10 @@ impl Checker {
                 if let Some(r) = self.release(f, stem) {
                     releases.push(r);
                 }
+            } else if src.path.starts_with("emergency/") {
+                if let Some(e) = self.emergency(f, stem) {
+                    emergencies.push(e);
+                }
             }
         }
         let fleet = fleet?;
@@ -135,6 +140,37 @@ impl Checker {
         for r in &releases {
             self.config_keys(files, &r.file, &r.config, &service_names);
         }
+        for e in &emergencies {
+            self.config_keys(files, &e.file, &e.config, &service_names);
+            if environments.iter().all(|x: &Environment| x.name != e.env) {
+                self.diags.push(
+                    Diagnostic::file(
+                        Severity::Error,
+                        &e.file,
+                        format!(
+                            "emergency layer for `{}`, which is not an environment",
+                            e.env
+                        ),
+                    )
+                    .with_help("remove it, or name the file after the environment it patches"),
+                );
+            }
+            for s in e.versions.keys() {
+                if !service_names.contains(&s.as_str()) {
+                    self.diags.push(
+                        Diagnostic::file(
+                            Severity::Error,
+                            &e.file,
+                            format!(
+                                "emergency layer sets a version for `{s}`, which is not a service"
+                            ),
+                        )
+                        .with_help(did_you_mean(s, &service_names)),
+                    );
+                }
+            }
+        }
+        emergencies.sort_by(|a: &Emergency, b| a.env.cmp(&b.env));
         environments.sort_by(|a: &Environment, b| a.name.cmp(&b.name));
         overlays.sort_by(|a: &Overlay, b| (a.priority, &a.file).cmp(&(b.priority, &b.file)));
         releases.sort_by(|a: &Release, b| version_cmp(&a.name, &b.name));
@@ -161,6 +197,7 @@ impl Checker {
             environments,
             overlays,
             releases,
+            emergencies,
         })
     }
 
@@ -713,6 +750,18 @@ impl Checker {
         })
     }
 
+    fn emergency(&mut self, f: File, env: String) -> Option<Emergency> {
+        let raw: schema::EmergencyFile = self.toml(f)?;
+        Some(Emergency {
+            env,
+            file: f.path.to_string(),
+            versions: raw.services.map(Spanned::into_inner).unwrap_or_default(),
+            config: raw.config.map(Spanned::into_inner).unwrap_or_default(),
+            adopted: raw.adopted,
+            by: raw.by,
+        })
+    }
+
     fn overlay(&mut self, f: File, name: String) -> Option<Overlay> {
         let raw: schema::OverlayFile = self.toml(f)?;
         let select = self.selector(f, &raw.select)?;
@@ -1165,6 +1214,27 @@ mod tests {
         assert!(
             text[0].contains("`a` reaches its agent over plain http"),
             "{text:?}"
+        );
+    }
+
+    #[test]
+    fn an_emergency_layer_must_patch_an_environment_and_its_services() {
+        let d = errors(&[
+            ("flotilla.toml", FLEET),
+            ("environments/a.toml", ""),
+            ("emergency/b.toml", "[services]\napi = \"1.0-hotfix\"\n"),
+            ("emergency/a.toml", "[services]\napx = \"1\"\n"),
+            ("releases/1.toml", RELEASE),
+        ]);
+        let text: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        let text = text.join("\n");
+        assert!(
+            text.contains("emergency layer for `b`, which is not an environment"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sets a version for `apx`, which is not a service"),
+            "{text}"
         );
     }
 

@@ -23,9 +23,32 @@ pub struct Intent {
     pub overlays: Vec<Overlay>,
     /// Sorted oldest to newest by version order of their names.
     pub releases: Vec<Release>,
+    /// Emergency layers (`emergency/ENV.toml`), sorted by environment.
+    pub emergencies: Vec<Emergency>,
+}
+
+/// Live values adopted into Git for one environment (`flotilla adopt`): the highest layer,
+/// above the environment's own file, until someone folds them into an overlay or the
+/// environment file and removes it.
+#[derive(Debug, Clone)]
+pub struct Emergency {
+    pub env: String,
+    pub file: String,
+    /// Versions that replace the release's, per service.
+    pub versions: BTreeMap<String, String>,
+    /// Config, per service as in an environment file.
+    pub config: toml::Table,
+    /// When it was adopted (RFC 3339), and by whom.
+    pub adopted: Option<String>,
+    pub by: Option<String>,
 }
 
 impl Intent {
+    /// The emergency layer of environment `env`, if it has one.
+    pub fn emergency(&self, env: &str) -> Option<&Emergency> {
+        self.emergencies.iter().find(|e| e.env == env)
+    }
+
     /// The release called `name`, if the intent has it.
     pub fn release(&self, name: &str) -> Option<&Release> {
         self.releases.iter().find(|r| r.name == name)

@@ -156,6 +156,20 @@ pub struct EnvFile {
     pub config: Option<Spanned<toml::Table>>,
 }
 
+/// `emergency/ENV.toml`: written by `flotilla adopt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyFile {
+    #[serde(default)]
+    pub services: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    pub config: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    pub adopted: Option<String>,
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
 /// `overlays/NAME.toml`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

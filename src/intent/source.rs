@@ -9,7 +9,7 @@ use super::model::Revision;
 use super::IntentError;
 
 /// The directories whose `*.toml` files make up the intent, besides `flotilla.toml`.
-pub const INTENT_DIRS: [&str; 3] = ["environments", "overlays", "releases"];
+pub const INTENT_DIRS: [&str; 4] = ["environments", "overlays", "releases", "emergency"];
 
 /// One intent file's path (repo-relative, `/`-separated) and text.
 #[derive(Debug, Clone)]

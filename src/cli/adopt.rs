@@ -1,0 +1,372 @@
+//! `flotilla adopt ENV`: an out-of-band change made part of the intent. The live values
+//! of the drifted keys are written as the environment's emergency layer
+//! (`emergency/ENV.toml`, above every other layer) and committed with git2 on the current
+//! branch, so the desired state equals live for them and no rollout undoes the fix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use git2::{Repository, Signature};
+
+use super::{default_state, exit, load};
+use crate::drift::scan::{self, Known};
+use crate::drift::three_way::Change;
+use crate::identity::Identity;
+use crate::store::Store;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdoptArgs {
+    pub env: String,
+    /// Only this service's drift (default: every drifted service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Only these keys (dotted, `version` for the version; repeat for several).
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+/// What adopting changes: per service, the live version (if it drifted) and live values.
+struct Adoption {
+    versions: BTreeMap<String, String>,
+    values: Vec<(String, String, toml::Value)>,
+    lines: Vec<String>,
+}
+
+pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
+    // The layer goes on top of the branch being worked on: HEAD.
+    let loaded = match load(repo, "HEAD") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let intent = Arc::new(loaded.intent);
+    let env = &args.env;
+    let Some(environment) = intent.environment(env) else {
+        let names: Vec<&str> = intent
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: no environment `{env}`; {}",
+                crate::intent::load::did_you_mean(env, &names)
+            ),
+        );
+    };
+    let file = format!("emergency/{env}.toml");
+    let git = match Repository::open(repo) {
+        Ok(r) => r,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {}", e.message())),
+    };
+    if let Err(why) = can_commit(&git, &file) {
+        return super::refuse(
+            exit::BLOCKED,
+            format!("refused: {why}; nothing was written"),
+        );
+    }
+    let path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(&intent.fleet));
+    let store = match Store::open(&path, &intent.fleet) {
+        Ok(s) => s,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let release = match store.latest_rollout() {
+        Ok(Some(r)) if intent.release(&r.release).is_some() => r.release,
+        _ => match intent.releases.last() {
+            Some(r) => r.name.clone(),
+            None => return super::refuse(exit::INVALID, "error: the intent has no release"),
+        },
+    };
+    let observed_at = SystemTime::now();
+    let known = match Known::load(repo, &intent, &store, observed_at) {
+        Ok(k) => Arc::new(k),
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(&path),
+    };
+    let driver = match crate::drivers::open(&intent, intent.release(&release), place) {
+        Ok(d) => d,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return super::refuse(exit::FAILED, format!("error: {e}")),
+    };
+    let observed = runtime
+        .block_on(async { tokio::time::timeout(scan::TIMEOUT, driver.observe(environment)).await })
+        .map_err(|_| "no answer in time".to_string())
+        .and_then(|r| r.map_err(|e| e.message));
+    if let Err(e) = &observed {
+        return super::refuse(
+            exit::FAILED,
+            format!("error: cannot observe {env}: {e}; nothing was written"),
+        );
+    }
+    let report = scan::compare_env(&intent, &release, env, &known, observed);
+    let adoption = match choose(&intent, &report, args) {
+        Ok(a) => a,
+        Err(why) => {
+            return super::refuse(
+                exit::INVALID,
+                format!("refused: {why}; nothing was written"),
+            )
+        }
+    };
+    let me = Identity::current();
+    let when = humantime::format_rfc3339_seconds(observed_at).to_string();
+    let text = layer_text(intent.emergency(env), &adoption, &when, &me.actor());
+    let message = format!(
+        "Adopt the out-of-band change to {env} (observed {when})\n\n{}\n\nWritten by `flotilla adopt` as {file}, the highest layer: fold it into an overlay or\nthe environment file, then remove it.\n",
+        adoption.lines.join("\n")
+    );
+    let commit = match commit_file(&git, &file, &text, &message, &me) {
+        Ok(c) => c,
+        Err(e) => return super::refuse(exit::FAILED, format!("error: cannot commit {file}: {e}")),
+    };
+    println!(
+        "adopted into Git as {file}, commit {}:\n  {}\n`flotilla drift {env}` no longer reports these keys; `flotilla explain {env}` shows the layer",
+        &commit[..7],
+        adoption.lines.join("\n  ")
+    );
+    exit::OK
+}
+
+/// The file may be written and committed: HEAD is a branch, and the file has no changes
+/// of its own that a commit would sweep up or overwrite.
+fn can_commit(git: &Repository, file: &str) -> Result<(), String> {
+    let head = git
+        .head()
+        .map_err(|e| format!("HEAD cannot be read: {}", e.message()))?;
+    if !head.is_branch() {
+        return Err(
+            "HEAD is not a branch (a detached checkout); check out the branch to adopt onto".into(),
+        );
+    }
+    match git.status_file(Path::new(file)) {
+        Ok(s) if s.is_empty() => Ok(()),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(()),
+        Ok(_) => Err(format!(
+            "{file} has uncommitted changes; commit or discard them first"
+        )),
+        Err(e) => Err(format!(
+            "the status of {file} cannot be read: {}",
+            e.message()
+        )),
+    }
+}
+
+fn shown(v: &Option<toml::Value>) -> String {
+    v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
+}
+
+/// The drifted keys to adopt, as `args` narrows them.
+fn choose(
+    intent: &crate::intent::Intent,
+    report: &scan::EnvReport,
+    args: &AdoptArgs,
+) -> Result<Adoption, String> {
+    let mut adoption = Adoption {
+        versions: BTreeMap::new(),
+        values: Vec::new(),
+        lines: Vec::new(),
+    };
+    for s in &report.services {
+        if args.service.as_ref().is_some_and(|x| *x != s.service) || !s.comparison.state.is_drift()
+        {
+            continue;
+        }
+        let secret_keys = intent
+            .services
+            .iter()
+            .find(|x| x.name == s.service)
+            .map_or(&[][..], |x| &x.secret_keys[..]);
+        let chosen: Vec<&Change> = s
+            .comparison
+            .drift
+            .iter()
+            .filter(|c| args.keys.is_empty() || args.keys.contains(&c.key))
+            .collect();
+        for c in chosen {
+            if c.key == "version" {
+                let Some(toml::Value::String(v)) = &c.to else {
+                    return Err(format!(
+                        "{} does not run in {} any more: there is no version to adopt",
+                        s.service, report.env
+                    ));
+                };
+                adoption.versions.insert(s.service.clone(), v.clone());
+            } else {
+                if crate::secrets::is_secret(secret_keys, &c.key) {
+                    return Err(format!(
+                        "{}.{} is a secret: its live value is sealed and cannot be adopted; put the new value in the intent yourself",
+                        s.service, c.key
+                    ));
+                }
+                let Some(value) = &c.to else {
+                    return Err(format!(
+                        "{}.{} was removed by hand, which a layer cannot express; remove it from the intent yourself",
+                        s.service, c.key
+                    ));
+                };
+                adoption
+                    .values
+                    .push((s.service.clone(), c.key.clone(), value.clone()));
+            }
+            adoption.lines.push(format!(
+                "{}: {} {} -> {}",
+                s.service,
+                c.key,
+                shown(&c.from),
+                shown(&c.to)
+            ));
+        }
+    }
+    if adoption.lines.is_empty() {
+        let what = if args.keys.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", args.keys.join(", "))
+        };
+        return Err(format!(
+            "{} has no drift{what} to adopt (`flotilla drift {}` shows where it stands)",
+            report.env, report.env
+        ));
+    }
+    Ok(adoption)
+}
+
+/// The emergency layer's text: what it held before, with the adopted values on top.
+fn layer_text(
+    before: Option<&crate::intent::Emergency>,
+    adoption: &Adoption,
+    when: &str,
+    by: &str,
+) -> String {
+    let mut versions = before.map(|e| e.versions.clone()).unwrap_or_default();
+    versions.extend(adoption.versions.clone());
+    let mut config = before.map(|e| e.config.clone()).unwrap_or_default();
+    for (service, key, value) in &adoption.values {
+        let table = config
+            .entry(service.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let toml::Value::Table(t) = table {
+            insert(t, key, value.clone());
+        }
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("adopted".into(), toml::Value::String(when.into()));
+    doc.insert("by".into(), toml::Value::String(by.into()));
+    if !versions.is_empty() {
+        let v: toml::Table = versions
+            .into_iter()
+            .map(|(k, v)| (k, toml::Value::String(v)))
+            .collect();
+        doc.insert("services".into(), toml::Value::Table(v));
+    }
+    if !config.is_empty() {
+        doc.insert("config".into(), toml::Value::Table(config));
+    }
+    format!(
+        "# Emergency layer: live values adopted into Git by `flotilla adopt`. It wins over\n# every other layer; fold it into an overlay or the environment file, then remove it.\n{}",
+        toml::to_string(&doc).unwrap_or_default()
+    )
+}
+
+fn insert(table: &mut toml::Table, path: &str, value: toml::Value) {
+    match path.split_once('.') {
+        None => {
+            table.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(Default::default());
+            }
+            if let toml::Value::Table(t) = entry {
+                insert(t, rest, value);
+            }
+        }
+    }
+}
+
+/// Writes `file` in the work tree and commits it alone on the current branch: the tree is
+/// HEAD's with this one file replaced, so nothing else staged is swept into the commit.
+/// Returns the new commit's id.
+fn commit_file(
+    git: &Repository,
+    file: &str,
+    text: &str,
+    message: &str,
+    me: &Identity,
+) -> Result<String, String> {
+    let workdir = git.workdir().ok_or("the repository has no work tree")?;
+    let target = workdir.join(file);
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&target, text).map_err(|e| e.to_string())?;
+    let blob = git
+        .blob(text.as_bytes())
+        .map_err(|e| e.message().to_string())?;
+    let head = git
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| e.message().to_string())?;
+    let root = head.tree().map_err(|e| e.message().to_string())?;
+    let (dir, name) = file.split_once('/').ok_or("a file inside a directory")?;
+    let sub = match root.get_name(dir) {
+        Some(entry) => Some(
+            entry
+                .to_object(git)
+                .and_then(|o| o.peel_to_tree())
+                .map_err(|e| e.message().to_string())?,
+        ),
+        None => None,
+    };
+    let mut inner = git
+        .treebuilder(sub.as_ref())
+        .map_err(|e| e.message().to_string())?;
+    inner
+        .insert(name, blob, 0o100644)
+        .map_err(|e| e.message().to_string())?;
+    let inner_id = inner.write().map_err(|e| e.message().to_string())?;
+    let mut outer = git
+        .treebuilder(Some(&root))
+        .map_err(|e| e.message().to_string())?;
+    outer
+        .insert(dir, inner_id, 0o040000)
+        .map_err(|e| e.message().to_string())?;
+    let tree_id = outer.write().map_err(|e| e.message().to_string())?;
+    let tree = git
+        .find_tree(tree_id)
+        .map_err(|e| e.message().to_string())?;
+    // The operator's Git identity, else who they are on this host.
+    let signature = git
+        .signature()
+        .or_else(|_| Signature::now(&me.user, &format!("{}@{}", me.user, me.host)))
+        .map_err(|e| e.message().to_string())?;
+    let id = git
+        .commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&head],
+        )
+        .map_err(|e| e.message().to_string())?;
+    // The index agrees with the commit for this file, so `git status` shows it clean.
+    if let Ok(mut index) = git.index() {
+        let _ = index.add_path(Path::new(file));
+        let _ = index.write();
+    }
+    Ok(id.to_string())
+}
