@@ -81,6 +81,7 @@ fn rolled_out_then_scanned(label: &str, dir: &Path) {
             keep_failures: false,
             replay: false,
             signals: false,
+            only: None,
         })
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));

@@ -92,6 +92,9 @@ pub struct Setup<'a> {
     pub replay: bool,
     /// Handle Ctrl-C here (headless); the console handles its own keys.
     pub signals: bool,
+    /// Only this environment, at once: no gates, no soak, no drift check (a revert of its
+    /// drift to what flotilla last applied).
+    pub only: Option<String>,
 }
 
 /// A rollout this engine holds the lease for, planned and checked, not yet started.
@@ -130,6 +133,7 @@ impl RolloutSession {
             keep_failures,
             replay,
             signals,
+            only,
         } = setup;
         let store = Arc::new(Store::open(&state, &intent.fleet).map_err(error)?);
         // Appending to a journal whose end was cut off would hide the gap for good; appending
@@ -196,6 +200,16 @@ impl RolloutSession {
         let mut plan =
             plan::build_with_history(&intent, &release, SystemTime::now(), Some(&history))
                 .map_err(error)?;
+        if let Some(env) = &only {
+            plan.waves.retain(|w| w.envs.contains(env));
+            for w in &mut plan.waves {
+                w.envs = vec![env.clone()];
+                w.gate = Gate::Auto;
+                w.gate_reason = None;
+                w.soak = Duration::ZERO;
+                w.allowed_failures = 0;
+            }
+        }
         let waves: Vec<&str> = plan.waves.iter().map(|w| w.name.as_str()).collect();
         if let Some(w) = approve.iter().find(|w| !waves.contains(&w.as_str())) {
             return Err(error(format!(
@@ -241,7 +255,7 @@ impl RolloutSession {
         crate::engine::preflight::add_reachability(&intent, &mut plan, &driver).await;
         // An environment changed out of band is not overwritten by a new rollout: it fails
         // the preflight, and the scan's drift is journaled.
-        if intent.policy.block_on_drift {
+        if intent.policy.block_on_drift && only.is_none() {
             let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
             let check =
                 crate::drift::scan::preflight(repo, &intent, &release, envs, &store, &driver, true)

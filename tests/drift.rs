@@ -511,3 +511,54 @@ fn adopt_commits_the_live_values_as_an_emergency_layer_and_drift_is_then_clean()
     assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing));
     assert!(text(&nothing).contains("no drift"), "{}", text(&nothing));
 }
+
+#[test]
+fn revert_applies_again_what_flotilla_last_applied_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "");
+    let before = live_api(&state, "e-01");
+    let clean = run(&repo, &state, &["revert", "e-01"]);
+    assert_eq!(
+        clean.status.code(),
+        Some(2),
+        "nothing to revert: {}",
+        text(&clean)
+    );
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=9"],
+    );
+    assert_ne!(live_api(&state, "e-01"), before);
+    let out = run(&repo, &state, &["revert", "e-01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 environments in 1 waves"),
+        "e-01 alone: {}",
+        text(&out)
+    );
+    assert_eq!(
+        live_api(&state, "e-01").1,
+        before.1,
+        "back to what was applied"
+    );
+    let drift = run(&repo, &state, &["drift"]);
+    assert_eq!(drift.status.code(), Some(0), "{}", text(&drift));
+    // Through the engine: journaled as a rollout of its own, steps and all.
+    let audit = run(&repo, &state, &["audit", "--output", "json"]);
+    let rows = String::from_utf8_lossy(&audit.stdout).to_string();
+    assert!(
+        rows.contains("\"rollout\":2") || rows.contains("\"rollout\": 2"),
+        "{rows}"
+    );
+    // Only e-01 was touched by it: the others were applied once, by the first rollout.
+    let db = rusqlite::Connection::open(&state).unwrap();
+    let others: i64 = db
+        .query_row(
+            "SELECT count(*) FROM journal_events WHERE rollout = 2 AND kind = 'step_started' AND json_extract(event, '$.env') != 'e-01'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(others, 0);
+}

@@ -20,6 +20,7 @@ fn setup<'a>(repo: &'a std::path::Path, state: &std::path::Path, on_hold: OnHold
         keep_failures: false,
         replay: true,
         signals: false,
+        only: None,
     }
 }
 

@@ -10,6 +10,7 @@ mod explain;
 mod init;
 pub mod output;
 mod plan;
+mod revert;
 mod rollout;
 mod sim;
 mod status;
@@ -176,6 +177,9 @@ enum Commands {
     /// Make an environment's out-of-band change part of the intent: its live values are
     /// committed as the environment's emergency layer (emergency/ENV.toml).
     Adopt(adopt::AdoptArgs),
+    /// Undo an environment's out-of-band change: apply again what flotilla last applied
+    /// there, through the engine, as a rollout of that environment alone.
+    Revert(revert::RevertArgs),
     /// Handle the simulated fleet by hand (`sim tamper` makes drift to try).
     #[command(subcommand)]
     Sim(sim::SimCommand),
@@ -247,6 +251,7 @@ pub fn main() -> ExitCode {
         Commands::Rollout(args) => args.output == Output::Json,
         Commands::Audit(args) => args.output == Output::Json,
         Commands::Drift(args) => args.output == Output::Json,
+        Commands::Revert(args) => args.output == Output::Json,
         _ => false,
     };
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
@@ -255,6 +260,7 @@ pub fn main() -> ExitCode {
         Commands::Agent(ref args) => agent::run(args),
         Commands::Drift(ref args) => drift::run(&cli.repo, &cli.rev, cli.state.as_deref(), args),
         Commands::Adopt(ref args) => adopt::run(&cli.repo, cli.state.as_deref(), args),
+        Commands::Revert(ref args) => revert::run(&cli.repo, cli.state.as_deref(), args),
         Commands::Sim(ref command) => sim::run(&cli.repo, &cli.rev, cli.state.as_deref(), command),
         Commands::Init {
             ref dir,

@@ -76,6 +76,7 @@ pub fn run(
         replay: console.is_some(),
         // Under the console, the console handles signals: the screen is not ours to print on.
         signals: console.is_none(),
+        only: None,
     };
     runtime.block_on(async {
         let session = match RolloutSession::open(setup).await {
@@ -90,7 +91,7 @@ pub fn run(
 }
 
 /// Prints the rollout's progress until its engine stops, then says how it ended.
-async fn headless(session: RolloutSession, output: Output) -> u8 {
+pub(super) async fn headless(session: RolloutSession, output: Output) -> u8 {
     let mut printer = Printer::new(output, session.intent().services.len());
     let (mut running, mut events) = match session.start() {
         Ok(r) => r,

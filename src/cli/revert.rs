@@ -1,0 +1,159 @@
+//! `flotilla revert ENV`: an out-of-band change undone by applying again what flotilla last
+//! applied there, through the engine (journal, retries, timeouts, lease) as a rollout of
+//! that one environment.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{default_state, exit, load, Output};
+use crate::drift::scan::{self, Known};
+use crate::engine::{Event, EventKind, OnHold};
+use crate::session::{RolloutSession, Setup};
+use crate::store::Store;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RevertArgs {
+    pub env: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
+    let loaded = match load(repo, "HEAD") {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let intent = Arc::new(loaded.intent);
+    let env = &args.env;
+    let Some(environment) = intent.environment(env) else {
+        let names: Vec<&str> = intent
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "error: no environment `{env}`; {}",
+                crate::intent::load::did_you_mean(env, &names)
+            ),
+        );
+    };
+    let path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(&intent.fleet));
+    let store = match Store::open(&path, &intent.fleet) {
+        Ok(s) => s,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    match store.unfinished_rollout() {
+        Ok(None) => {}
+        Ok(Some(u)) => {
+            return super::refuse(
+                exit::BLOCKED,
+                format!(
+                    "refused: rollout {} of {} is unfinished; finish it (`flotilla rollout {}`) or abort it before reverting",
+                    u.id, u.release, u.release
+                ),
+            )
+        }
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    }
+    // What was last applied there: the newest apply among the drifted services.
+    let known = match Known::load(repo, &intent, &store, SystemTime::now()) {
+        Ok(k) => k,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let release = intent
+        .releases
+        .last()
+        .map(|r| r.name.clone())
+        .unwrap_or_default();
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(&path),
+    };
+    let driver = match crate::drivers::open(&intent, intent.release(&release), place) {
+        Ok(d) => d,
+        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return super::refuse(exit::FAILED, format!("error: {e}")),
+    };
+    let observed = runtime
+        .block_on(async { tokio::time::timeout(scan::TIMEOUT, driver.observe(environment)).await })
+        .map_err(|_| "no answer in time".to_string())
+        .and_then(|r| r.map_err(|e| e.message));
+    if let Err(e) = &observed {
+        return super::refuse(
+            exit::FAILED,
+            format!("error: cannot observe {env}: {e}; nothing was applied"),
+        );
+    }
+    let report = scan::compare_env(&intent, &release, env, &known, observed);
+    let last = report
+        .services
+        .iter()
+        .filter(|s| s.comparison.state.is_drift())
+        .filter_map(|s| known.baseline.get(env, &s.service, s.live.as_ref()))
+        .map(|(a, _)| a)
+        .max_by_key(|a| a.rollout)
+        .cloned();
+    let Some(last) = last else {
+        return super::refuse(
+            exit::INVALID,
+            format!(
+                "refused: {env} has no drift from what flotilla applied there; nothing to revert"
+            ),
+        );
+    };
+    drop(driver);
+    // The intent as it was applied: its commit, its release.
+    let applied = match load(repo, &last.commit) {
+        Ok(l) => l.intent,
+        Err(code) => return code,
+    };
+    println!(
+        "reverting {env} to what rollout {} applied: release {} at {}",
+        last.rollout,
+        last.release,
+        &last.commit[..7.min(last.commit.len())]
+    );
+    let setup = Setup {
+        repo,
+        state: path.clone(),
+        intent: applied,
+        release: last.release.clone(),
+        approve: Vec::new(),
+        approve_all: false,
+        on_hold: OnHold::Exit,
+        keep_failures: false,
+        replay: false,
+        signals: true,
+        only: Some(env.clone()),
+    };
+    let code = runtime.block_on(async {
+        match RolloutSession::open(setup).await {
+            Ok(session) => super::rollout::headless(session, args.output).await,
+            Err(r) => super::refused(r),
+        }
+    });
+    close_unfinished(&store, env);
+    code
+}
+
+/// A revert that did not finish is closed: resumed as a rollout, it would go to the whole
+/// fleet. Running `revert` again starts it anew.
+fn close_unfinished(store: &Store, env: &str) {
+    let Ok(Some(u)) = store.unfinished_rollout() else {
+        return;
+    };
+    let by = crate::identity::Identity::current().actor();
+    let event = Event::new(SystemTime::now(), EventKind::RolloutAborted { by });
+    if store.append(Some(u.id), &[event]).is_ok() {
+        let _ = store.set_status(u.id, "aborted", Some(&crate::session::now_text()));
+        eprintln!("the revert of {env} did not finish and was closed; `flotilla revert {env}` tries again");
+    }
+}
