@@ -256,7 +256,23 @@ impl RolloutSession {
         // An environment changed out of band is not overwritten by a new rollout: it fails
         // the preflight, and the scan's drift is journaled.
         if intent.policy.block_on_drift && only.is_none() {
-            let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
+            // A resumed rollout's finished environments are its own doing: not scanned.
+            let done = |env: &str| {
+                view.as_ref().is_some_and(|v| {
+                    intent.services.iter().all(|s| {
+                        v.steps.get(&(env.to_string(), s.name.clone())).is_some_and(
+                            |(state, _, _)| *state == crate::engine::fold::StepView::Succeeded,
+                        )
+                    })
+                })
+            };
+            let envs: Vec<String> = plan
+                .waves
+                .iter()
+                .flat_map(|w| w.envs.iter())
+                .filter(|e| !done(e))
+                .cloned()
+                .collect();
             let check =
                 crate::drift::scan::preflight(repo, &intent, &release, envs, &store, &driver, true)
                     .await
@@ -317,6 +333,11 @@ impl RolloutSession {
             me,
             lease,
         })
+    }
+
+    /// The rollout's id in the store.
+    pub fn rollout(&self) -> i64 {
+        self.rollout
     }
 
     /// The intent the rollout runs at.

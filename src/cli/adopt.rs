@@ -297,9 +297,9 @@ fn insert(table: &mut toml::Table, path: &str, value: toml::Value) {
     }
 }
 
-/// Writes `file` in the work tree and commits it alone on the current branch: the tree is
-/// HEAD's with this one file replaced, so nothing else staged is swept into the commit.
-/// Returns the new commit's id.
+/// Commits `file` alone on the current branch, then writes it in the work tree: the tree
+/// is HEAD's with this one file replaced, so nothing else staged is swept into the commit,
+/// and a failed commit writes nothing. Returns the new commit's id.
 fn commit_file(
     git: &Repository,
     file: &str,
@@ -309,10 +309,6 @@ fn commit_file(
 ) -> Result<String, String> {
     let workdir = git.workdir().ok_or("the repository has no work tree")?;
     let target = workdir.join(file);
-    if let Some(dir) = target.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    std::fs::write(&target, text).map_err(|e| e.to_string())?;
     let blob = git
         .blob(text.as_bytes())
         .map_err(|e| e.message().to_string())?;
@@ -363,10 +359,22 @@ fn commit_file(
             &[&head],
         )
         .map_err(|e| e.message().to_string())?;
-    // The index agrees with the commit for this file, so `git status` shows it clean.
-    if let Ok(mut index) = git.index() {
-        let _ = index.add_path(Path::new(file));
-        let _ = index.write();
+    // Committed: the work tree and the index now get the file, so `git status` shows it
+    // clean. Either failing leaves the commit right and says what to do.
+    let synced = target
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&target, text))
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let mut index = git.index().map_err(|e| e.message().to_string())?;
+            index
+                .add_path(Path::new(file))
+                .map_err(|e| e.message().to_string())?;
+            index.write().map_err(|e| e.message().to_string())
+        });
+    if let Err(e) = synced {
+        eprintln!("warning: committed, but the work tree or index could not be updated ({e}); run `git checkout -- {file}`");
     }
     Ok(id.to_string())
 }

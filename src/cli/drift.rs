@@ -123,6 +123,12 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         Ok(k) => Arc::new(k),
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
+    if known.baseline.unrendered > 0 {
+        eprintln!(
+            "warning: {} earlier apply(s) cannot be rendered again (their commit is gone from the repo, or renders differently); those services compare as never applied, so their drift cannot be told",
+            known.baseline.unrendered
+        );
+    }
     let place = crate::drivers::Place {
         repo,
         state: Some(&path),

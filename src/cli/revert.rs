@@ -109,6 +109,29 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
             ),
         );
     };
+    // The revert applies every service as that rollout left it: refused where a newer
+    // rollout applied one of them since, which it would take back.
+    let newer: Vec<&str> = report
+        .services
+        .iter()
+        .filter(|s| {
+            known
+                .baseline
+                .get(env, &s.service, s.live.as_ref())
+                .is_some_and(|(a, _)| a.rollout > last.rollout)
+        })
+        .map(|s| s.service.as_str())
+        .collect();
+    if !newer.is_empty() {
+        return super::refuse(
+            exit::BLOCKED,
+            format!(
+                "refused: {} of {env} were applied by a rollout newer than the one to revert to (rollout {}); reverting would take them back. Adopt the change, or fix it in Git",
+                newer.join(", "),
+                last.rollout
+            ),
+        );
+    }
     drop(driver);
     // The intent as it was applied: its commit, its release.
     let applied = match load(repo, &last.commit) {
@@ -134,22 +157,28 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         signals: true,
         only: Some(env.clone()),
     };
-    let code = runtime.block_on(async {
+    runtime.block_on(async {
         match RolloutSession::open(setup).await {
-            Ok(session) => super::rollout::headless(session, args.output).await,
+            Ok(session) => {
+                let id = session.rollout();
+                let code = super::rollout::headless(session, args.output).await;
+                close_unfinished(&store, id, env);
+                code
+            }
             Err(r) => super::refused(r),
         }
-    });
-    close_unfinished(&store, env);
-    code
+    })
 }
 
-/// A revert that did not finish is closed: resumed as a rollout, it would go to the whole
-/// fleet. Running `revert` again starts it anew.
-fn close_unfinished(store: &Store, env: &str) {
+/// The revert's own rollout (`id`), if it did not finish, is closed: resumed as a
+/// rollout, it would go to the whole fleet. Running `revert` again starts it anew.
+fn close_unfinished(store: &Store, id: i64, env: &str) {
     let Ok(Some(u)) = store.unfinished_rollout() else {
         return;
     };
+    if u.id != id {
+        return;
+    }
     let by = crate::identity::Identity::current().actor();
     let event = Event::new(SystemTime::now(), EventKind::RolloutAborted { by });
     if store.append(Some(u.id), &[event]).is_ok() {

@@ -23,6 +23,9 @@ use crate::store::Applied;
 pub struct Baseline {
     applied: BTreeMap<(String, String), (Applied, DesiredService)>,
     intended: BTreeMap<(String, String), (Applied, DesiredService)>,
+    /// Last applies that could not be rendered again (their commit is gone, or renders
+    /// to another revision): those services compare as never applied.
+    pub unrendered: usize,
 }
 
 /// Renders each apply from the intent at its commit, each commit read once from `repo`.
@@ -78,9 +81,14 @@ impl Baseline {
                 })
                 .collect::<BTreeMap<_, _>>()
         };
+        let total = last.applied.len();
         let applied = side(last.applied);
         let intended = side(last.intended);
-        Baseline { applied, intended }
+        Baseline {
+            unrendered: total - applied.len(),
+            applied,
+            intended,
+        }
     }
 
     /// What `service` in `env` was last set to by flotilla, given that it runs `live` now:
@@ -607,6 +615,7 @@ mod tests {
                 baseline: Baseline {
                     applied: baseline.applied.clone(),
                     intended: Default::default(),
+                    unrendered: 0,
                 },
                 accepted: vec![acceptance.clone()],
                 now,

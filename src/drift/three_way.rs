@@ -110,8 +110,18 @@ pub fn compare(
             pending: to_desired,
         };
     };
-    let drift = changes(Some(last), live, rules);
-    let pending = changes(Some(last), Some(desired), rules);
+    // Only keys where live is not what Git wants count: one changed by hand to what Git
+    // now says (an adopted fix) is neither drift nor pending.
+    let open: std::collections::BTreeSet<&str> =
+        to_desired.iter().map(|c| c.key.as_str()).collect();
+    let drift: Vec<Change> = changes(Some(last), live, rules)
+        .into_iter()
+        .filter(|c| open.contains(c.key.as_str()))
+        .collect();
+    let pending: Vec<Change> = changes(Some(last), Some(desired), rules)
+        .into_iter()
+        .filter(|c| open.contains(c.key.as_str()))
+        .collect();
     let state = match (drift.is_empty(), pending.is_empty()) {
         (true, _) => DriftState::Pending,
         (false, true) => DriftState::Drifted,
@@ -271,6 +281,23 @@ mod tests {
         assert_eq!(gone.state, DriftState::Drifted, "removed by hand");
         let blind = compare(side("1", &c), Some(side("1", &c)), None, Rules::default());
         assert_eq!(blind.state, DriftState::Unknown);
+    }
+
+    #[test]
+    fn an_adopted_fix_is_no_drift_when_the_intent_changes_something_else() {
+        let applied = table("replicas = 3\nlog = \"info\"");
+        let fixed = table("replicas = 9\nlog = \"info\"");
+        // Git adopted replicas = 9, then changed log: only log is pending.
+        let desired = table("replicas = 9\nlog = \"debug\"");
+        let r = compare(
+            side("1", &desired),
+            Some(side("1", &applied)),
+            Some(Some(side("1", &fixed))),
+            Rules::default(),
+        );
+        assert_eq!(r.state, DriftState::Pending, "{r:?}");
+        let keys: Vec<&str> = r.pending.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["log"]);
     }
 
     #[test]

@@ -160,9 +160,6 @@ pub enum EventKind {
         revisions: std::collections::BTreeMap<String, String>,
         by: String,
     },
-    /// One service of a rollback is back at the version of the release rolled back to, and
-    /// healthy. `attempts` 0: it was found there (put back before a crash, or never moved)
-    /// and nothing was applied.
     /// A service's live state differs from what flotilla last applied there (an
     /// out-of-band change), in these keys (`version` for the version). Journaled when the
     /// drift appears or its keys change, not again while it holds.
@@ -186,6 +183,9 @@ pub enum EventKind {
         reason: String,
         by: String,
     },
+    /// One service of a rollback is back at the version of the release rolled back to, and
+    /// healthy. `attempts` 0: it was found there (put back before a crash, or never moved)
+    /// and nothing was applied.
     StepRolledBack {
         wave: String,
         env: String,

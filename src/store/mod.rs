@@ -469,7 +469,6 @@ impl Store {
         journal::entries_after(&self.conn(), Some(rollout), after)
     }
 
-    /// Attempts and successes per (env, service) over every rollout.
     /// What flotilla last applied successfully to each service of each environment, from the
     /// journal: per (environment, service), the step's version and revision and the commit
     /// and release whose rendering it applied (a rollback's step, the release gone back to).
@@ -617,6 +616,7 @@ impl Store {
         Ok(out)
     }
 
+    /// Attempts and successes per (env, service) over every rollout.
     pub fn history(&self) -> Result<crate::plan::History, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT env, service, attempts, successes FROM history")?;
