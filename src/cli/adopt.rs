@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use git2::{Repository, Signature};
 
 use super::{default_state, exit, load};
-use crate::drift::scan::{self, Known};
+use crate::drift::scan;
 use crate::drift::three_way::Change;
 use crate::identity::Identity;
 use crate::store::Store;
@@ -42,20 +42,9 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
     };
     let intent = Arc::new(loaded.intent);
     let env = &args.env;
-    let Some(environment) = intent.environment(env) else {
-        let names: Vec<&str> = intent
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        return super::refuse(
-            exit::INVALID,
-            format!(
-                "error: no environment `{env}`; {}",
-                crate::intent::load::did_you_mean(env, &names)
-            ),
-        );
-    };
+    if let Err(code) = super::environment(&intent, env) {
+        return code;
+    }
     let file = format!("emergency/{env}.toml");
     let git = match Repository::open(repo) {
         Ok(r) => r,
@@ -74,41 +63,11 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
-    let release = match store.latest_rollout() {
-        Ok(Some(r)) if intent.release(&r.release).is_some() => r.release,
-        _ => match intent.releases.last() {
-            Some(r) => r.name.clone(),
-            None => return super::refuse(exit::INVALID, "error: the intent has no release"),
-        },
-    };
     let observed_at = SystemTime::now();
-    let known = match Known::load(repo, &intent, &store, observed_at) {
-        Ok(k) => Arc::new(k),
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    let (report, _) = match super::drift::one_env(repo, &intent, &store, &path, env) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    let place = crate::drivers::Place {
-        repo,
-        state: Some(&path),
-    };
-    let driver = match crate::drivers::open(&intent, intent.release(&release), place) {
-        Ok(d) => d,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return super::refuse(exit::FAILED, format!("error: {e}")),
-    };
-    let observed = runtime
-        .block_on(async { tokio::time::timeout(scan::TIMEOUT, driver.observe(environment)).await })
-        .map_err(|_| "no answer in time".to_string())
-        .and_then(|r| r.map_err(|e| e.message));
-    if let Err(e) = &observed {
-        return super::refuse(
-            exit::FAILED,
-            format!("error: cannot observe {env}: {e}; nothing was written"),
-        );
-    }
-    let report = scan::compare_env(&intent, &release, env, &known, observed);
     let adoption = match choose(&intent, &report, args) {
         Ok(a) => a,
         Err(why) => {

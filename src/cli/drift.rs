@@ -69,24 +69,18 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         Ok(s) => s,
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
-    let release = match args.release.clone().or_else(|| {
-        store
-            .latest_rollout()
-            .ok()
-            .flatten()
-            .map(|r| r.release)
-            .filter(|r| intent.release(r).is_some())
-    }) {
+    let release = match args
+        .release
+        .clone()
+        .or_else(|| default_release(&intent, &store))
+    {
         Some(r) => r,
-        None => match intent.releases.last() {
-            Some(r) => r.name.clone(),
-            None => {
-                return super::refuse(
-                    exit::INVALID,
-                    "error: the intent has no release to compare with",
-                )
-            }
-        },
+        None => {
+            return super::refuse(
+                exit::INVALID,
+                "error: the intent has no release to compare with",
+            )
+        }
     };
     if intent.release(&release).is_none() {
         let names: Vec<&str> = intent.releases.iter().map(|r| r.name.as_str()).collect();
@@ -104,14 +98,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         .map(|e| e.name.as_str())
         .collect();
     for env in &args.envs {
-        if intent.environment(env).is_none() {
-            return super::refuse(
-                exit::INVALID,
-                format!(
-                    "error: no environment `{env}`; {}",
-                    crate::intent::load::did_you_mean(env, &names)
-                ),
-            );
+        if let Err(code) = super::environment(&intent, env) {
+            return code;
         }
     }
     let envs: Vec<String> = if args.envs.is_empty() {
@@ -197,19 +185,8 @@ fn accept(
         Err(code) => return code,
     };
     let intent = loaded.intent;
-    let names: Vec<&str> = intent
-        .environments
-        .iter()
-        .map(|e| e.name.as_str())
-        .collect();
-    if intent.environment(env).is_none() {
-        return super::refuse(
-            exit::INVALID,
-            format!(
-                "error: no environment `{env}`; {}",
-                crate::intent::load::did_you_mean(env, &names)
-            ),
-        );
+    if let Err(code) = super::environment(&intent, env) {
+        return code;
     }
     if let Some(s) = service {
         let services: Vec<&str> = intent.services.iter().map(|s| s.name.as_str()).collect();
@@ -273,6 +250,58 @@ fn accept(
         service.map(|s| format!("/{s}")).unwrap_or_default()
     );
     exit::OK
+}
+
+/// The release desired states are rendered from by default: the latest rollout's, else
+/// the newest.
+pub(super) fn default_release(intent: &crate::intent::Intent, store: &Store) -> Option<String> {
+    store
+        .latest_rollout()
+        .ok()
+        .flatten()
+        .map(|r| r.release)
+        .filter(|r| intent.release(r).is_some())
+        .or_else(|| intent.releases.last().map(|r| r.name.clone()))
+}
+
+/// One environment observed now and compared three ways (for adopt and revert): its
+/// report, and what it was compared with.
+pub(super) fn one_env(
+    repo: &Path,
+    intent: &Arc<crate::intent::Intent>,
+    store: &Store,
+    state: &Path,
+    env: &str,
+) -> Result<(scan::EnvReport, Known), u8> {
+    let environment = super::environment(intent, env)?;
+    let Some(release) = default_release(intent, store) else {
+        return Err(super::refuse(
+            exit::INVALID,
+            "error: the intent has no release",
+        ));
+    };
+    let known = Known::load(repo, intent, store, std::time::SystemTime::now())
+        .map_err(|e| super::refuse(exit::INVALID, format!("error: {e}")))?;
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(state),
+    };
+    let driver = crate::drivers::open(intent, intent.release(&release), place)
+        .map_err(|e| super::refuse(exit::INVALID, format!("error: {e}")))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| super::refuse(exit::FAILED, format!("error: {e}")))?;
+    let observed = runtime
+        .block_on(async { tokio::time::timeout(scan::TIMEOUT, driver.observe(environment)).await })
+        .map_err(|_| "no answer in time".to_string())
+        .and_then(|r| r.map_err(|e| e.message));
+    if let Err(e) = &observed {
+        return Err(super::refuse(
+            exit::FAILED,
+            format!("error: cannot observe {env}: {e}; nothing was changed"),
+        ));
+    }
+    let report = scan::compare_env(intent, &release, env, &known, observed);
+    Ok((report, known))
 }
 
 /// Colour on a terminal, unless NO_COLOR says otherwise.

@@ -372,6 +372,25 @@ fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
     }
 }
 
+/// The environment called `name`, or the refusal that says there is none (with the
+/// nearest name).
+fn environment<'a>(intent: &'a intent::Intent, name: &str) -> Result<&'a intent::Environment, u8> {
+    intent.environment(name).ok_or_else(|| {
+        let names: Vec<&str> = intent
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        refuse(
+            exit::INVALID,
+            format!(
+                "error: no environment `{name}`; {}",
+                intent::load::did_you_mean(name, &names)
+            ),
+        )
+    })
+}
+
 /// Says why a session did not start or end well; returns its exit code.
 fn refused(refusal: crate::session::Refusal) -> u8 {
     match refusal {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{default_state, exit, load, Output};
-use crate::drift::scan::{self, Known};
 use crate::engine::{Event, EventKind, OnHold};
 use crate::session::{RolloutSession, Setup};
 use crate::store::Store;
@@ -26,20 +25,9 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
     };
     let intent = Arc::new(loaded.intent);
     let env = &args.env;
-    let Some(environment) = intent.environment(env) else {
-        let names: Vec<&str> = intent
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        return super::refuse(
-            exit::INVALID,
-            format!(
-                "error: no environment `{env}`; {}",
-                crate::intent::load::did_you_mean(env, &names)
-            ),
-        );
-    };
+    if let Err(code) = super::environment(&intent, env) {
+        return code;
+    }
     let path = state
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_state(&intent.fleet));
@@ -60,39 +48,11 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         }
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     }
+    let (report, known) = match super::drift::one_env(repo, &intent, &store, &path, env) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     // What was last applied there: the newest apply among the drifted services.
-    let known = match Known::load(repo, &intent, &store, SystemTime::now()) {
-        Ok(k) => k,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
-    };
-    let release = intent
-        .releases
-        .last()
-        .map(|r| r.name.clone())
-        .unwrap_or_default();
-    let place = crate::drivers::Place {
-        repo,
-        state: Some(&path),
-    };
-    let driver = match crate::drivers::open(&intent, intent.release(&release), place) {
-        Ok(d) => d,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => return super::refuse(exit::FAILED, format!("error: {e}")),
-    };
-    let observed = runtime
-        .block_on(async { tokio::time::timeout(scan::TIMEOUT, driver.observe(environment)).await })
-        .map_err(|_| "no answer in time".to_string())
-        .and_then(|r| r.map_err(|e| e.message));
-    if let Err(e) = &observed {
-        return super::refuse(
-            exit::FAILED,
-            format!("error: cannot observe {env}: {e}; nothing was applied"),
-        );
-    }
-    let report = scan::compare_env(&intent, &release, env, &known, observed);
     let last = report
         .services
         .iter()
@@ -132,7 +92,6 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
             ),
         );
     }
-    drop(driver);
     // The intent as it was applied: its commit, its release.
     let applied = match load(repo, &last.commit) {
         Ok(l) => l.intent,
@@ -156,6 +115,10 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         replay: false,
         signals: true,
         only: Some(env.clone()),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return super::refuse(exit::FAILED, format!("error: {e}")),
     };
     runtime.block_on(async {
         match RolloutSession::open(setup).await {

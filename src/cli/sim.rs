@@ -34,19 +34,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: &SimCommand) -
             "error: this fleet is not simulated ([driver] kind is not \"sim\"); change a real environment the way you would by hand",
         );
     }
-    if intent.environment(env).is_none() {
-        let names: Vec<&str> = intent
-            .environments
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect();
-        return super::refuse(
-            exit::INVALID,
-            format!(
-                "error: no environment `{env}`; {}",
-                crate::intent::load::did_you_mean(env, &names)
-            ),
-        );
+    if let Err(code) = super::environment(&intent, env) {
+        return code;
     }
     let mut version = None;
     let mut keys = Vec::new();
