@@ -42,6 +42,27 @@ fn walk<'a>(prefix: &str, table: &'a toml::Table, out: &mut BTreeMap<String, &'a
     }
 }
 
+/// Sets the value at dotted `path` of `table`, making the tables on the way (a value in
+/// the way is replaced by a table).
+pub fn insert(table: &mut toml::Table, path: &str, value: toml::Value) {
+    match path.split_once('.') {
+        None => {
+            table.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                insert(t, rest, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

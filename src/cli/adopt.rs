@@ -215,7 +215,7 @@ fn layer_text(
             .entry(service.clone())
             .or_insert_with(|| toml::Value::Table(Default::default()));
         if let toml::Value::Table(t) = table {
-            insert(t, key, value.clone());
+            crate::keypath::insert(t, key, value.clone());
         }
     }
     let mut doc = toml::Table::new();
@@ -235,25 +235,6 @@ fn layer_text(
         "# Emergency layer: live values adopted into Git by `flotilla adopt`. It wins over\n# every other layer; fold it into an overlay or the environment file, then remove it.\n{}",
         toml::to_string(&doc).unwrap_or_default()
     )
-}
-
-fn insert(table: &mut toml::Table, path: &str, value: toml::Value) {
-    match path.split_once('.') {
-        None => {
-            table.insert(path.to_string(), value);
-        }
-        Some((head, rest)) => {
-            let entry = table
-                .entry(head.to_string())
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            if !entry.is_table() {
-                *entry = toml::Value::Table(Default::default());
-            }
-            if let toml::Value::Table(t) = entry {
-                insert(t, rest, value);
-            }
-        }
-    }
 }
 
 /// Commits `file` alone on the current branch, then writes it in the work tree: the tree

@@ -364,21 +364,7 @@ impl SimFleet {
             s.live.version = v;
         }
         for (path, value) in keys {
-            let mut table = &mut s.live.config;
-            let mut segments = path.split('.').peekable();
-            while let Some(segment) = segments.next() {
-                if segments.peek().is_none() {
-                    table.insert(segment.to_string(), value.clone());
-                    break;
-                }
-                let entry = table
-                    .entry(segment.to_string())
-                    .or_insert_with(|| toml::Value::Table(Default::default()));
-                if !entry.is_table() {
-                    *entry = toml::Value::Table(Default::default());
-                }
-                table = entry.as_table_mut().expect("a table");
-            }
+            crate::keypath::insert(&mut s.live.config, path, value.clone());
         }
         let changed = s.clone();
         drop(state);

@@ -97,9 +97,8 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
 
     let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
     for (file, table) in layers {
-        let mut leaves = Vec::new();
-        flatten("", table, &mut leaves);
-        for (key, value) in leaves {
+        for (key, value) in crate::keypath::leaves(table) {
+            let value = value.clone();
             // A leaf replaces anything above or below it (a table replaced by a scalar, or
             // the reverse): the later layer wins and the loser is remembered.
             let mut overrode = Vec::new();
@@ -144,7 +143,7 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
         let prefix = format!("{}.", service.name);
         for s in settings.values() {
             if let Some(rest) = s.key.strip_prefix(&prefix) {
-                insert_path(&mut config, rest, s.value.clone());
+                crate::keypath::insert(&mut config, rest, s.value.clone());
             }
         }
         let revision = revision_id(&service.name, &version, &config);
@@ -174,39 +173,6 @@ pub fn revision_id(service: &str, version: &str, config: &toml::Table) -> String
     let config = serde_json::to_string(config).unwrap_or_default();
     let h = stable_hash(&[service.as_bytes(), version.as_bytes(), config.as_bytes()]);
     format!("{h:016x}")
-}
-
-fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) if !t.is_empty() => flatten(&key, t, out),
-            other => out.push((key, other.clone())),
-        }
-    }
-}
-
-fn insert_path(table: &mut toml::Table, path: &str, value: toml::Value) {
-    match path.split_once('.') {
-        None => {
-            table.insert(path.to_string(), value);
-        }
-        Some((head, rest)) => {
-            let entry = table
-                .entry(head.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if !entry.is_table() {
-                *entry = toml::Value::Table(toml::Table::new());
-            }
-            if let toml::Value::Table(t) = entry {
-                insert_path(t, rest, value);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
