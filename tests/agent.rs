@@ -713,8 +713,9 @@ async fn an_oversized_or_malformed_body_is_refused_without_quoting_it() {
     if let Ok(r) = sent {
         assert_eq!(r.status().as_u16(), 413);
     }
-    // A value of the wrong type: where, not what (it could be a secret).
-    let r = c
+    // A value of the wrong type: where, not what (it could be a secret). A new client: the
+    // agent closed the last connection mid-upload, and a pooled one could be that one.
+    let r = client()
         .put(format!("{}/v1/services/api", agent.url))
         .bearer_auth(TOKEN)
         .body(r#"{"version": "1", "revision": "r", "secrets": "hunter2-secret"}"#)
