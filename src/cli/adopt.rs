@@ -10,11 +10,10 @@ use std::time::SystemTime;
 
 use git2::{Repository, Signature};
 
-use super::{default_state, exit, load};
+use super::{exit, load};
 use crate::drift::scan;
 use crate::drift::three_way::Change;
 use crate::identity::Identity;
-use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdoptArgs {
@@ -56,12 +55,9 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
             format!("refused: {why}; nothing was written"),
         );
     }
-    let path = state
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_state(&intent.fleet));
-    let store = match Store::open(&path, &intent.fleet) {
-        Ok(s) => s,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let observed_at = SystemTime::now();
     let (report, _) = match super::drift::one_env(repo, &intent, &store, &path, env) {
@@ -118,10 +114,6 @@ fn can_commit(git: &Repository, file: &str) -> Result<(), String> {
             e.message()
         )),
     }
-}
-
-fn shown(v: &Option<toml::Value>) -> String {
-    v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
 }
 
 /// The drifted keys to adopt, as `args` narrows them.
@@ -181,8 +173,8 @@ fn choose(
                 "{}: {} {} -> {}",
                 s.service,
                 c.key,
-                shown(&c.from),
-                shown(&c.to)
+                super::drift::value(&c.from),
+                super::drift::value(&c.to)
             ));
         }
     }

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{default_state, exit, load, Output};
+use super::{exit, load, Output};
 use crate::drift::scan::{self, FleetReport, Known};
 use crate::drift::three_way::{Change, DriftState};
 use crate::drift::DiffLine;
@@ -62,12 +62,9 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         Err(code) => return code,
     };
     let intent = Arc::new(loaded.intent);
-    let path = state
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_state(&intent.fleet));
-    let store = match Store::open(&path, &intent.fleet) {
-        Ok(s) => s,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     let release = match args
         .release
@@ -212,12 +209,9 @@ fn accept(
             "error: --for must be more than nothing and at most 30 days; fold a longer-lived change into Git instead",
         );
     }
-    let path = state
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_state(&intent.fleet));
-    let store = match Store::open(&path, &intent.fleet) {
-        Ok(s) => s,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    let (_, store) = match super::open_fleet_state(state, &intent.fleet) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     match store.truncation() {
         Ok(None) => {}
@@ -309,7 +303,8 @@ fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-fn value(v: &Option<toml::Value>) -> String {
+/// A value as reports show it; `(none)` where there is none.
+pub(super) fn value(v: &Option<toml::Value>) -> String {
     v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
 }
 

@@ -341,6 +341,21 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Opens (creating it if need be) the state database of `fleet`: `--state`, or the fleet's
+/// default; prints why it cannot be opened and returns the exit code otherwise.
+fn open_fleet_state(
+    state: Option<&Path>,
+    fleet: &str,
+) -> Result<(PathBuf, crate::store::Store), u8> {
+    let path = state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_state(fleet));
+    match crate::store::Store::open(&path, fleet) {
+        Ok(store) => Ok((path, store)),
+        Err(e) => Err(refuse(exit::INVALID, format!("error: {e}"))),
+    }
+}
+
 /// Opens the existing state database for commands that read or steer a rollout (status,
 /// audit, approve...); prints why it cannot be opened and returns the exit code otherwise.
 fn open_state(

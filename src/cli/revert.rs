@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{default_state, exit, load, Output};
+use super::{exit, load, Output};
 use crate::engine::{Event, EventKind, OnHold};
 use crate::session::{RolloutSession, Setup};
 use crate::store::Store;
@@ -28,12 +28,9 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
     if let Err(code) = super::environment(&intent, env) {
         return code;
     }
-    let path = state
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_state(&intent.fleet));
-    let store = match Store::open(&path, &intent.fleet) {
-        Ok(s) => s,
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
+    let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
+        Ok(opened) => opened,
+        Err(code) => return code,
     };
     match store.unfinished_rollout() {
         Ok(None) => {}

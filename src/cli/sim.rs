@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{default_state, exit, load};
+use super::{exit, load};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SimCommand {
@@ -56,13 +56,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: &SimCommand) -
             .unwrap_or_else(|| toml::Value::String(text.to_string()));
         keys.push((key.to_string(), value));
     }
-    let path = state
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| default_state(&intent.fleet));
     // The simulated world lives in the state database, created by the store.
-    if let Err(e) = crate::store::Store::open(&path, &intent.fleet) {
-        return super::refuse(exit::INVALID, format!("error: {e}"));
-    }
+    let path = match super::open_fleet_state(state, &intent.fleet) {
+        Ok((path, _)) => path,
+        Err(code) => return code,
+    };
     let fleet = match crate::drivers::sim::SimFleet::open(intent.driver.sim.clone(), None, &path) {
         Ok(f) => f,
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),

@@ -583,23 +583,13 @@ impl Store {
     /// The drift each service was last reported with (`drift_detected` not cleared since):
     /// per (environment, service), the keys.
     pub fn reported_drift(&self) -> Result<BTreeMap<(String, String), Vec<String>>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT kind, event FROM journal_events
-             WHERE kind IN ('drift_detected', 'drift_cleared') ORDER BY seq, idx",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = BTreeMap::new();
-        for row in rows {
-            let (kind, event) = row?;
-            let Ok(e) = serde_json::from_str::<serde_json::Value>(&event) else {
-                continue;
-            };
+        for e in self.events_of_kinds(&["drift_detected", "drift_cleared"])? {
             let key = (
                 e["env"].as_str().unwrap_or_default().to_string(),
                 e["service"].as_str().unwrap_or_default().to_string(),
             );
-            if kind == "drift_cleared" {
+            if e["kind"] == "drift_cleared" {
                 out.remove(&key);
             } else {
                 let keys = e["keys"]
