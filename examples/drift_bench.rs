@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::arg;
-use flotilla::agent::{AgentConfig, LocalAgents};
 use flotilla::demo::DemoCommit;
 use flotilla::drift::scan::{self, Known};
 use flotilla::engine::{OnHold, Outcome};
@@ -145,17 +144,9 @@ fn main() {
     rolled_out_then_scanned("simulated fleet (target under 1 s)", dir.path());
 
     let dir = tempfile::tempdir().expect("temp dir");
+    let names: Vec<String> = (0..agents).map(|i| format!("e-{i:05}")).collect();
+    let local = common::local_agents(dir.path(), &names, TOKEN);
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).expect("token");
-    let configs = (0..agents)
-        .map(|i| AgentConfig {
-            dir: dir.path().join("agents").join(format!("e-{i:05}")),
-            token: Some(TOKEN.into()),
-            env: Some(format!("e-{i:05}")),
-            hooks: Default::default(),
-        })
-        .collect();
-    let local = LocalAgents::start(configs).expect("agents");
     let driver = format!(
         "[driver]\nkind = \"http\"\n[driver.http]\ntoken_file = {}\n",
         toml::Value::String(token_file.display().to_string())

@@ -15,7 +15,6 @@ use std::process::{Command as Process, Stdio};
 
 use std::time::{Duration, Instant};
 
-use flotilla::agent::{AgentConfig, LocalAgents};
 use flotilla::demo::DemoCommit;
 
 use flotilla::intent;
@@ -151,17 +150,9 @@ fn main() {
     let envs = arg("--envs", 1000);
     let parallel = arg("--parallel", 100);
     let dir = tempfile::tempdir().expect("temp dir");
+    let names: Vec<String> = (0..envs).map(|i| format!("e-{i:04}")).collect();
+    let agents = common::local_agents(dir.path(), &names, TOKEN);
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).expect("token");
-    let configs = (0..envs)
-        .map(|i| AgentConfig {
-            dir: dir.path().join("agents").join(format!("e-{i:04}")),
-            token: Some(TOKEN.into()),
-            env: Some(format!("e-{i:04}")),
-            hooks: Default::default(),
-        })
-        .collect();
-    let agents = LocalAgents::start(configs).expect("agents");
     let repo_dir = dir.path().join("repo");
     intent::write::write_repo(&repo_dir, &repo(&agents.urls, parallel, &token_file)).expect("repo");
 

@@ -20,6 +20,22 @@ pub fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// One recording agent per name on loopback, each keeping its state under `dir/agents`,
+/// all taking `token`, which is written to `dir/token` for the intent to name.
+pub fn local_agents(dir: &Path, names: &[String], token: &str) -> flotilla::agent::LocalAgents {
+    std::fs::write(dir.join("token"), token).expect("token");
+    let configs = names
+        .iter()
+        .map(|name| flotilla::agent::AgentConfig {
+            dir: dir.join("agents").join(name),
+            token: Some(token.into()),
+            env: Some(name.clone()),
+            hooks: Default::default(),
+        })
+        .collect();
+    flotilla::agent::LocalAgents::start(configs).expect("agents")
+}
+
 /// Rolls `release` out on the intent in `dir` with its own driver; the wall time.
 pub fn engine_run(dir: &Path, release: &str) -> Duration {
     let intent = Arc::new(intent::load(dir, "HEAD").expect("valid intent").intent);

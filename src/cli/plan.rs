@@ -50,23 +50,22 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
             Ok(d) => d,
             Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
         };
-    add_reachability(&intent, &mut plan, &driver);
-    // What flotilla applied is in the state database: without one, nothing can have drifted.
-    if intent.policy.block_on_drift {
-        if let Some(store) = existing.and_then(|p| Store::open_existing(p).ok()) {
-            let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
-            let check = tokio::runtime::Runtime::new()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    rt.block_on(crate::drift::scan::preflight(
-                        repo, &intent, release, envs, &store, &driver, false,
-                    ))
-                });
-            match check {
-                Ok(c) => plan.checks.push(c),
-                Err(e) => eprintln!("warning: drift not checked: {e}"),
-            }
+    // The driver checks run on one runtime: reachability, then drift.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            runtime.block_on(preflight::add_reachability(&intent, &mut plan, &driver));
+            add_drift(
+                &runtime, repo, &intent, release, existing, &mut plan, &driver,
+            );
         }
+        Err(e) => plan.checks.push(plan::Check::new(
+            "reachability",
+            plan::CheckStatus::Fail,
+            format!("cannot start the runtime: {e}"),
+        )),
     }
     match out {
         Output::Json => match serde_json::to_string_pretty(&plan) {
@@ -81,6 +80,32 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
         }
     }
     exit::OK
+}
+
+/// What flotilla applied is in the state database: without one, nothing can have drifted.
+fn add_drift(
+    runtime: &tokio::runtime::Runtime,
+    repo: &Path,
+    intent: &Arc<crate::intent::Intent>,
+    release: &str,
+    state: Option<&Path>,
+    plan: &mut Plan,
+    driver: &Arc<dyn Driver>,
+) {
+    if !intent.policy.block_on_drift {
+        return;
+    }
+    let Some(store) = state.and_then(|p| Store::open_existing(p).ok()) else {
+        return;
+    };
+    let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
+    let check = runtime.block_on(crate::drift::scan::preflight(
+        repo, intent, release, envs, &store, driver, false,
+    ));
+    match check {
+        Ok(c) => plan.checks.push(c),
+        Err(e) => eprintln!("warning: drift not checked: {e}"),
+    }
 }
 
 /// The emergency layers in the intent, with their age: they should be folded into overlays
@@ -118,23 +143,4 @@ fn emergency_text(intent: &crate::intent::Intent, now: SystemTime) -> String {
         ));
     }
     out
-}
-
-/// Runs the driver preflight and puts its result among the plan's checks.
-fn add_reachability(
-    intent: &Arc<crate::intent::Intent>,
-    plan: &mut Plan,
-    driver: &Arc<dyn Driver>,
-) {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(preflight::add_reachability(intent, plan, driver)),
-        Err(e) => plan.checks.push(plan::Check::new(
-            "reachability",
-            plan::CheckStatus::Fail,
-            format!("cannot start the runtime: {e}"),
-        )),
-    }
 }

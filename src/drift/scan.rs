@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::task::JoinSet;
 
 use super::three_way::{self, Comparison, DriftState, Rules, Side};
 use crate::drivers::{Driver, LiveService, LiveState};
@@ -355,41 +354,29 @@ pub async fn scan(
     parallel: usize,
     timeout: Duration,
 ) -> FleetReport {
-    let mut tasks = JoinSet::new();
-    let mut reports: Vec<Option<EnvReport>> = vec![None; envs.len()];
-    let mut pending = envs.iter().cloned().enumerate();
-    loop {
-        while tasks.len() < parallel.max(1) {
-            let Some((i, name)) = pending.next() else {
-                break;
+    let reports = crate::parallel::bounded(envs, parallel, |name| {
+        let (intent, release, known, driver) = (
+            intent.clone(),
+            release.clone(),
+            known.clone(),
+            driver.clone(),
+        );
+        async move {
+            let observed = match intent.environment(&name) {
+                None => Err("not in the intent".to_string()),
+                Some(env) => match tokio::time::timeout(timeout, driver.observe(env)).await {
+                    Ok(Ok(live)) => Ok(live),
+                    Ok(Err(e)) => Err(e.message),
+                    Err(_) => Err(format!(
+                        "no answer within {}",
+                        humantime::format_duration(timeout)
+                    )),
+                },
             };
-            let (intent, release, known, driver) = (
-                intent.clone(),
-                release.clone(),
-                known.clone(),
-                driver.clone(),
-            );
-            tasks.spawn(async move {
-                let observed = match intent.environment(&name) {
-                    None => Err("not in the intent".to_string()),
-                    Some(env) => match tokio::time::timeout(timeout, driver.observe(env)).await {
-                        Ok(Ok(live)) => Ok(live),
-                        Ok(Err(e)) => Err(e.message),
-                        Err(_) => Err(format!(
-                            "no answer within {}",
-                            humantime::format_duration(timeout)
-                        )),
-                    },
-                };
-                (i, compare_env(&intent, &release, &name, &known, observed))
-            });
+            compare_env(&intent, &release, &name, &known, observed)
         }
-        match tasks.join_next().await {
-            Some(Ok((i, report))) => reports[i] = Some(report),
-            Some(Err(_)) => {}
-            None => break,
-        }
-    }
+    })
+    .await;
     FleetReport {
         release,
         commit: intent.revision.commit.clone(),

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
-
 use crate::drivers::Driver;
 use crate::intent::Intent;
 use crate::plan::{Check, CheckStatus, Plan};
@@ -29,30 +27,21 @@ pub async fn reachability(
 ) -> Check {
     let names: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
     let total = names.len();
-    let mut unreachable = Vec::new();
-    let mut tasks = JoinSet::new();
-    let mut pending = names.into_iter();
-    loop {
-        while tasks.len() < parallel.max(1) {
-            let Some(name) = pending.next() else { break };
-            let (intent, driver) = (intent.clone(), driver.clone());
-            tasks.spawn(async move {
-                let Some(env) = intent.environment(&name) else {
-                    return Some((name, "not in the intent".to_string()));
-                };
-                match tokio::time::timeout(timeout, driver.ping(env)).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some((name, e.message)),
-                    Err(_) => Some((name, "no answer".to_string())),
-                }
-            });
+    let answers = crate::parallel::bounded(names, parallel, |name| {
+        let (intent, driver) = (intent.clone(), driver.clone());
+        async move {
+            let Some(env) = intent.environment(&name) else {
+                return Some((name, "not in the intent".to_string()));
+            };
+            match tokio::time::timeout(timeout, driver.ping(env)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some((name, e.message)),
+                Err(_) => Some((name, "no answer".to_string())),
+            }
         }
-        match tasks.join_next().await {
-            Some(Ok(Some(bad))) => unreachable.push(bad),
-            Some(_) => {}
-            None => break,
-        }
-    }
+    })
+    .await;
+    let mut unreachable: Vec<(String, String)> = answers.into_iter().flatten().flatten().collect();
     unreachable.sort();
     if unreachable.is_empty() {
         Check::new(
