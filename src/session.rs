@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::cli::exit;
+use crate::drift::scan::Known;
 use crate::drivers::{self, Driver};
 use crate::engine::fold::RolloutView;
 use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
@@ -114,6 +115,8 @@ pub struct RolloutSession {
     signals: bool,
     me: Identity,
     lease: LeaseGuard,
+    repo: PathBuf,
+    guard: Option<Arc<Known>>,
 }
 
 impl RolloutSession {
@@ -253,30 +256,29 @@ impl RolloutSession {
         drivers::after_crash(&intent, place);
         let driver = drivers::open(&intent, intent.release(&release), place).map_err(error)?;
         crate::engine::preflight::add_reachability(&intent, &mut plan, &driver).await;
+        // What flotilla last applied where: the engine holds any environment that drifted
+        // from it. A revert (`only`) applies over the drift of its one environment.
+        let guard = match only {
+            Some(_) => None,
+            None => Some(Arc::new(
+                Known::load(repo, &intent, &store, SystemTime::now()).map_err(error)?,
+            )),
+        };
         // An environment changed out of band is not overwritten by a new rollout: it fails
-        // the preflight, and the scan's drift is journaled.
-        if intent.policy.block_on_drift && only.is_none() {
-            // A resumed rollout's finished environments are its own doing: not scanned.
-            let done = |env: &str| {
-                view.as_ref().is_some_and(|v| {
-                    intent.services.iter().all(|s| {
-                        v.steps.get(&(env.to_string(), s.name.clone())).is_some_and(
-                            |(state, _, _)| *state == crate::engine::fold::StepView::Succeeded,
-                        )
-                    })
-                })
-            };
+        // the preflight, and the scan's drift is journaled. A resumed rollout holds such
+        // environments instead, where it reaches them.
+        let check_drift = intent.policy.block_on_drift && view.is_none();
+        if let Some(known) = guard.clone().filter(|_| check_drift) {
             let envs: Vec<String> = plan
                 .waves
                 .iter()
                 .flat_map(|w| w.envs.iter())
-                .filter(|e| !done(e))
                 .cloned()
                 .collect();
-            let check =
-                crate::drift::scan::preflight(repo, &intent, &release, envs, &store, &driver, true)
-                    .await
-                    .map_err(error)?;
+            let check = crate::drift::scan::preflight(
+                &intent, &release, envs, known, &store, &driver, true,
+            )
+            .await;
             plan.checks.push(check);
         }
         let failed: Vec<String> = plan
@@ -332,6 +334,8 @@ impl RolloutSession {
             signals,
             me,
             lease,
+            repo: repo.to_path_buf(),
+            guard,
         })
     }
 
@@ -374,6 +378,8 @@ impl RolloutSession {
             signals,
             me,
             lease,
+            repo,
+            guard,
         } = self;
         let (event_tx, events) = mpsc::unbounded_channel();
         let (journal, writer) =
@@ -408,7 +414,15 @@ impl RolloutSession {
             journal.clone(),
             cmd_rx,
             on_hold,
-        );
+        )
+        .with_emergency_loader(Arc::new(move |commit: &str, env: &str| {
+            crate::intent::load(&repo, commit)
+                .map(|l| l.intent.emergency(env).cloned())
+                .map_err(|e| e.to_string())
+        }));
+        if let Some(known) = guard {
+            engine = engine.guard_drift(known);
+        }
         if let Some(view) = &view {
             engine = engine.resume(view);
             if keep_failures {
@@ -590,7 +604,7 @@ impl Running {
         }
         let status = match &outcome {
             Outcome::Completed { .. } => "completed",
-            Outcome::Blocked { .. } => "blocked",
+            Outcome::Blocked { .. } | Outcome::Held { .. } => "blocked",
             Outcome::Halted { .. } => "halted",
             Outcome::Aborted { .. } => "aborted",
             Outcome::Interrupted => "interrupted",

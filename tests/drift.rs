@@ -562,3 +562,147 @@ fn revert_applies_again_what_flotilla_last_applied_through_the_engine() {
         .unwrap();
     assert_eq!(others, 0);
 }
+
+/// Release r2 (api 2.0) committed, its rollout stopped at the canary gate, and e-01
+/// changed out of band before the rollout reaches it: what the held-environment tests
+/// start from.
+fn held_midway(dir: &Path) -> (PathBuf, PathBuf) {
+    let (repo, state) = rolled_out(dir, 3, "");
+    std::fs::write(
+        repo.join("releases/r2.toml"),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
+    )
+    .unwrap();
+    commit_all(&repo, "r2");
+    let gate = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+    let tamper = run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=9"],
+    );
+    assert_eq!(tamper.status.code(), Some(0), "{}", text(&tamper));
+    (repo, state)
+}
+
+/// The kinds of rollout `rollout`'s journal rows, in order.
+fn rollout_kinds(state: &Path, rollout: i64) -> Vec<String> {
+    let db = rusqlite::Connection::open(state).unwrap();
+    let mut stmt = db
+        .prepare("SELECT kind FROM journal_events WHERE rollout = ?1 ORDER BY seq, idx")
+        .unwrap();
+    stmt.query_map([rollout], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn a_rollout_holds_an_environment_that_drifted_and_adopt_releases_it_with_the_fix_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = held_midway(dir.path());
+    let before = live_api(&state, "e-01");
+
+    // The resumed rollout reaches e-01, finds it changed and applies nothing there; the
+    // rest of the wave goes on, and headless it ends with exit 3 naming what releases it.
+    let held = run(&repo, &state, &["rollout", "r2", "--approve", "canary"]);
+    assert_eq!(held.status.code(), Some(3), "{}", text(&held));
+    let said = text(&held);
+    assert!(said.contains("e-01 HELD"), "{said}");
+    assert!(said.contains("held: e-01 changed out of band"), "{said}");
+    assert!(
+        said.contains("flotilla adopt e-01")
+            && said.contains("flotilla revert e-01")
+            && said.contains("flotilla drift accept e-01"),
+        "{said}"
+    );
+    assert_eq!(live_api(&state, "e-01"), before, "not overwritten");
+    assert_eq!(live_api(&state, "e-02").0, "2.0", "the others went on");
+    let kinds = rollout_kinds(&state, 2);
+    assert!(
+        kinds.contains(&"drift_detected".to_string()) && kinds.contains(&"env_held".to_string()),
+        "{kinds:?}"
+    );
+    let status = run(&repo, &state, &["status"]);
+    assert!(text(&status).contains("held"), "{}", text(&status));
+
+    // Adopt commits the live value and tells the rollout, which then rolls e-01 out with it.
+    let adopt = run(&repo, &state, &["adopt", "e-01"]);
+    assert_eq!(adopt.status.code(), Some(0), "{}", text(&adopt));
+    assert!(
+        text(&adopt).contains("has yet to finish e-01"),
+        "{}",
+        text(&adopt)
+    );
+    let done = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    assert!(text(&done).contains("e-01 released"), "{}", text(&done));
+    let (version, config) = live_api(&state, "e-01");
+    assert_eq!(version, "2.0", "the release arrived");
+    assert!(config.contains("\"replicas\":9"), "the fix stayed: {config}");
+    let drift = run(&repo, &state, &["drift"]);
+    assert_eq!(drift.status.code(), Some(0), "{}", text(&drift));
+}
+
+#[test]
+fn revert_of_a_held_environment_lets_a_waiting_rollout_apply_over_the_change() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = held_midway(dir.path());
+    let mut child = cmd(&repo, &state, "ops")
+        .args(["rollout", "r2", "--approve", "canary", "--wait"])
+        .args(["--output", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let waiting = line.contains("\"rollout_held\"");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("\"env_held\"")),
+        "held before waiting: {seen:?}"
+    );
+    // The engine waits; the revert tells it, and it applies r2 over the change.
+    let revert = run(&repo, &state, &["revert", "e-01"]);
+    assert_eq!(revert.status.code(), Some(0), "{}", text(&revert));
+    assert!(
+        text(&revert).contains("e-01 released by"),
+        "the engine answered: {}",
+        text(&revert)
+    );
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("\"rollout_completed\"")));
+    let (version, config) = live_api(&state, "e-01");
+    assert_eq!(version, "2.0");
+    assert!(config.contains("\"replicas\":3"), "the change is gone: {config}");
+}
+
+#[test]
+fn accepting_a_held_environments_drift_releases_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = held_midway(dir.path());
+    let held = run(&repo, &state, &["rollout", "r2", "--approve", "canary"]);
+    assert_eq!(held.status.code(), Some(3), "{}", text(&held));
+    let accept = run(
+        &repo,
+        &state,
+        &[
+            "drift", "accept", "e-01", "--for", "1h", "--reason", "load test",
+        ],
+    );
+    assert_eq!(accept.status.code(), Some(0), "{}", text(&accept));
+    assert!(text(&accept).contains("queued for rollout"), "{}", text(&accept));
+    let done = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    assert_eq!(live_api(&state, "e-01").0, "2.0");
+}

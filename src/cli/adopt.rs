@@ -89,7 +89,14 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
         &commit[..7],
         adoption.lines.join("\n  ")
     );
-    exit::OK
+    super::drift::tell_rollout(
+        repo,
+        &path,
+        &store,
+        env,
+        crate::engine::Decision::Adopt { commit },
+    )
+    .unwrap_or(exit::OK)
 }
 
 /// The file may be written and committed: HEAD is a branch, and the file has no changes

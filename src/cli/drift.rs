@@ -209,7 +209,7 @@ fn accept(
             "error: --for must be more than nothing and at most 30 days; fold a longer-lived change into Git instead",
         );
     }
-    let (_, store) = match super::open_fleet_state(state, &intent.fleet) {
+    let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
         Ok(opened) => opened,
         Err(code) => return code,
     };
@@ -243,7 +243,44 @@ fn accept(
         "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
         service.map(|s| format!("/{s}")).unwrap_or_default()
     );
-    exit::OK
+    tell_rollout(repo, &path, &store, env, crate::engine::Decision::Accept).unwrap_or(exit::OK)
+}
+
+/// Tells the unfinished rollout, when it has yet to finish `env`, what was decided about
+/// the drift there: a held environment is released and rolled out, one not reached yet is
+/// not held when the rollout gets there. Returns the steering's exit code; None when no
+/// unfinished rollout concerns `env`.
+pub(super) fn tell_rollout(
+    repo: &Path,
+    state: &Path,
+    store: &Store,
+    env: &str,
+    decision: crate::engine::Decision,
+) -> Option<u8> {
+    let (rollout, view) = store.unfinished_with_view().ok().flatten()?;
+    if view.env_outcome(env).is_some() {
+        return None;
+    }
+    let theirs = crate::intent::load(repo, &rollout.commit).ok()?.intent;
+    theirs.environment(env)?;
+    let verb = match &decision {
+        crate::engine::Decision::Adopt { .. } => "rolls it out with the adopted values",
+        crate::engine::Decision::Revert => "applies its desired state over the change",
+        crate::engine::Decision::Accept => "rolls it out over the accepted change",
+    };
+    println!(
+        "rollout {} of {} has yet to finish {env}: it {verb}",
+        rollout.id, rollout.release
+    );
+    Some(super::steer::run(
+        repo,
+        "HEAD",
+        Some(state),
+        crate::store::StoredCommand::Release {
+            env: env.to_string(),
+            decision,
+        },
+    ))
 }
 
 /// The release desired states are rendered from by default: the latest rollout's, else

@@ -303,6 +303,24 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             format!("{env}/{service}: drifted ({})", keys.join(", "))
         }
         EventKind::DriftCleared { env, service } => format!("{env}/{service}: drift cleared"),
+        EventKind::EnvHeld { env, services, .. } => format!(
+            "  {env} HELD: changed out of band ({}); nothing applied until someone adopts, reverts or accepts it",
+            services.join(", ")
+        ),
+        EventKind::EnvReleased {
+            env, how, by, commit, ..
+        } => format!(
+            "  {env} released by {by} ({how}{}); rolling it out",
+            commit
+                .as_ref()
+                .map(|c| format!(", commit {}", &c[..7.min(c.len())]))
+                .unwrap_or_default()
+        ),
+        EventKind::RolloutHeld { envs } => format!(
+            "waiting for decisions on {} environment(s) held on drift: {}",
+            envs.len(),
+            envs.join(", ")
+        ),
         EventKind::DriftAccepted {
             env,
             service,

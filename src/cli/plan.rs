@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{exit, load, output, Output};
+use crate::drift::scan::Known;
 use crate::drivers::Driver;
 use crate::engine::preflight;
 use crate::plan::{self, Plan};
@@ -99,13 +100,14 @@ fn add_drift(
         return;
     };
     let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
-    let check = runtime.block_on(crate::drift::scan::preflight(
-        repo, intent, release, envs, &store, driver, false,
-    ));
-    match check {
-        Ok(c) => plan.checks.push(c),
-        Err(e) => eprintln!("warning: drift not checked: {e}"),
-    }
+    let known = match Known::load(repo, intent, &store, std::time::SystemTime::now()) {
+        Ok(k) => Arc::new(k),
+        Err(e) => return eprintln!("warning: drift not checked: {e}"),
+    };
+    plan.checks
+        .push(runtime.block_on(crate::drift::scan::preflight(
+            intent, release, envs, known, &store, driver, false,
+        )));
 }
 
 /// The emergency layers in the intent, with their age: they should be folded into overlays

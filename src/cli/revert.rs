@@ -32,6 +32,13 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         Ok(opened) => opened,
         Err(code) => return code,
     };
+    // A rollout that has yet to finish the environment applies its desired state over
+    // the change: it is told so, instead of a revert racing it.
+    if let Some(code) =
+        super::drift::tell_rollout(repo, &path, &store, env, crate::engine::Decision::Revert)
+    {
+        return code;
+    }
     match store.unfinished_rollout() {
         Ok(None) => {}
         Ok(Some(u)) => {

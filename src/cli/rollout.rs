@@ -257,6 +257,24 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
             exit::FAILED
         }
         Outcome::Interrupted => exit::INTERRUPTED,
+        Outcome::Held { envs } => {
+            let shown: Vec<&str> = envs.iter().take(10).map(String::as_str).collect();
+            let more = envs.len().saturating_sub(shown.len());
+            eprintln!(
+                "held: {}{} changed out of band; nothing was applied there (everything else is done).",
+                shown.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() }
+            );
+            let env = shown.first().copied().unwrap_or("ENV");
+            eprintln!("  `flotilla drift {env}` shows how; each one waits for a decision:");
+            eprintln!("    keep the change:    flotilla adopt {env}      (commits it to Git as an emergency layer)");
+            eprintln!("    undo the change:    flotilla revert {env}     (the rollout applies {release} over it)");
+            eprintln!(
+                "    let it be for now:  flotilla drift accept {env} --for 24h --reason \"...\""
+            );
+            eprintln!("  then `flotilla rollout {release}` goes on with them (or run it with --wait to decide meanwhile)");
+            exit::BLOCKED
+        }
     }
 }
 

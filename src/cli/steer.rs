@@ -269,6 +269,7 @@ fn check(
             }
             Ok(())
         }
+        StoredCommand::Release { env, .. } => env_known(env),
         StoredCommand::Pause | StoredCommand::Resume | StoredCommand::Abort => Ok(()),
     }
 }
@@ -329,6 +330,10 @@ fn check_state(
                 Ok(())
             }
         }
+        StoredCommand::Release { env, .. } => match view.env_outcome(env) {
+            Some(done) => Err(format!("`{env}` is already {done} in this rollout")),
+            None => Ok(()),
+        },
         StoredCommand::Resume | StoredCommand::Abort => Ok(()),
     }
 }

@@ -483,23 +483,18 @@ pub fn check(report: &FleetReport) -> crate::plan::Check {
     )
 }
 
-/// The preflight's drift scan of `envs` against `release`, as `drift.clean`; with `record`,
-/// the drift it finds is journaled too (a rollout's start; `plan` changes nothing).
+/// The preflight's drift scan of `envs` against `release` given what is `known`, as
+/// `drift.clean`; with `record_drift`, the drift it finds is journaled too (a rollout's
+/// start; `plan` changes nothing).
 pub async fn preflight(
-    repo: &Path,
     intent: &Arc<Intent>,
     release: &str,
     envs: Vec<String>,
+    known: Arc<Known>,
     store: &crate::store::Store,
     driver: &Arc<dyn Driver>,
     record_drift: bool,
-) -> Result<crate::plan::Check, String> {
-    let known = Arc::new(Known::load(
-        repo,
-        intent,
-        store,
-        std::time::SystemTime::now(),
-    )?);
+) -> crate::plan::Check {
     let report = scan(
         intent.clone(),
         release.to_string(),
@@ -515,7 +510,7 @@ pub async fn preflight(
             crate::notice::say(format!("warning: drift not journaled: {e}"));
         }
     }
-    Ok(check(&report))
+    check(&report)
 }
 
 /// How many environments a scan observes at once, and how long each may take.

@@ -168,6 +168,31 @@ pub enum EventKind {
         service: String,
         keys: Vec<String>,
     },
+    /// Environment `env` changed out of band (its `drift_detected` events say how) and
+    /// nobody accepted it: nothing is applied to it until someone decides (adopt, revert
+    /// or accept release it). The wave goes on with the others.
+    EnvHeld {
+        wave: String,
+        env: String,
+        /// The services that drifted.
+        services: Vec<String>,
+    },
+    /// A decision released a held environment, or one the rollout has not reached yet:
+    /// `how` is `adopt`, `revert` or `accept`. After an adopt the rollout renders the
+    /// environment with the emergency layer of `commit`, so it keeps the adopted values.
+    EnvReleased {
+        wave: String,
+        env: String,
+        how: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+    },
+    /// Everything else is done: the rollout waits for decisions on these held
+    /// environments (headless without `--wait`, it ends here and stays resumable).
+    RolloutHeld {
+        envs: Vec<String>,
+    },
     /// The drift reported for a service is gone.
     DriftCleared {
         env: String,
@@ -302,9 +327,12 @@ impl EventKind {
     pub fn subject(&self) -> Subject<'_> {
         use EventKind::*;
         match self {
-            RolloutStarted { .. } | RolloutCompleted { .. } | RolloutInterrupted { .. } => {
-                (None, None, None, None)
-            }
+            RolloutStarted { .. }
+            | RolloutCompleted { .. }
+            | RolloutInterrupted { .. }
+            | RolloutHeld { .. } => (None, None, None, None),
+            EnvHeld { wave, env, .. } => (Some(wave), Some(env), None, None),
+            EnvReleased { wave, env, by, .. } => (Some(wave), Some(env), None, Some(by)),
             WaveStarted { wave, .. }
             | GateWaiting { wave, .. }
             | WaveCompleted { wave, .. }
@@ -389,8 +417,35 @@ impl EventKind {
             EventKind::CommandRejected { .. } => "command_rejected",
             EventKind::DriftDetected { .. } => "drift_detected",
             EventKind::DriftCleared { .. } => "drift_cleared",
+            EventKind::EnvHeld { .. } => "env_held",
+            EventKind::EnvReleased { .. } => "env_released",
+            EventKind::RolloutHeld { .. } => "rollout_held",
             EventKind::DriftAccepted { .. } => "drift_accepted",
             EventKind::LeaseTakenOver { .. } => "lease_taken_over",
+        }
+    }
+}
+
+/// What was decided about an environment that changed out of band.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Its live values were committed as its emergency layer in `commit`: the rollout
+    /// applies them with the release, so the fix stays.
+    Adopt { commit: String },
+    /// The out-of-band change is to go: the rollout applies its desired state over it.
+    Revert,
+    /// It is accepted for now (`drift accept`): the rollout goes on over it.
+    Accept,
+}
+
+impl Decision {
+    /// The decision's name: the command that made it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Adopt { .. } => "adopt",
+            Decision::Revert => "revert",
+            Decision::Accept => "accept",
         }
     }
 }
@@ -431,6 +486,13 @@ pub enum Command {
         to: Option<String>,
         by: String,
     },
+    /// A decision on an environment that changed out of band: it is released (held, or
+    /// not reached yet) and rolled out.
+    Release {
+        env: String,
+        decision: Decision,
+        by: String,
+    },
     /// Stop starting new steps, let in-flight ones finish, then end (Ctrl-C).
     Interrupt,
     /// A command taken from the store's queue (another terminal). The engine journals it as
@@ -455,7 +517,8 @@ impl Command {
             | Command::Abort { by }
             | Command::Retry { by, .. }
             | Command::Skip { by, .. }
-            | Command::Rollback { by, .. } => by,
+            | Command::Rollback { by, .. }
+            | Command::Release { by, .. } => by,
             Command::Interrupt => "",
             Command::Received { command, .. } => command.by(),
         }
@@ -471,6 +534,7 @@ impl Command {
             Command::Retry { .. } => "retry",
             Command::Skip { .. } => "skip",
             Command::Rollback { .. } => "rollback",
+            Command::Release { decision, .. } => decision.name(),
             Command::Interrupt => "interrupt",
             Command::Received { command, .. } => command.name(),
         }

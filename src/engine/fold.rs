@@ -50,6 +50,16 @@ pub struct RollbackView {
     pub done: Vec<String>,
 }
 
+/// A decision that released an environment held on drift (or one not reached yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReleasedView {
+    /// adopt, revert or accept.
+    pub how: String,
+    pub by: String,
+    /// An adopt's commit: the rollout takes the environment's emergency layer from it.
+    pub commit: Option<String>,
+}
+
 /// One wave as the journal tells it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct WaveView {
@@ -99,6 +109,11 @@ pub struct RolloutView {
     pub last_command: i64,
     /// Who asked for an abort that has not ended the rollout yet: a restart ends it.
     pub abort_requested: Option<String>,
+    /// Environments held because they changed out of band, with the services that did:
+    /// nothing is applied to them until someone decides.
+    pub held: BTreeMap<String, Vec<String>>,
+    /// Environments a decision released, by environment.
+    pub released: BTreeMap<String, ReleasedView>,
 }
 
 impl RolloutView {
@@ -225,6 +240,7 @@ impl RolloutView {
                 ..
             } => {
                 self.env_wave.insert(env.clone(), wave.clone());
+                self.held.remove(env);
                 *self.step(env, service) = (StepView::Running, revision.clone(), *attempt);
             }
             EventKind::StepSucceeded { env, service, .. }
@@ -323,6 +339,42 @@ impl RolloutView {
                     }
                 }
             }
+            EventKind::EnvHeld {
+                wave,
+                env,
+                services,
+            } => {
+                self.env_wave.insert(env.clone(), wave.clone());
+                self.held.insert(env.clone(), services.clone());
+                // Held before anything was applied: its recorded intents never started.
+                let of_env = self
+                    .steps
+                    .range_mut((env.clone(), String::new())..)
+                    .take_while(|((e, _), _)| e == env);
+                for (_, step) in of_env {
+                    if step.0 == StepView::Intended {
+                        step.0 = StepView::Pending;
+                    }
+                }
+            }
+            EventKind::EnvReleased {
+                env,
+                how,
+                by,
+                commit,
+                ..
+            } => {
+                self.held.remove(env);
+                self.released.insert(
+                    env.clone(),
+                    ReleasedView {
+                        how: how.clone(),
+                        by: by.clone(),
+                        commit: commit.clone(),
+                    },
+                );
+            }
+            EventKind::RolloutHeld { .. } => self.state = "held".into(),
             EventKind::CommandRejected { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::DriftCleared { .. }

@@ -16,13 +16,14 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use clock::{Clock, TokioClock};
-pub use events::{Command, Event, EventKind};
+pub use events::{Command, Decision, Event, EventKind};
 pub use fold::RolloutView;
 pub use sink::{EventSink, SinkFuture};
-use step::{RunState, StepContext, StepState};
+use step::{EnvEnd, RunState, StepContext, StepState};
 
+use crate::drift::scan::Known;
 use crate::drivers::Driver;
-use crate::intent::{Gate, Intent};
+use crate::intent::{Emergency, Gate, Intent};
 use crate::plan::Plan;
 
 /// What the engine does when it reaches a gate nobody approved, or a halt.
@@ -58,7 +59,16 @@ pub enum Outcome {
         by: String,
     },
     Interrupted,
+    /// Everything else is done; these environments changed out of band and wait for a
+    /// decision (only with [`OnHold::Exit`], or with nobody left to decide).
+    Held {
+        envs: Vec<String>,
+    },
 }
+
+/// Reads environment `env`'s emergency layer at `commit` (None: it has none there).
+pub type EmergencyLoader =
+    Arc<dyn Fn(&str, &str) -> Result<Option<Emergency>, String> + Send + Sync>;
 
 /// Where one environment stands in the rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +82,8 @@ pub enum EnvStatus {
     RollingBack,
     /// Put back at an earlier release, on an operator's command.
     RolledBack,
+    /// Changed out of band: nothing is applied until someone decides.
+    Held,
 }
 
 /// A rollback task's end: the environment, whether it is fully rolled back, and the
@@ -152,6 +164,14 @@ pub struct Engine {
     rollback_when_stopped: HashSet<usize>,
     /// A halt that came while waiting at a gate has been announced.
     halt_announced: bool,
+    /// What flotilla last applied and the drift accepted: with it, each environment is
+    /// observed before anything is applied to it, and held if it changed out of band.
+    guard: Option<Arc<Known>>,
+    /// Environments a decision released: not observed for drift again.
+    released: HashSet<usize>,
+    /// Emergency layers taken from adopt commits, in place of the intent's own.
+    emergency: HashMap<usize, Emergency>,
+    load_emergency: Option<EmergencyLoader>,
 }
 
 /// One environment's rollback as decided.
@@ -270,7 +290,27 @@ impl Engine {
             rollbacks_to_resume: Vec::new(),
             rollback_when_stopped: HashSet::new(),
             halt_announced: false,
+            guard: None,
+            released: HashSet::new(),
+            emergency: HashMap::new(),
+            load_emergency: None,
         }
+    }
+
+    /// Never clobber: each environment is observed before anything is applied to it, and
+    /// one that drifted from what `known` says flotilla last applied (drift nobody
+    /// accepted) is held until someone decides. Environments this rollout already started
+    /// are not observed again: their changes are its own.
+    pub fn guard_drift(mut self, known: Arc<Known>) -> Self {
+        self.guard = Some(known);
+        self
+    }
+
+    /// How an adopt's emergency layer is read from its commit. Give it before
+    /// [`Engine::resume`], which reads the layers of adopts the journal records.
+    pub fn with_emergency_loader(mut self, load: EmergencyLoader) -> Self {
+        self.load_emergency = Some(load);
+        self
     }
 
     /// Continues the rollout that `view` (a fold of its journal) describes: succeeded steps
@@ -280,6 +320,19 @@ impl Engine {
     pub fn resume(mut self, view: &RolloutView) -> Self {
         self.resumed = true;
         let intent = self.ctx.intent.clone();
+        for (env, released) in &view.released {
+            let Some(&i) = self.env_index.get(env) else {
+                continue;
+            };
+            self.released.insert(i);
+            if let Some(commit) = &released.commit {
+                if let Err(why) = self.take_emergency(i, commit) {
+                    // Without the adopted layer the rollout would undo the fix: held again.
+                    self.released.remove(&i);
+                    crate::notice::say(format!("warning: {env} is held again: {why}"));
+                }
+            }
+        }
         for ((env, service), (state, revision, _)) in &view.steps {
             let (Some(&i), Some(s)) = (self.env_index.get(env), self.service_index(service)) else {
                 continue;
@@ -562,6 +615,9 @@ impl Engine {
                 return end;
             }
         }
+        if let Err(end) = self.wait_for_held().await {
+            return end;
+        }
         self.settle_rollbacks().await;
         let count = |s: EnvStatus| self.status.values().filter(|&&x| x == s).count();
         let (succeeded, failed, skipped, rolled_back) = (
@@ -734,13 +790,87 @@ impl Engine {
             envs: members.len(),
             allowed_failures: self.plan.waves[w].allowed_failures,
         });
+        // Held environments (from before a restart) are observed again: the drift may be
+        // gone, or still there.
+        for &i in &members {
+            if self.status[&i] == EnvStatus::Held {
+                self.set_status(i, EnvStatus::Pending);
+            }
+        }
         self.queue.extend(
             members
                 .iter()
                 .copied()
                 .filter(|i| self.status[i] == EnvStatus::Pending),
         );
-        let mut running: JoinSet<(usize, Vec<StepState>)> = JoinSet::new();
+        self.run_queue(&name).await?;
+        let count = |s: EnvStatus| {
+            members
+                .iter()
+                .filter(|i| self.status.get(i) == Some(&s))
+                .count()
+        };
+        self.emit(EventKind::WaveCompleted {
+            wave: name.to_string(),
+            succeeded: count(EnvStatus::Succeeded),
+            failed: count(EnvStatus::Failed),
+            skipped: count(EnvStatus::Skipped),
+            rolled_back: count(EnvStatus::RolledBack),
+        });
+        self.wave_done_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Once the waves are done, the environments held on drift wait for decisions; each
+    /// one released is rolled out. Headless (or with nobody left to decide) the rollout
+    /// ends here, resumable, naming them.
+    async fn wait_for_held(&mut self) -> Result<(), Outcome> {
+        let mut announced = false;
+        loop {
+            self.drain_commands();
+            self.check_stop()?;
+            if !self.queue.is_empty() {
+                let last = self.plan.waves.len().saturating_sub(1);
+                let name: Arc<str> = self
+                    .plan
+                    .waves
+                    .get(last)
+                    .map_or("", |w| w.name.as_str())
+                    .into();
+                self.run_queue(&name).await?;
+                announced = false;
+                continue;
+            }
+            let mut envs: Vec<String> = self
+                .status
+                .iter()
+                .filter(|(_, s)| **s == EnvStatus::Held)
+                .map(|(i, _)| self.env_name(*i))
+                .collect();
+            if envs.is_empty() {
+                return Ok(());
+            }
+            envs.sort();
+            if !announced {
+                self.emit(EventKind::RolloutHeld { envs: envs.clone() });
+                announced = true;
+            }
+            if self.on_hold == OnHold::Exit || !self.commands_open {
+                return Err(Outcome::Held { envs });
+            }
+            tokio::select! {
+                cmd = self.commands.recv() => self.on_command(cmd),
+                joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                    self.rollback_joined(joined);
+                }
+            }
+        }
+    }
+
+    /// Runs the queue until it is empty and nothing of it runs (a halt or a pause holds it
+    /// until someone decides). `name` is the wave a halt is reported in.
+    async fn run_queue(&mut self, name: &Arc<str>) -> Result<(), Outcome> {
+        let mut running: JoinSet<(usize, EnvEnd)> = JoinSet::new();
         let mut task_env: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut halt_reported = self.halt_announced;
         loop {
@@ -759,13 +889,20 @@ impl Engine {
                 let desired = self.intended.remove(&i).expect("recorded just above");
                 self.set_status(i, EnvStatus::Running);
                 let wave_name: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
-                let handle = running.spawn(step::run_env(
+                let started =
+                    (0..self.ctx.intent.services.len()).any(|s| self.attempted.contains(&(i, s)));
+                let guard = self
+                    .guard
+                    .clone()
+                    .filter(|_| !started && !self.released.contains(&i));
+                let handle = running.spawn(step::guard_then_run(
                     self.ctx.clone(),
                     i,
                     wave_name,
                     self.steps[&i].clone(),
                     desired,
                     self.state.subscribe(),
+                    guard,
                 ));
                 task_env.insert(handle.id(), i);
             }
@@ -810,9 +947,12 @@ impl Engine {
             tokio::select! {
                 joined = running.join_next_with_id(), if !running.is_empty() => {
                     match joined {
-                        Some(Ok((id, (i, steps)))) => {
+                        Some(Ok((id, (i, end)))) => {
                             task_env.remove(&id);
-                            self.finish_env(i, steps);
+                            match end {
+                                EnvEnd::Ran(steps) => self.finish_env(i, steps),
+                                EnvEnd::Held => self.set_status(i, EnvStatus::Held),
+                            }
                         }
                         Some(Err(e)) => {
                             if let Some(i) = task_env.remove(&e.id()) {
@@ -837,20 +977,6 @@ impl Engine {
                 _ = std::future::ready(()), if running.is_empty() && self.rollbacks.is_empty() && !self.commands_open => {}
             }
         }
-        let count = |s: EnvStatus| {
-            members
-                .iter()
-                .filter(|i| self.status.get(i) == Some(&s))
-                .count()
-        };
-        self.emit(EventKind::WaveCompleted {
-            wave: name.to_string(),
-            succeeded: count(EnvStatus::Succeeded),
-            failed: count(EnvStatus::Failed),
-            skipped: count(EnvStatus::Skipped),
-            rolled_back: count(EnvStatus::RolledBack),
-        });
-        self.wave_done_at = Some(Instant::now());
         Ok(())
     }
 
@@ -911,7 +1037,12 @@ impl Engine {
         let mut last = None;
         for &i in &ahead {
             let env = &intent.environments[i];
-            let desired = crate::intent::layers::render(&intent, release, env).desired;
+            let emergency = self
+                .emergency
+                .get(&i)
+                .or_else(|| intent.emergency(&env.name));
+            let desired =
+                crate::intent::layers::render_with(&intent, release, env, emergency).desired;
             let steps = &self.steps[&i];
             let revisions = intent
                 .services
@@ -1326,6 +1457,24 @@ impl Engine {
         self.state.send_replace(s);
     }
 
+    /// Takes environment `i`'s emergency layer from an adopt's `commit`: the rollout then
+    /// applies the adopted values there.
+    fn take_emergency(&mut self, i: usize, commit: &str) -> Result<(), String> {
+        let Some(load) = &self.load_emergency else {
+            return Err("this engine cannot read adopt commits".into());
+        };
+        let env = self.env_name(i);
+        let short = &commit[..7.min(commit.len())];
+        match load(commit, &env) {
+            Ok(Some(layer)) => {
+                self.emergency.insert(i, layer);
+                Ok(())
+            }
+            Ok(None) => Err(format!("commit {short} has no emergency layer for `{env}`")),
+            Err(why) => Err(format!("commit {short} cannot be read: {why}")),
+        }
+    }
+
     fn reject(&self, cmd: &Command, reason: impl Into<String>) {
         self.emit(EventKind::CommandRejected {
             command: cmd.name().into(),
@@ -1518,6 +1667,52 @@ impl Engine {
                 }
                 self.clear_halt_if_within_budget(by);
             }
+            Command::Release { env, decision, by } => {
+                let Some(&i) = self.env_index.get(env) else {
+                    return self.reject(&cmd, format!("no environment `{env}`"));
+                };
+                let held = match self.status.get(&i) {
+                    Some(EnvStatus::Held) => true,
+                    // Not reached yet: the decision stands when it is.
+                    Some(EnvStatus::Pending) => false,
+                    Some(EnvStatus::Running) => {
+                        return self.reject(&cmd, format!("`{env}` is being rolled out already"))
+                    }
+                    None => {
+                        return self.reject(&cmd, format!("`{env}` is not part of this rollout"))
+                    }
+                    Some(s) => {
+                        return self.reject(&cmd, format!("`{env}` is {s:?} here").to_lowercase())
+                    }
+                };
+                let commit = match decision {
+                    Decision::Adopt { commit } => {
+                        if let Err(why) = self.take_emergency(i, commit) {
+                            return self.reject(&cmd, why);
+                        }
+                        Some(commit.clone())
+                    }
+                    Decision::Revert | Decision::Accept => None,
+                };
+                self.released.insert(i);
+                // An intent recorded before the decision was rendered without it: it is
+                // recorded again when the environment starts.
+                self.intended.remove(&i);
+                if let Some((envs, _)) = &mut self.intents_ahead {
+                    envs.remove(&i);
+                }
+                self.emit(EventKind::EnvReleased {
+                    wave: self.wave_name(i),
+                    env: env.clone(),
+                    how: decision.name().into(),
+                    by: by.clone(),
+                    commit,
+                });
+                if held {
+                    self.set_status(i, EnvStatus::Pending);
+                    self.queue.push_back(i);
+                }
+            }
             Command::Skip { env, reason, by } => {
                 if reason.trim().is_empty() {
                     return self.reject(&cmd, "a skip needs a reason for the record");
@@ -1526,7 +1721,7 @@ impl Engine {
                     return self.reject(&cmd, format!("no environment `{env}`"));
                 };
                 match self.status.get(&i) {
-                    Some(EnvStatus::Pending | EnvStatus::Failed) => {}
+                    Some(EnvStatus::Pending | EnvStatus::Failed | EnvStatus::Held) => {}
                     Some(EnvStatus::Running) => {
                         return self.reject(
                             &cmd,

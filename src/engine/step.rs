@@ -98,6 +98,71 @@ async fn may_start(ctx: &StepContext, env: usize, state: &mut watch::Receiver<Ru
     }
 }
 
+/// How an environment's run ended.
+#[derive(Debug)]
+pub enum EnvEnd {
+    /// Its steps ran, or some did: every step's state.
+    Ran(Vec<StepState>),
+    /// It changed out of band and nobody accepted it: nothing was applied.
+    Held,
+}
+
+/// Runs environment `env` as [`run_env`] does, but with `guard` (what flotilla last
+/// applied, and the drift accepted) observes it first: if it changed out of band, nothing
+/// is applied and it is held, with a `drift_detected` per service and an `env_held`. One
+/// that cannot be observed is not held: drift cannot be told, and its apply will say more.
+pub async fn guard_then_run(
+    ctx: Arc<StepContext>,
+    env: usize,
+    wave: Arc<str>,
+    steps: Vec<StepState>,
+    desired: Desired,
+    state: watch::Receiver<RunState>,
+    guard: Option<Arc<crate::drift::scan::Known>>,
+) -> (usize, EnvEnd) {
+    if let Some(known) = guard {
+        if held(&ctx, env, &wave, &known).await {
+            return (env, EnvEnd::Held);
+        }
+    }
+    let (env, steps) = run_env(ctx, env, wave, steps, desired, state).await;
+    (env, EnvEnd::Ran(steps))
+}
+
+/// Whether environment `env` drifted from what flotilla last applied (and nobody accepted
+/// it); if so, says so in the journal.
+async fn held(
+    ctx: &StepContext,
+    env: usize,
+    wave: &str,
+    known: &crate::drift::scan::Known,
+) -> bool {
+    let environment = &ctx.intent.environments[env];
+    let Some(live) = observed_within(ctx, environment).await else {
+        return false;
+    };
+    let release = &ctx.intent.releases[ctx.release].name;
+    let report =
+        crate::drift::scan::compare_env(&ctx.intent, release, &environment.name, known, Ok(live));
+    let drifted: Vec<_> = report.services.iter().filter(|s| s.blocking()).collect();
+    if drifted.is_empty() {
+        return false;
+    }
+    for s in &drifted {
+        ctx.emit(EventKind::DriftDetected {
+            env: environment.name.clone(),
+            service: s.service.clone(),
+            keys: s.comparison.drift.iter().map(|c| c.key.clone()).collect(),
+        });
+    }
+    ctx.emit(EventKind::EnvHeld {
+        wave: wave.to_string(),
+        env: environment.name.clone(),
+        services: drifted.iter().map(|s| s.service.clone()).collect(),
+    });
+    true
+}
+
 /// Runs the not-yet-succeeded steps of environment `env` and returns every step's state.
 /// Steps left `Pending` were not started because the rollout paused into a stop.
 /// `desired` is the environment's rendered desired state, whose revisions the engine has

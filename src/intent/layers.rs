@@ -78,8 +78,21 @@ impl Rendered {
     }
 }
 
-/// Renders `env` for `release`: release config < overlays by priority < environment config.
+/// Renders `env` for `release`: release config < overlays by priority < environment config
+/// < the environment's emergency layer.
 pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered {
+    render_with(intent, release, env, intent.emergency(&env.name))
+}
+
+/// Renders `env` for `release` with `emergency` as its emergency layer instead of the
+/// intent's own: a running rollout takes an environment's layer from the commit that
+/// adopted its live values.
+pub fn render_with(
+    intent: &Intent,
+    release: &Release,
+    env: &Environment,
+    emergency: Option<&super::model::Emergency>,
+) -> Rendered {
     let mut layers: Vec<(&str, &toml::Table)> = vec![(&release.file, &release.config)];
     layers.extend(
         intent
@@ -90,7 +103,6 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
     );
     layers.push((&env.file, &env.config));
     // Live values adopted into Git win over everything else.
-    let emergency = intent.emergency(&env.name);
     if let Some(e) = emergency {
         layers.push((&e.file, &e.config));
     }

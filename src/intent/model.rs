@@ -30,7 +30,7 @@ pub struct Intent {
 /// Live values adopted into Git for one environment (`flotilla adopt`): the highest layer,
 /// above the environment's own file, until someone folds them into an overlay or the
 /// environment file and removes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Emergency {
     pub env: String,
     pub file: String,

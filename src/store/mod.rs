@@ -724,6 +724,11 @@ pub enum StoredCommand {
         wave: Option<String>,
         to: Option<String>,
     },
+    /// A decision on an environment that changed out of band (adopt, revert, accept).
+    Release {
+        env: String,
+        decision: crate::engine::Decision,
+    },
 }
 
 impl StoredCommand {
@@ -748,6 +753,10 @@ impl StoredCommand {
                 envs: envs.clone(),
                 wave: wave.clone(),
                 to: to.clone(),
+            },
+            Command::Release { env, decision, .. } => StoredCommand::Release {
+                env: env.clone(),
+                decision: decision.clone(),
             },
             Command::Interrupt => return None,
             Command::Received { command, .. } => return StoredCommand::from_engine(command),
@@ -801,6 +810,11 @@ impl QueuedCommand {
                 envs: envs.clone(),
                 wave: wave.clone(),
                 to: to.clone(),
+                by,
+            },
+            StoredCommand::Release { env, decision } => Command::Release {
+                env: env.clone(),
+                decision: decision.clone(),
                 by,
             },
         }
