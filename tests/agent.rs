@@ -770,3 +770,91 @@ fn drift_behind_an_agent_is_an_edit_of_its_state_and_blocks_the_next_rollout() {
     );
     assert!(!output_text(&out).contains(TOKEN));
 }
+
+/// Stops `agent`, changes the api version its state file records to `version` (what a
+/// hand edit on the host does), and starts it again on the same address.
+fn hand_edit(agent: &mut AgentProc, token: &Path, env: &str, from: &str, to: &str) {
+    let port = agent.url.rsplit(':').next().unwrap().to_string();
+    let _ = agent.child.kill();
+    let _ = agent.child.wait();
+    let file = agent.dir.join("state.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let needle = format!("\"version\": \"{from}\"");
+    assert!(text.contains(&needle), "{text}");
+    std::fs::write(
+        &file,
+        text.replacen(&needle, &format!("\"version\": \"{to}\""), 1),
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    *agent = AgentProc::start(&agent.dir.clone(), token, env, &["--listen", &listen]);
+}
+
+fn api_version(agent: &AgentProc) -> String {
+    agent
+        .versions()
+        .into_iter()
+        .find(|(s, _)| s == "api")
+        .map(|(_, v)| v)
+        .unwrap()
+}
+
+#[test]
+fn behind_agents_revert_undoes_a_hand_edit_and_a_rollout_holds_an_edited_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), TOKEN);
+    let mut agents: Vec<AgentProc> = ["e-00", "e-01"]
+        .iter()
+        .map(|env| AgentProc::start(&dir.path().join("agents").join(env), &token, env, &[]))
+        .collect();
+    let targets: Vec<String> = agents.iter().map(|a| a.url.clone()).collect();
+    let repo = http_repo(dir.path(), &targets, "0", "");
+    let state = state_db(dir.path());
+    let flotilla = |args: &[&str]| cmd(&repo, &state, "ops").args(args).output().unwrap();
+    let out = flotilla(&["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+
+    // A revert applies the same revision again: the agent applies it, since what runs is
+    // no longer what that revision is.
+    hand_edit(&mut agents[1], &token, "e-01", "1.0", "1.0-hand");
+    let out = flotilla(&["revert", "e-01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(api_version(&agents[1]), "1.0");
+    let out = flotilla(&["drift"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+
+    // A rollout that reaches an edited environment holds it and goes on with the others.
+    std::fs::write(
+        repo.join("releases/r2.toml"),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
+    )
+    .unwrap();
+    commit_all(&repo, "r2");
+    let out = flotilla(&["rollout", "r2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the canary gate: {}",
+        output_text(&out)
+    );
+    hand_edit(&mut agents[1], &token, "e-01", "1.0", "1.0-hand");
+    let out = flotilla(&["rollout", "r2", "--approve", "canary"]);
+    assert_eq!(out.status.code(), Some(3), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("e-01 HELD"),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(api_version(&agents[0]), "2.0");
+    assert_eq!(api_version(&agents[1]), "1.0-hand", "not overwritten");
+
+    // Adopted, the rollout finishes there with the hand-set version kept.
+    let out = flotilla(&["adopt", "e-01"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let out = flotilla(&["rollout", "r2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert_eq!(api_version(&agents[1]), "1.0-hand");
+    let out = flotilla(&["drift"]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(!output_text(&out).contains(TOKEN));
+}

@@ -179,30 +179,6 @@ fn a_tampered_environment_is_reported_journaled_once_and_never_overwritten() {
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
 }
 
-fn commit_all(repo: &Path, message: &str) {
-    let ok = std::process::Command::new("git")
-        .current_dir(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"])
-        .status()
-        .unwrap()
-        .success()
-        && std::process::Command::new("git")
-            .current_dir(repo)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-qm",
-                message,
-            ])
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok);
-}
-
 #[test]
 fn ignored_keys_never_report_and_pending_is_told_from_conflict() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +256,7 @@ printf '}}'
 "#;
 
 #[test]
-fn drift_through_the_exec_driver_is_seen_in_what_observe_prints() {
+fn drift_through_the_exec_driver_is_reported_refused_reverted_and_held() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     let live = dir.path().join("live");
@@ -326,6 +302,44 @@ fn drift_through_the_exec_driver_is_seen_in_what_observe_prints() {
         "{}",
         text(&out)
     );
+
+    // The same flow as on the simulator: the next rollout's preflight refuses, a revert
+    // puts the file back through the scripts, and a rollout that reaches an edited
+    // environment holds it until the drift is accepted.
+    let flotilla = |args: &[&str]| {
+        cmd(&repo, &state, "ops")
+            .env("LIVE", &live)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        repo.join("releases/r2.toml"),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
+    )
+    .unwrap();
+    commit_all(&repo, "r2");
+    let refused = flotilla(&["rollout", "r2", "--approve-all"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    assert!(text(&refused).contains("drift.clean"), "{}", text(&refused));
+    let reverted = flotilla(&["revert", "e-01"]);
+    assert_eq!(reverted.status.code(), Some(0), "{}", text(&reverted));
+    let api = || std::fs::read_to_string(&file).unwrap();
+    assert!(api().contains("\"version\": \"1.0\""), "{}", api());
+    let gate = flotilla(&["rollout", "r2"]);
+    assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+    std::fs::write(&file, api().replace("\"1.0\"", "\"1.0-patched\"")).unwrap();
+    let held = flotilla(&["rollout", "r2", "--approve", "canary"]);
+    assert_eq!(held.status.code(), Some(3), "{}", text(&held));
+    assert!(text(&held).contains("e-01 HELD"), "{}", text(&held));
+    assert!(api().contains("1.0-patched"), "not overwritten: {}", api());
+    let accept = flotilla(&[
+        "drift", "accept", "e-01", "--for", "2h", "--reason", "vendor",
+    ]);
+    assert_eq!(accept.status.code(), Some(0), "{}", text(&accept));
+    let done = flotilla(&["rollout", "r2"]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    assert!(api().contains("\"version\": \"2.0\""), "{}", api());
 }
 
 #[test]
@@ -639,7 +653,10 @@ fn a_rollout_holds_an_environment_that_drifted_and_adopt_releases_it_with_the_fi
     assert!(text(&done).contains("e-01 released"), "{}", text(&done));
     let (version, config) = live_api(&state, "e-01");
     assert_eq!(version, "2.0", "the release arrived");
-    assert!(config.contains("\"replicas\":9"), "the fix stayed: {config}");
+    assert!(
+        config.contains("\"replicas\":9"),
+        "the fix stayed: {config}"
+    );
     let drift = run(&repo, &state, &["drift"]);
     assert_eq!(drift.status.code(), Some(0), "{}", text(&drift));
 }
@@ -684,7 +701,10 @@ fn revert_of_a_held_environment_lets_a_waiting_rollout_apply_over_the_change() {
     assert!(rest.iter().any(|l| l.contains("\"rollout_completed\"")));
     let (version, config) = live_api(&state, "e-01");
     assert_eq!(version, "2.0");
-    assert!(config.contains("\"replicas\":3"), "the change is gone: {config}");
+    assert!(
+        config.contains("\"replicas\":3"),
+        "the change is gone: {config}"
+    );
 }
 
 #[test]
@@ -697,11 +717,21 @@ fn accepting_a_held_environments_drift_releases_it() {
         &repo,
         &state,
         &[
-            "drift", "accept", "e-01", "--for", "1h", "--reason", "load test",
+            "drift",
+            "accept",
+            "e-01",
+            "--for",
+            "1h",
+            "--reason",
+            "load test",
         ],
     );
     assert_eq!(accept.status.code(), Some(0), "{}", text(&accept));
-    assert!(text(&accept).contains("queued for rollout"), "{}", text(&accept));
+    assert!(
+        text(&accept).contains("queued for rollout"),
+        "{}",
+        text(&accept)
+    );
     let done = run(&repo, &state, &["rollout", "r2"]);
     assert_eq!(done.status.code(), Some(0), "{}", text(&done));
     assert_eq!(live_api(&state, "e-01").0, "2.0");

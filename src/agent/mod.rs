@@ -305,12 +305,21 @@ async fn put_service(
             );
         }
     }
+    let request = ApplyRequest {
+        service: name.clone(),
+        version: desired.version,
+        config: desired.config,
+        revision: desired.revision,
+        secrets: desired.secrets,
+    };
     let mut state = agent.state.lock().await;
     let record = state.services.get(&name).cloned().unwrap_or_default();
+    // What runs is this revision, untouched since: its apply's status; it never starts
+    // twice. A failed apply is started again (a retry), and so is one whose result was
+    // changed out of band since (a revert of drift).
+    let untouched = record.live.as_ref().is_some_and(|l| request.runs_in(l));
     match &record.apply {
-        // The same revision again: its apply's status; it never starts twice. A failed one
-        // is started again: that is a retry.
-        Some(a) if a.revision == desired.revision && a.phase != Phase::Failed => {
+        Some(a) if a.revision == request.revision && a.phase == Phase::Applying => {
             return (StatusCode::ACCEPTED, Json(a.clone())).into_response();
         }
         Some(a) if a.phase == Phase::Applying => {
@@ -322,26 +331,18 @@ async fn put_service(
                 ),
             );
         }
-        None if record
-            .live
-            .as_ref()
-            .is_some_and(|l| l.revision == desired.revision) =>
-        {
+        Some(a) if a.revision == request.revision && a.phase != Phase::Failed && untouched => {
+            return (StatusCode::ACCEPTED, Json(a.clone())).into_response();
+        }
+        None if untouched => {
             return (
                 StatusCode::ACCEPTED,
-                Json(ApplyStatus::applied(&desired.revision)),
+                Json(ApplyStatus::applied(&request.revision)),
             )
                 .into_response();
         }
         _ => {}
     }
-    let request = ApplyRequest {
-        service: name.clone(),
-        version: desired.version,
-        config: desired.config,
-        revision: desired.revision,
-        secrets: desired.secrets,
-    };
     let mut next = state.clone();
     let entry = next.services.entry(name.clone()).or_default();
     if !agent.runs_apply_hook() {

@@ -119,6 +119,23 @@ impl ApplyRequest {
             revision: self.revision.clone(),
         }
     }
+
+    /// Whether `live` is what this request applies: same revision, version and config (a
+    /// sealed secret equal to the value it seals). Same revision alone is not enough after
+    /// an out-of-band change, which edits what runs without a new revision.
+    pub fn runs_in(&self, live: &LiveService) -> bool {
+        let (want, have) = (
+            crate::keypath::leaves(&self.config),
+            crate::keypath::leaves(&live.config),
+        );
+        live.revision == self.revision
+            && live.version == self.version
+            && want.len() == have.len()
+            && want.iter().all(|(k, v)| {
+                have.get(k)
+                    .is_some_and(|h| crate::secrets::same_secret(v, h))
+            })
+    }
 }
 
 /// What one service runs, as a driver sees it.

@@ -344,3 +344,28 @@ pub fn cmd(repo: &Path, state: &Path, user: &str) -> std::process::Command {
         .env("USER", user);
     c
 }
+
+/// Commits everything in the work tree of `repo` with git.
+pub fn commit_all(repo: &Path, message: &str) {
+    let ok = std::process::Command::new("git")
+        .current_dir(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"])
+        .status()
+        .unwrap()
+        .success()
+        && std::process::Command::new("git")
+            .current_dir(repo)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                message,
+            ])
+            .status()
+            .unwrap()
+            .success();
+    assert!(ok);
+}
