@@ -44,9 +44,6 @@ pub enum DriftCommand {
     },
 }
 
-/// The longest an acceptance may last: longer ones are forgotten, not folded into Git.
-const MOST: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8 {
     if let Some(DriftCommand::Accept {
         env,
@@ -69,7 +66,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
     let release = match args
         .release
         .clone()
-        .or_else(|| default_release(&intent, &store))
+        .or_else(|| scan::default_release(&intent, &store))
     {
         Some(r) => r,
         None => {
@@ -197,48 +194,16 @@ fn accept(
             );
         }
     }
-    if reason.trim().is_empty() {
-        return super::refuse(
-            exit::INVALID,
-            "error: --reason is empty; say why the drift may stay",
-        );
-    }
-    if duration.is_zero() || duration > MOST {
-        return super::refuse(
-            exit::INVALID,
-            "error: --for must be more than nothing and at most 30 days; fold a longer-lived change into Git instead",
-        );
-    }
     let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
         Ok(opened) => opened,
         Err(code) => return code,
     };
-    match store.truncation() {
-        Ok(None) => {}
-        Ok(Some(why)) => {
-            return super::refuse(
-                exit::INVALID,
-                format!("refused: {why}; nothing was appended"),
-            )
-        }
-        Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
-    }
-    let now = std::time::SystemTime::now();
-    let until = humantime::format_rfc3339_seconds(now + duration).to_string();
     let by = crate::identity::Identity::current().actor();
-    let event = crate::engine::Event::new(
-        now,
-        crate::engine::EventKind::DriftAccepted {
-            env: env.to_string(),
-            service: service.map(str::to_string),
-            until: until.clone(),
-            reason: reason.to_string(),
-            by: by.clone(),
-        },
-    );
-    if let Err(e) = store.append(None, &[event]) {
-        return super::refuse(exit::INVALID, format!("error: {e}"));
-    }
+    let now = std::time::SystemTime::now();
+    let until = match scan::accept(&store, env, service, duration, reason, &by, now) {
+        Ok(until) => until,
+        Err(why) => return super::refuse(exit::INVALID, format!("refused: {why}")),
+    };
     println!(
         "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
         service.map(|s| format!("/{s}")).unwrap_or_default()
@@ -283,18 +248,6 @@ pub(super) fn tell_rollout(
     ))
 }
 
-/// The release desired states are rendered from by default: the latest rollout's, else
-/// the newest.
-pub(super) fn default_release(intent: &crate::intent::Intent, store: &Store) -> Option<String> {
-    store
-        .latest_rollout()
-        .ok()
-        .flatten()
-        .map(|r| r.release)
-        .filter(|r| intent.release(r).is_some())
-        .or_else(|| intent.releases.last().map(|r| r.name.clone()))
-}
-
 /// One environment observed now and compared three ways (for adopt and revert): its
 /// report, and what it was compared with.
 pub(super) fn one_env(
@@ -304,49 +257,24 @@ pub(super) fn one_env(
     state: &Path,
     env: &str,
 ) -> Result<(scan::EnvReport, Known), u8> {
-    let environment = super::environment(intent, env)?;
-    let Some(release) = default_release(intent, store) else {
-        return Err(super::refuse(
-            exit::INVALID,
-            "error: the intent has no release",
-        ));
-    };
-    let known = Known::load(repo, intent, store, std::time::SystemTime::now())
-        .map_err(|e| super::refuse(exit::INVALID, format!("error: {e}")))?;
-    let place = crate::drivers::Place {
-        repo,
-        state: Some(state),
-    };
-    let driver = crate::drivers::open(intent, intent.release(&release), place)
-        .map_err(|e| super::refuse(exit::INVALID, format!("error: {e}")))?;
+    super::environment(intent, env)?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| super::refuse(exit::FAILED, format!("error: {e}")))?;
-    let observed = runtime
-        .block_on(async { tokio::time::timeout(scan::TIMEOUT, driver.observe(environment)).await })
-        .map_err(|_| "no answer in time".to_string())
-        .and_then(|r| r.map_err(|e| e.message));
-    if let Err(e) = &observed {
+    let (report, known) = runtime
+        .block_on(scan::observe_one(repo, intent, store, state, env))
+        .map_err(|e| super::refuse(exit::INVALID, format!("error: {e}")))?;
+    if let Some(e) = &report.error {
         return Err(super::refuse(
             exit::FAILED,
             format!("error: cannot observe {env}: {e}; nothing was changed"),
         ));
     }
-    let report = scan::compare_env(intent, &release, env, &known, observed);
     Ok((report, known))
 }
 
 /// Colour on a terminal, unless NO_COLOR says otherwise.
 fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
-/// A value as reports show it; `(none)` where there is none.
-pub(super) fn value(v: &Option<toml::Value>) -> String {
-    v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
-}
-
-fn change_line(c: &Change) -> String {
-    format!("{}: {} -> {}", c.key, value(&c.from), value(&c.to))
 }
 
 /// The plain report: counts, then each drifted environment with a unified diff of
@@ -414,7 +342,7 @@ pub fn text(report: &FleetReport, colour: bool) -> String {
                 });
             }
             for c in &s.comparison.pending {
-                out.push_str(&format!("  and Git changed {}\n", change_line(c)));
+                out.push_str(&format!("  and Git changed {}\n", c.line()));
             }
         }
     }
@@ -450,7 +378,7 @@ pub fn text(report: &FleetReport, colour: bool) -> String {
             pending.len()
         ));
         for (e, s) in pending.iter().take(20) {
-            let what: Vec<String> = s.comparison.pending.iter().map(change_line).collect();
+            let what: Vec<String> = s.comparison.pending.iter().map(Change::line).collect();
             out.push_str(&format!("  {}/{}: {}\n", e.env, s.service, what.join("; ")));
         }
         if pending.len() > 20 {

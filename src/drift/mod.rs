@@ -2,8 +2,9 @@
 //!
 //! [`three_way`] compares desired, last-applied and live per service (a pure function);
 //! [`diff`] shows two configs as a unified diff; [`scan`] observes a fleet and puts the
-//! three together.
+//! three together; [`adopt`] commits live values into Git.
 
+pub mod adopt;
 pub mod diff;
 pub mod scan;
 pub mod three_way;

@@ -513,6 +513,140 @@ pub async fn preflight(
     check(&report)
 }
 
+/// Drift for a console: scans of the whole fleet through the one scan path, each against
+/// what the journal says now (the rollout moves it), their changes journaled; and the
+/// decisions on what they find.
+pub struct Scanner {
+    pub repo: std::path::PathBuf,
+    pub state: std::path::PathBuf,
+    pub store: Arc<crate::store::Store>,
+    /// The rollout's intent and release: what desired means here.
+    pub intent: Arc<Intent>,
+    pub release: String,
+    pub driver: Arc<dyn Driver>,
+}
+
+impl Scanner {
+    /// Scans every environment and journals how their drift changed.
+    pub async fn scan(&self) -> Result<FleetReport, String> {
+        let (repo, intent, store) = (self.repo.clone(), self.intent.clone(), self.store.clone());
+        let known = tokio::task::spawn_blocking(move || {
+            Known::load(&repo, &intent, &store, std::time::SystemTime::now())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let envs = self
+            .intent
+            .environments
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        let report = scan(
+            self.intent.clone(),
+            self.release.clone(),
+            envs,
+            Arc::new(known),
+            self.driver.clone(),
+            PARALLEL,
+            TIMEOUT,
+        )
+        .await;
+        record(&self.store, &report)?;
+        Ok(report)
+    }
+
+    /// Adopts all of `env`'s drift into Git (see [`super::adopt::adopt_now`]).
+    pub async fn adopt(
+        &self,
+        env: &str,
+        me: &crate::identity::Identity,
+    ) -> Result<super::adopt::Adopted, super::adopt::AdoptError> {
+        super::adopt::adopt_now(&self.repo, &self.state, &self.store, env, None, &[], me).await
+    }
+}
+
+/// The longest an acceptance may last: longer ones are forgotten, not folded into Git.
+pub const MOST_ACCEPTED: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Accepts the drift of `env` (one service, or all) for `duration` from `now`, journaled
+/// with who and why: still reported, it blocks nothing until then. Returns when it ends
+/// (RFC 3339). Refused, appending nothing, without a reason, beyond
+/// [`MOST_ACCEPTED`], or on a journal whose end was cut off.
+pub fn accept(
+    store: &crate::store::Store,
+    env: &str,
+    service: Option<&str>,
+    duration: Duration,
+    reason: &str,
+    by: &str,
+    now: std::time::SystemTime,
+) -> Result<String, String> {
+    if reason.trim().is_empty() {
+        return Err("the reason is empty; say why the drift may stay".into());
+    }
+    if duration.is_zero() || duration > MOST_ACCEPTED {
+        return Err("the duration must be more than nothing and at most 30 days; fold a longer-lived change into Git instead".into());
+    }
+    if let Some(why) = store.truncation().map_err(|e| e.to_string())? {
+        return Err(format!("{why}; nothing was appended"));
+    }
+    let until = humantime::format_rfc3339_seconds(now + duration).to_string();
+    let event = crate::engine::Event::new(
+        now,
+        EventKind::DriftAccepted {
+            env: env.to_string(),
+            service: service.map(str::to_string),
+            until: until.clone(),
+            reason: reason.trim().to_string(),
+            by: by.to_string(),
+        },
+    );
+    store.append(None, &[event]).map_err(|e| e.to_string())?;
+    Ok(until)
+}
+
+/// The release desired states are rendered from by default: the latest rollout's, else
+/// the newest.
+pub fn default_release(intent: &Intent, store: &crate::store::Store) -> Option<String> {
+    store
+        .latest_rollout()
+        .ok()
+        .flatten()
+        .map(|r| r.release)
+        .filter(|r| intent.release(r).is_some())
+        .or_else(|| intent.releases.last().map(|r| r.name.clone()))
+}
+
+/// Environment `env` observed now through the driver of `intent` and compared three ways
+/// against the default release: its report (an observation that failed is its `error`),
+/// and what it was compared with. Err when it cannot be set up.
+pub async fn observe_one(
+    repo: &Path,
+    intent: &Arc<Intent>,
+    store: &crate::store::Store,
+    state: &Path,
+    env: &str,
+) -> Result<(EnvReport, Known), String> {
+    let environment = intent
+        .environment(env)
+        .ok_or_else(|| format!("no environment `{env}`"))?;
+    let release = default_release(intent, store).ok_or("the intent has no release")?;
+    let known = Known::load(repo, intent, store, std::time::SystemTime::now())?;
+    let place = crate::drivers::Place {
+        repo,
+        state: Some(state),
+    };
+    let driver =
+        crate::drivers::open(intent, intent.release(&release), place).map_err(|e| e.to_string())?;
+    let observed = match tokio::time::timeout(TIMEOUT, driver.observe(environment)).await {
+        Ok(Ok(live)) => Ok(live),
+        Ok(Err(e)) => Err(e.message),
+        Err(_) => Err("no answer in time".to_string()),
+    };
+    let report = compare_env(intent, &release, env, &known, observed);
+    Ok((report, known))
+}
+
 /// How many environments a scan observes at once, and how long each may take.
 pub const PARALLEL: usize = 64;
 pub const TIMEOUT: Duration = Duration::from_secs(30);

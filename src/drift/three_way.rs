@@ -58,6 +58,18 @@ pub struct Change {
     pub to: Option<toml::Value>,
 }
 
+impl Change {
+    /// `key: old -> new`, as reports show it.
+    pub fn line(&self) -> String {
+        format!("{}: {} -> {}", self.key, value(&self.from), value(&self.to))
+    }
+}
+
+/// A value as reports show it; `(none)` where there is none.
+pub fn value(v: &Option<toml::Value>) -> String {
+    v.as_ref().map_or("(none)".to_string(), |v| v.to_string())
+}
+
 /// How one service compares.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
