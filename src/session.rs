@@ -354,6 +354,18 @@ impl RolloutSession {
         &self.plan
     }
 
+    /// Drift scans of this rollout's fleet, for a console beside it.
+    pub fn scanner(&self) -> crate::drift::scan::Scanner {
+        crate::drift::scan::Scanner {
+            repo: self.repo.clone(),
+            state: self.state.clone(),
+            store: self.store.clone(),
+            intent: self.intent.clone(),
+            release: self.release.clone(),
+            driver: self.driver.clone(),
+        }
+    }
+
     /// The driver the engine uses.
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver

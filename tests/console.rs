@@ -14,7 +14,7 @@ use flotilla::console::model::{CellState, Model};
 use flotilla::console::panes;
 use flotilla::console::screen::Screen;
 use flotilla::console::theme::{ColorMode, Theme};
-use flotilla::console::ui::{Effect, Mode, Observed, Ui};
+use flotilla::console::ui::{Effect, Mode, Ui};
 use flotilla::drivers::sim::SimFleet;
 use flotilla::drivers::Driver;
 use flotilla::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
@@ -222,39 +222,181 @@ async fn a_failure_budget_halt_is_shown_with_what_failed() {
     insta::assert_snapshot!("halted_160x48", wide);
 }
 
+/// What the harness's rollout applied, as a drift baseline: the engine's own events.
+fn baseline_of(h: &Harness) -> flotilla::drift::scan::Known {
+    let intent = h.model.intent.clone();
+    let release = intent.release(&h.model.plan.release).unwrap();
+    let mut baseline = flotilla::drift::scan::Baseline::default();
+    for e in &h.model.log {
+        if let EventKind::StepSucceeded {
+            env,
+            service,
+            version,
+            revision,
+            ..
+        } = &e.kind
+        {
+            let environment = intent.environment(env).unwrap();
+            let rendered = flotilla::intent::layers::render(&intent, release, environment)
+                .desired
+                .services[service]
+                .clone();
+            let applied = flotilla::store::Applied {
+                version: version.clone(),
+                revision: revision.clone(),
+                commit: intent.revision.commit.clone(),
+                release: release.name.clone(),
+                rollout: 1,
+                ts: e.ts.clone(),
+            };
+            baseline.record(env, service, applied, rendered);
+        }
+    }
+    flotilla::drift::scan::Known {
+        baseline,
+        accepted: Vec::new(),
+        now: epoch(),
+    }
+}
+
+/// The harness's fleet scanned for drift against `known`, the way the console's scans do.
+async fn scan(h: &mut Harness, known: &Arc<flotilla::drift::scan::Known>) {
+    let envs = h.model.envs.iter().map(|e| e.name.clone()).collect();
+    let driver: Arc<dyn Driver> = h.fleet.clone();
+    let report = flotilla::drift::scan::scan(
+        h.model.intent.clone(),
+        h.model.plan.release.clone(),
+        envs,
+        known.clone(),
+        driver,
+        8,
+        Duration::from_secs(5),
+    )
+    .await;
+    let at = h.ui.now;
+    h.model.scanned(report, at);
+}
+
 #[tokio::test(start_paused = true)]
-async fn the_drift_pane_shows_a_coloured_unified_diff_of_live_against_desired() {
-    let mut h = Harness::new(fleet(4), false);
+async fn the_detail_pane_shows_drift_three_ways_and_a_held_environment_waits_for_a_decision() {
+    let mut f = fleet(4);
+    f.extra.push((
+        "releases/r2.toml".into(),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n".into(),
+    ));
+    let mut h = Harness::new(f, false);
     h.wait(1).await;
     h.press("a<Enter>");
     h.wait(60).await;
-    // Someone changes e-01's api config by hand; observing shows it.
-    let intent = h.model.intent.clone();
-    let env = intent.environment("e-01").unwrap();
-    let release = intent.release("r1").unwrap();
-    let desired = flotilla::intent::layers::render(&intent, release, env).desired;
-    let mut live = h.fleet.observe(env).await.unwrap();
-    live.get_mut("api")
-        .unwrap()
-        .config
-        .insert("replicas".into(), toml::Value::Integer(9));
-    h.select("e-01");
+    assert_eq!(h.model.view.state, "completed");
+    let known = Arc::new(baseline_of(&h));
+    // Clean: the cells stay as they are.
+    scan(&mut h, &known).await;
     let i = h.model.env_index("e-01").unwrap();
-    // Observed as Git says: no drift.
-    let clean = flotilla::drift::compare(&desired, &h.fleet.observe(env).await.unwrap());
-    h.model.observed("e-01", &clean);
     assert_eq!(h.model.envs[i].state, CellState::Succeeded);
-    let report = flotilla::drift::compare(&desired, &live);
-    h.model.observed("e-01", &report);
-    h.ui.observed = Some(Observed::Done("e-01".into(), report));
-    // The grid shows it: a finished environment whose live state moved away from Git.
+    assert_eq!(h.model.drifted(), 0);
+    // Someone scales e-01's api by hand; the next scan shows it three ways.
+    h.fleet
+        .tamper(
+            "e-01",
+            "api",
+            None,
+            &[("replicas".into(), toml::Value::Integer(9))],
+        )
+        .unwrap();
+    scan(&mut h, &known).await;
     assert_eq!(h.model.envs[i].state, CellState::Drifted);
+    assert_eq!(h.model.drifted(), 1);
     assert!(h.screen(80, 24).contains("≠ e-01"));
+    assert!(
+        h.screen(160, 48).contains("drifted 1"),
+        "the header counts it"
+    );
+    h.select("e-01");
     h.press("3");
     let narrow = h.screen(80, 24);
-    assert!(narrow.contains("-replicas = 9"), "{narrow}");
+    assert!(narrow.contains("+replicas = 9"), "{narrow}");
+    assert!(narrow.contains("--- api last applied 1.0"), "{narrow}");
     insta::assert_snapshot!("drift_80x24", narrow);
     insta::assert_snapshot!("drift_160x48", h.screen(160, 48));
+
+    // The next release's rollout holds e-01 instead of overwriting it.
+    let intent = h.model.intent.clone();
+    let plan = plan::build(&intent, "r2", epoch()).unwrap();
+    let driver: Arc<dyn Driver> = h.fleet.clone();
+    let (etx, erx) = mpsc::unbounded_channel();
+    let (ctx, crx) = mpsc::unbounded_channel();
+    h.engine = tokio::spawn(
+        Engine::new(
+            intent.clone(),
+            plan.clone(),
+            driver,
+            Arc::new(TokioClock::starting_at(epoch())),
+            etx,
+            crx,
+            OnHold::Wait,
+        )
+        .guard_drift(known.clone())
+        .run(),
+    );
+    h.commands = ctx;
+    h.events = erx;
+    h.model = Model::new(intent, plan);
+    h.ui.refilter(&h.model);
+    h.wait(1).await;
+    h.press("2a<Enter>");
+    h.wait(60).await;
+    assert_eq!(h.model.envs[i].state, CellState::Held);
+    assert_eq!(h.count("env_held"), 1);
+    assert_eq!(h.count("rollout_held"), 1, "everything else is done");
+    scan(&mut h, &known).await;
+    h.select("e-01");
+    h.press("3");
+    let held = h.screen(80, 24);
+    assert!(
+        held.contains("A adopt"),
+        "the footer offers the decisions: {held}"
+    );
+    assert!(held.contains("HELD"), "{held}");
+    insta::assert_snapshot!("held_80x24", held);
+    insta::assert_snapshot!("held_160x48", h.screen(160, 48));
+
+    // Adopt asks first, naming the keys, then hands the work to the console's runtime.
+    h.press("A");
+    let Mode::Confirm { prompt, .. } = &h.ui.mode else {
+        panic!("adopt asks first");
+    };
+    assert!(prompt.contains("api.replicas"), "{prompt}");
+    assert_eq!(h.press("y"), [Effect::Adopt("e-01".into())]);
+    // Accept asks how long and why; without a reason it is refused on the flash line.
+    h.press("C<Enter>");
+    assert!(h.ui.flash.as_ref().unwrap().error);
+    h.press("C");
+    assert_eq!(
+        h.press("vendor hotfix<Enter>"),
+        [Effect::AcceptDrift {
+            env: "e-01".into(),
+            duration: Duration::from_secs(24 * 3600),
+            reason: "vendor hotfix".into(),
+        }]
+    );
+    // An environment without drift has nothing to decide.
+    h.select("e-02");
+    assert!(h.press("A").is_empty());
+    assert!(h.ui.flash.as_ref().unwrap().text.contains("no drift"));
+    h.select("e-01");
+
+    // Revert: confirmed, the engine is told, and it rolls r2 out over the change.
+    h.press("V");
+    assert!(matches!(h.ui.mode, Mode::Confirm { .. }));
+    h.press("y");
+    h.wait(30).await;
+    assert_eq!(h.count("env_released"), 1);
+    assert_eq!(h.model.view.state, "completed");
+    let live = h.fleet.snapshot();
+    let api = &live.envs["e-01"]["api"].live;
+    assert_eq!(api.version, "2.0");
+    assert_eq!(api.config.get("replicas"), None, "the change is gone");
 }
 
 #[tokio::test(start_paused = true)]
@@ -617,8 +759,8 @@ async fn the_cursor_moves_by_rows_across_wave_groups_and_stays_in_the_fleet() {
     assert_eq!(name(&h), "e-11", "nothing after the last");
     h.press("g");
     assert_eq!(name(&h), "e-00");
-    // Moving the selection asks for the live state of the new one.
-    assert_eq!(h.press("l"), [Effect::Observe("e-01".into())]);
+    // Moving the selection asks nothing of the driver: drift comes from the scans.
+    assert!(h.press("l").is_empty());
 }
 
 #[tokio::test(start_paused = true)]

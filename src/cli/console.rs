@@ -187,6 +187,14 @@ fn attach(
         }
     };
     let store = Arc::new(store);
+    let scanner = Arc::new(crate::drift::scan::Scanner {
+        repo: repo.to_path_buf(),
+        state: path.to_path_buf(),
+        store: store.clone(),
+        intent: model.intent.clone(),
+        release: rollout.release.clone(),
+        driver: fleet,
+    });
     let id = rollout.id;
     let result = runtime.block_on(async move {
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
@@ -221,9 +229,15 @@ fn attach(
             }
         });
         let mut engine_task = tokio::spawn(std::future::pending::<crate::engine::Outcome>());
-        let driver = fleet;
-        let result =
-            crate::console::run(model, ui, &mut event_rx, cmd_tx, driver, &mut engine_task).await;
+        let result = crate::console::run(
+            model,
+            ui,
+            &mut event_rx,
+            cmd_tx,
+            Some(scanner),
+            &mut engine_task,
+        )
+        .await;
         watcher.abort();
         engine_task.abort();
         let _ = sender.await;

@@ -331,9 +331,7 @@ pub fn text(report: &FleetReport, colour: bool) -> String {
                 format!("  --- last applied {}\n", last.version),
             ));
             out.push_str(&paint("32", format!("  +++ live {live_version}\n")));
-            let empty = toml::Table::new();
-            let live_config = live.as_ref().map_or(&empty, |l| &l.config);
-            for line in crate::drift::diff::config_diff(&last.config, live_config, &s.secrets) {
+            for line in s.drift_diff().unwrap_or_default() {
                 out.push_str(&match line {
                     DiffLine::Hunk(h) => paint("36", format!("  {h}\n")),
                     DiffLine::Same(t) => format!("   {t}\n"),

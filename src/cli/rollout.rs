@@ -125,10 +125,10 @@ pub(super) async fn headless(session: RolloutSession, output: Output) -> u8 {
 
 /// Runs the console over the rollout until the operator quits or the engine stops.
 async fn in_console(session: RolloutSession, options: crate::console::Options) -> u8 {
-    let (intent, plan, driver) = (
+    let (intent, plan, scanner) = (
         session.intent().clone(),
         session.plan().clone(),
-        session.driver().clone(),
+        std::sync::Arc::new(session.scanner()),
     );
     let (mut running, mut events) = match session.start() {
         Ok(r) => r,
@@ -145,7 +145,7 @@ async fn in_console(session: RolloutSession, options: crate::console::Options) -
         ui,
         &mut events.receiver,
         commands.clone(),
-        driver,
+        Some(scanner),
         running.engine(),
     )
     .await;

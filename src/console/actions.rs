@@ -42,6 +42,10 @@ pub enum Act {
     Skip,
     Rollback,
     Abort,
+    Rescan,
+    Adopt,
+    Revert,
+    AcceptDrift,
 }
 
 /// One row of the action table.
@@ -130,6 +134,30 @@ pub const ACTIONS: &[Action] = &[
         "rollback",
         &["B"],
         "roll back the marked or selected environments to the release before (Waves pane: the whole wave, its name typed)",
+    )),
+    action(
+        Act::Rescan,
+        "rescan",
+        &["d"],
+        "scan the fleet for drift now (desired, last applied, live)",
+    ),
+    dangerous(action(
+        Act::Adopt,
+        "adopt",
+        &["A"],
+        "adopt the selected environment's drift into Git as its emergency layer",
+    )),
+    dangerous(action(
+        Act::Revert,
+        "revert",
+        &["V"],
+        "revert the selected held environment's drift: the rollout applies over it",
+    )),
+    changes(action(
+        Act::AcceptDrift,
+        "accept",
+        &["C"],
+        "accept the selected environment's drift for a while (asks how long and why)",
     )),
     hinted(dangerous(action(
         Act::Abort,

@@ -17,6 +17,37 @@ pub struct Config {
     /// Action name -> keys, replacing that action's default keys.
     #[serde(default)]
     pub keys: BTreeMap<String, Vec<String>>,
+    /// `[drift] interval = "5m"`: rescan the fleet for drift that often while the console
+    /// is open (default: at start and on the rescan key only).
+    pub drift: Option<DriftConfig>,
+}
+
+/// `[drift]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    pub interval: Option<String>,
+}
+
+/// The shortest background rescan interval: scans observe the whole fleet.
+pub const MIN_DRIFT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Config {
+    /// The background rescan interval, or a warning when it does not read as one.
+    pub fn drift_interval(&self) -> Result<Option<std::time::Duration>, String> {
+        let Some(text) = self.drift.as_ref().and_then(|d| d.interval.as_deref()) else {
+            return Ok(None);
+        };
+        match humantime::parse_duration(text) {
+            Ok(d) if d >= MIN_DRIFT_INTERVAL => Ok(Some(d)),
+            Ok(_) => Err(format!(
+                "[drift] interval = \"{text}\" is too short (at least 10s); background rescans are off"
+            )),
+            Err(e) => Err(format!(
+                "[drift] interval = \"{text}\": {e}; background rescans are off"
+            )),
+        }
+    }
 }
 
 /// Where the config lives unless `FLOTILLA_CONSOLE_CONFIG` names another file.

@@ -22,13 +22,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::drivers::Driver;
-use crate::engine::{Command, Event, Outcome};
+use crate::drift::adopt::{AdoptError, Adopted};
+use crate::drift::scan::{FleetReport, Scanner};
+use crate::engine::{Command, Decision, Event, Outcome};
 use crate::intent::Intent;
 use crate::plan::Plan;
 use model::Model;
 use theme::{ColorMode, Glyphs, Theme};
-use ui::{Effect, Observed, Ui};
+use ui::{Effect, Ui};
 
 /// How the console was asked to look and behave.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +76,10 @@ pub fn session(intent: Arc<Intent>, plan: Plan, options: &Options) -> (Model, Ui
     ui.attached_to = options.attached_to.clone();
     if let Some(n) = config.newest_first {
         ui.newest_first = n;
+    }
+    match config.drift_interval() {
+        Ok(d) => ui.drift_interval = d,
+        Err(w) => ui.warnings.push(w),
     }
     (model, ui)
 }
@@ -164,7 +169,7 @@ pub async fn run(
     mut ui: Ui,
     events: &mut mpsc::UnboundedReceiver<Vec<Event>>,
     commands: mpsc::UnboundedSender<Command>,
-    driver: Arc<dyn Driver>,
+    scanner: Option<Arc<Scanner>>,
     engine: &mut JoinHandle<Outcome>,
 ) -> Ended {
     screen::restore_on_panic();
@@ -177,7 +182,7 @@ pub async fn run(
         &mut ui,
         events,
         &commands,
-        driver,
+        scanner,
         engine,
         &mut finished,
     )
@@ -198,16 +203,137 @@ impl Drop for StopInput {
     }
 }
 
-/// How long the cursor must rest on an environment before its live state is observed, so
-/// holding down a key does not send the driver one observe per cell passed.
-const OBSERVE_AFTER: Duration = Duration::from_millis(150);
+/// What a drift task (a scan, an adopt, an accept) came back with.
+enum DriftDone {
+    Scanned(Result<FleetReport, String>),
+    Adopted(String, Result<Adopted, AdoptError>),
+    Accepted(String, Result<String, String>),
+}
+
+/// Drift work off the console's loop: each task's answer comes back on one channel.
+struct DriftTasks {
+    scanner: Option<Arc<Scanner>>,
+    done: mpsc::UnboundedSender<DriftDone>,
+}
+
+impl DriftTasks {
+    /// Starts a scan of the fleet unless one runs; false when there is nothing to scan with.
+    fn scan(&self, model: &mut Model) -> bool {
+        let Some(scanner) = self.scanner.clone() else {
+            return false;
+        };
+        if !model.scanning {
+            model.scanning = true;
+            let done = self.done.clone();
+            tokio::spawn(async move {
+                let _ = done.send(DriftDone::Scanned(scanner.scan().await));
+            });
+        }
+        true
+    }
+
+    fn adopt(&self, env: String) -> bool {
+        let Some(scanner) = self.scanner.clone() else {
+            return false;
+        };
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let me = crate::identity::Identity::current();
+            let result = scanner.adopt(&env, &me).await;
+            let _ = done.send(DriftDone::Adopted(env, result));
+        });
+        true
+    }
+
+    fn accept(&self, env: String, duration: Duration, reason: String, by: String) -> bool {
+        let Some(scanner) = self.scanner.clone() else {
+            return false;
+        };
+        let done = self.done.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = crate::drift::scan::accept(
+                &scanner.store,
+                &env,
+                None,
+                duration,
+                &reason,
+                &by,
+                SystemTime::now(),
+            );
+            let _ = done.send(DriftDone::Accepted(env, result));
+        });
+        true
+    }
+}
+
+/// Takes a drift task's answer in: a scan into the model; a decision to the engine, which
+/// releases the environment, and a rescan to show where it stands.
+fn drift_done(
+    done: DriftDone,
+    model: &mut Model,
+    ui: &mut Ui,
+    tasks: &DriftTasks,
+    commands: &mpsc::UnboundedSender<Command>,
+) {
+    let release = |env: String, decision: Decision, ui: &mut Ui| {
+        let sent = commands.send(Command::Release {
+            env,
+            decision,
+            by: ui.actor.clone(),
+        });
+        if sent.is_err() {
+            ui.flash_error("the engine has stopped; the rollout was not told");
+        }
+    };
+    match done {
+        DriftDone::Scanned(Ok(report)) => {
+            let drifted = report.drifted().len();
+            model.scanned(report, SystemTime::now());
+            if drifted > 0 {
+                ui.flash(format!("drift scan: {drifted} environment(s) drifted"));
+            }
+        }
+        DriftDone::Scanned(Err(why)) => {
+            model.scanning = false;
+            ui.flash_error(format!("drift scan failed: {why}"));
+            model.drift_error = Some(why);
+        }
+        DriftDone::Adopted(env, Ok(adopted)) => {
+            ui.flash(format!(
+                "adopted into Git as {} ({}); the rollout keeps the values in {env}",
+                adopted.file,
+                &adopted.commit[..7.min(adopted.commit.len())]
+            ));
+            if let Some(w) = adopted.warning {
+                ui.warnings.push(w);
+            }
+            release(
+                env,
+                Decision::Adopt {
+                    commit: adopted.commit,
+                },
+                ui,
+            );
+            tasks.scan(model);
+        }
+        DriftDone::Adopted(env, Err(e)) => ui.flash_error(format!("{env}: {e}")),
+        DriftDone::Accepted(env, Ok(until)) => {
+            ui.flash(format!("drift of {env} accepted until {until}"));
+            release(env, Decision::Accept, ui);
+            tasks.scan(model);
+        }
+        DriftDone::Accepted(env, Err(why)) => {
+            ui.flash_error(format!("drift of {env} not accepted: {why}"))
+        }
+    }
+}
 
 async fn drive(
     model: &mut Model,
     ui: &mut Ui,
     events: &mut mpsc::UnboundedReceiver<Vec<Event>>,
     commands: &mpsc::UnboundedSender<Command>,
-    driver: Arc<dyn Driver>,
+    scanner: Option<Arc<Scanner>>,
     engine: &mut JoinHandle<Outcome>,
     outcome: &mut Option<Option<Outcome>>,
 ) -> std::io::Result<Ended> {
@@ -215,52 +341,24 @@ async fn drive(
     let _stop_input = StopInput(stop.clone());
     let mut input = spawn_input(stop.clone());
     let mut screen = screen::Screen::new(std::io::stdout())?;
-    // Observations carry the number they were asked with: only the newest is shown, however
-    // the driver's answers are ordered.
-    let (observe_tx, mut observed) = mpsc::unbounded_channel::<(u64, Observed)>();
-    let (intent, release) = (model.intent.clone(), model.plan.release.clone());
-    let mut asked = 0u64;
-    let mut observe = |name: String| {
-        asked += 1;
-        let number = asked;
-        let tx = observe_tx.clone();
-        let driver = driver.clone();
-        let intent = intent.clone();
-        let release = release.clone();
-        tokio::spawn(async move {
-            let result = async {
-                let env = intent.environment(&name).ok_or("not in the intent")?;
-                let rel = intent
-                    .release(&release)
-                    .ok_or("release not in the intent")?;
-                let desired = crate::intent::layers::render(&intent, rel, env).desired;
-                let live = driver.observe(env).await.map_err(|e| e.message)?;
-                Ok::<_, String>(crate::drift::compare(&desired, &live))
-            }
-            .await;
-            let _ = tx.send((
-                number,
-                match result {
-                    Ok(report) => Observed::Done(name, report),
-                    Err(why) => Observed::Failed(name, why.to_string()),
-                },
-            ));
-        });
-        number
+    let (done_tx, mut drift_answers) = mpsc::unbounded_channel();
+    let tasks = DriftTasks {
+        scanner,
+        done: done_tx,
     };
-    // The environment to observe next and when.
-    let mut observe_due: Option<(String, Instant)> = None;
-    if let Some(i) = ui.selected() {
-        let name = model.envs[i].name.clone();
-        ui.observed = Some(Observed::Loading(name.clone()));
-        observe_due = Some((name, Instant::now()));
-    }
+    // The fleet is scanned when the console opens, then on the rescan key and, when
+    // configured, every `[drift] interval`.
+    tasks.scan(model);
+    let mut rescans = ui.drift_interval.map(|every| {
+        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut clock = tokio::time::interval(Duration::from_secs(1));
-    let mut latest = 0u64;
     // Quit asked for (by a key or a signal).
     let mut quit = false;
     let mut pacer = Pacer::default();
@@ -279,8 +377,18 @@ async fn drive(
                                         ui.flash_error("the engine has stopped; nothing was sent");
                                     }
                                 }
-                                Effect::Observe(name) => {
-                                    observe_due = Some((name, Instant::now() + OBSERVE_AFTER));
+                                Effect::Rescan => {
+                                    if !tasks.scan(model) {
+                                        ui.flash_error("no drift scans here: this console has no driver");
+                                    }
+                                }
+                                Effect::Adopt(env) => {
+                                    if tasks.adopt(env.clone()) {
+                                        ui.flash(format!("adopting {env}: observing it, then committing..."));
+                                    }
+                                }
+                                Effect::AcceptDrift { env, duration, reason } => {
+                                    tasks.accept(env, duration, reason, ui.actor.clone());
                                 }
                                 Effect::Quit => quit = true,
                                 Effect::Repaint => screen.invalidate(ui)?,
@@ -304,35 +412,18 @@ async fn drive(
                 }
             }
             Some(batch) = events.recv() => {
-                let selected = ui.selected().map(|i| model.envs[i].name.clone());
-                let mut touched = false;
                 for e in &batch {
                     model.apply(e);
-                    touched |= selected.is_some() && e.kind.subject().1 == selected.as_deref();
                 }
                 ui.events_arrived(&batch);
-                // The detail pane's live side follows what just happened there, at the
-                // pace of the observe delay however many events touch it.
-                if let (true, Some(name)) = (touched, selected) {
-                    if observe_due.is_none() {
-                        observe_due = Some((name, Instant::now() + OBSERVE_AFTER));
-                    }
-                }
                 ui.dirty = true;
             }
-            _ = tokio::time::sleep_until(observe_due.as_ref().map_or_else(Instant::now, |d| d.1)), if observe_due.is_some() => {
-                if let Some((name, _)) = observe_due.take() {
-                    latest = observe(name);
-                }
+            Some(done) = drift_answers.recv() => {
+                drift_done(done, model, ui, &tasks, commands);
+                ui.dirty = true;
             }
-            Some((number, obs)) = observed.recv() => {
-                if number == latest {
-                    if let Observed::Done(env, report) = &obs {
-                        model.observed(env, report);
-                    }
-                    ui.observed = Some(obs);
-                    ui.dirty = true;
-                }
+            _ = async { rescans.as_mut().expect("guarded").tick().await }, if rescans.is_some() => {
+                tasks.scan(model);
             }
             _ = clock.tick() => {
                 ui.tick(model, SystemTime::now());

@@ -20,11 +20,13 @@ pub enum CellState {
     Skipped,
     Drifted,
     RolledBack,
+    /// Changed out of band: the rollout applies nothing until someone decides.
+    Held,
 }
 
 impl CellState {
     /// Every state, in the order the legend lists them.
-    pub const ALL: [CellState; 8] = [
+    pub const ALL: [CellState; 9] = [
         CellState::Pending,
         CellState::Running,
         CellState::Succeeded,
@@ -33,6 +35,7 @@ impl CellState {
         CellState::Skipped,
         CellState::Drifted,
         CellState::RolledBack,
+        CellState::Held,
     ];
 
     /// Position in [`CellState::ALL`].
@@ -50,6 +53,7 @@ impl CellState {
             CellState::Skipped => "skipped",
             CellState::Drifted => "drifted",
             CellState::RolledBack => "rolled back",
+            CellState::Held => "held on drift",
         }
     }
 }
@@ -92,6 +96,15 @@ pub struct Model {
     /// Per wave, how many environments are in each state (by [`CellState::index`]): kept
     /// as cells change, so a frame does not count the whole fleet.
     counts: Vec<[usize; CellState::ALL.len()]>,
+    /// The newest drift scan, per environment (three ways: desired, last-applied, live).
+    pub drift: HashMap<String, crate::drift::scan::EnvReport>,
+    /// When that scan ended, and why the last one failed if it did.
+    pub drift_at: Option<std::time::SystemTime>,
+    pub drift_error: Option<String>,
+    /// A scan is under way.
+    pub scanning: bool,
+    /// Environments whose drift nobody accepted, as the scans and the journal tell it.
+    drifted: usize,
 }
 
 impl Model {
@@ -142,6 +155,28 @@ impl Model {
             plan,
             name_width,
             counts,
+            drift: HashMap::new(),
+            drift_at: None,
+            drift_error: None,
+            scanning: false,
+            drifted: 0,
+        }
+    }
+
+    /// Environments whose drift nobody accepted (the header's count).
+    pub fn drifted(&self) -> usize {
+        self.drifted
+    }
+
+    /// Sets whether environment `i` drifted, keeping the count.
+    fn set_drifted(&mut self, i: usize, drifted: bool) {
+        if self.envs[i].drifted != drifted {
+            self.envs[i].drifted = drifted;
+            if drifted {
+                self.drifted += 1;
+            } else {
+                self.drifted -= 1;
+            }
         }
     }
 
@@ -185,7 +220,12 @@ impl Model {
             }
             EventKind::DriftDetected { env, .. } => {
                 if let Some(&i) = self.index.get(env) {
-                    self.envs[i].drifted = true;
+                    self.set_drifted(i, true);
+                }
+            }
+            EventKind::DriftCleared { env, .. } => {
+                if let Some(&i) = self.index.get(env) {
+                    self.set_drifted(i, false);
                 }
             }
             _ => {}
@@ -203,19 +243,23 @@ impl Model {
         }
     }
 
-    /// Records what observing an environment found. Only an environment this rollout has
-    /// finished can drift: elsewhere live differs from desired because the rollout has not
-    /// reached it yet.
-    pub fn observed(&mut self, env: &str, report: &[crate::drift::ServiceDrift]) {
-        let Some(&i) = self.index.get(env) else {
-            return;
-        };
-        let finished = matches!(
-            self.envs[i].state,
-            CellState::Succeeded | CellState::Drifted
-        );
-        self.envs[i].drifted = finished && report.iter().any(|r| r.drifted());
-        self.refresh(i);
+    /// Takes a drift scan in: each environment's three-way report, and whether it drifted
+    /// with nobody accepting it (its cell and the header count say so).
+    pub fn scanned(&mut self, report: crate::drift::scan::FleetReport, at: std::time::SystemTime) {
+        self.scanning = false;
+        self.drift_at = Some(at);
+        self.drift_error = None;
+        for env in report.envs {
+            let Some(&i) = self.index.get(&env.env) else {
+                continue;
+            };
+            // Unobservable says nothing either way: what was known stands.
+            if env.error.is_none() {
+                self.set_drifted(i, env.blocking());
+                self.refresh(i);
+            }
+            self.drift.insert(env.env.clone(), env);
+        }
     }
 
     /// Recomputes environment `i`'s cell from the journal's view of its steps.
@@ -235,6 +279,7 @@ impl Model {
         // A rollback says more than the steps that went before it.
         let rollback = self.view.rollbacks.get(env).map(|r| r.state);
         let skipped = self.view.skipped.contains_key(env);
+        let held = self.view.held.contains_key(env);
         let entry = &mut self.envs[i];
         let before = entry.state;
         entry.state = if let Some(state) = rollback {
@@ -245,6 +290,8 @@ impl Model {
             }
         } else if skipped {
             CellState::Skipped
+        } else if held {
+            CellState::Held
         } else if states.contains(&StepView::Failed) {
             CellState::Failed
         } else if states.contains(&StepView::Blocked) {

@@ -11,7 +11,6 @@ use ratatui_textarea::TextArea;
 use super::actions::{self, Act, KeyMap};
 use super::model::{CellState, Model};
 use super::theme::{ColorMode, Glyphs, Theme};
-use crate::drift::ServiceDrift;
 use crate::engine::Command;
 use crate::selector::Selector;
 
@@ -26,8 +25,16 @@ pub const FLASH_FOR: std::time::Duration = std::time::Duration::from_secs(8);
 pub enum Effect {
     /// A command for the engine.
     Send(Command),
-    /// Observe this environment's live state for the detail pane.
-    Observe(String),
+    /// Scan the fleet for drift now.
+    Rescan,
+    /// Adopt this environment's drift into Git, then release it in the rollout.
+    Adopt(String),
+    /// Accept this environment's drift for a while, then release it in the rollout.
+    AcceptDrift {
+        env: String,
+        duration: std::time::Duration,
+        reason: String,
+    },
     Quit,
     /// Repaint everything (Ctrl-L).
     Repaint,
@@ -69,6 +76,10 @@ pub enum Purpose {
     /// One reason for every environment named.
     SkipReason {
         envs: Vec<String>,
+    },
+    /// How long an environment's drift may stay, and why.
+    AcceptDrift {
+        env: String,
     },
     /// A fleet-wide action: the target's name must be typed.
     TypeToConfirm {
@@ -185,14 +196,6 @@ pub struct Flash {
     pub error: bool,
 }
 
-/// What the detail pane shows of the live side.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observed {
-    Loading(String),
-    Done(String, Vec<ServiceDrift>),
-    Failed(String, String),
-}
-
 /// One row of the fleet grid: a wave's heading or a run of cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GridRow {
@@ -237,7 +240,8 @@ pub struct Ui {
     pub flash_at: SystemTime,
     /// Problems with the config, shown until dismissed.
     pub warnings: Vec<String>,
-    pub observed: Option<Observed>,
+    /// How often to rescan the fleet for drift in the background (console.toml).
+    pub drift_interval: Option<std::time::Duration>,
     /// When quitting stops a rollout this console runs: the warning to confirm.
     pub quit_warning: Option<String>,
     /// The engine this console watches from outside (user@host pid), when it runs elsewhere:
@@ -283,7 +287,7 @@ impl Ui {
             flash: None,
             flash_at: SystemTime::UNIX_EPOCH,
             warnings: Vec::new(),
-            observed: None,
+            drift_interval: None,
             quit_warning: None,
             attached_to: None,
             stopping: false,
@@ -370,7 +374,7 @@ impl Ui {
     pub fn key(&mut self, model: &Model, key: KeyEvent) -> Vec<Effect> {
         let before = self.selected();
         let effects = self.key_in_mode(model, key);
-        self.follow_selection(model, before, effects)
+        self.follow_selection(before, effects)
     }
 
     /// A paste (bracketed by the terminal) goes into the open text box as one line; outside
@@ -413,21 +417,10 @@ impl Ui {
         }
     }
 
-    /// When the selected environment changed: the detail pane starts at its top and the
-    /// environment's live state is observed.
-    fn follow_selection(
-        &mut self,
-        model: &Model,
-        before: Option<usize>,
-        mut effects: Vec<Effect>,
-    ) -> Vec<Effect> {
+    /// When the selected environment changed, the detail pane starts at its top.
+    fn follow_selection(&mut self, before: Option<usize>, effects: Vec<Effect>) -> Vec<Effect> {
         if self.selected() != before {
             self.detail_scroll = 0;
-            if let Some(i) = self.selected() {
-                let name = model.envs[i].name.clone();
-                self.observed = Some(Observed::Loading(name.clone()));
-                effects.push(Effect::Observe(name));
-            }
         }
         effects
     }
@@ -477,7 +470,7 @@ impl Ui {
     pub fn run(&mut self, model: &Model, act: Act) -> Vec<Effect> {
         let before = self.selected();
         let effects = self.act(model, act);
-        self.follow_selection(model, before, effects)
+        self.follow_selection(before, effects)
     }
 
     fn act(&mut self, model: &Model, act: Act) -> Vec<Effect> {
@@ -643,6 +636,62 @@ impl Ui {
                     let envs = self.picked(model);
                     self.rollback_envs(model, envs)
                 }
+            }
+            Act::Rescan => {
+                if model.scanning {
+                    self.flash("a drift scan is under way");
+                    return Vec::new();
+                }
+                self.flash(format!(
+                    "scanning {} environment(s) for drift...",
+                    model.envs.len()
+                ));
+                vec![Effect::Rescan]
+            }
+            Act::Adopt => {
+                let Some(env) = self.drifted_selection(model, "adopt") else {
+                    return Vec::new();
+                };
+                let what = drift_keys(model, &env);
+                self.confirm(
+                    format!(
+                        "Adopt {env}'s live values into Git ({what})? Commits emergency/{env}.toml on the current branch; the rollout keeps them."
+                    ),
+                    vec![Effect::Adopt(env)],
+                )
+            }
+            Act::Revert => {
+                let Some(env) = self.drifted_selection(model, "revert") else {
+                    return Vec::new();
+                };
+                // Only an environment this rollout has yet to finish can be put right by
+                // it: the rollout applies its desired state over the change.
+                let i = model.env_index(&env).expect("selected");
+                if !matches!(model.envs[i].state, CellState::Held | CellState::Pending) {
+                    self.flash_error(format!(
+                        "{env} is {} in this rollout: once it is done, `flotilla revert {env}` puts it back",
+                        model.envs[i].state.name()
+                    ));
+                    return Vec::new();
+                }
+                let what = drift_keys(model, &env);
+                self.confirm(
+                    format!(
+                        "Revert {env}'s out-of-band change ({what})? The rollout applies {} over it.",
+                        model.plan.release
+                    ),
+                    vec![Effect::Send(Command::Release {
+                        env,
+                        decision: crate::engine::Decision::Revert,
+                        by: self.actor.clone(),
+                    })],
+                )
+            }
+            Act::AcceptDrift => {
+                let Some(env) = self.drifted_selection(model, "accept") else {
+                    return Vec::new();
+                };
+                self.open(Purpose::AcceptDrift { env }, "24h ", "")
             }
             Act::Abort => {
                 let release = model.view.release.clone();
@@ -1079,8 +1128,50 @@ impl Ui {
                     Vec::new()
                 }
             }
+            Purpose::AcceptDrift { env } => {
+                let (duration, reason) = typed.split_once(' ').unwrap_or((typed.as_str(), ""));
+                let duration = match humantime::parse_duration(duration) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        self.flash_error(format!(
+                            "drift of {env} not accepted: start with how long, e.g. `24h vendor hotfix`"
+                        ));
+                        return Vec::new();
+                    }
+                };
+                if reason.trim().is_empty() {
+                    self.flash_error(format!(
+                        "drift of {env} not accepted: a reason is needed after the duration"
+                    ));
+                    return Vec::new();
+                }
+                vec![Effect::AcceptDrift {
+                    env,
+                    duration,
+                    reason: reason.trim().to_string(),
+                }]
+            }
             Purpose::Command => self.command(model, &typed),
         }
+    }
+
+    /// The selected environment when it has drift (or is held on it); else says why not.
+    fn drifted_selection(&mut self, model: &Model, what: &str) -> Option<String> {
+        let i = self.selected()?;
+        let env = &model.envs[i];
+        let reported = model
+            .drift
+            .get(&env.name)
+            .is_some_and(|r| r.state().is_drift());
+        if env.drifted || env.state == CellState::Held || reported {
+            return Some(env.name.clone());
+        }
+        self.flash_error(format!(
+            "{} has no drift to {what} ({} rescans)",
+            env.name,
+            self.keymap.first_key(Act::Rescan).unwrap_or(":rescan")
+        ));
+        None
     }
 
     /// Runs a `:` command line.
@@ -1231,6 +1322,7 @@ impl Ui {
             CellState::Skipped => g.pick("↷", "~"),
             CellState::Drifted => g.pick("≠", "!"),
             CellState::RolledBack => g.pick("↺", "<"),
+            CellState::Held => g.pick("◈", "H"),
         }
     }
 
@@ -1246,7 +1338,32 @@ impl Ui {
             CellState::Skipped => t.skipped,
             CellState::Drifted => t.drifted,
             CellState::RolledBack => t.rolled_back,
+            // Reversed: it waits for someone, whatever the colours.
+            CellState::Held => t.drifted.add_modifier(ratatui::style::Modifier::REVERSED),
         }
+    }
+}
+
+/// The drifted keys of `env` as the newest scan tells them, for a confirmation.
+fn drift_keys(model: &Model, env: &str) -> String {
+    let Some(report) = model.drift.get(env) else {
+        return "as the rollout found it; the scan has not reported it yet".into();
+    };
+    let keys: Vec<String> = report
+        .services
+        .iter()
+        .filter(|s| s.comparison.state.is_drift())
+        .flat_map(|s| {
+            s.comparison
+                .drift
+                .iter()
+                .map(move |c| format!("{}.{}", s.service, c.key))
+        })
+        .collect();
+    if keys.is_empty() {
+        "no drift in the newest scan".into()
+    } else {
+        short_list(&keys)
     }
 }
 
@@ -1276,7 +1393,8 @@ fn common_prefix(names: &[&str]) -> String {
     first[..len].to_string()
 }
 
-fn short_list(names: &[String]) -> String {
+/// Up to three names, then how many more.
+pub fn short_list(names: &[String]) -> String {
     if names.len() <= 3 {
         names.join(", ")
     } else {

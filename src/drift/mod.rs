@@ -9,4 +9,4 @@ pub mod diff;
 pub mod scan;
 pub mod three_way;
 
-pub use diff::{compare, DiffLine, ServiceDrift};
+pub use diff::DiffLine;

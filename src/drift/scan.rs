@@ -63,6 +63,13 @@ impl Renderer<'_> {
 }
 
 impl Baseline {
+    /// Records that `rendered` was applied to `env`'s `service` as `applied` says: a
+    /// baseline known from somewhere else than the journal (an engine's own events).
+    pub fn record(&mut self, env: &str, service: &str, applied: Applied, rendered: DesiredService) {
+        self.applied
+            .insert((env.to_string(), service.to_string()), (applied, rendered));
+    }
+
     /// Renders each apply from the intent at its commit (`current` is used for its own).
     /// One whose commit or release cannot be rendered any more, or renders to another
     /// revision, is left out: its service then compares as never applied.
@@ -202,6 +209,19 @@ pub struct EnvReport {
 }
 
 impl ServiceReport {
+    /// What changed out of band, as a unified diff of the last-applied config (`-`) to
+    /// live (`+`), secrets masked; None when flotilla never applied the service there.
+    pub fn drift_diff(&self) -> Option<Vec<crate::drift::DiffLine>> {
+        let last = self.last.as_ref()?;
+        let empty = toml::Table::new();
+        let live = self.live.as_ref().map_or(&empty, |l| &l.config);
+        Some(crate::drift::diff::config_diff(
+            &last.config,
+            live,
+            &self.secrets,
+        ))
+    }
+
     /// Drift that nobody accepted: what blocks a rollout.
     pub fn blocking(&self) -> bool {
         self.comparison.state.is_drift() && self.accepted.is_none()

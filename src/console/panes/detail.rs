@@ -1,13 +1,17 @@
-//! The detail pane: the selected environment's labels, each service's desired and live
-//! version, its last events and errors, and the drift diff of desired against live config.
+//! The detail pane: the selected environment's labels, each service's desired, last-applied
+//! and live version, its last events and errors, and its drift three ways: what changed
+//! out of band (last applied against live) and what Git changed since. A held environment
+//! says so first, with the keys that decide.
 
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
-use crate::console::model::Model;
-use crate::console::ui::{Observed, Ui};
+use crate::console::actions::Act;
+use crate::console::model::{CellState, Model};
+use crate::console::ui::Ui;
+use crate::drift::three_way::DriftState;
 use crate::drift::DiffLine;
 use crate::engine::fold::{RollbackState, StepView};
 
@@ -47,17 +51,43 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
             t.dim,
         )));
     }
+    if env.state == CellState::Held {
+        let held = model.view.held.get(&env.name).cloned().unwrap_or_default();
+        out.push(Line::from(Span::styled(
+            format!(
+                "HELD: {} changed out of band; nothing is applied until you decide:",
+                held.join(", ")
+            ),
+            ui.state_style(CellState::Held),
+        )));
+        let key = |act: Act| ui.keymap.first_key(act).unwrap_or("-").to_string();
+        out.push(Line::from(vec![
+            Span::raw("  "),
+            Span::styled(key(Act::Adopt), t.badge),
+            Span::styled(" adopt: keep it in Git  ", t.text),
+            Span::styled(key(Act::Revert), t.badge),
+            Span::styled(" revert: apply over it  ", t.text),
+            Span::styled(key(Act::AcceptDrift), t.badge),
+            Span::styled(" accept for now", t.text),
+        ]));
+    }
+    if let Some(r) = model.view.released.get(&env.name) {
+        out.push(Line::from(Span::styled(
+            format!("released by {} ({})", r.by, r.how),
+            t.dim,
+        )));
+    }
     let desired = model
         .intent
         .release(&model.plan.release)
         .zip(intent_env)
         .map(|(r, e)| crate::intent::layers::render(&model.intent, r, e).desired);
-    let observed = match &ui.observed {
-        Some(Observed::Done(name, report)) if *name == env.name => Some(report),
-        _ => None,
-    };
+    let report = model.drift.get(&env.name);
     out.push(Line::from(Span::styled(
-        format!("{:<10} {:<10} {:<10} step", "service", "desired", "live"),
+        format!(
+            "{:<10} {:<10} {:<10} {:<10} step",
+            "service", "desired", "applied", "live"
+        ),
         t.dim,
     )));
     for svc in &model.intent.services {
@@ -65,14 +95,22 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
             .as_ref()
             .and_then(|d| d.services.get(&svc.name))
             .map_or("?".to_string(), |d| d.version.clone());
-        let live = match (&ui.observed, observed) {
-            (_, Some(report)) => report
-                .iter()
-                .find(|r| r.service == svc.name)
-                .and_then(|r| r.live_version.clone())
-                .unwrap_or_else(|| "-".into()),
-            (Some(Observed::Loading(n)), _) if *n == env.name => "...".into(),
-            _ => "?".into(),
+        let scanned = report.and_then(|r| r.services.iter().find(|s| s.service == svc.name));
+        // "-": the scan found none; "?": not scanned yet.
+        let applied = match scanned {
+            Some(s) => s
+                .last
+                .as_ref()
+                .map_or("-".to_string(), |l| l.version.clone()),
+            None => "?".to_string(),
+        };
+        let live = match (report, scanned) {
+            (Some(r), _) if r.error.is_some() => "?".to_string(),
+            (Some(_), Some(s)) => s
+                .live
+                .as_ref()
+                .map_or("-".to_string(), |l| l.version.clone()),
+            _ => "?".to_string(),
         };
         let step = model
             .view
@@ -103,17 +141,29 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
             },
             _ => step,
         };
-        let live_style = if live == want { t.ok } else { t.warn };
-        out.push(Line::from(vec![
+        let state = scanned.map(|s| s.comparison.state);
+        let live_style = match state {
+            Some(s) if s.is_drift() => t.drifted,
+            Some(DriftState::InSync) => t.ok,
+            _ => t.text,
+        };
+        let mut row = vec![
             Span::styled(format!("{:<10} ", svc.name), t.text),
             Span::styled(format!("{want:<10} "), t.text),
+            Span::styled(format!("{applied:<10} "), t.dim),
             Span::styled(format!("{live:<10} "), live_style),
             Span::styled(step, t.dim),
-        ]));
+        ];
+        if let Some(s) = state.filter(|s| *s != DriftState::InSync) {
+            row.push(Span::styled(format!("  {}", s.name()), live_style));
+        }
+        out.push(Line::from(row));
     }
     if let Some(err) = &env.last_error {
         out.push(Line::from(Span::styled(format!("error: {err}"), t.fail)));
     }
+    // What changed out of band before the history: it is what waits for a decision.
+    drift_lines(model, ui, &env.name, &mut out);
     // The newest few events about this environment.
     let recent: Vec<String> = model
         .log
@@ -155,54 +205,92 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
             }
         }
     }
-    out.push(Line::from(Span::styled("drift (live -> desired)", t.dim)));
-    match &ui.observed {
-        Some(Observed::Failed(n, why)) if *n == env.name => {
+    out
+}
+
+/// The three-way drift of environment `env` as the newest scan found it: per service that
+/// changed out of band, a diff of what flotilla last applied (`-`) against live (`+`), what
+/// Git changed since, and who accepted it if anyone did.
+fn drift_lines(model: &Model, ui: &Ui, env: &str, out: &mut Vec<Line<'static>>) {
+    let t = &ui.theme;
+    let rescan = ui.keymap.first_key(Act::Rescan).unwrap_or(":rescan");
+    let when = match (model.drift_at, model.scanning) {
+        (_, true) => "scanning...".to_string(),
+        (Some(at), false) => {
+            let ago = ui.now.duration_since(at).unwrap_or_default();
+            format!(
+                "scanned {} ago, {rescan} rescans",
+                super::header::coarse(ago)
+            )
+        }
+        (None, false) => format!("not scanned yet, {rescan} scans"),
+    };
+    out.push(Line::from(Span::styled(
+        format!("drift: last applied -> live ({when})"),
+        t.dim,
+    )));
+    let Some(report) = model.drift.get(env) else {
+        if let Some(why) = &model.drift_error {
             out.push(Line::from(Span::styled(
-                format!("  cannot observe: {why}"),
+                format!("  the scan failed: {why}"),
                 t.fail,
             )));
         }
-        _ => match observed {
-            None => out.push(Line::from(Span::styled("  observing...", t.dim))),
-            Some(report) if report.iter().all(|r| !r.drifted()) => {
-                out.push(Line::from(Span::styled("  none: live matches Git", t.ok)));
-            }
-            Some(report) => {
-                for r in report.iter().filter(|r| r.drifted()) {
-                    if r.live_version.is_none() {
-                        // Never deployed there: the whole config would be "drift".
-                        out.push(Line::from(Span::styled(
-                            format!("  {}: not running there yet", r.service),
-                            t.dim,
-                        )));
-                        continue;
-                    }
-                    out.push(Line::from(Span::styled(
-                        format!(
-                            "--- {} live {}",
-                            r.service,
-                            r.live_version.as_deref().unwrap_or("(not running)")
-                        ),
-                        t.fail,
-                    )));
-                    out.push(Line::from(Span::styled(
-                        format!("+++ {} desired {}", r.service, r.desired_version),
-                        t.ok,
-                    )));
-                    for d in &r.diff {
-                        out.push(match d {
-                            DiffLine::Hunk(h) => Line::from(Span::styled(h.clone(), t.title)),
-                            DiffLine::Same(s) => Line::from(Span::styled(format!(" {s}"), t.text)),
-                            DiffLine::Desired(s) => Line::from(Span::styled(format!("+{s}"), t.ok)),
-                            DiffLine::Live(s) => Line::from(Span::styled(format!("-{s}"), t.fail)),
-                        });
-                    }
-                }
-            }
-        },
+        return;
+    };
+    if let Some(why) = &report.error {
+        out.push(Line::from(Span::styled(
+            format!("  cannot observe: {why}"),
+            t.fail,
+        )));
+        return;
     }
-    out
+    let drifted: Vec<_> = report
+        .services
+        .iter()
+        .filter(|s| s.comparison.state.is_drift())
+        .collect();
+    if drifted.is_empty() {
+        out.push(Line::from(Span::styled(
+            "  none: live is what flotilla applied, or what Git wants",
+            t.ok,
+        )));
+    }
+    for s in drifted {
+        let live = s
+            .live
+            .as_ref()
+            .map_or("(not running)", |l| l.version.as_str());
+        let last = s.last.as_ref().map_or("?", |l| l.version.as_str());
+        out.push(Line::from(Span::styled(
+            format!("--- {} last applied {last}", s.service),
+            t.fail,
+        )));
+        out.push(Line::from(Span::styled(
+            format!("+++ {} live {live}", s.service),
+            t.ok,
+        )));
+        for d in s.drift_diff().unwrap_or_default() {
+            out.push(match d {
+                DiffLine::Hunk(h) => Line::from(Span::styled(h, t.title)),
+                DiffLine::Same(x) => Line::from(Span::styled(format!(" {x}"), t.text)),
+                DiffLine::Desired(x) => Line::from(Span::styled(format!("+{x}"), t.ok)),
+                DiffLine::Live(x) => Line::from(Span::styled(format!("-{x}"), t.fail)),
+            });
+        }
+        for c in &s.comparison.pending {
+            out.push(Line::from(Span::styled(
+                format!("  and Git changed {}", c.line()),
+                t.warn,
+            )));
+        }
+        if let Some(a) = &s.accepted {
+            out.push(Line::from(Span::styled(
+                format!("  accepted by {} until {}: {}", a.by, a.until, a.reason),
+                t.dim,
+            )));
+        }
+    }
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {

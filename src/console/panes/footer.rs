@@ -6,7 +6,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::console::actions::{Act, Action, ACTIONS};
-use crate::console::model::Model;
+use crate::console::model::{CellState, Model};
 use crate::console::ui::Ui;
 
 pub fn draw_flash(frame: &mut Frame, area: Rect, ui: &Ui) {
@@ -45,11 +45,23 @@ pub fn draw_hints(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         .collect();
     let width = |(k, n): &(String, &str)| k.chars().count() + n.chars().count() + 3;
     let mut room = (area.width as usize).saturating_sub(last.iter().map(width).sum());
+    // What decides about the selected environment's drift comes first while it has some.
+    let selected = ui.selected().map(|i| &model.envs[i]);
+    let context: &[Act] = match selected {
+        Some(e) if e.state == CellState::Held => &[Act::Adopt, Act::Revert, Act::AcceptDrift],
+        Some(e) if e.drifted => &[Act::Adopt, Act::AcceptDrift],
+        _ => &[],
+    };
     let mut shown = Vec::new();
-    for h in ACTIONS
+    for h in context
         .iter()
+        .map(|act| crate::console::actions::info(*act))
+        .chain(
+            ACTIONS
+                .iter()
+                .filter(|a| a.hint && !matches!(a.act, Act::Help | Act::Quit)),
+        )
         // Once the engine has ended nothing can change the rollout: offer only what works.
-        .filter(|a| a.hint && !matches!(a.act, Act::Help | Act::Quit))
         .filter(|a| model.active() || !a.changes)
         .filter_map(hint)
     {

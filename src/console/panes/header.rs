@@ -103,6 +103,11 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     if accepted > 0 {
         first.push(Span::styled(format!(" +{accepted} accepted"), t.dim));
     }
+    let drifted = model.drifted();
+    if drifted > 0 {
+        first.push(Span::styled("  drifted ", t.dim));
+        first.push(Span::styled(drifted.to_string(), t.drifted));
+    }
     if let Some(e) = elapsed {
         first.push(Span::styled(format!("  {e}"), t.dim));
     }
@@ -120,6 +125,15 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     let halted = state == "halted" && model.view.halt_reason.is_some();
     if let (true, Some(reason)) = (halted, &model.view.halt_reason) {
         second.push(Span::styled(format!(" HALTED when {reason}"), t.fail));
+    } else if !model.view.held.is_empty() {
+        let held: Vec<String> = model.view.held.keys().cloned().collect();
+        second.push(Span::styled(
+            format!(
+                " HELD on drift: {}; select one to decide  ",
+                crate::console::ui::short_list(&held)
+            ),
+            ui.state_style(crate::console::model::CellState::Held),
+        ));
     } else if let Some(w) = model.waiting_for_approval() {
         second.push(Span::styled(
             format!(" gate {w} waits for approval"),

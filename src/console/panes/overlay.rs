@@ -119,6 +119,10 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                     },
                     "Enter skips, Esc cancels",
                 ),
+                Purpose::AcceptDrift { env } => (
+                    format!(" accept the drift of {env}: how long, then why "),
+                    "e.g. 24h vendor hotfix in flight; Enter accepts, Esc cancels",
+                ),
                 Purpose::TypeToConfirm { expected, .. } => (
                     format!(" type `{expected}` to confirm "),
                     "Enter confirms, Esc cancels",
