@@ -61,6 +61,15 @@ pub enum Refusal {
     Intent(IntentError),
 }
 
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Said { message, .. } => f.write_str(message),
+            Refusal::Intent(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 fn said(code: u8, message: impl Into<String>) -> Refusal {
     Refusal::Said {
         code,

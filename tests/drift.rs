@@ -736,3 +736,75 @@ fn accepting_a_held_environments_drift_releases_it() {
     assert_eq!(done.status.code(), Some(0), "{}", text(&done));
     assert_eq!(live_api(&state, "e-01").0, "2.0");
 }
+
+#[test]
+fn the_demo_starts_with_two_drifted_environments_the_rollout_holds_until_decided() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let flotilla = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(args)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", &data)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Without a terminal the demo runs headless: everything else rolls out, the two
+    // environments changed by hand are held, and it says how to decide.
+    let demo = flotilla(&["demo", "--envs", "3"]);
+    let said = text(&demo);
+    assert_eq!(demo.status.code(), Some(3), "{said}");
+    assert!(said.contains("changed by hand since"), "{said}");
+    assert!(said.contains("held: "), "{said}");
+    assert!(
+        said.contains("Next: decide on the held environments"),
+        "{said}"
+    );
+    let repo = data.join("flotilla/demo");
+    let state = data.join("flotilla/demo-state.db");
+    let dir = |args: &[&str]| {
+        let mut all = vec![
+            "--repo",
+            repo.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        flotilla(&all)
+    };
+    let drift = dir(&["drift", "--output", "json"]);
+    assert_eq!(drift.status.code(), Some(1), "{}", text(&drift));
+    let doc: serde_json::Value = serde_json::from_slice(&drift.stdout).unwrap();
+    let drifted: Vec<String> = doc["envs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["state"] == "drifted" || s["state"] == "conflict")
+        })
+        .map(|e| e["env"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(drifted.len(), 2, "{doc}");
+    // One adopted, one accepted: the rollout then finishes everywhere.
+    let adopt = dir(&["adopt", &drifted[0]]);
+    assert_eq!(adopt.status.code(), Some(0), "{}", text(&adopt));
+    let accept = dir(&[
+        "drift",
+        "accept",
+        &drifted[1],
+        "--for",
+        "1h",
+        "--reason",
+        "demo",
+    ]);
+    assert_eq!(accept.status.code(), Some(0), "{}", text(&accept));
+    let done = dir(&["rollout", "2026.11.2"]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    let clean = dir(&["drift"]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+}

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{exit, rollout};
 use crate::demo::{demo_commits, DemoCommit};
@@ -116,6 +116,27 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
         }
     }
     let mut commits = demo_commits(envs);
+    if agents.is_none() {
+        // The simulated demo starts with drift: its rollout holds those environments for
+        // the operator to decide on in the console, instead of refusing to start.
+        let fleet = commits
+            .iter()
+            .flat_map(|c| &c.files)
+            .rev()
+            .find(|(path, _)| path == "flotilla.toml")
+            .map(|(_, text)| text.clone())
+            .unwrap_or_default();
+        commits.push(DemoCommit {
+            message: "Demo: hold drifted environments during the rollout instead of refusing it".into(),
+            files: vec![(
+                "flotilla.toml".into(),
+                fleet.replace(
+                    "block_on_drift = true",
+                    "block_on_drift = false    # the rollout holds drifted environments for a decision",
+                ),
+            )],
+        });
+    }
     // Kept until the demo ends: dropping them stops the agents.
     let _agents = match agents {
         Some(_) => match start_demo_agents(&mut commits, envs) {
@@ -139,6 +160,18 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
+    // The simulated fleet starts where real ones are: running the release before, with two
+    // environments changed by hand since, for the rollout to hold and the operator to decide.
+    let drifted = match agents {
+        Some(_) => Vec::new(),
+        None => match start_with_drift(&dir, &state) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: the demo fleet could not be prepared: {e}");
+                return exit::FAILED;
+            }
+        },
+    };
     println!(
         "demo intent repo: {} ({} environments{})",
         dir.display(),
@@ -151,6 +184,20 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
     );
     // On a terminal the demo opens the console; elsewhere (a pipe, CI) it runs headless.
     let interactive = std::io::stdout().is_terminal() && std::io::stdin().is_terminal();
+    if !drifted.is_empty() {
+        println!(
+            "the fleet runs {PREVIOUS_RELEASE}; changed by hand since: {}",
+            drifted.join(", ")
+        );
+        println!(
+            "  the rollout holds them when it gets there{}",
+            if interactive {
+                ": select one and decide (A adopt, V revert, C accept)"
+            } else {
+                ""
+            }
+        );
+    }
     let code = if interactive {
         super::console::open(&dir, "HEAD", Some(&state), DEMO_RELEASE, false, None)
     } else {
@@ -174,6 +221,25 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
         return code;
     }
     println!();
+    if code == exit::BLOCKED && !drifted.is_empty() {
+        println!("Next: decide on the held environments, then let the rollout finish:");
+        println!(
+            "  flotilla --repo {} --state {} drift",
+            dir.display(),
+            state.display()
+        );
+        println!(
+            "  flotilla --repo {} --state {} adopt ENV   (or revert ENV, or drift accept ENV --for 24h --reason ...)",
+            dir.display(),
+            state.display()
+        );
+        println!(
+            "  flotilla --repo {} --state {} rollout {DEMO_RELEASE}",
+            dir.display(),
+            state.display()
+        );
+        return code;
+    }
     println!("Next: see how a bad release is stopped before it reaches the fleet:");
     println!("  flotilla --repo {} plan 2026.11.3", dir.display());
     println!(
@@ -187,6 +253,82 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
         }
     );
     code
+}
+
+/// The release the demo fleet runs before the demo's rollout.
+const PREVIOUS_RELEASE: &str = "2026.11.1";
+
+/// Rolls [`PREVIOUS_RELEASE`] out on the demo's simulated fleet at once (no latency, no
+/// soak, no failures: it is the fleet's history, journaled like any rollout), then changes
+/// two environments by hand the way an incident would. Returns what it changed.
+fn start_with_drift(repo: &Path, state: &Path) -> Result<Vec<String>, String> {
+    let mut intent = crate::intent::load(repo, "HEAD")
+        .map_err(|e| e.to_string())?
+        .intent;
+    intent.driver.sim.latency = (Duration::ZERO, Duration::ZERO);
+    intent.driver.sim.success_rate = 1.0;
+    for w in &mut intent.strategy.waves {
+        w.soak = Duration::ZERO;
+    }
+    // Two environments past the canary: the rollout gets there after a gate.
+    let plan = crate::plan::build(&intent, PREVIOUS_RELEASE, SystemTime::now())
+        .map_err(|e| e.to_string())?;
+    let later: Vec<String> = plan
+        .waves
+        .iter()
+        .skip(1)
+        .flat_map(|w| w.envs.clone())
+        .collect();
+    let picks: Vec<String> = match later.len() {
+        0 => Vec::new(),
+        1 => later.clone(),
+        n => vec![later[0].clone(), later[n / 2].clone()],
+    };
+    let setup = crate::session::Setup {
+        repo,
+        state: state.to_path_buf(),
+        intent,
+        release: PREVIOUS_RELEASE.into(),
+        approve: Vec::new(),
+        approve_all: true,
+        on_hold: crate::engine::OnHold::Exit,
+        keep_failures: false,
+        replay: false,
+        signals: false,
+        only: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let outcome = runtime.block_on(async {
+        let session = crate::session::RolloutSession::open(setup)
+            .await
+            .map_err(|r| r.to_string())?;
+        let (running, mut events) = session.start().map_err(|r| r.to_string())?;
+        let drain = tokio::spawn(async move { while events.receiver.recv().await.is_some() {} });
+        let outcome = running.finish(None).await.map_err(|r| r.to_string());
+        drain.abort();
+        outcome
+    })?;
+    if !matches!(outcome, crate::engine::Outcome::Completed { failed: 0, .. }) {
+        return Err(format!(
+            "the rollout of {PREVIOUS_RELEASE} ended {outcome:?}"
+        ));
+    }
+    let loaded = crate::intent::load(repo, "HEAD").map_err(|e| e.to_string())?;
+    let fleet = crate::drivers::sim::SimFleet::open(loaded.intent.driver.sim.clone(), None, state)
+        .map_err(|e| e.to_string())?;
+    let hand_edits: [(&str, &str, i64); 2] =
+        [("api", "replicas", 6), ("worker", "concurrency", 16)];
+    let mut changed = Vec::new();
+    for (env, (service, key, value)) in picks.iter().zip(hand_edits) {
+        fleet.tamper(
+            env,
+            service,
+            None,
+            &[(key.to_string(), toml::Value::Integer(value))],
+        )?;
+        changed.push(format!("{env} ({service}.{key} = {value})"));
+    }
+    Ok(changed)
 }
 
 /// Starts one agent per demo environment (fresh state, a new random token kept outside the

@@ -205,7 +205,8 @@ impl Drop for StopInput {
 
 /// What a drift task (a scan, an adopt, an accept) came back with.
 enum DriftDone {
-    Scanned(Result<FleetReport, String>),
+    /// With whether to say what it found (asked for by a key, or the first).
+    Scanned(Result<FleetReport, String>, bool),
     Adopted(String, Result<Adopted, AdoptError>),
     Accepted(String, Result<String, String>),
 }
@@ -217,8 +218,9 @@ struct DriftTasks {
 }
 
 impl DriftTasks {
-    /// Starts a scan of the fleet unless one runs; false when there is nothing to scan with.
-    fn scan(&self, model: &mut Model) -> bool {
+    /// Starts a scan of the fleet unless one runs (`say`: flash what it found); false when
+    /// there is nothing to scan with.
+    fn scan(&self, model: &mut Model, say: bool) -> bool {
         let Some(scanner) = self.scanner.clone() else {
             return false;
         };
@@ -226,7 +228,7 @@ impl DriftTasks {
             model.scanning = true;
             let done = self.done.clone();
             tokio::spawn(async move {
-                let _ = done.send(DriftDone::Scanned(scanner.scan().await));
+                let _ = done.send(DriftDone::Scanned(scanner.scan().await, say));
             });
         }
         true
@@ -286,14 +288,17 @@ fn drift_done(
         }
     };
     match done {
-        DriftDone::Scanned(Ok(report)) => {
+        DriftDone::Scanned(Ok(report), say) => {
             let drifted = report.drifted().len();
             model.scanned(report, SystemTime::now());
-            if drifted > 0 {
-                ui.flash(format!("drift scan: {drifted} environment(s) drifted"));
+            if say {
+                ui.flash(match drifted {
+                    0 => "drift scan: nothing changed out of band".to_string(),
+                    n => format!("drift scan: {n} environment(s) drifted"),
+                });
             }
         }
-        DriftDone::Scanned(Err(why)) => {
+        DriftDone::Scanned(Err(why), _) => {
             model.scanning = false;
             ui.flash_error(format!("drift scan failed: {why}"));
             model.drift_error = Some(why);
@@ -314,13 +319,13 @@ fn drift_done(
                 },
                 ui,
             );
-            tasks.scan(model);
+            tasks.scan(model, false);
         }
         DriftDone::Adopted(env, Err(e)) => ui.flash_error(format!("{env}: {e}")),
         DriftDone::Accepted(env, Ok(until)) => {
             ui.flash(format!("drift of {env} accepted until {until}"));
             release(env, Decision::Accept, ui);
-            tasks.scan(model);
+            tasks.scan(model, false);
         }
         DriftDone::Accepted(env, Err(why)) => {
             ui.flash_error(format!("drift of {env} not accepted: {why}"))
@@ -348,7 +353,7 @@ async fn drive(
     };
     // The fleet is scanned when the console opens, then on the rescan key and, when
     // configured, every `[drift] interval`.
-    tasks.scan(model);
+    tasks.scan(model, true);
     let mut rescans = ui.drift_interval.map(|every| {
         let mut interval = tokio::time::interval_at(Instant::now() + every, every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -378,7 +383,7 @@ async fn drive(
                                     }
                                 }
                                 Effect::Rescan => {
-                                    if !tasks.scan(model) {
+                                    if !tasks.scan(model, true) {
                                         ui.flash_error("no drift scans here: this console has no driver");
                                     }
                                 }
@@ -423,7 +428,7 @@ async fn drive(
                 ui.dirty = true;
             }
             _ = async { rescans.as_mut().expect("guarded").tick().await }, if rescans.is_some() => {
-                tasks.scan(model);
+                tasks.scan(model, false);
             }
             _ = clock.tick() => {
                 ui.tick(model, SystemTime::now());

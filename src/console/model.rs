@@ -216,6 +216,10 @@ impl Model {
             EventKind::StepStarted { env, .. } | EventKind::RollbackStarted { env, .. } => {
                 if let Some(&i) = self.index.get(env) {
                     self.envs[i].retry_queued = false;
+                    // The rollout applies over what the scan saw: until the next scan,
+                    // there is no drift to tell.
+                    self.drift.remove(env);
+                    self.set_drifted(i, false);
                 }
             }
             EventKind::DriftDetected { env, .. } => {

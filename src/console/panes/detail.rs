@@ -154,7 +154,8 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
             Span::styled(format!("{live:<10} "), live_style),
             Span::styled(step, t.dim),
         ];
-        if let Some(s) = state.filter(|s| *s != DriftState::InSync) {
+        // Pending is what the step column says already.
+        if let Some(s) = state.filter(|s| s.is_drift() || *s == DriftState::Unknown) {
             row.push(Span::styled(format!("  {}", s.name()), live_style));
         }
         out.push(Line::from(row));
@@ -230,12 +231,14 @@ fn drift_lines(model: &Model, ui: &Ui, env: &str, out: &mut Vec<Line<'static>>) 
         t.dim,
     )));
     let Some(report) = model.drift.get(env) else {
-        if let Some(why) = &model.drift_error {
-            out.push(Line::from(Span::styled(
-                format!("  the scan failed: {why}"),
-                t.fail,
-            )));
-        }
+        let why = match &model.drift_error {
+            Some(why) => format!("  the scan failed: {why}"),
+            None if model.drift_at.is_some() => {
+                "  the rollout changed it since the scan: not scanned since".into()
+            }
+            None => return,
+        };
+        out.push(Line::from(Span::styled(why, t.dim)));
         return;
     };
     if let Some(why) = &report.error {

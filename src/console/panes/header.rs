@@ -125,15 +125,6 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     let halted = state == "halted" && model.view.halt_reason.is_some();
     if let (true, Some(reason)) = (halted, &model.view.halt_reason) {
         second.push(Span::styled(format!(" HALTED when {reason}"), t.fail));
-    } else if !model.view.held.is_empty() {
-        let held: Vec<String> = model.view.held.keys().cloned().collect();
-        second.push(Span::styled(
-            format!(
-                " HELD on drift: {}; select one to decide  ",
-                crate::console::ui::short_list(&held)
-            ),
-            ui.state_style(crate::console::model::CellState::Held),
-        ));
     } else if let Some(w) = model.waiting_for_approval() {
         second.push(Span::styled(
             format!(" gate {w} waits for approval"),
@@ -145,6 +136,17 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
             second.push(Span::styled(key.to_string(), t.badge));
         }
         second.push(Span::raw("  "));
+    }
+    // Held environments wait for someone too; said after a gate, which holds everything.
+    if !halted && !model.view.held.is_empty() {
+        let held: Vec<String> = model.view.held.keys().cloned().collect();
+        second.push(Span::styled(
+            format!(
+                " HELD on drift: {}  ",
+                crate::console::ui::short_list(&held)
+            ),
+            ui.state_style(crate::console::model::CellState::Held),
+        ));
     }
     if let Some(engine) = &ui.attached_to {
         second.push(Span::styled(

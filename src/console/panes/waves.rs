@@ -21,8 +21,9 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         let counts = model.wave_counts(w);
         let n = wave.envs.len().max(1);
         let count = |s: CellState| counts.get(&s).copied().unwrap_or(0);
-        let done =
-            count(CellState::Succeeded) + count(CellState::Skipped) + count(CellState::Drifted);
+        // Drifted environments no longer run what the rollout applied (or have yet to get
+        // it): not done.
+        let done = count(CellState::Succeeded) + count(CellState::Skipped);
         let failed = count(CellState::Failed) + count(CellState::Blocked);
         let running = count(CellState::Running);
         let rolled_back = count(CellState::RolledBack);
