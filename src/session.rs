@@ -104,7 +104,14 @@ pub struct Setup<'a> {
     pub signals: bool,
     /// Only this environment, at once: no gates, no soak, no drift check (a revert of its
     /// drift to what flotilla last applied).
-    pub only: Option<String>,
+    pub only: Option<Only>,
+}
+
+/// One environment alone (a revert), and only some of its services when any are named.
+#[derive(Debug, Clone)]
+pub struct Only {
+    pub env: String,
+    pub services: Vec<String>,
 }
 
 /// A rollout this engine holds the lease for, planned and checked, not yet started.
@@ -126,6 +133,8 @@ pub struct RolloutSession {
     lease: LeaseGuard,
     repo: PathBuf,
     guard: Option<Arc<Known>>,
+    /// Only these services are applied (a revert of some); empty: all.
+    only_services: Vec<String>,
 }
 
 impl RolloutSession {
@@ -212,7 +221,7 @@ impl RolloutSession {
         let mut plan =
             plan::build_with_history(&intent, &release, SystemTime::now(), Some(&history))
                 .map_err(error)?;
-        if let Some(env) = &only {
+        if let Some(Only { env, .. }) = &only {
             plan.waves.retain(|w| w.envs.contains(env));
             for w in &mut plan.waves {
                 w.envs = vec![env.clone()];
@@ -345,6 +354,7 @@ impl RolloutSession {
             lease,
             repo: repo.to_path_buf(),
             guard,
+            only_services: only.map(|o| o.services).unwrap_or_default(),
         })
     }
 
@@ -401,6 +411,7 @@ impl RolloutSession {
             lease,
             repo,
             guard,
+            only_services,
         } = self;
         let (event_tx, events) = mpsc::unbounded_channel();
         let (journal, writer) =
@@ -443,6 +454,9 @@ impl RolloutSession {
         }));
         if let Some(known) = guard {
             engine = engine.guard_drift(known);
+        }
+        if !only_services.is_empty() {
+            engine = engine.only_services(&only_services);
         }
         if let Some(view) = &view {
             engine = engine.resume(view);

@@ -575,6 +575,42 @@ fn revert_applies_again_what_flotilla_last_applied_through_the_engine() {
         )
         .unwrap();
     assert_eq!(others, 0);
+
+    // One service alone: the other's change stays.
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=7"],
+    );
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "web", "version=1.0-hand"],
+    );
+    let out = run(&repo, &state, &["revert", "e-01", "--service", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let web: String = db
+        .query_row(
+            "SELECT version FROM sim_live WHERE env = 'e-01' AND service = 'web'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(web, "1.0");
+    assert!(live_api(&state, "e-01").1.contains("\"replicas\":7"));
+    let applied: Vec<String> = {
+        let mut stmt = db
+            .prepare("SELECT DISTINCT json_extract(event, '$.service') FROM journal_events WHERE rollout = 3 AND kind = 'step_started'")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(applied, ["web"]);
+    let bad = run(&repo, &state, &["revert", "e-01", "--service", "wbe"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("did you mean"), "{}", text(&bad));
 }
 
 /// Release r2 (api 2.0) committed, its rollout stopped at the canary gate, and e-01

@@ -8,12 +8,15 @@ use std::time::SystemTime;
 
 use super::{exit, load, Output};
 use crate::engine::{Event, EventKind, OnHold};
-use crate::session::{RolloutSession, Setup};
+use crate::session::{Only, RolloutSession, Setup};
 use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RevertArgs {
     pub env: String,
+    /// Only this service (default: every service that drifted).
+    #[arg(long)]
+    pub service: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -27,6 +30,18 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
     let env = &args.env;
     if let Err(code) = super::environment(&intent, env) {
         return code;
+    }
+    if let Some(s) = &args.service {
+        let services: Vec<&str> = intent.services.iter().map(|s| s.name.as_str()).collect();
+        if !services.contains(&s.as_str()) {
+            return super::refuse(
+                exit::INVALID,
+                format!(
+                    "error: no service `{s}`; {}",
+                    crate::intent::load::did_you_mean(s, &services)
+                ),
+            );
+        }
     }
     let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
         Ok(opened) => opened,
@@ -56,11 +71,13 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         Ok(r) => r,
         Err(code) => return code,
     };
+    // The services to put back: the drifted ones (of them, the one asked for).
+    let chosen = |name: &str| args.service.as_deref().is_none_or(|s| s == name);
     // What was last applied there: the newest apply among the drifted services.
     let last = report
         .services
         .iter()
-        .filter(|s| s.comparison.state.is_drift())
+        .filter(|s| s.comparison.state.is_drift() && chosen(&s.service))
         .filter_map(|s| known.baseline.get(env, &s.service, s.live.as_ref()))
         .map(|(a, _)| a)
         .max_by_key(|a| a.rollout)
@@ -69,15 +86,21 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         return super::refuse(
             exit::INVALID,
             format!(
-                "refused: {env} has no drift from what flotilla applied there; nothing to revert"
+                "refused: {env}{} has no drift from what flotilla applied there; nothing to revert",
+                args.service
+                    .as_ref()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
             ),
         );
     };
-    // The revert applies every service as that rollout left it: refused where a newer
-    // rollout applied one of them since, which it would take back.
+    // The revert applies its services (every one, or the one asked for) as that rollout
+    // left them: refused where a newer rollout applied one of them since, which it would
+    // take back.
     let newer: Vec<&str> = report
         .services
         .iter()
+        .filter(|s| chosen(&s.service))
         .filter(|s| {
             known
                 .baseline
@@ -118,7 +141,10 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         keep_failures: false,
         replay: false,
         signals: true,
-        only: Some(env.clone()),
+        only: Some(Only {
+            env: env.clone(),
+            services: args.service.iter().cloned().collect(),
+        }),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

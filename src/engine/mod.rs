@@ -306,6 +306,26 @@ impl Engine {
         self
     }
 
+    /// Applies only the services named; the others count as done already (a revert of
+    /// one service's drift leaves the rest as they run).
+    pub fn only_services(mut self, names: &[String]) -> Self {
+        let keep: Vec<bool> = self
+            .ctx
+            .intent
+            .services
+            .iter()
+            .map(|s| names.contains(&s.name))
+            .collect();
+        for steps in self.steps.values_mut() {
+            for (step, keep) in steps.iter_mut().zip(&keep) {
+                if !keep {
+                    *step = StepState::Succeeded;
+                }
+            }
+        }
+        self
+    }
+
     /// How an adopt's emergency layer is read from its commit. Give it before
     /// [`Engine::resume`], which reads the layers of adopts the journal records.
     pub fn with_emergency_loader(mut self, load: EmergencyLoader) -> Self {
