@@ -495,28 +495,36 @@ impl Store {
         let mut out = LastApplied::default();
         // The release each rollback (of a rollout, in an environment) goes back to.
         let mut back_to: BTreeMap<(i64, String), String> = BTreeMap::new();
+        /// The fields read here: parsed into this alone, the rest of each event (its
+        /// output above all) is skipped instead of built.
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Fields {
+            env: String,
+            service: String,
+            version: String,
+            revision: String,
+            ts: String,
+            to: String,
+            revisions: BTreeMap<String, String>,
+        }
         for row in rows {
             let (rollout, kind, event, commit, release) = row?;
-            let Ok(e) = serde_json::from_str::<serde_json::Value>(&event) else {
+            let Ok(e) = serde_json::from_str::<Fields>(&event) else {
                 continue;
             };
-            let field = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            let env = field("env");
+            let env = e.env.clone();
             let intended = |release: String| {
-                let revisions = e["revisions"].as_object().cloned().unwrap_or_default();
-                revisions.into_iter().map(move |(service, revision)| {
-                    (
-                        service,
-                        revision.as_str().unwrap_or_default().to_string(),
-                        release.clone(),
-                    )
-                })
+                e.revisions
+                    .clone()
+                    .into_iter()
+                    .map(move |(service, revision)| (service, revision, release.clone()))
             };
             match kind.as_str() {
                 "env_started" | "rollback_started" => {
                     let release = if kind == "rollback_started" {
-                        back_to.insert((rollout, env.clone()), field("to"));
-                        field("to")
+                        back_to.insert((rollout, env.clone()), e.to.clone());
+                        e.to.clone()
                     } else {
                         release
                     };
@@ -527,7 +535,7 @@ impl Store {
                             commit: commit.clone(),
                             release,
                             rollout,
-                            ts: field("ts"),
+                            ts: e.ts.clone(),
                         };
                         out.intended.insert((env.clone(), service), a);
                     }
@@ -540,17 +548,17 @@ impl Store {
                         },
                         _ => release,
                     };
-                    let key = (env, field("service"));
+                    let key = (env, e.service.clone());
                     out.intended.remove(&key);
                     out.applied.insert(
                         key,
                         Applied {
-                            version: field("version"),
-                            revision: field("revision"),
+                            version: e.version.clone(),
+                            revision: e.revision.clone(),
                             commit,
                             release,
                             rollout,
-                            ts: field("ts"),
+                            ts: e.ts.clone(),
                         },
                     );
                 }
