@@ -255,6 +255,7 @@ fn baseline_of(h: &Harness) -> flotilla::drift::scan::Known {
     flotilla::drift::scan::Known {
         baseline,
         accepted: Vec::new(),
+        reported: Default::default(),
         now: epoch(),
     }
 }

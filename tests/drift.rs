@@ -635,6 +635,31 @@ fn held_midway(dir: &Path) -> (PathBuf, PathBuf) {
     (repo, state)
 }
 
+/// Kills a child that outlives a minute, so a test reading its output ends even when the
+/// child hangs (the read then sees the end of the output and the test fails).
+struct Watchdog(std::sync::mpsc::Sender<()>);
+
+impl Watchdog {
+    fn new(child: &std::process::Child) -> Watchdog {
+        let pid = child.id().to_string();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(std::time::Duration::from_secs(60)).is_err() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+            }
+        });
+        Watchdog(tx)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 /// The kinds of rollout `rollout`'s journal rows, in order.
 fn rollout_kinds(state: &Path, rollout: i64) -> Vec<String> {
     let db = rusqlite::Connection::open(state).unwrap();
@@ -709,6 +734,7 @@ fn revert_of_a_held_environment_lets_a_waiting_rollout_apply_over_the_change() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let _watchdog = Watchdog::new(&child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {
@@ -749,6 +775,15 @@ fn accepting_a_held_environments_drift_releases_it() {
     let (repo, state) = held_midway(dir.path());
     let held = run(&repo, &state, &["rollout", "r2", "--approve", "canary"]);
     assert_eq!(held.status.code(), Some(3), "{}", text(&held));
+    // Run again undecided: held again, and the drift is not journaled twice.
+    let again = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    assert!(text(&again).contains("e-01 HELD"), "{}", text(&again));
+    let detected = drift_events(&state)
+        .iter()
+        .filter(|e| e["kind"] == "drift_detected")
+        .count();
+    assert_eq!(detected, 1);
     let accept = run(
         &repo,
         &state,
@@ -843,4 +878,177 @@ fn the_demo_starts_with_two_drifted_environments_the_rollout_holds_until_decided
     assert_eq!(done.status.code(), Some(0), "{}", text(&done));
     let clean = dir(&["drift"]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+}
+
+#[test]
+fn a_decision_on_part_of_the_drift_releases_nothing_and_a_second_decision_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = held_midway(dir.path());
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "web", "version=1.0-hand"],
+    );
+    let held = run(&repo, &state, &["rollout", "r2", "--approve", "canary"]);
+    assert_eq!(held.status.code(), Some(3), "{}", text(&held));
+    assert!(text(&held).contains("(api, web)"), "{}", text(&held));
+    // Accepting the api's drift alone would let the rollout overwrite the web's.
+    let part = run(
+        &repo,
+        &state,
+        &[
+            "drift",
+            "accept",
+            "e-01",
+            "--service",
+            "api",
+            "--for",
+            "1h",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(part.status.code(), Some(0), "{}", text(&part));
+    assert!(text(&part).contains("stays held"), "{}", text(&part));
+    let still = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(still.status.code(), Some(3), "{}", text(&still));
+    // Adopting all of it releases it; a second decision queued after it is refused.
+    let adopt = run(&repo, &state, &["adopt", "e-01"]);
+    assert_eq!(adopt.status.code(), Some(0), "{}", text(&adopt));
+    let again = run(
+        &repo,
+        &state,
+        &["drift", "accept", "e-01", "--for", "1h", "--reason", "y"],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let done = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done));
+    assert!(text(&done).contains("released already"), "{}", text(&done));
+    let (_, config) = live_api(&state, "e-01");
+    assert!(config.contains("\"replicas\":9"), "adopted: {config}");
+    let db = rusqlite::Connection::open(&state).unwrap();
+    let web: String = db
+        .query_row(
+            "SELECT version FROM sim_live WHERE env = 'e-01' AND service = 'web'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(web, "1.0-hand", "the adopted version stays");
+}
+
+#[test]
+fn a_wave_whose_environments_are_all_held_stops_the_rollout_before_the_next_wave() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "");
+    std::fs::write(
+        repo.join("releases/r2.toml"),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
+    )
+    .unwrap();
+    commit_all(&repo, "r2");
+    let gate = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+    // The canary is changed by hand: held, it proves nothing, so the rest waits.
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-00", "api", "replicas=5"],
+    );
+    let held = run(&repo, &state, &["rollout", "r2", "--approve", "canary"]);
+    assert_eq!(held.status.code(), Some(3), "{}", text(&held));
+    assert!(text(&held).contains("held: e-00"), "{}", text(&held));
+    assert_eq!(
+        live_api(&state, "e-01").0,
+        "1.0",
+        "the next wave did not start"
+    );
+    assert!(
+        !text(&held).contains("wave rest: started"),
+        "{}",
+        text(&held)
+    );
+}
+
+#[test]
+fn an_environment_released_while_a_later_gate_waits_is_rolled_out_at_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    // Three waves: the canary, e-01 and e-02, then e-03 behind an approval gate.
+    let strategy = strategy("", "0").replace(
+        "[[strategy.wave]]\nname = \"rest\"",
+        "[[strategy.wave]]\nname = \"mid\"\nselect = \"region in (r1, r2)\"\n[[strategy.wave]]\nname = \"rest\"\ngate = \"approval\"",
+    );
+    let mut f = Fixture::standard(4, &strategy);
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.load(&repo);
+    let state = dir.path().join("state.db");
+    let first = run(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    std::fs::write(
+        repo.join("releases/r2.toml"),
+        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
+    )
+    .unwrap();
+    commit_all(&repo, "r2");
+    let gate = run(&repo, &state, &["rollout", "r2"]);
+    assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=9"],
+    );
+    let mut child = cmd(&repo, &state, "ops")
+        .args([
+            "rollout",
+            "r2",
+            "--approve",
+            "canary",
+            "--wait",
+            "--output",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _watchdog = Watchdog::new(&child);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let waiting = line.contains("\"gate_waiting\"") && line.contains("\"rest\"");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("\"env_held\"")), "{seen:?}");
+    // Released while the rest's gate waits: e-01 is rolled out now, the gate still waits.
+    let revert = run(&repo, &state, &["revert", "e-01"]);
+    assert_eq!(revert.status.code(), Some(0), "{}", text(&revert));
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("\"step_succeeded\"")
+            && line.contains("\"e-01\"")
+            && line.contains("\"web\"");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(live_api(&state, "e-01").0, "2.0");
+    assert_eq!(
+        live_api(&state, "e-03").0,
+        "1.0",
+        "the gate still holds the rest"
+    );
+    let approve = run(&repo, &state, &["approve", "rest"]);
+    assert_eq!(approve.status.code(), Some(0), "{}", text(&approve));
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{rest:?}");
+    assert_eq!(live_api(&state, "e-03").0, "2.0");
 }

@@ -73,6 +73,8 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
         crate::engine::Decision::Adopt {
             commit: adopted.commit,
         },
+        // All the drift adopted: the whole environment is decided, whatever was asked.
+        (!adopted.covers_all).then(|| args.service.as_deref().unwrap_or("")),
     )
     .unwrap_or(exit::OK)
 }

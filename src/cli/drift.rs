@@ -182,17 +182,8 @@ fn accept(
     if let Err(code) = super::environment(&intent, env) {
         return code;
     }
-    if let Some(s) = service {
-        let services: Vec<&str> = intent.services.iter().map(|s| s.name.as_str()).collect();
-        if !services.contains(&s) {
-            return super::refuse(
-                exit::INVALID,
-                format!(
-                    "error: no service `{s}`; {}",
-                    crate::intent::load::did_you_mean(s, &services)
-                ),
-            );
-        }
+    if let Some(Err(code)) = service.map(|s| super::service(&intent, s)) {
+        return code;
     }
     let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
         Ok(opened) => opened,
@@ -208,19 +199,30 @@ fn accept(
         "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
         service.map(|s| format!("/{s}")).unwrap_or_default()
     );
-    tell_rollout(repo, &path, &store, env, crate::engine::Decision::Accept).unwrap_or(exit::OK)
+    tell_rollout(
+        repo,
+        &path,
+        &store,
+        env,
+        crate::engine::Decision::Accept,
+        service,
+    )
+    .unwrap_or(exit::OK)
 }
 
 /// Tells the unfinished rollout, when it has yet to finish `env`, what was decided about
 /// the drift there: a held environment is released and rolled out, one not reached yet is
-/// not held when the rollout gets there. Returns the steering's exit code; None when no
-/// unfinished rollout concerns `env`.
+/// not held when the rollout gets there. `part` names the one service decided on (None:
+/// all of the environment's drift): a decision on part of the drift releases nothing,
+/// since the rollout would apply over the rest, unless that service is all the rollout
+/// holds there. Returns the steering's exit code; None when no rollout was told.
 pub(super) fn tell_rollout(
     repo: &Path,
     state: &Path,
     store: &Store,
     env: &str,
     decision: crate::engine::Decision,
+    part: Option<&str>,
 ) -> Option<u8> {
     let (rollout, view) = store.unfinished_with_view().ok().flatten()?;
     if view.env_outcome(env).is_some() {
@@ -228,6 +230,14 @@ pub(super) fn tell_rollout(
     }
     let theirs = crate::intent::load(repo, &rollout.commit).ok()?.intent;
     theirs.environment(env)?;
+    let whole = part.is_none_or(|s| view.held.get(env).is_some_and(|held| held == &[s]));
+    if !whole {
+        println!(
+            "rollout {} of {} has yet to finish {env} and would apply over all of it: this decides part of its drift, so it stays held; decide on all of it (without --service/--key) to release it",
+            rollout.id, rollout.release
+        );
+        return None;
+    }
     let verb = match &decision {
         crate::engine::Decision::Adopt { .. } => "rolls it out with the adopted values",
         crate::engine::Decision::Revert => "applies its desired state over the change",

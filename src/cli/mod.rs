@@ -406,6 +406,21 @@ fn environment<'a>(intent: &'a intent::Intent, name: &str) -> Result<&'a intent:
     })
 }
 
+/// The service called `name`, or the exit code after saying it is not one (did you mean).
+fn service(intent: &intent::Intent, name: &str) -> Result<(), u8> {
+    let names: Vec<&str> = intent.services.iter().map(|s| s.name.as_str()).collect();
+    if names.contains(&name) {
+        return Ok(());
+    }
+    Err(refuse(
+        exit::INVALID,
+        format!(
+            "error: no service `{name}`; {}",
+            intent::load::did_you_mean(name, &names)
+        ),
+    ))
+}
+
 /// Says why a session did not start or end well; returns its exit code.
 fn refused(refusal: crate::session::Refusal) -> u8 {
     match refusal {

@@ -14,7 +14,7 @@ use crate::store::Store;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RevertArgs {
     pub env: String,
-    /// Only this service (default: every service that drifted).
+    /// Only this service (default: every service, as that rollout left them).
     #[arg(long)]
     pub service: Option<String>,
     #[arg(long, value_enum, default_value_t)]
@@ -31,17 +31,8 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
     if let Err(code) = super::environment(&intent, env) {
         return code;
     }
-    if let Some(s) = &args.service {
-        let services: Vec<&str> = intent.services.iter().map(|s| s.name.as_str()).collect();
-        if !services.contains(&s.as_str()) {
-            return super::refuse(
-                exit::INVALID,
-                format!(
-                    "error: no service `{s}`; {}",
-                    crate::intent::load::did_you_mean(s, &services)
-                ),
-            );
-        }
+    if let Some(Err(code)) = args.service.as_deref().map(|s| super::service(&intent, s)) {
+        return code;
     }
     let (path, store) = match super::open_fleet_state(state, &intent.fleet) {
         Ok(opened) => opened,
@@ -49,9 +40,14 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
     };
     // A rollout that has yet to finish the environment applies its desired state over
     // the change: it is told so, instead of a revert racing it.
-    if let Some(code) =
-        super::drift::tell_rollout(repo, &path, &store, env, crate::engine::Decision::Revert)
-    {
+    if let Some(code) = super::drift::tell_rollout(
+        repo,
+        &path,
+        &store,
+        env,
+        crate::engine::Decision::Revert,
+        args.service.as_deref(),
+    ) {
         return code;
     }
     match store.unfinished_rollout() {

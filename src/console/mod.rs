@@ -225,7 +225,7 @@ impl DriftTasks {
             return false;
         };
         if !model.scanning {
-            model.scanning = true;
+            model.scan_started();
             let done = self.done.clone();
             tokio::spawn(async move {
                 let _ = done.send(DriftDone::Scanned(scanner.scan().await, say));

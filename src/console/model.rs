@@ -101,8 +101,10 @@ pub struct Model {
     /// When that scan ended, and why the last one failed if it did.
     pub drift_at: Option<std::time::SystemTime>,
     pub drift_error: Option<String>,
-    /// A scan is under way.
+    /// A scan is under way; the environments the rollout applied to since it started
+    /// (what it saw there is already out of date).
     pub scanning: bool,
+    applied_since_scan: std::collections::HashSet<String>,
     /// Environments whose drift nobody accepted, as the scans and the journal tell it.
     drifted: usize,
 }
@@ -159,8 +161,15 @@ impl Model {
             drift_at: None,
             drift_error: None,
             scanning: false,
+            applied_since_scan: Default::default(),
             drifted: 0,
         }
+    }
+
+    /// A scan starts: what the rollout applies from now on is newer than what it sees.
+    pub fn scan_started(&mut self) {
+        self.scanning = true;
+        self.applied_since_scan.clear();
     }
 
     /// Environments whose drift nobody accepted (the header's count).
@@ -220,6 +229,9 @@ impl Model {
                     // there is no drift to tell.
                     self.drift.remove(env);
                     self.set_drifted(i, false);
+                    if self.scanning {
+                        self.applied_since_scan.insert(env.clone());
+                    }
                 }
             }
             EventKind::DriftDetected { env, .. } => {
@@ -227,9 +239,15 @@ impl Model {
                     self.set_drifted(i, true);
                 }
             }
-            EventKind::DriftCleared { env, .. } => {
+            EventKind::DriftCleared { env, service } => {
                 if let Some(&i) = self.index.get(env) {
-                    self.set_drifted(i, false);
+                    // Another service may still have drift nobody accepted.
+                    let others = self.drift.get(env).is_some_and(|r| {
+                        r.services
+                            .iter()
+                            .any(|s| s.service != *service && s.blocking())
+                    });
+                    self.set_drifted(i, others);
                 }
             }
             _ => {}
@@ -253,10 +271,14 @@ impl Model {
         self.scanning = false;
         self.drift_at = Some(at);
         self.drift_error = None;
+        let applied = std::mem::take(&mut self.applied_since_scan);
         for env in report.envs {
             let Some(&i) = self.index.get(&env.env) else {
                 continue;
             };
+            if applied.contains(&env.env) {
+                continue;
+            }
             // Unobservable says nothing either way: what was known stands.
             if env.error.is_none() {
                 self.set_drifted(i, env.blocking());

@@ -44,6 +44,8 @@ pub struct Adopted {
     pub lines: Vec<String>,
     /// Committed, but the work tree or index could not be updated: what to do.
     pub warning: Option<String>,
+    /// Every key that drifted there was adopted, not only some.
+    pub covers_all: bool,
 }
 
 /// Observes `env` now and adopts its drift (only `service`'s when given, only `keys` when
@@ -101,6 +103,13 @@ pub fn adopt(
     let git = Repository::open(repo).map_err(|e| AdoptError::Failed(e.message().to_string()))?;
     can_commit(&git, &file).map_err(AdoptError::Refused)?;
     let adoption = choose(intent, report, service, keys).map_err(AdoptError::Invalid)?;
+    let drifted: usize = report
+        .services
+        .iter()
+        .filter(|s| s.comparison.state.is_drift())
+        .map(|s| s.comparison.drift.len())
+        .sum();
+    let covers_all = adoption.lines.len() == drifted;
     let when = humantime::format_rfc3339_seconds(observed_at).to_string();
     let text = layer_text(intent.emergency(env), &adoption, &when, &me.actor());
     let message = format!(
@@ -114,6 +123,7 @@ pub fn adopt(
         file,
         lines: adoption.lines,
         warning,
+        covers_all,
     })
 }
 

@@ -152,6 +152,9 @@ impl Acceptance {
 pub struct Known {
     pub baseline: Baseline,
     pub accepted: Vec<Acceptance>,
+    /// The drift the journal reports now, per (environment, service): its keys. What is
+    /// already reported is not journaled again.
+    pub reported: BTreeMap<(String, String), Vec<String>>,
     pub now: std::time::SystemTime,
 }
 
@@ -170,9 +173,11 @@ impl Known {
             .iter()
             .filter_map(Acceptance::from_event)
             .collect();
+        let reported = store.reported_drift().map_err(|e| e.to_string())?;
         Ok(Known {
             baseline: Baseline::render(repo, intent, applied),
             accepted,
+            reported,
             now,
         })
     }
@@ -363,6 +368,22 @@ pub fn compare_env(
     }
 }
 
+/// What `env` runs, as `driver` says within `timeout`; else why it cannot be told.
+pub async fn observe_within(
+    driver: &dyn Driver,
+    env: &crate::intent::Environment,
+    timeout: Duration,
+) -> Result<LiveState, String> {
+    match tokio::time::timeout(timeout, driver.observe(env)).await {
+        Ok(Ok(live)) => Ok(live),
+        Ok(Err(e)) => Err(e.message),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+    }
+}
+
 /// Observes `envs` through `driver`, `parallel` at a time, each within `timeout`, and
 /// compares them; the report lists them in the order given.
 pub async fn scan(
@@ -384,14 +405,7 @@ pub async fn scan(
         async move {
             let observed = match intent.environment(&name) {
                 None => Err("not in the intent".to_string()),
-                Some(env) => match tokio::time::timeout(timeout, driver.observe(env)).await {
-                    Ok(Ok(live)) => Ok(live),
-                    Ok(Err(e)) => Err(e.message),
-                    Err(_) => Err(format!(
-                        "no answer within {}",
-                        humantime::format_duration(timeout)
-                    )),
-                },
+                Some(env) => observe_within(&*driver, env, timeout).await,
             };
             compare_env(&intent, &release, &name, &known, observed)
         }
@@ -658,11 +672,7 @@ pub async fn observe_one(
     };
     let driver =
         crate::drivers::open(intent, intent.release(&release), place).map_err(|e| e.to_string())?;
-    let observed = match tokio::time::timeout(TIMEOUT, driver.observe(environment)).await {
-        Ok(Ok(live)) => Ok(live),
-        Ok(Err(e)) => Err(e.message),
-        Err(_) => Err("no answer in time".to_string()),
-    };
+    let observed = observe_within(&*driver, environment, TIMEOUT).await;
     let report = compare_env(intent, &release, env, &known, observed);
     Ok((report, known))
 }
@@ -754,6 +764,7 @@ mod tests {
                     unrendered: 0,
                 },
                 accepted: vec![acceptance.clone()],
+                reported: Default::default(),
                 now,
             };
             compare_env(&intent, "1", "e", &known, Ok(live.clone()))

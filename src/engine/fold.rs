@@ -270,6 +270,7 @@ impl RolloutView {
                 self.env_wave.insert(env.clone(), wave.clone());
                 self.skipped.insert(env.clone(), reason.clone());
                 self.accepted.remove(env);
+                self.held.remove(env);
                 // Skipping settles a failed rollback too.
                 self.rollbacks.remove(env);
             }
@@ -365,6 +366,10 @@ impl RolloutView {
                 ..
             } => {
                 self.held.remove(env);
+                // A rollout waiting on its held environments runs again once one is released.
+                if self.state == "held" {
+                    self.state = "running".into();
+                }
                 self.released.insert(
                     env.clone(),
                     ReleasedView {

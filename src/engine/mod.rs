@@ -634,6 +634,13 @@ impl Engine {
             if let Err(end) = self.run_wave(w).await {
                 return end;
             }
+            // A wave whose environments were all held proved nothing about the release:
+            // the next one waits for the decisions.
+            if self.nothing_but_held(w) {
+                if let Err(end) = self.wait_for_held().await {
+                    return end;
+                }
+            }
         }
         if let Err(end) = self.wait_for_held().await {
             return end;
@@ -723,6 +730,7 @@ impl Engine {
                         }
                     }
                     self.check_stop()?;
+                    self.run_released(w).await?;
                 }
             }
         }
@@ -749,6 +757,7 @@ impl Engine {
                 }
             }
             self.check_stop()?;
+            self.run_released(w).await?;
         }
         Ok(())
     }
@@ -839,6 +848,28 @@ impl Engine {
         });
         self.wave_done_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// Whether wave `w` has environments, some of them held on drift and none succeeded.
+    fn nothing_but_held(&self, w: usize) -> bool {
+        let members = || {
+            self.plan.waves[w]
+                .envs
+                .iter()
+                .filter_map(|e| self.env_index.get(e))
+                .filter_map(|i| self.status.get(i))
+        };
+        members().any(|s| *s == EnvStatus::Held) && !members().any(|s| *s == EnvStatus::Succeeded)
+    }
+
+    /// Rolls out the environments released while the gate of wave `w` waits: they belong
+    /// to waves already past their gates, so that gate does not hold them.
+    async fn run_released(&mut self, w: usize) -> Result<(), Outcome> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let name: Arc<str> = self.plan.waves[w.saturating_sub(1)].name.as_str().into();
+        self.run_queue(&name).await
     }
 
     /// Once the waves are done, the environments held on drift wait for decisions; each
@@ -971,7 +1002,12 @@ impl Engine {
                             task_env.remove(&id);
                             match end {
                                 EnvEnd::Ran(steps) => self.finish_env(i, steps),
-                                EnvEnd::Held => self.set_status(i, EnvStatus::Held),
+                                // A rollback asked for while it was observed goes ahead: it
+                                // was held before anything was applied.
+                                EnvEnd::Held if !self.rollback_when_stopped.contains(&i) => {
+                                    self.set_status(i, EnvStatus::Held)
+                                }
+                                EnvEnd::Held => self.finish_env(i, self.steps[&i].clone()),
                             }
                         }
                         Some(Err(e)) => {
@@ -1337,7 +1373,12 @@ impl Engine {
         let intent = self.ctx.intent.clone();
         let env = &intent.environments[i];
         let release = &intent.releases[plan.to];
-        let desired = crate::intent::layers::render(&intent, release, env).desired;
+        // An adopted fix stays whatever the release: the layer goes back with it.
+        let emergency = self
+            .emergency
+            .get(&i)
+            .or_else(|| intent.emergency(&env.name));
+        let desired = crate::intent::layers::render_with(&intent, release, env, emergency).desired;
         // The record names the whole rollback; only what is not back yet is applied.
         let mut services = Vec::new();
         let mut to_apply = Vec::new();
@@ -1691,6 +1732,9 @@ impl Engine {
                 let Some(&i) = self.env_index.get(env) else {
                     return self.reject(&cmd, format!("no environment `{env}`"));
                 };
+                if self.released.contains(&i) {
+                    return self.reject(&cmd, format!("`{env}` was released already"));
+                }
                 let held = match self.status.get(&i) {
                     Some(EnvStatus::Held) => true,
                     // Not reached yet: the decision stands when it is.

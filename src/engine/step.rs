@@ -149,10 +149,16 @@ async fn held(
         return false;
     }
     for s in &drifted {
+        let keys: Vec<String> = s.comparison.drift.iter().map(|c| c.key.clone()).collect();
+        // Reported already (by a scan, or by this rollout before a restart): not again.
+        let key = (environment.name.clone(), s.service.clone());
+        if known.reported.get(&key) == Some(&keys) {
+            continue;
+        }
         ctx.emit(EventKind::DriftDetected {
-            env: environment.name.clone(),
-            service: s.service.clone(),
-            keys: s.comparison.drift.iter().map(|c| c.key.clone()).collect(),
+            env: key.0,
+            service: key.1,
+            keys,
         });
     }
     ctx.emit(EventKind::EnvHeld {
@@ -495,10 +501,9 @@ pub async fn observed_within(
     ctx: &StepContext,
     environment: &crate::intent::Environment,
 ) -> Option<crate::drivers::LiveState> {
-    tokio::time::timeout(ctx.step_timeout, ctx.driver.observe(environment))
+    crate::drift::scan::observe_within(&*ctx.driver, environment, ctx.step_timeout)
         .await
         .ok()
-        .and_then(Result::ok)
 }
 
 /// Whether `service` answers healthy within the step timeout (no answer: not known healthy).
