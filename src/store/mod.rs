@@ -476,12 +476,12 @@ impl Store {
     /// flight when an engine was killed): live state at that revision is flotilla's doing.
     pub fn last_applied(&self) -> Result<LastApplied, StoreError> {
         let conn = self.conn();
+        // The journal's batches read whole and parsed once each, keeping only the fields
+        // used: far cheaper than expanding every event in SQL first.
         let mut stmt = conn.prepare(
-            "SELECT e.rollout, e.kind, e.event, r.commit_id, r.release
-             FROM journal_events AS e JOIN rollouts AS r ON r.id = e.rollout
-             WHERE e.kind IN ('step_succeeded', 'step_recovered', 'step_rolled_back',
-                              'rollback_started', 'env_started')
-             ORDER BY e.seq, e.idx",
+            "SELECT j.rollout, j.body, r.commit_id, r.release
+             FROM journal AS j JOIN rollouts AS r ON r.id = j.rollout
+             ORDER BY j.seq",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -489,7 +489,6 @@ impl Store {
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
             ))
         })?;
         let mut out = LastApplied::default();
@@ -500,6 +499,7 @@ impl Store {
         #[derive(serde::Deserialize, Default)]
         #[serde(default)]
         struct Fields {
+            kind: String,
             env: String,
             service: String,
             version: String,
@@ -508,59 +508,72 @@ impl Store {
             to: String,
             revisions: BTreeMap<String, String>,
         }
+        const KINDS: [&str; 5] = [
+            "step_succeeded",
+            "step_recovered",
+            "step_rolled_back",
+            "rollback_started",
+            "env_started",
+        ];
         for row in rows {
-            let (rollout, kind, event, commit, release) = row?;
-            let Ok(e) = serde_json::from_str::<Fields>(&event) else {
+            let (rollout, body, commit, release) = row?;
+            let Ok(batch) = serde_json::from_str::<Vec<Fields>>(&body) else {
                 continue;
             };
-            let env = e.env.clone();
-            let intended = |release: String| {
-                e.revisions
-                    .clone()
-                    .into_iter()
-                    .map(move |(service, revision)| (service, revision, release.clone()))
-            };
-            match kind.as_str() {
-                "env_started" | "rollback_started" => {
-                    let release = if kind == "rollback_started" {
-                        back_to.insert((rollout, env.clone()), e.to.clone());
-                        e.to.clone()
-                    } else {
-                        release
-                    };
-                    for (service, revision, release) in intended(release) {
-                        let a = Applied {
-                            version: String::new(),
-                            revision,
-                            commit: commit.clone(),
-                            release,
-                            rollout,
-                            ts: e.ts.clone(),
+            for e in batch
+                .into_iter()
+                .filter(|e| KINDS.contains(&e.kind.as_str()))
+            {
+                let (kind, commit, release) = (e.kind.as_str(), commit.clone(), release.clone());
+                let env = e.env.clone();
+                let intended = |release: String| {
+                    e.revisions
+                        .clone()
+                        .into_iter()
+                        .map(move |(service, revision)| (service, revision, release.clone()))
+                };
+                match kind {
+                    "env_started" | "rollback_started" => {
+                        let release = if kind == "rollback_started" {
+                            back_to.insert((rollout, env.clone()), e.to.clone());
+                            e.to.clone()
+                        } else {
+                            release
                         };
-                        out.intended.insert((env.clone(), service), a);
+                        for (service, revision, release) in intended(release) {
+                            let a = Applied {
+                                version: String::new(),
+                                revision,
+                                commit: commit.clone(),
+                                release,
+                                rollout,
+                                ts: e.ts.clone(),
+                            };
+                            out.intended.insert((env.clone(), service), a);
+                        }
                     }
-                }
-                _ => {
-                    let release = match kind.as_str() {
-                        "step_rolled_back" => match back_to.get(&(rollout, env.clone())) {
-                            Some(to) => to.clone(),
-                            None => continue,
-                        },
-                        _ => release,
-                    };
-                    let key = (env, e.service.clone());
-                    out.intended.remove(&key);
-                    out.applied.insert(
-                        key,
-                        Applied {
-                            version: e.version.clone(),
-                            revision: e.revision.clone(),
-                            commit,
-                            release,
-                            rollout,
-                            ts: e.ts.clone(),
-                        },
-                    );
+                    _ => {
+                        let release = match kind {
+                            "step_rolled_back" => match back_to.get(&(rollout, env.clone())) {
+                                Some(to) => to.clone(),
+                                None => continue,
+                            },
+                            _ => release,
+                        };
+                        let key = (env, e.service.clone());
+                        out.intended.remove(&key);
+                        out.applied.insert(
+                            key,
+                            Applied {
+                                version: e.version.clone(),
+                                revision: e.revision.clone(),
+                                commit,
+                                release,
+                                rollout,
+                                ts: e.ts.clone(),
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -575,8 +588,22 @@ impl Store {
             .map(|k| format!("'{}'", k.replace('\'', "")))
             .collect::<Vec<_>>()
             .join(", ");
+        // Rows are batches of compact JSON: one that does not hold the kind's text holds no
+        // such event, and is skipped without expanding it (most rows are steps).
+        let holds = kinds
+            .iter()
+            .map(|k| {
+                format!(
+                    "j.body LIKE '%\"kind\":\"{}\"%'",
+                    k.replace(['\'', '%'], "")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
         let mut stmt = conn.prepare(&format!(
-            "SELECT event FROM journal_events WHERE kind IN ({list}) ORDER BY seq, idx"
+            "SELECT e.value FROM journal AS j, json_each(j.body) AS e
+             WHERE ({holds}) AND json_extract(e.value, '$.kind') IN ({list})
+             ORDER BY j.seq, e.key"
         ))?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
