@@ -613,19 +613,24 @@ fn revert_applies_again_what_flotilla_last_applied_through_the_engine() {
     assert!(text(&bad).contains("did you mean"), "{}", text(&bad));
 }
 
-/// Release r2 (api 2.0) committed, its rollout stopped at the canary gate, and e-01
-/// changed out of band before the rollout reaches it: what the held-environment tests
-/// start from.
-fn held_midway(dir: &Path) -> (PathBuf, PathBuf) {
-    let (repo, state) = rolled_out(dir, 3, "");
+/// Release r2 (api 2.0) committed and its rollout started: it stops at the canary's gate.
+fn r2_waiting_at_the_canary(repo: &Path, state: &Path) {
     std::fs::write(
         repo.join("releases/r2.toml"),
         "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
     )
     .unwrap();
-    commit_all(&repo, "r2");
-    let gate = run(&repo, &state, &["rollout", "r2"]);
+    commit_all(repo, "r2");
+    let gate = run(repo, state, &["rollout", "r2"]);
     assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+}
+
+/// Release r2 (api 2.0) committed, its rollout stopped at the canary gate, and e-01
+/// changed out of band before the rollout reaches it: what the held-environment tests
+/// start from.
+fn held_midway(dir: &Path) -> (PathBuf, PathBuf) {
+    let (repo, state) = rolled_out(dir, 3, "");
+    r2_waiting_at_the_canary(&repo, &state);
     let tamper = run(
         &repo,
         &state,
@@ -941,14 +946,7 @@ fn a_decision_on_part_of_the_drift_releases_nothing_and_a_second_decision_is_ref
 fn a_wave_whose_environments_are_all_held_stops_the_rollout_before_the_next_wave() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, state) = rolled_out(dir.path(), 3, "");
-    std::fs::write(
-        repo.join("releases/r2.toml"),
-        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
-    )
-    .unwrap();
-    commit_all(&repo, "r2");
-    let gate = run(&repo, &state, &["rollout", "r2"]);
-    assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+    r2_waiting_at_the_canary(&repo, &state);
     // The canary is changed by hand: held, it proves nothing, so the rest waits.
     run(
         &repo,
@@ -988,14 +986,7 @@ fn an_environment_released_while_a_later_gate_waits_is_rolled_out_at_once() {
     let state = dir.path().join("state.db");
     let first = run(&repo, &state, &["rollout", "r1", "--approve-all"]);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    std::fs::write(
-        repo.join("releases/r2.toml"),
-        "[services]\nschema = \"1\"\napi = \"2.0\"\nweb = \"1.0\"\n",
-    )
-    .unwrap();
-    commit_all(&repo, "r2");
-    let gate = run(&repo, &state, &["rollout", "r2"]);
-    assert_eq!(gate.status.code(), Some(3), "{}", text(&gate));
+    r2_waiting_at_the_canary(&repo, &state);
     run(
         &repo,
         &state,
