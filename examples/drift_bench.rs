@@ -81,6 +81,7 @@ fn rolled_out_then_scanned(label: &str, dir: &Path) {
             replay: false,
             signals: false,
             only: None,
+            overrides: Vec::new(),
         })
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));

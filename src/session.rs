@@ -105,6 +105,8 @@ pub struct Setup<'a> {
     /// Only this environment, at once: no gates, no soak, no drift check (a revert of its
     /// drift to what flotilla last applied).
     pub only: Option<Only>,
+    /// Failed preflight checks to set aside, each with its reason (`--override`).
+    pub overrides: Vec<(String, String)>,
 }
 
 /// One environment alone (a revert), and only some of its services when any are named.
@@ -155,7 +157,9 @@ impl RolloutSession {
             replay,
             signals,
             only,
+            overrides,
         } = setup;
+        check_overrides(&overrides)?;
         let store = Arc::new(Store::open(&state, &intent.fleet).map_err(error)?);
         // Appending to a journal whose end was cut off would hide the gap for good; appending
         // to a keyed one without its key would break its chain.
@@ -299,10 +303,33 @@ impl RolloutSession {
             .await;
             plan.checks.push(check);
         }
+        // A failure overridden with a reason lets the rollout start; the override is
+        // journaled with it.
+        let mut overridden = Vec::new();
+        for (id, reason) in &overrides {
+            match plan.checks.iter_mut().find(|c| c.name == *id) {
+                Some(c) if c.status == CheckStatus::Fail => {
+                    c.overridden = Some(format!("{}: {reason}", me.actor()));
+                    overridden.push(EventKind::CheckOverridden {
+                        check: id.clone(),
+                        detail: c.detail.clone(),
+                        reason: reason.clone(),
+                        by: me.actor(),
+                    });
+                    crate::notice::say(format!(
+                        "preflight FAILED, overridden: {id}: {} ({reason})",
+                        c.detail
+                    ));
+                }
+                _ => crate::notice::say(format!(
+                    "note: {id} did not fail; --override {id} changes nothing"
+                )),
+            }
+        }
         let failed: Vec<String> = plan
             .checks
             .iter()
-            .filter(|c| c.status == CheckStatus::Fail)
+            .filter(|c| c.status == CheckStatus::Fail && c.overridden.is_none())
             .map(|c| format!("preflight FAILED: {}: {}", c.name, c.detail))
             .collect();
         if !failed.is_empty() {
@@ -334,6 +361,11 @@ impl RolloutSession {
                 },
             );
             store.append(Some(rollout), &[event]).map_err(error)?;
+        }
+        if !overridden.is_empty() {
+            let now = SystemTime::now();
+            let events: Vec<Event> = overridden.into_iter().map(|k| Event::new(now, k)).collect();
+            store.append(Some(rollout), &events).map_err(error)?;
         }
         let _ = store.set_status(rollout, "running", None);
         Ok(RolloutSession {
@@ -655,6 +687,35 @@ impl Running {
         }
         Ok(outcome)
     }
+}
+
+/// Refuses, before anything is looked at, an override of a check that does not exist or
+/// cannot be overridden, or one without a reason.
+fn check_overrides(overrides: &[(String, String)]) -> Result<(), Refusal> {
+    for (id, reason) in overrides {
+        if !plan::CHECKS.contains(&id.as_str()) {
+            return Err(said(
+                exit::INVALID,
+                format!(
+                    "error: --override {id}: no such check; {}",
+                    crate::intent::load::did_you_mean(id, &plan::CHECKS)
+                ),
+            ));
+        }
+        if plan::NOT_OVERRIDABLE.contains(&id.as_str()) {
+            return Err(said(
+                exit::INVALID,
+                format!("refused: {id} cannot be overridden: without it there is no plan to trust; fix the intent instead"),
+            ));
+        }
+        if reason.trim().is_empty() {
+            return Err(said(
+                exit::INVALID,
+                format!("refused: --override {id} needs a reason for the record: --reason \"...\""),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Takes the fleet's lease for `rollout` (0: none yet), unless a live engine holds it.

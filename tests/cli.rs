@@ -194,7 +194,7 @@ fn plan_prints_waves_risk_and_preflight_in_plain_and_json() {
         "{stdout}"
     );
     assert!(stdout.contains("schema -> api -> web"), "{stdout}");
-    assert!(stdout.contains("pass  reachability"), "{stdout}");
+    assert!(stdout.contains("pass  targets.reachable"), "{stdout}");
 
     let out = flotilla(&repo, &state, &["plan", "r1", "--output", "json"]);
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -644,5 +644,74 @@ fn a_root_tree_with_flotilla_toml_twice_does_not_validate() {
     assert!(
         err.contains("flotilla.toml is in the tree of commit"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_failed_check_is_set_aside_only_with_a_reason_and_the_override_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(3, &strategy("", "0"));
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.fleet += "[policy]\n[[policy.freeze]]\nname = \"all-hands\"\nstart = \"2000-01-01T00:00:00Z\"\nend = \"2999-01-01T00:00:00Z\"\n";
+    f.load(&repo);
+    let state = dir.path().join("s.db");
+    // The checklist names every check by its id.
+    let plan = flotilla(&repo, &state, &["plan", "r1"]);
+    let (listed, _) = text(&plan);
+    for id in [
+        "intent.valid",
+        "deps.acyclic",
+        "waves.cover",
+        "policy.freeze",
+    ] {
+        assert!(listed.contains(id), "{id}: {listed}");
+    }
+    let refused = |args: &[&str], says: &str| {
+        let out = flotilla(&repo, &state, args);
+        let (_, err) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    let base = ["rollout", "r1", "--approve-all"];
+    let with = |extra: &[&'static str]| [&base[..], extra].concat();
+    refused(&with(&["--override", "policy.freeze"]), "needs --reason");
+    refused(
+        &with(&["--override", "policy.freze", "--reason", "x"]),
+        "did you mean `policy.freeze`",
+    );
+    refused(
+        &with(&["--override", "intent.valid", "--reason", "x"]),
+        "cannot be overridden",
+    );
+    refused(
+        &with(&["--override", "policy.freeze", "--reason", " "]),
+        "needs a reason",
+    );
+    // Refused before anything was opened: not even the state database exists.
+    assert!(!state.exists());
+
+    let out = flotilla(
+        &repo,
+        &state,
+        &with(&[
+            "--override",
+            "policy.freeze",
+            "--reason",
+            "CAB-7 approved the hotfix",
+        ]),
+    );
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("overridden: policy.freeze"), "{err}");
+    let audit = flotilla(&repo, &state, &["audit"]);
+    let (trail, _) = text(&audit);
+    assert!(
+        trail.contains("preflight policy.freeze overridden by")
+            && trail.contains("CAB-7 approved the hotfix")
+            && trail.contains("all-hands"),
+        "{trail}"
     );
 }

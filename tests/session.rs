@@ -21,6 +21,7 @@ fn setup<'a>(repo: &'a std::path::Path, state: &std::path::Path, on_hold: OnHold
         replay: true,
         signals: false,
         only: None,
+        overrides: Vec::new(),
     }
 }
 

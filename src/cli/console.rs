@@ -112,6 +112,8 @@ pub fn open(
         wait: true,
         output: Output::Plain,
         keep_failures: false,
+        overrides: Vec::new(),
+        reasons: Vec::new(),
     };
     let options = crate::console::Options {
         read_only,

@@ -213,6 +213,8 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
             wait: false,
             output: super::Output::Plain,
             keep_failures: false,
+            overrides: Vec::new(),
+            reasons: Vec::new(),
         };
         rollout::run(&dir, "HEAD", Some(&state), &args, None)
     };
@@ -296,6 +298,7 @@ fn start_with_drift(repo: &Path, state: &Path) -> Result<Vec<String>, String> {
         replay: false,
         signals: false,
         only: None,
+        overrides: Vec::new(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let outcome = runtime.block_on(async {

@@ -135,13 +135,16 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(s);
         let _ = writeln!(s, "Preflight:");
     }
-    for c in &plan.checks {
+    for c in plan.checklist() {
         let status = match c.status {
             CheckStatus::Pass => "pass",
             CheckStatus::Warn => "WARN",
             CheckStatus::Fail => "FAIL",
         };
-        let _ = writeln!(s, "  {status}  {:<18} {}", c.name, c.detail);
+        let _ = writeln!(s, "  {status}  {:<19} {}", c.name, c.detail);
+        if let Some(by) = &c.overridden {
+            let _ = writeln!(s, "        {:<19} overridden by {by}", "");
+        }
     }
     s
 }
@@ -303,6 +306,12 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             format!("{env}/{service}: drifted ({})", keys.join(", "))
         }
         EventKind::DriftCleared { env, service } => format!("{env}/{service}: drift cleared"),
+        EventKind::CheckOverridden {
+            check,
+            detail,
+            reason,
+            by,
+        } => format!("preflight {check} overridden by {by}: {reason} (it said: {detail})"),
         EventKind::EnvHeld { env, services, .. } => format!(
             "  {env} HELD: changed out of band ({}); nothing applied until someone adopts, reverts or accepts it",
             services.join(", ")

@@ -63,7 +63,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
             );
         }
         Err(e) => plan.checks.push(plan::Check::new(
-            "reachability",
+            "targets.reachable",
             plan::CheckStatus::Fail,
             format!("cannot start the runtime: {e}"),
         )),
@@ -94,10 +94,18 @@ fn add_drift(
     driver: &Arc<dyn Driver>,
 ) {
     if !intent.policy.block_on_drift {
-        return;
+        return plan.checks.push(plan::Check::new(
+            "drift.clean",
+            plan::CheckStatus::Warn,
+            "not checked ([policy] block_on_drift = false): the rollout holds drifted environments where it reaches them",
+        ));
     }
     let Some(store) = state.and_then(|p| Store::open_existing(p).ok()) else {
-        return;
+        return plan.checks.push(plan::Check::new(
+            "drift.clean",
+            plan::CheckStatus::Pass,
+            "nothing was applied yet (no state database): nothing can have drifted",
+        ));
     };
     let envs: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
     let known = match Known::load(repo, intent, &store, std::time::SystemTime::now()) {

@@ -141,6 +141,7 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
             env: env.clone(),
             services: args.service.iter().cloned().collect(),
         }),
+        overrides: Vec::new(),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

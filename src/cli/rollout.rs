@@ -25,11 +25,40 @@ pub struct RolloutArgs {
     /// plain: progress and notable events; json: one event per line.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    /// Set a failed preflight check aside for this rollout, by its id (repeat for
+    /// several); journaled with who and why. intent.valid, deps.acyclic and waves.cover
+    /// cannot be.
+    #[arg(long = "override", value_name = "CHECK")]
+    pub overrides: Vec<String>,
+    /// Why (one for all the overrides, or one each, in order).
+    #[arg(long = "reason", value_name = "WHY", requires = "overrides")]
+    pub reasons: Vec<String>,
     /// Continue a halted rollout as it stands (`flotilla resume` with no engine running):
     /// failed environments stay failed until the queued resume accepts them, instead of
     /// being retried as a re-run does.
     #[arg(skip)]
     pub keep_failures: bool,
+}
+
+/// Each `--override` with its `--reason`: one reason for all, or one each in order.
+fn paired(checks: &[String], reasons: &[String]) -> Result<Vec<(String, String)>, String> {
+    match reasons.len() {
+        0 if checks.is_empty() => Ok(Vec::new()),
+        0 => Err("--override needs --reason \"...\": why the check may be set aside".into()),
+        1 => Ok(checks
+            .iter()
+            .map(|c| (c.clone(), reasons[0].clone()))
+            .collect()),
+        n if n == checks.len() => Ok(checks
+            .iter()
+            .cloned()
+            .zip(reasons.iter().cloned())
+            .collect()),
+        n => Err(format!(
+            "{} --override but {n} --reason: give one reason for all, or one each",
+            checks.len()
+        )),
+    }
 }
 
 /// Runs (or resumes) a rollout of `args.release`: headless with progress lines, or in the
@@ -48,6 +77,10 @@ pub fn run(
     let state = state
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_state(&loaded.intent.fleet));
+    let overrides = match paired(&args.overrides, &args.reasons) {
+        Ok(o) => o,
+        Err(why) => return super::refuse(exit::INVALID, format!("error: {why}")),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -77,6 +110,7 @@ pub fn run(
         // Under the console, the console handles signals: the screen is not ours to print on.
         signals: console.is_none(),
         only: None,
+        overrides,
     };
     runtime.block_on(async {
         let session = match RolloutSession::open(setup).await {

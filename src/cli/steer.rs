@@ -104,6 +104,8 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             wait: false,
             output: super::Output::Plain,
             keep_failures: true,
+            overrides: Vec::new(),
+            reasons: Vec::new(),
         };
         return super::rollout::run(repo, rev, Some(&path), &args, None);
     }

@@ -188,6 +188,14 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         commit: Option<String>,
     },
+    /// A failed preflight check someone set aside for this rollout (`--override`), with
+    /// why: what it said is kept beside the reason.
+    CheckOverridden {
+        check: String,
+        detail: String,
+        reason: String,
+        by: String,
+    },
     /// Everything else is done: the rollout waits for decisions on these held
     /// environments (headless without `--wait`, it ends here and stays resumable).
     RolloutHeld {
@@ -373,6 +381,7 @@ impl EventKind {
             | RolloutAborted { by }
             | AbortRequested { by }
             | LeaseTakenOver { by, .. }
+            | CheckOverridden { by, .. }
             | CommandReceived { by, .. }
             | CommandRejected { by, .. } => (None, None, None, Some(by)),
             DriftDetected { env, service, .. } | DriftCleared { env, service } => {
@@ -420,6 +429,7 @@ impl EventKind {
             EventKind::EnvHeld { .. } => "env_held",
             EventKind::EnvReleased { .. } => "env_released",
             EventKind::RolloutHeld { .. } => "rollout_held",
+            EventKind::CheckOverridden { .. } => "check_overridden",
             EventKind::DriftAccepted { .. } => "drift_accepted",
             EventKind::LeaseTakenOver { .. } => "lease_taken_over",
         }

@@ -381,6 +381,7 @@ impl RolloutView {
             }
             EventKind::RolloutHeld { .. } => self.state = "held".into(),
             EventKind::CommandRejected { .. }
+            | EventKind::CheckOverridden { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::DriftCleared { .. }
             | EventKind::DriftAccepted { .. }

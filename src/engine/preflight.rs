@@ -45,7 +45,7 @@ pub async fn reachability(
     unreachable.sort();
     if unreachable.is_empty() {
         Check::new(
-            "reachability",
+            "targets.reachable",
             CheckStatus::Pass,
             format!("all {total} environment(s) answered"),
         )
@@ -57,7 +57,7 @@ pub async fn reachability(
             .collect();
         let more = unreachable.len().saturating_sub(5);
         Check::new(
-            "reachability",
+            "targets.reachable",
             CheckStatus::Fail,
             format!(
                 "{} of {total} environment(s) did not answer: {}{}",

@@ -68,12 +68,31 @@ pub struct PlannedWave {
     pub risk: Risk,
 }
 
+/// The preflight checks, by their stable ids, in the order a checklist shows them.
+pub const CHECKS: [&str; 8] = [
+    "intent.valid",
+    "deps.acyclic",
+    "waves.cover",
+    "policy.freeze",
+    "policy.blast-radius",
+    "strategy.defaults",
+    "targets.reachable",
+    "drift.clean",
+];
+
+/// Checks no `--override` can set aside: without them there is no plan to speak of.
+pub const NOT_OVERRIDABLE: [&str; 3] = ["intent.valid", "deps.acyclic", "waves.cover"];
+
 /// The outcome of one preflight check.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// Its stable id (one of [`CHECKS`]).
     pub name: String,
     pub status: CheckStatus,
     pub detail: String,
+    /// A failure someone set aside, with why: who and the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overridden: Option<String>,
 }
 
 /// A check's verdict; any `Fail` blocks the rollout.
@@ -85,6 +104,20 @@ pub enum CheckStatus {
     Fail,
 }
 
+impl Plan {
+    /// The checks in checklist order ([`CHECKS`]), several of one id in the order made.
+    pub fn checklist(&self) -> Vec<&Check> {
+        let mut out: Vec<&Check> = self.checks.iter().collect();
+        out.sort_by_key(|c| {
+            CHECKS
+                .iter()
+                .position(|id| *id == c.name)
+                .unwrap_or(CHECKS.len())
+        });
+        out
+    }
+}
+
 impl Check {
     /// A check result.
     pub fn new(name: &str, status: CheckStatus, detail: impl Into<String>) -> Self {
@@ -92,6 +125,7 @@ impl Check {
             name: name.into(),
             status,
             detail: detail.into(),
+            overridden: None,
         }
     }
 }
@@ -238,10 +272,73 @@ pub fn build_with_history(
     Ok(plan)
 }
 
-/// Preflight checks that need no driver: policy limits and freeze windows.
+/// Preflight checks that need no driver: the intent, the waves, policy limits and freeze
+/// windows.
 fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
-    let mut checks = Vec::new();
+    // The intent loaded and its services have an order: a plan exists only then.
+    let mut checks = vec![
+        Check::new(
+            "intent.valid",
+            CheckStatus::Pass,
+            format!(
+                "{} environment(s), {} service(s), {} release(s)",
+                intent.environments.len(),
+                intent.services.len(),
+                intent.releases.len()
+            ),
+        ),
+        Check::new(
+            "deps.acyclic",
+            CheckStatus::Pass,
+            format!(
+                "services in {} dependency level(s)",
+                plan.service_levels.len()
+            ),
+        ),
+    ];
+    let rest = plan
+        .waves
+        .iter()
+        .find(|w| w.name == REMAINING_WAVE && !w.envs.is_empty());
+    checks.push(match rest {
+        Some(w) => Check::new(
+            "waves.cover",
+            CheckStatus::Warn,
+            format!(
+                "{} environment(s) match no wave and go last, in `{REMAINING_WAVE}`: {}",
+                w.envs.len(),
+                w.envs
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        None => Check::new(
+            "waves.cover",
+            CheckStatus::Pass,
+            format!(
+                "every environment is in exactly one of {} wave(s)",
+                plan.waves.len()
+            ),
+        ),
+    });
     let total = intent.environments.len().max(1);
+    if intent.policy.max_wave_fraction.is_none() {
+        checks.push(Check::new(
+            "policy.blast-radius",
+            CheckStatus::Pass,
+            "no limit on a wave's share of the fleet ([policy] max_wave_fraction)",
+        ));
+    }
+    if intent.policy.freezes.is_empty() {
+        checks.push(Check::new(
+            "policy.freeze",
+            CheckStatus::Pass,
+            "no freeze window in the intent",
+        ));
+    }
     if let Some(max) = intent.policy.max_wave_fraction {
         let over: Vec<String> = plan
             .waves
@@ -250,10 +347,10 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
             .map(|w| format!("`{}` ({} of {total})", w.name, w.envs.len()))
             .collect();
         checks.push(if over.is_empty() {
-            Check::new("max_wave_fraction", CheckStatus::Pass, format!("no wave touches more than {max} of the fleet"))
+            Check::new("policy.blast-radius", CheckStatus::Pass, format!("no wave touches more than {max} of the fleet"))
         } else {
             Check::new(
-                "max_wave_fraction",
+                "policy.blast-radius",
                 CheckStatus::Fail,
                 format!("policy allows at most {max} of the fleet per wave; too large: {}; add waves or use `take`", over.join(", ")),
             )
@@ -274,21 +371,21 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
         let until = humantime::format_rfc3339_seconds(freeze.end);
         checks.push(match (active, hit) {
             (true, n) if n > 0 => Check::new(
-                "freeze",
+                "policy.freeze",
                 CheckStatus::Fail,
                 format!("freeze `{}` is in force until {until} and covers {n} environment(s) of this plan", freeze.name),
             ),
             (false, n) if n > 0 && freeze.start > now => Check::new(
-                "freeze",
+                "policy.freeze",
                 CheckStatus::Warn,
                 format!("freeze `{}` starts at {}", freeze.name, humantime::format_rfc3339_seconds(freeze.start)),
             ),
-            _ => Check::new("freeze", CheckStatus::Pass, format!("freeze `{}` is not in force", freeze.name)),
+            _ => Check::new("policy.freeze", CheckStatus::Pass, format!("freeze `{}` is not in force", freeze.name)),
         });
     }
     if intent.strategy.defaulted {
         checks.push(Check::new(
-            "strategy",
+            "strategy.defaults",
             CheckStatus::Warn,
             "flotilla.toml has no [strategy]: using the safe defaults (canary behind approval, 10%, 50%, rest)",
         ));
@@ -412,7 +509,7 @@ mod tests {
         assert!(plan
             .checks
             .iter()
-            .any(|c| c.name == "strategy" && c.status == CheckStatus::Warn));
+            .any(|c| c.name == "strategy.defaults" && c.status == CheckStatus::Warn));
     }
 
     #[test]
@@ -432,13 +529,13 @@ mod tests {
             .filter(|c| c.status == CheckStatus::Fail)
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(failed, ["max_wave_fraction", "freeze"]);
+        assert_eq!(failed, ["policy.blast-radius", "policy.freeze"]);
         let later = humantime::parse_rfc3339("2026-11-04T00:00:00Z").unwrap();
         let plan = build(&i, "r", later).unwrap();
         assert!(plan
             .checks
             .iter()
-            .all(|c| c.name != "freeze" || c.status == CheckStatus::Pass));
+            .all(|c| c.name != "policy.freeze" || c.status == CheckStatus::Pass));
     }
 
     #[test]
