@@ -154,6 +154,51 @@ async fn a_hung_step_times_out_and_is_retried_then_fails() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_service_s_own_timeout_and_retries_override_the_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Fixture::standard(
+        6,
+        &strategy("", "1").replace("step_timeout = \"1m\"", "step_timeout = \"30s\""),
+    )
+    .with_release_sim("hang = \"name=e-03\"");
+    f.fleet = f.fleet.replace(
+        "name = \"schema\"\n",
+        "name = \"schema\"\nstep_timeout = \"5s\"\nretries = 0\n",
+    );
+    let intent = f.load(dir.path());
+    assert_eq!(intent.services[0].strategy.step_timeout, Some(secs(5)));
+    let started = tokio::time::Instant::now();
+    let run = rollout(intent, &["canary"]).await;
+    let failed: Vec<(String, String, u32, String)> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepFailed {
+                env,
+                service,
+                attempts,
+                error,
+                ..
+            } => Some((env.clone(), service.clone(), *attempts, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        failed,
+        [(
+            "e-03".to_string(),
+            "schema".to_string(),
+            1,
+            "no answer within the step timeout of 5s".to_string()
+        )]
+    );
+    assert!(
+        started.elapsed() < secs(30),
+        "one attempt of 5 s, not three of 30 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_unapproved_gate_blocks_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let intent = Fixture::standard(4, &strategy("", "0")).load(dir.path());

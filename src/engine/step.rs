@@ -52,7 +52,34 @@ pub struct StepContext {
     pub cancelled: std::sync::Mutex<std::collections::HashSet<usize>>,
 }
 
+/// One service's retries, backoff and timeouts: its own where it sets them, else the
+/// rollout's.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub retries: u32,
+    pub backoff: Duration,
+    pub step_timeout: Duration,
+    pub health_timeout: Option<Duration>,
+}
+
 impl StepContext {
+    /// The limits a step of `service` runs under.
+    pub fn limits(&self, service: &str) -> Limits {
+        let own = self
+            .intent
+            .services
+            .iter()
+            .find(|s| s.name == service)
+            .map(|s| s.strategy)
+            .unwrap_or_default();
+        Limits {
+            retries: own.retries.unwrap_or(self.retries),
+            backoff: own.backoff.unwrap_or(self.backoff),
+            step_timeout: own.step_timeout.unwrap_or(self.step_timeout),
+            health_timeout: own.health_timeout,
+        }
+    }
+
     fn cancelled(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<usize>> {
         // Each change is one insert or remove, so a poisoned set is still whole.
         self.cancelled.lock().unwrap_or_else(|p| p.into_inner())
@@ -304,7 +331,8 @@ async fn run_step(
             version: req.version.clone(),
             revision: req.revision.clone(),
         });
-        let error = match apply_and_verify(ctx, environment, &req).await {
+        let limits = ctx.limits(&req.service);
+        let error = match apply_and_verify(ctx, environment, &req, limits).await {
             Ok(output) => {
                 let (w, e, s) = ids();
                 ctx.emit(EventKind::StepSucceeded {
@@ -320,7 +348,7 @@ async fn run_step(
             }
             Err(error) => error,
         };
-        if error.class == ErrorClass::Permanent || attempt > ctx.retries {
+        if error.class == ErrorClass::Permanent || attempt > limits.retries {
             let (w, e, s) = ids();
             ctx.emit(EventKind::StepFailed {
                 wave: w,
@@ -333,7 +361,7 @@ async fn run_step(
             });
             return StepState::Failed;
         }
-        let delay = backoff(ctx, &environment.name, &req.service, attempt);
+        let delay = backoff(ctx, &environment.name, &req.service, attempt, limits);
         let (w, e, s) = ids();
         ctx.emit(EventKind::StepRetrying {
             wave: w,
@@ -360,15 +388,32 @@ async fn run_step(
     }
 }
 
-/// Applies `req` and verifies the service is healthy, within the step timeout.
+/// Applies `req` and verifies the service is healthy, within the service's step timeout
+/// (and its health check within its health timeout, when it has one).
 async fn apply_and_verify(
     ctx: &StepContext,
     environment: &crate::intent::Environment,
     req: &ApplyRequest,
+    limits: Limits,
 ) -> Result<Printed, DriverError> {
-    tokio::time::timeout(ctx.step_timeout, async {
+    let timed_out = |what: &str, within: Duration| DriverError {
+        output: Printed::default(),
+        class: ErrorClass::Timeout,
+        message: format!(
+            "no answer within the {what} of {}",
+            humantime::format_duration(within)
+        ),
+    };
+    tokio::time::timeout(limits.step_timeout, async {
         let output = ctx.driver.apply(environment, req).await?;
-        match ctx.driver.health(environment, &req.service).await? {
+        let health = ctx.driver.health(environment, &req.service);
+        let health = match limits.health_timeout {
+            Some(within) => tokio::time::timeout(within, health)
+                .await
+                .unwrap_or_else(|_| Err(timed_out("health timeout", within))),
+            None => health.await,
+        };
+        match health.map_err(|e| e.with_output(output.clone()))? {
             Health::Healthy => Ok(output),
             Health::Unhealthy(why) => {
                 Err(DriverError::transient(format!("unhealthy: {why}")).with_output(output))
@@ -376,16 +421,7 @@ async fn apply_and_verify(
         }
     })
     .await
-    .unwrap_or_else(|_| {
-        Err(DriverError {
-            output: Printed::default(),
-            class: ErrorClass::Timeout,
-            message: format!(
-                "no answer within the step timeout of {}",
-                humantime::format_duration(ctx.step_timeout)
-            ),
-        })
-    })
+    .unwrap_or_else(|_| Err(timed_out("step timeout", limits.step_timeout)))
 }
 
 /// One environment's rollback, as the engine hands it to [`rollback_env`].
@@ -444,12 +480,13 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
             .get(&req.service)
             .is_some_and(|l| l.revision == req.revision)
             && healthy_within(&ctx, environment, &req.service).await;
+        let limits = ctx.limits(&req.service);
         let mut attempt = 1;
         loop {
             let outcome = if already {
                 Ok(Printed::default())
             } else {
-                apply_and_verify(&ctx, environment, &req).await
+                apply_and_verify(&ctx, environment, &req, limits).await
             };
             let error = match outcome {
                 Ok(output) => {
@@ -468,10 +505,10 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
                 }
                 Err(error) => error,
             };
-            if error.class == ErrorClass::Permanent || attempt > ctx.retries {
+            if error.class == ErrorClass::Permanent || attempt > limits.retries {
                 return failed(&req.service, error.message, back);
             }
-            let delay = backoff(&ctx, &environment.name, &req.service, attempt);
+            let delay = backoff(&ctx, &environment.name, &req.service, attempt, limits);
             ctx.emit(EventKind::StepRetrying {
                 wave: wave.to_string(),
                 env: environment.name.clone(),
@@ -520,11 +557,11 @@ pub async fn healthy_within(
 
 /// Exponential backoff with full jitter: uniform in [0, backoff * 2^(attempt-1)], capped at
 /// the step timeout so one flaky step cannot stall a wave for hours.
-fn backoff(ctx: &StepContext, env: &str, service: &str, attempt: u32) -> Duration {
-    let ceiling = ctx
+fn backoff(ctx: &StepContext, env: &str, service: &str, attempt: u32, limits: Limits) -> Duration {
+    let ceiling = limits
         .backoff
         .saturating_mul(1u32 << (attempt - 1).min(16))
-        .min(ctx.step_timeout);
+        .min(limits.step_timeout);
     let u = unit(stable_hash(&[
         &ctx.seed.to_le_bytes(),
         env.as_bytes(),

@@ -444,12 +444,14 @@ impl Checker {
                     false
                 }
             };
+            let strategy = self.service_strategy(f, s);
             services.push(Service {
                 name: s.name.get_ref().clone(),
                 depends_on: s.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
                 forward_only,
                 secret_keys: s.secret_keys.iter().map(|k| k.get_ref().clone()).collect(),
                 drift_ignore: s.drift_ignore.iter().map(|k| k.get_ref().clone()).collect(),
+                strategy,
             });
         }
         if let Some(cycle) = find_cycle(&services) {
@@ -891,6 +893,36 @@ impl Checker {
         }
     }
 
+    /// A service's own retries, backoff and timeouts, checked as `[strategy]`'s are.
+    fn service_strategy(&mut self, f: File, s: &schema::ServiceDef) -> ServiceStrategy {
+        let name = s.name.get_ref();
+        if let Some(r) = s.retries.filter(|r| *r > MAX_RETRIES) {
+            self.error(
+                f,
+                s.name.span(),
+                format!("service `{name}`: retries = {r} is more than {MAX_RETRIES}"),
+            )
+            .help = Some("a step that fails this often needs a fix, not more retries".into());
+        }
+        let mut positive = |field: &str, d: &Option<Spanned<String>>| {
+            let d = d.as_ref()?;
+            let parsed = self.duration(f, d)?;
+            if parsed.is_zero() {
+                self.error(f, d.span(), format!("{field} must be longer than zero"));
+                return None;
+            }
+            Some(parsed)
+        };
+        let step_timeout = positive("step_timeout", &s.step_timeout);
+        let health_timeout = positive("health_timeout", &s.health_timeout);
+        ServiceStrategy {
+            retries: s.retries.map(|r| r.min(MAX_RETRIES)),
+            backoff: s.backoff.as_ref().and_then(|b| self.duration(f, b)),
+            step_timeout,
+            health_timeout,
+        }
+    }
+
     fn duration(&mut self, f: File, s: &Spanned<String>) -> Option<Duration> {
         match humantime::parse_duration(s.get_ref().trim()) {
             Ok(d) if d > MAX_DURATION => {
@@ -1215,6 +1247,30 @@ mod tests {
             text[0].contains("`a` reaches its agent over plain http"),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn a_service_s_own_timeouts_must_be_positive_durations_and_its_retries_few() {
+        let fleet = FLEET.replace(
+            "name = \"api\"\n",
+            "name = \"api\"\nstep_timeout = \"0s\"\nhealth_timeout = \"soon\"\nretries = 101\n",
+        );
+        let d = errors(&[
+            ("flotilla.toml", &fleet),
+            ("environments/a.toml", ""),
+            ("releases/1.toml", RELEASE),
+        ]);
+        let text = d
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("step_timeout must be longer than zero"),
+            "{text}"
+        );
+        assert!(text.contains("soon"), "{text}");
+        assert!(text.contains("retries = 101 is more than"), "{text}");
     }
 
     #[test]

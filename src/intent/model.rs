@@ -105,6 +105,18 @@ pub struct Service {
     /// Config keys something else owns (an autoscaler's `replicas`): never reported as
     /// drift. Dotted, `*` for one segment.
     pub drift_ignore: Vec<String>,
+    /// Its own retries, backoff and timeouts where it sets them, over `[strategy]`'s.
+    pub strategy: ServiceStrategy,
+}
+
+/// A service's own step settings; None: the `[strategy]`'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ServiceStrategy {
+    pub retries: Option<u32>,
+    pub backoff: Option<Duration>,
+    pub step_timeout: Option<Duration>,
+    /// How long the health check after an apply may take (within the step timeout).
+    pub health_timeout: Option<Duration>,
 }
 
 /// A count of environments, or a share of some total.

@@ -61,6 +61,17 @@ pub struct ServiceDef {
     /// Config keys drift never reports (something else owns them).
     #[serde(default)]
     pub drift_ignore: Vec<Spanned<String>>,
+    /// This service's own retries, backoff and timeouts, over `[strategy]`'s.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub backoff: Option<Spanned<String>>,
+    #[serde(default)]
+    pub step_timeout: Option<Spanned<String>>,
+    /// How long the health check after an apply may take (default: what is left of the
+    /// step timeout).
+    #[serde(default)]
+    pub health_timeout: Option<Spanned<String>>,
 }
 
 /// `[strategy]`.
