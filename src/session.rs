@@ -242,15 +242,28 @@ impl RolloutSession {
                 waves.join(", ")
             )));
         }
-        let approvals: Vec<String> = if approve_all {
-            plan.waves
+        // `--approve-all` approves every gate but those a policy protects: they take an
+        // approval given for them by name.
+        let mut approvals = approve;
+        if approve_all {
+            for w in plan
+                .waves
                 .iter()
                 .filter(|w| matches!(w.gate, Gate::Approval { .. }))
-                .map(|w| w.name.clone())
-                .collect()
-        } else {
-            approve
-        };
+            {
+                if approvals.contains(&w.name) {
+                    continue;
+                }
+                if w.protected {
+                    crate::notice::say(format!(
+                        "note: --approve-all does not approve wave `{}`: [policy] require_approval protects its environments; approve it by name (--approve {}, or `flotilla approve {}`)",
+                        w.name, w.name, w.name
+                    ));
+                } else {
+                    approvals.push(w.name.clone());
+                }
+            }
+        }
 
         // The scripts run from the work tree; the rollout runs at its commit: they must agree.
         if let Some(exec) = intent

@@ -715,3 +715,35 @@ fn a_failed_check_is_set_aside_only_with_a_reason_and_the_override_is_audited() 
         "{trail}"
     );
 }
+
+#[test]
+fn approve_all_does_not_approve_a_gate_a_policy_protects() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(4, &strategy("", "0"));
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.fleet += "[policy]\nrequire_approval = \"tier=enterprise\"\n";
+    f.envs[2].1 = f.envs[2]
+        .1
+        .replace("ring =", "tier = \"enterprise\", ring =");
+    f.load(&repo);
+    let state = dir.path().join("s.db");
+    let plan = flotilla(&repo, &state, &["plan", "r1"]);
+    let (listed, _) = text(&plan);
+    assert!(
+        listed.contains("policy.approval") && listed.contains("not --approve-all: rest"),
+        "{listed}"
+    );
+    // --approve-all gives the canary its approval, not the protected rest.
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("does not approve wave `rest`"), "{err}");
+    assert!(err.contains("blocked: wave `rest`"), "{err}");
+    // Approved by name, it goes.
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve", "rest"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

@@ -201,15 +201,18 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
     let code = if interactive {
         super::console::open(&dir, "HEAD", Some(&state), DEMO_RELEASE, false, None)
     } else {
+        // Headless, the demo approves every wave by name: policy-protected ones take that.
+        let mut waves = Vec::new();
         if let Ok(loaded) = crate::intent::load(&dir, "HEAD") {
             if let Ok(plan) = crate::plan::build(&loaded.intent, DEMO_RELEASE, SystemTime::now()) {
                 println!("\n{}", super::output::plan_text(&plan));
+                waves = gated(&plan);
             }
         }
         let args = rollout::RolloutArgs {
             release: DEMO_RELEASE.into(),
-            approve: Vec::new(),
-            approve_all: true,
+            approve: waves,
+            approve_all: false,
             wait: false,
             output: super::Output::Plain,
             keep_failures: false,
@@ -257,6 +260,15 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
     code
 }
 
+/// The waves of `plan` behind an approval gate, to approve by name.
+fn gated(plan: &crate::plan::Plan) -> Vec<String> {
+    plan.waves
+        .iter()
+        .filter(|w| matches!(w.gate, crate::intent::Gate::Approval { .. }))
+        .map(|w| w.name.clone())
+        .collect()
+}
+
 /// The release the demo fleet runs before the demo's rollout.
 const PREVIOUS_RELEASE: &str = "2026.11.1";
 
@@ -291,8 +303,8 @@ fn start_with_drift(repo: &Path, state: &Path) -> Result<Vec<String>, String> {
         state: state.to_path_buf(),
         intent,
         release: PREVIOUS_RELEASE.into(),
-        approve: Vec::new(),
-        approve_all: true,
+        approve: gated(&plan),
+        approve_all: false,
         on_hold: crate::engine::OnHold::Exit,
         keep_failures: false,
         replay: false,

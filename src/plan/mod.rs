@@ -59,6 +59,10 @@ pub struct PlannedWave {
     pub gate: Gate,
     /// Why the gate is stricter than configured (a policy), if it is.
     pub gate_reason: Option<String>,
+    /// The wave touches environments `[policy] require_approval` protects: its gate needs
+    /// an approval given for it by name (`--approve-all` does not give it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
     #[serde(serialize_with = "ser_duration")]
     pub soak: Duration,
     /// The budget as configured (`3`, `5%`).
@@ -69,12 +73,13 @@ pub struct PlannedWave {
 }
 
 /// The preflight checks, by their stable ids, in the order a checklist shows them.
-pub const CHECKS: [&str; 8] = [
+pub const CHECKS: [&str; 9] = [
     "intent.valid",
     "deps.acyclic",
     "waves.cover",
     "policy.freeze",
     "policy.blast-radius",
+    "policy.approval",
     "strategy.defaults",
     "targets.reachable",
     "drift.clean",
@@ -174,11 +179,14 @@ pub fn build_with_history(
     let mut push_wave = |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount| {
         let mut gate = gate;
         let mut gate_reason = None;
-        if let (Some(sel), Gate::Auto) = (&intent.policy.require_approval, gate) {
-            if members.iter().any(|&i| sel.matches(&envs[i].labels)) {
-                gate = Gate::Approval { approvers: 1 };
-                gate_reason = Some(format!("policy require_approval = \"{sel}\""));
-            }
+        let protected = intent
+            .policy
+            .require_approval
+            .as_ref()
+            .is_some_and(|sel| members.iter().any(|&i| sel.matches(&envs[i].labels)));
+        if let (Some(sel), Gate::Auto, true) = (&intent.policy.require_approval, gate, protected) {
+            gate = Gate::Approval { approvers: 1 };
+            gate_reason = Some(format!("policy require_approval = \"{sel}\""));
         }
         let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
         names.sort();
@@ -201,6 +209,7 @@ pub fn build_with_history(
             envs: names,
             gate,
             gate_reason,
+            protected,
             soak,
             failure_budget: budget.to_string(),
         });
@@ -383,6 +392,31 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
             _ => Check::new("policy.freeze", CheckStatus::Pass, format!("freeze `{}` is not in force", freeze.name)),
         });
     }
+    let protected: Vec<&str> = plan
+        .waves
+        .iter()
+        .filter(|w| w.protected)
+        .map(|w| w.name.as_str())
+        .collect();
+    checks.push(match &intent.policy.require_approval {
+        None => Check::new(
+            "policy.approval",
+            CheckStatus::Pass,
+            "no environments need an approval by policy ([policy] require_approval)",
+        ),
+        Some(sel) => Check::new(
+            "policy.approval",
+            CheckStatus::Pass,
+            if protected.is_empty() {
+                format!("no wave touches environments matching {sel}")
+            } else {
+                format!(
+                    "waves touching {sel} wait for an approval given by name (--approve WAVE or `flotilla approve`), not --approve-all: {}",
+                    protected.join(", ")
+                )
+            },
+        ),
+    });
     if intent.strategy.defaulted {
         checks.push(Check::new(
             "strategy.defaults",
