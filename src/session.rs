@@ -430,11 +430,6 @@ impl RolloutSession {
         }
     }
 
-    /// The driver the engine uses.
-    pub fn driver(&self) -> &Arc<dyn Driver> {
-        &self.driver
-    }
-
     /// Opens the journal and starts the engine with everything around it. Returns the
     /// running session and the receiver of the events the journal committed.
     pub fn start(self) -> Result<(Running, Events), Refusal> {

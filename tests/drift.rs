@@ -640,6 +640,56 @@ fn held_midway(dir: &Path) -> (PathBuf, PathBuf) {
     (repo, state)
 }
 
+/// `flotilla rollout ARGS --wait --output json` run in the background, its events read
+/// line by line as they come; a watchdog kills it after a minute.
+struct Streamed {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    _watchdog: Watchdog,
+}
+
+impl Streamed {
+    fn start(repo: &Path, state: &Path, args: &[&str]) -> Streamed {
+        use std::io::BufRead;
+        let mut child = cmd(repo, state, "ops")
+            .arg("rollout")
+            .args(args)
+            .args(["--wait", "--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let watchdog = Watchdog::new(&child);
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Streamed {
+            child,
+            lines,
+            _watchdog: watchdog,
+        }
+    }
+
+    /// Reads up to the first line `done` accepts (the end of the output otherwise) and
+    /// returns the lines read, that one included.
+    fn until(&mut self, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            let last = done(&line);
+            seen.push(line);
+            if last {
+                break;
+            }
+        }
+        seen
+    }
+
+    /// Reads the rest, waits for the rollout to end and says how it ended.
+    fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        let rest = self.until(|_| false);
+        (self.child.wait().unwrap().code(), rest)
+    }
+}
+
 /// Kills a child that outlives a minute, so a test reading its output ends even when the
 /// child hangs (the read then sees the end of the output and the test fails).
 struct Watchdog(std::sync::mpsc::Sender<()>);
@@ -729,27 +779,10 @@ fn a_rollout_holds_an_environment_that_drifted_and_adopt_releases_it_with_the_fi
 
 #[test]
 fn revert_of_a_held_environment_lets_a_waiting_rollout_apply_over_the_change() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let (repo, state) = held_midway(dir.path());
-    let mut child = cmd(&repo, &state, "ops")
-        .args(["rollout", "r2", "--approve", "canary", "--wait"])
-        .args(["--output", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _watchdog = Watchdog::new(&child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let waiting = line.contains("\"rollout_held\"");
-        seen.push(line);
-        if waiting {
-            break;
-        }
-    }
+    let mut rollout = Streamed::start(&repo, &state, &["r2", "--approve", "canary"]);
+    let seen = rollout.until(|l| l.contains("\"rollout_held\""));
     assert!(
         seen.iter().any(|l| l.contains("\"env_held\"")),
         "held before waiting: {seen:?}"
@@ -762,9 +795,8 @@ fn revert_of_a_held_environment_lets_a_waiting_rollout_apply_over_the_change() {
         "the engine answered: {}",
         text(&revert)
     );
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{rest:?}");
+    let (code, rest) = rollout.finish();
+    assert_eq!(code, Some(0), "{rest:?}");
     assert!(rest.iter().any(|l| l.contains("\"rollout_completed\"")));
     let (version, config) = live_api(&state, "e-01");
     assert_eq!(version, "2.0");
@@ -970,7 +1002,6 @@ fn a_wave_whose_environments_are_all_held_stops_the_rollout_before_the_next_wave
 
 #[test]
 fn an_environment_released_while_a_later_gate_waits_is_rolled_out_at_once() {
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     // Three waves: the canary, e-01 and e-02, then e-03 behind an approval gate.
@@ -992,45 +1023,15 @@ fn an_environment_released_while_a_later_gate_waits_is_rolled_out_at_once() {
         &state,
         &["sim", "tamper", "e-01", "api", "replicas=9"],
     );
-    let mut child = cmd(&repo, &state, "ops")
-        .args([
-            "rollout",
-            "r2",
-            "--approve",
-            "canary",
-            "--wait",
-            "--output",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _watchdog = Watchdog::new(&child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let waiting = line.contains("\"gate_waiting\"") && line.contains("\"rest\"");
-        seen.push(line);
-        if waiting {
-            break;
-        }
-    }
+    let mut rollout = Streamed::start(&repo, &state, &["r2", "--approve", "canary"]);
+    let seen = rollout.until(|l| l.contains("\"gate_waiting\"") && l.contains("\"rest\""));
     assert!(seen.iter().any(|l| l.contains("\"env_held\"")), "{seen:?}");
     // Released while the rest's gate waits: e-01 is rolled out now, the gate still waits.
     let revert = run(&repo, &state, &["revert", "e-01"]);
     assert_eq!(revert.status.code(), Some(0), "{}", text(&revert));
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let done = line.contains("\"step_succeeded\"")
-            && line.contains("\"e-01\"")
-            && line.contains("\"web\"");
-        seen.push(line);
-        if done {
-            break;
-        }
-    }
+    rollout.until(|l| {
+        l.contains("\"step_succeeded\"") && l.contains("\"e-01\"") && l.contains("\"web\"")
+    });
     assert_eq!(live_api(&state, "e-01").0, "2.0");
     assert_eq!(
         live_api(&state, "e-03").0,
@@ -1039,7 +1040,7 @@ fn an_environment_released_while_a_later_gate_waits_is_rolled_out_at_once() {
     );
     let approve = run(&repo, &state, &["approve", "rest"]);
     assert_eq!(approve.status.code(), Some(0), "{}", text(&approve));
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    assert_eq!(child.wait().unwrap().code(), Some(0), "{rest:?}");
+    let (code, rest) = rollout.finish();
+    assert_eq!(code, Some(0), "{rest:?}");
     assert_eq!(live_api(&state, "e-03").0, "2.0");
 }

@@ -293,7 +293,8 @@ impl FleetReport {
     }
 }
 
-/// Compares one environment's services given what was observed there.
+/// Compares one environment's services given what was observed there, against `release`
+/// rendered for it.
 pub fn compare_env(
     intent: &Intent,
     release: &str,
@@ -301,11 +302,22 @@ pub fn compare_env(
     known: &Known,
     observed: Result<LiveState, String>,
 ) -> EnvReport {
-    let baseline = &known.baseline;
     let desired = match (intent.release(release), intent.environment(env)) {
         (Some(r), Some(e)) => render(intent, r, e).desired.services,
         _ => BTreeMap::new(),
     };
+    compare_rendered(intent, env, &desired, known, observed)
+}
+
+/// [`compare_env`] with the desired state already rendered (the engine has it at hand).
+pub fn compare_rendered(
+    intent: &Intent,
+    env: &str,
+    desired: &BTreeMap<String, DesiredService>,
+    known: &Known,
+    observed: Result<LiveState, String>,
+) -> EnvReport {
+    let baseline = &known.baseline;
     let (live, error) = match observed {
         Ok(live) => (Some(live), None),
         Err(e) => (None, Some(e)),

@@ -148,7 +148,7 @@ pub async fn guard_then_run(
     guard: Option<Arc<crate::drift::scan::Known>>,
 ) -> (usize, EnvEnd) {
     if let Some(known) = guard {
-        if held(&ctx, env, &wave, &known).await {
+        if held(&ctx, env, &wave, &desired, &known).await {
             return (env, EnvEnd::Held);
         }
     }
@@ -162,15 +162,20 @@ async fn held(
     ctx: &StepContext,
     env: usize,
     wave: &str,
+    desired: &Desired,
     known: &crate::drift::scan::Known,
 ) -> bool {
     let environment = &ctx.intent.environments[env];
     let Some(live) = observed_within(ctx, environment).await else {
         return false;
     };
-    let release = &ctx.intent.releases[ctx.release].name;
-    let report =
-        crate::drift::scan::compare_env(&ctx.intent, release, &environment.name, known, Ok(live));
+    let report = crate::drift::scan::compare_rendered(
+        &ctx.intent,
+        &environment.name,
+        &desired.services,
+        known,
+        Ok(live),
+    );
     let drifted: Vec<_> = report.services.iter().filter(|s| s.blocking()).collect();
     if drifted.is_empty() {
         return false;

@@ -522,12 +522,8 @@ impl Checker {
             });
         }
         if let Some(t) = &d.step_timeout {
-            match self.duration(f, t) {
-                Some(t) if !t.is_zero() => strategy.step_timeout = t,
-                Some(_) => {
-                    self.error(f, t.span(), "step_timeout must be longer than zero");
-                    ok = false;
-                }
+            match self.positive_duration(f, "step_timeout", t) {
+                Some(t) => strategy.step_timeout = t,
                 None => ok = false,
             }
         }
@@ -904,23 +900,30 @@ impl Checker {
             )
             .help = Some("a step that fails this often needs a fix, not more retries".into());
         }
-        let mut positive = |field: &str, d: &Option<Spanned<String>>| {
-            let d = d.as_ref()?;
-            let parsed = self.duration(f, d)?;
-            if parsed.is_zero() {
-                self.error(f, d.span(), format!("{field} must be longer than zero"));
-                return None;
-            }
-            Some(parsed)
-        };
-        let step_timeout = positive("step_timeout", &s.step_timeout);
-        let health_timeout = positive("health_timeout", &s.health_timeout);
+        let step_timeout = s
+            .step_timeout
+            .as_ref()
+            .and_then(|d| self.positive_duration(f, "step_timeout", d));
+        let health_timeout = s
+            .health_timeout
+            .as_ref()
+            .and_then(|d| self.positive_duration(f, "health_timeout", d));
         ServiceStrategy {
             retries: s.retries.map(|r| r.min(MAX_RETRIES)),
             backoff: s.backoff.as_ref().and_then(|b| self.duration(f, b)),
             step_timeout,
             health_timeout,
         }
+    }
+
+    /// A duration that must be longer than zero (a timeout): `field` names it in the error.
+    fn positive_duration(&mut self, f: File, field: &str, s: &Spanned<String>) -> Option<Duration> {
+        let d = self.duration(f, s)?;
+        if d.is_zero() {
+            self.error(f, s.span(), format!("{field} must be longer than zero"));
+            return None;
+        }
+        Some(d)
     }
 
     fn duration(&mut self, f: File, s: &Spanned<String>) -> Option<Duration> {
