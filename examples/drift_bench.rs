@@ -82,6 +82,7 @@ fn rolled_out_then_scanned(label: &str, dir: &Path) {
             signals: false,
             only: None,
             overrides: Vec::new(),
+            downgrades: flotilla::engine::preflight::Downgrades::Refuse,
         })
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));

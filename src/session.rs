@@ -107,6 +107,8 @@ pub struct Setup<'a> {
     pub only: Option<Only>,
     /// Failed preflight checks to set aside, each with its reason (`--override`).
     pub overrides: Vec<(String, String)>,
+    /// Whether the release may take a service to a lower version than it runs.
+    pub downgrades: crate::engine::preflight::Downgrades,
 }
 
 /// One environment alone (a revert), and only some of its services when any are named.
@@ -158,6 +160,7 @@ impl RolloutSession {
             signals,
             only,
             overrides,
+            downgrades,
         } = setup;
         check_overrides(&overrides)?;
         let store = Arc::new(Store::open(&state, &intent.fleet).map_err(error)?);
@@ -290,7 +293,13 @@ impl RolloutSession {
         // observed.
         drivers::after_crash(&intent, place);
         let driver = drivers::open(&intent, intent.release(&release), place).map_err(error)?;
-        crate::engine::preflight::add_reachability(&intent, &mut plan, &driver).await;
+        // A rollout that started took its versions as they were then: resumed, it goes on
+        // (min_from still holds).
+        let downgrades = match view {
+            Some(_) => crate::engine::preflight::Downgrades::Allow,
+            None => downgrades,
+        };
+        crate::engine::preflight::add_target_checks(&intent, &mut plan, &driver, downgrades).await;
         // What flotilla last applied where: the engine holds any environment that drifted
         // from it. A revert (`only`) applies over the drift of its one environment.
         let guard = match only {

@@ -5,99 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
+use common::exec::*;
 use common::*;
-
-/// Applies record the live state as one file per service, replaced atomically, with a count
-/// of the applies that reached it; observe prints them back.
-const APPLY: &str = r#"#!/bin/bash
-set -eu
-LIVE="${LIVE:-$PWD/../live}"
-env="$1"; service="$2"; version="$3"; config="$4"
-live="$LIVE/$env"; mkdir -p "$live"
-printf '%s\n' "$@" > "$live/$service.args"
-test -f "$config" || { echo "no config file" >&2; exit 1; }
-if [ -e "$LIVE/flaky-$env-$service" ]; then rm "$LIVE/flaky-$env-$service"; echo "busy, try later" >&2; exit 75; fi
-if [ -e "$LIVE/hang-$env" ]; then sleep 3011 & sleep 3012; fi
-if [ -e "$LIVE/broken-$env-$service" ]; then echo "image $version not found" >&2; exit 3; fi
-sleep "${APPLY_SLEEP:-0}"
-if [ "$env" = "${SLOW_ENV:-}" ]; then touch "$LIVE/started-$env-$service"; sleep 2; fi
-n=0
-if [ -f "$live/$service.json" ]; then n=$(sed -n 's/.*"applies": \([0-9]*\).*/\1/p' "$live/$service.json"); fi
-printf '"%s": {"version": "%s", "revision": "%s", "applies": %s}' "$service" "$version" "$FLOTILLA_REVISION" $((n + 1)) > "$live/$service.json.tmp"
-mv "$live/$service.json.tmp" "$live/$service.json"
-echo "$(date +%s%N) $env $service" >> "$LIVE/order"
-echo "applied $service $version to $env"
-if [ -e "$LIVE/print-config" ]; then cat "$config" >&2; fi
-"#;
-
-const OBSERVE: &str = r#"#!/bin/bash
-set -eu
-LIVE="${LIVE:-$PWD/../live}"
-live="$LIVE/$1"
-if [ -e "$LIVE/garbage" ]; then echo "Error: cluster unreachable <html>"; exit 0; fi
-printf '{"services": {'
-first=1
-for f in "$live"/*.json; do
-  [ -e "$f" ] || continue
-  [ $first = 1 ] || printf ','
-  first=0
-  cat "$f"
-done
-printf '}}'
-"#;
-
-/// An exec-driven repo of `n` environments (e-00 the canary) in `dir`; returns the repo and
-/// the directory the scripts keep live state in.
-fn exec_repo(dir: &Path, n: usize, budget: &str, target: &str) -> (PathBuf, PathBuf) {
-    let repo = dir.join("repo");
-    let live = dir.join("live");
-    std::fs::create_dir_all(&live).unwrap();
-    let mut f = Fixture::standard(n, &strategy("", budget));
-    f.fleet = f.fleet.replace(
-        "[driver]\nkind = \"sim\"\n",
-        r#"[driver]
-kind = "exec"
-[driver.exec]
-apply = ["./deploy/apply.sh", "{env}", "{service}", "{version}", "{config_file}", "--target={target}"]
-observe = ["./deploy/observe.sh", "{env}"]
-transient_exit_codes = [75]
-"#,
-    );
-    if !target.is_empty() {
-        f.envs[1].1.push_str(&format!(
-            "target = {}\n",
-            toml::Value::String(target.into())
-        ));
-    }
-    f.extra.push(("deploy/apply.sh".into(), APPLY.into()));
-    f.extra.push(("deploy/observe.sh".into(), OBSERVE.into()));
-    f.load(&repo);
-    for script in ["apply.sh", "observe.sh"] {
-        use std::os::unix::fs::PermissionsExt;
-        let path = repo.join("deploy").join(script);
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    (repo, live)
-}
-
-fn run(repo: &Path, state: &Path, live: &Path, args: &[&str]) -> Output {
-    cmd(repo, state, "ops")
-        .env("LIVE", live)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// (env, service) in the order their applies completed.
 fn order(live: &Path) -> Vec<(String, String)> {

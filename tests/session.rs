@@ -22,6 +22,7 @@ fn setup<'a>(repo: &'a std::path::Path, state: &std::path::Path, on_hold: OnHold
         signals: false,
         only: None,
         overrides: Vec::new(),
+        downgrades: flotilla::engine::preflight::Downgrades::Refuse,
     }
 }
 

@@ -114,6 +114,7 @@ pub fn open(
         keep_failures: false,
         overrides: Vec::new(),
         reasons: Vec::new(),
+        allow_downgrade: false,
     };
     let options = crate::console::Options {
         read_only,

@@ -218,6 +218,7 @@ pub fn demo(envs: usize, agents: Option<usize>, state: Option<PathBuf>) -> u8 {
             keep_failures: false,
             overrides: Vec::new(),
             reasons: Vec::new(),
+            allow_downgrade: false,
         };
         rollout::run(&dir, "HEAD", Some(&state), &args, None)
     };
@@ -311,6 +312,7 @@ fn start_with_drift(repo: &Path, state: &Path) -> Result<Vec<String>, String> {
         signals: false,
         only: None,
         overrides: Vec::new(),
+        downgrades: crate::engine::preflight::Downgrades::Refuse,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let outcome = runtime.block_on(async {

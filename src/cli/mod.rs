@@ -100,6 +100,13 @@ enum Commands {
     /// Show the waves, service order, risk and preflight results of a release; changes nothing.
     Plan {
         release: String,
+        /// Check as `rollout --allow-downgrade` would: a lower version is allowed.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// Propose the largest wave sizes that keep every wave under [policy] max_wave_risk,
+        /// as a [strategy] snippet to paste into flotilla.toml.
+        #[arg(long)]
+        suggest: bool,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -270,8 +277,20 @@ pub fn main() -> ExitCode {
         Commands::Validate { output } => validate::run(&cli.repo, &cli.rev, output),
         Commands::Plan {
             ref release,
+            allow_downgrade,
+            suggest,
             output,
-        } => plan::run(&cli.repo, &cli.rev, cli.state.as_deref(), release, output),
+        } => plan::run(
+            &cli.repo,
+            &cli.rev,
+            cli.state.as_deref(),
+            release,
+            plan::Asked {
+                downgrades: rollout::downgrades(allow_downgrade),
+                suggest,
+            },
+            output,
+        ),
         Commands::Explain {
             ref env,
             ref key,

@@ -141,9 +141,9 @@ pub fn plan_text(plan: &Plan) -> String {
             CheckStatus::Warn => "WARN",
             CheckStatus::Fail => "FAIL",
         };
-        let _ = writeln!(s, "  {status}  {:<19} {}", c.name, c.detail);
+        let _ = writeln!(s, "  {status}  {:<21} {}", c.name, c.detail);
         if let Some(by) = &c.overridden {
-            let _ = writeln!(s, "        {:<19} overridden by {by}", "");
+            let _ = writeln!(s, "        {:<21} overridden by {by}", "");
         }
     }
     s

@@ -11,7 +11,21 @@ use crate::engine::preflight;
 use crate::plan::{self, Plan};
 use crate::store::Store;
 
-pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Output) -> u8 {
+/// What `plan` was asked for besides the plan.
+pub struct Asked {
+    pub downgrades: preflight::Downgrades,
+    /// Print wave sizes that keep every wave under `max_wave_risk`.
+    pub suggest: bool,
+}
+
+pub fn run(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    release: &str,
+    asked: Asked,
+    out: Output,
+) -> u8 {
     let loaded = match load(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
@@ -57,7 +71,12 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
         .build()
     {
         Ok(runtime) => {
-            runtime.block_on(preflight::add_reachability(&intent, &mut plan, &driver));
+            runtime.block_on(preflight::add_target_checks(
+                &intent,
+                &mut plan,
+                &driver,
+                asked.downgrades,
+            ));
             add_drift(
                 &runtime, repo, &intent, release, existing, &mut plan, &driver,
             );
@@ -68,16 +87,44 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, release: &str, out: Out
             format!("cannot start the runtime: {e}"),
         )),
     }
-    match out {
-        Output::Json => match serde_json::to_string_pretty(&plan) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                return super::refuse(exit::FAILED, format!("error: cannot encode the plan: {e}"));
-            }
+    // Suggested from the plan's own waves and risk basis, before anything is printed.
+    let suggested = match (asked.suggest, intent.policy.max_wave_risk) {
+        (false, _) => None,
+        (true, None) => {
+            return super::refuse(
+                exit::INVALID,
+                "error: --suggest sizes waves to [policy] max_wave_risk, which the intent does not set (e.g. max_wave_risk = 0.05)",
+            )
+        }
+        (true, Some(max)) => match plan::suggest::strategy(&intent, &plan, history.as_ref(), max) {
+            Ok(s) => Some((max, s)),
+            Err(why) => return super::refuse(exit::BLOCKED, format!("cannot suggest: {why}")),
         },
+    };
+    match out {
+        Output::Json => {
+            let mut doc = match serde_json::to_value(&plan) {
+                Ok(v) => v,
+                Err(e) => {
+                    return super::refuse(
+                        exit::FAILED,
+                        format!("error: cannot encode the plan: {e}"),
+                    );
+                }
+            };
+            if let (Some((_, s)), Some(map)) = (&suggested, doc.as_object_mut()) {
+                map.insert("suggested_strategy".into(), s.clone().into());
+            }
+            println!("{doc:#}");
+        }
         Output::Plain => {
             print!("{}", output::plan_text(&plan));
             print!("{}", emergency_text(&intent, SystemTime::now()));
+            if let Some((max, s)) = &suggested {
+                println!(
+                    "\nsuggested: waves that each fail somewhere with a chance of at most {max}; paste this over the [strategy] of flotilla.toml:\n\n{s}"
+                );
+            }
         }
     }
     exit::OK

@@ -142,6 +142,8 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
             services: args.service.iter().cloned().collect(),
         }),
         overrides: Vec::new(),
+        // Back to what flotilla applied, whatever the drift's version.
+        downgrades: crate::engine::preflight::Downgrades::Allow,
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{default_state, exit, load, output, Output};
+use crate::engine::preflight::Downgrades;
 use crate::engine::{Command, Event, EventKind, OnHold, Outcome};
 use crate::session::{RolloutSession, Setup};
 
@@ -33,11 +34,24 @@ pub struct RolloutArgs {
     /// Why (one for all the overrides, or one each, in order).
     #[arg(long = "reason", value_name = "WHY", requires = "overrides")]
     pub reasons: Vec<String>,
+    /// Let the release take a service to a lower version than it runs (a deliberate
+    /// downgrade; versions.upgrade-path refuses one otherwise).
+    #[arg(long)]
+    pub allow_downgrade: bool,
     /// Continue a halted rollout as it stands (`flotilla resume` with no engine running):
     /// failed environments stay failed until the queued resume accepts them, instead of
     /// being retried as a re-run does.
     #[arg(skip)]
     pub keep_failures: bool,
+}
+
+/// What `--allow-downgrade` says.
+pub(super) fn downgrades(allow: bool) -> Downgrades {
+    if allow {
+        Downgrades::Allow
+    } else {
+        Downgrades::Refuse
+    }
 }
 
 /// Each `--override` with its `--reason`: one reason for all, or one each in order.
@@ -111,6 +125,7 @@ pub fn run(
         signals: console.is_none(),
         only: None,
         overrides,
+        downgrades: downgrades(args.allow_downgrade),
     };
     runtime.block_on(async {
         let session = match RolloutSession::open(setup).await {

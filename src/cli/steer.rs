@@ -106,6 +106,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             keep_failures: true,
             overrides: Vec::new(),
             reasons: Vec::new(),
+            allow_downgrade: false,
         };
         return super::rollout::run(repo, rev, Some(&path), &args, None);
     }

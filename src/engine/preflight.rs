@@ -1,74 +1,267 @@
-//! Preflight checks that need a driver: is every environment of the plan reachable?
+//! Preflight checks that need a driver, from one pass over the plan's environments: is each
+//! reachable (`targets.reachable`), may each service go from what it runs to the release's
+//! version (`versions.upgrade-path`), and are the dependencies of what will move healthy
+//! where it moves (`deps.healthy`)?
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::drivers::Driver;
+use crate::drivers::{Driver, Health};
+use crate::intent::layers;
+use crate::intent::load::version_cmp;
 use crate::intent::Intent;
 use crate::plan::{Check, CheckStatus, Plan};
 
-/// How many environments preflight pings at once, and how long each may take to answer.
-const PING_PARALLEL: usize = 64;
-const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many environments preflight reaches at once, and how long each call may take.
+const PARALLEL: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the reachability check and puts it first among the plan's checks.
-pub async fn add_reachability(intent: &Arc<Intent>, plan: &mut Plan, driver: &Arc<dyn Driver>) {
-    let check = reachability(intent, plan, driver, PING_PARALLEL, PING_TIMEOUT).await;
-    plan.checks.insert(0, check);
+/// What a downgrade is to the checks: refused, or allowed (`--allow-downgrade`, a revert).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downgrades {
+    Refuse,
+    Allow,
 }
 
-/// Pings every environment of the plan, `parallel` at a time, each within `timeout`.
-pub async fn reachability(
+/// Runs the driver checks and puts them first among the plan's checks.
+pub async fn add_target_checks(
+    intent: &Arc<Intent>,
+    plan: &mut Plan,
+    driver: &Arc<dyn Driver>,
+    downgrades: Downgrades,
+) {
+    let checks = target_checks(intent, plan, driver, downgrades, PARALLEL, TIMEOUT).await;
+    plan.checks.splice(0..0, checks);
+}
+
+/// What one environment told preflight.
+#[derive(Default)]
+struct Seen {
+    /// Why it could not be reached.
+    unreachable: Option<String>,
+    /// Why what it runs could not be read (its steps will say more).
+    unread: Option<String>,
+    /// Services below their `min_from`: "api 1.2 < 1.4".
+    too_old: Vec<String>,
+    /// Services the release would take to a lower version: "api 2.1 -> 2.0".
+    downgrades: Vec<String>,
+    /// Dependencies of moving services that are not healthy: "schema (why), needed by api".
+    unhealthy: Vec<String>,
+}
+
+/// Reaches every environment of the plan, `parallel` at a time, each call within `timeout`:
+/// the `targets.reachable`, `versions.upgrade-path` and `deps.healthy` checks.
+pub async fn target_checks(
     intent: &Arc<Intent>,
     plan: &Plan,
     driver: &Arc<dyn Driver>,
+    downgrades: Downgrades,
     parallel: usize,
     timeout: Duration,
-) -> Check {
+) -> Vec<Check> {
     let names: Vec<String> = plan.waves.iter().flat_map(|w| w.envs.clone()).collect();
     let total = names.len();
-    let answers = crate::parallel::bounded(names, parallel, |name| {
-        let (intent, driver) = (intent.clone(), driver.clone());
+    let release = plan.release.clone();
+    let seen = crate::parallel::bounded(names, parallel, |name| {
+        let (intent, driver, release) = (intent.clone(), driver.clone(), release.clone());
         async move {
-            let Some(env) = intent.environment(&name) else {
-                return Some((name, "not in the intent".to_string()));
-            };
-            match tokio::time::timeout(timeout, driver.ping(env)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some((name, e.message)),
-                Err(_) => Some((name, "no answer".to_string())),
-            }
+            let seen = survey(&intent, &release, &name, &driver, timeout).await;
+            (name, seen)
         }
     })
     .await;
-    let mut unreachable: Vec<(String, String)> = answers.into_iter().flatten().flatten().collect();
-    unreachable.sort();
-    if unreachable.is_empty() {
+    let mut seen: Vec<(String, Seen)> = seen.into_iter().flatten().collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let listed = |pick: &dyn Fn(&Seen) -> Vec<String>| -> Vec<String> {
+        seen.iter()
+            .flat_map(|(env, s)| pick(s).into_iter().map(move |p| format!("{env}: {p}")))
+            .collect()
+    };
+    let unreachable = listed(&|s| s.unreachable.iter().cloned().collect());
+    let unread = listed(&|s| s.unread.iter().cloned().collect());
+    let read = total - unreachable.len() - unread.len();
+    let reachable = if unreachable.is_empty() {
         Check::new(
             "targets.reachable",
             CheckStatus::Pass,
             format!("all {total} environment(s) answered"),
         )
     } else {
-        let list: Vec<String> = unreachable
-            .iter()
-            .take(5)
-            .map(|(n, why)| format!("{n} ({why})"))
-            .collect();
-        let more = unreachable.len().saturating_sub(5);
         Check::new(
             "targets.reachable",
             CheckStatus::Fail,
             format!(
-                "{} of {total} environment(s) did not answer: {}{}",
+                "{} of {total} environment(s) did not answer: {}",
                 unreachable.len(),
-                list.join(", "),
-                if more > 0 {
-                    format!(" and {more} more")
-                } else {
-                    String::new()
-                }
+                some(&unreachable)
             ),
         )
+    };
+
+    let too_old = listed(&|s| s.too_old.clone());
+    let lower = listed(&|s| s.downgrades.clone());
+    let path = if !too_old.is_empty() {
+        Check::new(
+            "versions.upgrade-path",
+            CheckStatus::Fail,
+            format!(
+                "{} service(s) run a version below their min_from and must be upgraded in steps: {}",
+                too_old.len(),
+                some(&too_old)
+            ),
+        )
+    } else if !lower.is_empty() && downgrades == Downgrades::Refuse {
+        Check::new(
+            "versions.upgrade-path",
+            CheckStatus::Fail,
+            format!(
+                "{} service(s) would go to a lower version (--allow-downgrade if meant): {}",
+                lower.len(),
+                some(&lower)
+            ),
+        )
+    } else if !lower.is_empty() {
+        Check::new(
+            "versions.upgrade-path",
+            CheckStatus::Warn,
+            format!("{} downgrade(s), allowed: {}", lower.len(), some(&lower)),
+        )
+    } else if !unread.is_empty() {
+        Check::new(
+            "versions.upgrade-path",
+            CheckStatus::Warn,
+            format!(
+                "not checked where what runs could not be read ({}): {}",
+                unread.len(),
+                some(&unread)
+            ),
+        )
+    } else {
+        Check::new(
+            "versions.upgrade-path",
+            CheckStatus::Pass,
+            format!("every service of {read} environment(s) may go to {release} from what it runs"),
+        )
+    };
+
+    let unhealthy = listed(&|s| s.unhealthy.clone());
+    let deps = if unhealthy.is_empty() {
+        Check::new(
+            "deps.healthy",
+            CheckStatus::Pass,
+            format!(
+                "what the moving services depend on is healthy in the {read} environment(s) read"
+            ),
+        )
+    } else {
+        Check::new(
+            "deps.healthy",
+            CheckStatus::Fail,
+            format!(
+                "{} dependenc(ies) of moving services are unhealthy: {}",
+                unhealthy.len(),
+                some(&unhealthy)
+            ),
+        )
+    };
+    vec![reachable, path, deps]
+}
+
+/// The first five, and how many more.
+fn some(items: &[String]) -> String {
+    let more = items.len().saturating_sub(5);
+    let mut out = items[..items.len().min(5)].join(", ");
+    if more > 0 {
+        out.push_str(&format!(" and {more} more"));
     }
+    out
+}
+
+/// Pings one environment, reads what it runs, and checks the health of the services that
+/// stay put but that a moving service depends on.
+async fn survey(
+    intent: &Intent,
+    release: &str,
+    name: &str,
+    driver: &Arc<dyn Driver>,
+    timeout: Duration,
+) -> Seen {
+    let mut seen = Seen::default();
+    let (Some(env), Some(rel)) = (intent.environment(name), intent.release(release)) else {
+        seen.unreachable = Some("not in the intent".into());
+        return seen;
+    };
+    let answer = |r: Result<Result<(), crate::drivers::DriverError>, _>| match r {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.message),
+        Err(_) => Some("no answer".to_string()),
+    };
+    if let Some(why) = answer(tokio::time::timeout(timeout, driver.ping(env)).await) {
+        seen.unreachable = Some(why);
+        return seen;
+    }
+    let live = match tokio::time::timeout(timeout, driver.observe(env)).await {
+        Ok(Ok(live)) => live,
+        Ok(Err(e)) => {
+            seen.unread = Some(e.message);
+            return seen;
+        }
+        Err(_) => {
+            seen.unread = Some("no answer".into());
+            return seen;
+        }
+    };
+    let desired = layers::render(intent, rel, env).desired;
+    let moves = |service: &str| match (desired.services.get(service), live.get(service)) {
+        (Some(want), Some(have)) => want.revision != have.revision,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    for service in &intent.services {
+        let (Some(want), Some(have)) =
+            (desired.services.get(&service.name), live.get(&service.name))
+        else {
+            continue;
+        };
+        if want.version == have.version {
+            continue;
+        }
+        if let Some(min) = &service.min_from {
+            if version_cmp(&have.version, min).is_lt() {
+                seen.too_old.push(format!(
+                    "{} runs {}; going to {} needs at least {min} (min_from)",
+                    service.name, have.version, want.version
+                ));
+                continue;
+            }
+        }
+        if version_cmp(&want.version, &have.version).is_lt() {
+            seen.downgrades.push(format!(
+                "{} {} -> {}",
+                service.name, have.version, want.version
+            ));
+        }
+    }
+    // A dependency that moves too is verified after its own apply; one that stays must be
+    // healthy now, or what moves onto it fails.
+    let mut needed: Vec<(&str, &str)> = Vec::new();
+    for service in intent.services.iter().filter(|s| moves(&s.name)) {
+        for dep in service.depends_on.iter().filter(|d| !moves(d)) {
+            if live.contains_key(dep) && !needed.iter().any(|(d, _)| d == dep) {
+                needed.push((dep, &service.name));
+            }
+        }
+    }
+    for (dep, by) in needed {
+        let why = match tokio::time::timeout(timeout, driver.health(env, dep)).await {
+            Ok(Ok(Health::Healthy)) => continue,
+            Ok(Ok(Health::Unhealthy(why))) => why,
+            Ok(Err(e)) => e.message,
+            Err(_) => "no answer".into(),
+        };
+        seen.unhealthy
+            .push(format!("{dep} ({why}), needed by {by}"));
+    }
+    seen
 }

@@ -445,6 +445,17 @@ impl Checker {
                 }
             };
             let strategy = self.service_strategy(f, s);
+            let min_from = s.min_from.as_ref().and_then(|m| {
+                let v = m.get_ref().trim();
+                if v.is_empty() {
+                    self.error(f, m.span(), "min_from is empty").help = Some(
+                        "name the lowest version this service upgrades from, e.g. \"1.4\"".into(),
+                    );
+                    None
+                } else {
+                    Some(v.to_string())
+                }
+            });
             services.push(Service {
                 name: s.name.get_ref().clone(),
                 depends_on: s.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
@@ -452,6 +463,7 @@ impl Checker {
                 secret_keys: s.secret_keys.iter().map(|k| k.get_ref().clone()).collect(),
                 drift_ignore: s.drift_ignore.iter().map(|k| k.get_ref().clone()).collect(),
                 strategy,
+                min_from,
             });
         }
         if let Some(cycle) = find_cycle(&services) {
@@ -678,6 +690,18 @@ impl Checker {
                 ok = false;
             }
             p.max_wave_fraction = Some(v);
+        }
+        if let Some(m) = &d.max_wave_risk {
+            let v = *m.get_ref();
+            if !(v > 0.0 && v < 1.0) {
+                self.error(f, m.span(), format!("max_wave_risk {v} is out of range"))
+                    .help = Some(
+                    "use a chance above 0 and below 1 that a wave fails somewhere, e.g. 0.05"
+                        .into(),
+                );
+                ok = false;
+            }
+            p.max_wave_risk = Some(v);
         }
         if let Some(s) = &d.require_approval {
             p.require_approval = self.selector(f, s);

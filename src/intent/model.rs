@@ -107,6 +107,8 @@ pub struct Service {
     pub drift_ignore: Vec<String>,
     /// Its own retries, backoff and timeouts where it sets them, over `[strategy]`'s.
     pub strategy: ServiceStrategy,
+    /// The lowest version it can be upgraded from in one step (`versions.upgrade-path`).
+    pub min_from: Option<String>,
 }
 
 /// A service's own step settings; None: the `[strategy]`'s.
@@ -206,6 +208,9 @@ pub struct WaveSpec {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub max_wave_fraction: Option<f64>,
+    /// Waves whose chance of at least one failure (with retries) is above this fail
+    /// `policy.risk`.
+    pub max_wave_risk: Option<f64>,
     pub require_approval: Option<Selector>,
     /// A drifted environment fails the preflight (default: yes).
     pub block_on_drift: bool,
@@ -216,6 +221,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             max_wave_fraction: None,
+            max_wave_risk: None,
             require_approval: None,
             block_on_drift: true,
             freezes: Vec::new(),

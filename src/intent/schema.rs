@@ -72,6 +72,9 @@ pub struct ServiceDef {
     /// step timeout).
     #[serde(default)]
     pub health_timeout: Option<Spanned<String>>,
+    /// The lowest version this service can be upgraded from in one step.
+    #[serde(default)]
+    pub min_from: Option<Spanned<String>>,
 }
 
 /// `[strategy]`.
@@ -132,6 +135,9 @@ pub struct WaveDef {
 pub struct PolicyDef {
     #[serde(default)]
     pub max_wave_fraction: Option<Spanned<f64>>,
+    /// The highest chance, with retries, that a wave fails somewhere.
+    #[serde(default)]
+    pub max_wave_risk: Option<Spanned<f64>>,
     #[serde(default)]
     pub require_approval: Option<Spanned<String>>,
     #[serde(default = "yes")]

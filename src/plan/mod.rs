@@ -3,6 +3,7 @@
 
 pub mod risk;
 pub mod sample;
+pub mod suggest;
 
 use std::time::{Duration, SystemTime};
 
@@ -73,15 +74,18 @@ pub struct PlannedWave {
 }
 
 /// The preflight checks, by their stable ids, in the order a checklist shows them.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 12] = [
     "intent.valid",
     "deps.acyclic",
     "waves.cover",
     "policy.freeze",
     "policy.blast-radius",
     "policy.approval",
+    "policy.risk",
     "strategy.defaults",
     "targets.reachable",
+    "versions.upgrade-path",
+    "deps.healthy",
     "drift.clean",
 ];
 
@@ -174,7 +178,7 @@ pub fn build_with_history(
     let mut assigned = vec![false; envs.len()];
     let mut waves = Vec::new();
     let step_success = strategy.expected_success_rate;
-    let services = intent.services.len();
+    let steps = |i: usize| env_steps(intent, history, i, step_success);
 
     let mut push_wave = |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount| {
         let mut gate = gate;
@@ -190,18 +194,7 @@ pub fn build_with_history(
         }
         let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
         names.sort();
-        let risk = match history {
-            Some(h) => Risk::of_steps(
-                members.iter().flat_map(|&i| {
-                    intent
-                        .services
-                        .iter()
-                        .map(move |s| h.step_success(&envs[i].name, &s.name, step_success))
-                }),
-                strategy.retries,
-            ),
-            None => Risk::of_wave(step_success, strategy.retries, services, names.len()),
-        };
+        let risk = Risk::of_steps(members.iter().flat_map(|&i| steps(i)));
         waves.push(PlannedWave {
             name: name.to_string(),
             allowed_failures: budget.allowed(names.len()),
@@ -279,6 +272,21 @@ pub fn build_with_history(
     };
     plan.checks = policy_checks(intent, &plan, now);
     Ok(plan)
+}
+
+/// The steps of environment `i` for risk: each one's chance to succeed per attempt (from
+/// history where there is some) and its service's retries.
+fn env_steps<'a>(
+    intent: &'a Intent,
+    history: Option<&'a History>,
+    i: usize,
+    prior: f64,
+) -> impl Iterator<Item = (f64, u32)> + 'a {
+    let env = &intent.environments[i].name;
+    intent.services.iter().map(move |s| {
+        let p = history.map_or(prior, |h| h.step_success(env, &s.name, prior));
+        (p, s.strategy.retries.unwrap_or(intent.strategy.retries))
+    })
 }
 
 /// Preflight checks that need no driver: the intent, the waves, policy limits and freeze
@@ -365,6 +373,38 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
             )
         });
     }
+    checks.push(match intent.policy.max_wave_risk {
+        None => Check::new(
+            "policy.risk",
+            CheckStatus::Pass,
+            "no limit on a wave's risk ([policy] max_wave_risk)",
+        ),
+        Some(max) => {
+            let over: Vec<String> = plan
+                .waves
+                .iter()
+                .filter(|w| w.risk.with_retries > max)
+                .map(|w| format!("`{}` ({:.3}%)", w.name, w.risk.with_retries * 100.0))
+                .collect();
+            if over.is_empty() {
+                Check::new(
+                    "policy.risk",
+                    CheckStatus::Pass,
+                    format!("every wave fails somewhere with a chance under {max}"),
+                )
+            } else {
+                Check::new(
+                    "policy.risk",
+                    CheckStatus::Fail,
+                    format!(
+                        "policy allows a chance of at most {max} that a wave fails somewhere; above it: {}; `flotilla plan {} --suggest` proposes smaller waves",
+                        over.join(", "),
+                        plan.release
+                    ),
+                )
+            }
+        }
+    });
     for freeze in &intent.policy.freezes {
         let active = now >= freeze.start && now <= freeze.end;
         let hit = plan

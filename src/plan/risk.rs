@@ -45,13 +45,14 @@ pub struct Risk {
 }
 
 impl Risk {
-    /// Risk of a wave from each step's own success chance (history-based).
-    pub fn of_steps(step_success: impl IntoIterator<Item = f64>, retries: u32) -> Risk {
+    /// Risk of a wave from its steps: each step's chance to succeed per attempt, and its
+    /// retries.
+    pub fn of_steps(steps: impl IntoIterator<Item = (f64, u32)>) -> Risk {
         let (mut ln_once, mut ln_retried, mut n, mut sum) = (0.0, 0.0, 0.0, 0.0);
-        for p in step_success {
+        for (p, retries) in steps {
             let p = p.clamp(0.0, 1.0);
             ln_once += (-(1.0 - p)).ln_1p();
-            ln_retried += (-(1.0 - p).powi(retries.min(1000) as i32 + 1)).ln_1p();
+            ln_retried += (-fails_every_attempt(p, retries)).ln_1p();
             n += 1.0;
             sum += p;
         }
@@ -61,35 +62,49 @@ impl Risk {
             with_retries: -ln_retried.exp_m1(),
         }
     }
-
-    /// Risk of a wave of `envs` environments with `services` steps each.
-    pub fn of_wave(step_success: f64, retries: u32, services: usize, envs: usize) -> Risk {
-        let steps = (services * envs) as f64;
-        let fail_once = 1.0 - step_success;
-        let step_with_retries = 1.0 - fail_once.powi(retries.min(1000) as i32 + 1);
-        Risk {
-            step_success,
-            without_retries: any_fails(step_success, steps),
-            with_retries: any_fails(step_with_retries, steps),
-        }
-    }
 }
 
-/// 1 - p^n, computed through logarithms so tiny failure chances keep their precision.
-fn any_fails(p: f64, n: f64) -> f64 {
-    if p >= 1.0 || n == 0.0 {
-        return 0.0;
+/// Chance that a step fails on its first attempt and on every retry.
+fn fails_every_attempt(p: f64, retries: u32) -> f64 {
+    (1.0 - p.clamp(0.0, 1.0)).powi(retries.min(1000) as i32 + 1)
+}
+
+/// Chance that one environment fails, its steps retried: at least one step fails every
+/// attempt.
+pub fn env_fails(steps: impl IntoIterator<Item = (f64, u32)>) -> f64 {
+    let ln_ok: f64 = steps
+        .into_iter()
+        .map(|(p, retries)| (-fails_every_attempt(p, retries)).ln_1p())
+        .sum();
+    -ln_ok.exp_m1()
+}
+
+/// The most environments, each failing with chance `env_fails`, a wave may hold while its
+/// chance of at least one failure stays at or under `max` (0: not even one).
+pub fn most_envs(env_fails: f64, max: f64) -> usize {
+    if env_fails <= 0.0 {
+        return usize::MAX;
     }
-    -(n * (-(1.0 - p)).ln_1p()).exp_m1()
+    if env_fails >= 1.0 || max <= 0.0 {
+        return 0;
+    }
+    // (1 - q)^n <= 1 - max  <=>  n <= ln(1 - max) / ln(1 - q); a hair of slack keeps a
+    // wave of exactly the limit on the right side of rounding.
+    let n = (-max).ln_1p() / (-env_fails).ln_1p();
+    (n * (1.0 + 1e-12)).floor().min(usize::MAX as f64 / 2.0) as usize
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn wave(p: f64, retries: u32, services: usize, envs: usize) -> Risk {
+        Risk::of_steps(std::iter::repeat_n((p, retries), services * envs))
+    }
+
     #[test]
     fn hundred_environments_at_99_percent_fail_somewhere_63_percent_of_the_time() {
-        let r = Risk::of_wave(0.99, 0, 1, 100);
+        let r = wave(0.99, 0, 1, 100);
         assert!((r.without_retries - 0.634).abs() < 0.001, "{r:?}");
     }
 
@@ -100,14 +115,29 @@ mod tests {
         h.steps.insert(("e".into(), "s".into()), (10, 5));
         let p = h.step_success("e", "s", 0.99);
         assert!((p - (19.8 + 5.0) / 30.0).abs() < 1e-12, "{p}");
-        let r = Risk::of_steps([p, 0.99], 0);
+        let r = Risk::of_steps([(p, 0), (0.99, 0)]);
         assert!((r.without_retries - (1.0 - p * 0.99)).abs() < 1e-12);
     }
 
     #[test]
     fn retries_lower_the_risk() {
-        let r = Risk::of_wave(0.99, 2, 3, 100);
+        let r = wave(0.99, 2, 3, 100);
         assert!(r.with_retries < 0.001 && r.without_retries > 0.9, "{r:?}");
-        assert_eq!(Risk::of_wave(0.99, 2, 3, 0).with_retries, 0.0);
+        assert_eq!(wave(0.99, 2, 3, 0).with_retries, 0.0);
+        // A service's own retries count for its steps.
+        let more = Risk::of_steps([(0.9, 0), (0.9, 3)]);
+        assert!((more.with_retries - (1.0 - 0.9 * (1.0 - 1e-4))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_largest_wave_under_a_risk_limit_is_just_under_it() {
+        for (q, max) in [(0.001, 0.05), (0.01, 0.2), (1e-6, 0.01), (0.3, 0.5)] {
+            let n = most_envs(q, max);
+            let risk = |n: usize| 1.0 - (1.0 - q).powi(n as i32);
+            assert!(risk(n) <= max + 1e-12, "{q} {max}: {n}");
+            assert!(risk(n + 1) > max, "{q} {max}: {n}");
+        }
+        assert_eq!(most_envs(0.5, 0.1), 0);
+        assert_eq!(most_envs(0.0, 0.1), usize::MAX);
     }
 }

@@ -2,6 +2,8 @@
 //! the engine on them under paused tokio time.
 #![allow(dead_code)]
 
+pub mod exec;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
