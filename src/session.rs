@@ -139,6 +139,8 @@ pub struct RolloutSession {
     guard: Option<Arc<Known>>,
     /// Only these services are applied (a revert of some); empty: all.
     only_services: Vec<String>,
+    /// Freezes an override set aside, until the end of the window in force at the start.
+    waived: Vec<(String, SystemTime)>,
 }
 
 impl RolloutSession {
@@ -348,6 +350,23 @@ impl RolloutSession {
                 )),
             }
         }
+        // An overridden freeze lets the waves start inside the window in force now; its
+        // later windows stop them again.
+        let freeze_overridden = plan
+            .checks
+            .iter()
+            .any(|c| c.name == "policy.freeze" && c.overridden.is_some());
+        let waived: Vec<(String, SystemTime)> = if freeze_overridden {
+            let now = SystemTime::now();
+            intent
+                .policy
+                .freezes
+                .iter()
+                .filter_map(|f| Some((f.name.clone(), f.in_force(now)?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let failed: Vec<String> = plan
             .checks
             .iter()
@@ -409,6 +428,7 @@ impl RolloutSession {
             repo: repo.to_path_buf(),
             guard,
             only_services: only.map(|o| o.services).unwrap_or_default(),
+            waived,
         })
     }
 
@@ -461,6 +481,7 @@ impl RolloutSession {
             repo,
             guard,
             only_services,
+            waived,
         } = self;
         let (event_tx, events) = mpsc::unbounded_channel();
         let (journal, writer) =
@@ -500,7 +521,8 @@ impl RolloutSession {
             crate::intent::load(&repo, commit)
                 .map(|l| l.intent.emergency(env).cloned())
                 .map_err(|e| e.to_string())
-        }));
+        }))
+        .waive_freezes(waived);
         if let Some(known) = guard {
             engine = engine.guard_drift(known);
         }

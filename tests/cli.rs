@@ -316,7 +316,10 @@ fn a_freeze_in_force_blocks_the_rollout_with_exit_3() {
     let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("freeze `all-hands` is in force"), "{err}");
+    assert!(
+        err.contains("freeze `all-hands`") && err.contains("is in force until 2999-01-01"),
+        "{err}"
+    );
     let status = flotilla(&repo, &state, &["status"]);
     assert!(
         text(&status).0.contains("no rollout has run"),

@@ -370,3 +370,73 @@ fn risk_comes_from_the_strategy_not_the_simulator_and_the_seed_from_the_release(
     let plan = flotilla::plan::build(&intent, "r1", epoch()).unwrap();
     assert_eq!(plan.seed, flotilla::hash::stable_hash(&[b"r1"]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_freeze_that_begins_mid_rollout_holds_the_next_wave_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    // The clock starts Monday 09:00Z; the canary is done within seconds, and the rest is
+    // due after a 10m soak, at 09:10, inside the weekly freeze Monday 09:05-12:00.
+    let mut fixture = Fixture::standard(
+        4,
+        &strategy("", "0").replace("name = \"rest\"\n", "name = \"rest\"\nsoak = \"10m\"\n"),
+    );
+    fixture.fleet += "[policy]\n[[policy.freeze]]\nname = \"monday-standup\"\nweekly = \"mon 09:05-12:00\"\ntimezone = \"UTC\"\nselect = \"ring=general\"\n";
+    let intent = fixture.load(dir.path());
+    let run = rollout(intent, &["canary"]).await;
+    assert!(
+        matches!(run.outcome, Outcome::Completed { succeeded: 4, .. }),
+        "{:?}",
+        run.outcome
+    );
+    let waiting = run
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::GateWaiting { wave, reason } if reason.contains("freeze") => {
+                Some((wave.clone(), reason.clone(), e.ts.clone()))
+            }
+            _ => None,
+        })
+        .expect("the rest wave waits for the freeze");
+    assert_eq!(waiting.0, "rest");
+    assert!(
+        waiting.1.contains("`monday-standup`") && waiting.1.contains("2026-11-02T12:00:00Z"),
+        "{}",
+        waiting.1
+    );
+    let at = |s: &str| humantime::parse_rfc3339_weak(s).unwrap();
+    assert!(
+        at(&waiting.2) >= at("2026-11-02T09:05:00Z"),
+        "{:?}",
+        waiting.2
+    );
+    // No step of the rest wave started before the freeze ended.
+    let first_rest_step = run
+        .events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::StepStarted { env, .. } if env != "e-00"))
+        .map(|e| at(&e.ts))
+        .min()
+        .unwrap();
+    assert!(
+        first_rest_step >= at("2026-11-02T12:00:00Z"),
+        "{first_rest_step:?}"
+    );
+    // What `status` and the console read while it waited: the freeze and its end.
+    let upto: Vec<_> = run
+        .events
+        .iter()
+        .take_while(|e| at(&e.ts) < at("2026-11-02T12:00:00Z"))
+        .cloned()
+        .collect();
+    let view = flotilla::engine::RolloutView::fold(&upto);
+    assert_eq!(view.state, "waiting");
+    let rest = view.waves.iter().find(|w| w.name == "rest").unwrap();
+    assert!(
+        rest.waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("freeze `monday-standup`")),
+        "{:?}",
+        rest.waiting
+    );
+}

@@ -10,6 +10,7 @@ pub mod step;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -172,6 +173,9 @@ pub struct Engine {
     /// Emergency layers taken from adopt commits, in place of the intent's own.
     emergency: HashMap<usize, Emergency>,
     load_emergency: Option<EmergencyLoader>,
+    /// Freezes set aside for this rollout (`--override policy.freeze`), until the end of
+    /// the window that was in force then.
+    waived: Vec<(String, SystemTime)>,
 }
 
 /// One environment's rollback as decided.
@@ -294,6 +298,7 @@ impl Engine {
             released: HashSet::new(),
             emergency: HashMap::new(),
             load_emergency: None,
+            waived: Vec::new(),
         }
     }
 
@@ -323,6 +328,13 @@ impl Engine {
                 }
             }
         }
+        self
+    }
+
+    /// Lets waves start inside these freezes until the given ends: the windows someone
+    /// overrode `policy.freeze` for. Later windows of the same freeze stop waves again.
+    pub fn waive_freezes(mut self, waived: Vec<(String, SystemTime)>) -> Self {
+        self.waived = waived;
         self
     }
 
@@ -631,6 +643,11 @@ impl Engine {
                     return end;
                 }
             }
+            if !self.plan.waves[w].envs.is_empty() && !self.completed_waves.contains(&w) {
+                if let Err(end) = self.wait_out_freezes(w).await {
+                    return end;
+                }
+            }
             if let Err(end) = self.run_wave(w).await {
                 return end;
             }
@@ -752,6 +769,60 @@ impl Engine {
             }
             tokio::select! {
                 cmd = self.commands.recv() => self.on_command(cmd),
+                joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                    self.rollback_joined(joined);
+                }
+            }
+            self.check_stop()?;
+            self.run_released(w).await?;
+        }
+        Ok(())
+    }
+
+    /// The freeze in force now over some environment of wave `w`, and until when.
+    fn freeze_over(&self, w: usize) -> Option<(String, String, SystemTime)> {
+        let now = self.ctx.clock.now();
+        let intent = &self.ctx.intent;
+        intent.policy.freezes.iter().find_map(|f| {
+            let until = f.in_force(now)?;
+            if self
+                .waived
+                .iter()
+                .any(|(name, end)| *name == f.name && until <= *end)
+            {
+                return None;
+            }
+            let covers = self.plan.waves[w].envs.iter().any(|e| {
+                intent
+                    .environment(e)
+                    .is_some_and(|env| f.select.matches(&env.labels))
+            });
+            covers.then(|| (f.name.clone(), f.describe(), until))
+        })
+    }
+
+    /// A wave never starts inside a freeze that covers its environments: it waits for the
+    /// end (and for any freeze that follows), obeying commands meanwhile.
+    async fn wait_out_freezes(&mut self, w: usize) -> Result<(), Outcome> {
+        let mut announced = None;
+        while let Some((name, when, until)) = self.freeze_over(w) {
+            if announced.as_ref() != Some(&(name.clone(), until)) {
+                self.emit(EventKind::GateWaiting {
+                    wave: self.plan.waves[w].name.clone(),
+                    reason: format!(
+                        "the end of freeze `{name}` ({when}) at {}",
+                        humantime::format_rfc3339_seconds(until)
+                    ),
+                });
+                announced = Some((name, until));
+            }
+            let left = until
+                .duration_since(self.ctx.clock.now())
+                .unwrap_or_default();
+            let wake = Instant::now() + left;
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                cmd = self.commands.recv(), if self.commands_open => self.on_command(cmd),
                 joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
                     self.rollback_joined(joined);
                 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::{Diagnostic, Severity};
+use super::freeze::{Freeze, Weekly, Window};
 use super::model::*;
 use super::schema::{self, FleetFile};
 use super::source::SourceFile;
@@ -708,29 +709,61 @@ impl Checker {
             ok &= p.require_approval.is_some();
         }
         for fr in &d.freeze {
-            let start = self.timestamp(f, &fr.start);
-            let end = self.timestamp(f, &fr.end);
+            let name = fr.name.get_ref().clone();
             let select = match &fr.select {
                 Some(s) => self.selector(f, s),
                 None => Some(Selector::All),
             };
-            match (start, end, select) {
-                (Some(start), Some(end), Some(select)) => {
-                    if end <= start {
-                        self.error(
-                            f,
-                            fr.end.span(),
-                            format!("freeze `{}` ends before it starts", fr.name),
-                        );
-                        ok = false;
+            let window = match (&fr.start, &fr.end, &fr.weekly) {
+                (Some(start), Some(end), None) => {
+                    match (self.timestamp(f, start), self.timestamp(f, end)) {
+                        (Some(s), Some(e)) if e <= s => {
+                            self.error(
+                                f,
+                                end.span(),
+                                format!("freeze `{name}` ends before it starts"),
+                            );
+                            None
+                        }
+                        (Some(start), Some(end)) => Some(Window::Between { start, end }),
+                        _ => None,
                     }
-                    p.freezes.push(Freeze {
-                        name: fr.name.clone(),
-                        start,
-                        end,
-                        select,
-                    });
                 }
+                (None, None, Some(weekly)) => {
+                    let tz = fr.timezone.as_ref().map(|t| t.get_ref().as_str());
+                    match Weekly::parse(weekly.get_ref(), tz) {
+                        Ok(w) => Some(Window::Weekly(w)),
+                        Err((what, help)) => {
+                            let span = match (&fr.timezone, what.starts_with("unknown time zone")) {
+                                (Some(t), true) => t.span(),
+                                _ => weekly.span(),
+                            };
+                            self.error(f, span, what).help = Some(help);
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.error(
+                        f,
+                        fr.name.span(),
+                        format!("freeze `{name}` needs either start and end, or weekly"),
+                    )
+                    .help = Some("e.g. start = \"2026-11-27T00:00:00Z\" and end = \"2026-11-30T00:00:00Z\", or weekly = \"sat 00:00-24:00\" with timezone = \"Europe/Berlin\"".into());
+                    None
+                }
+            };
+            if let (Some(t), None) = (&fr.timezone, &fr.weekly) {
+                self.error(f, t.span(), "timezone applies to a weekly freeze only").help =
+                    Some("start and end carry their own offset (RFC 3339, e.g. 2026-11-27T00:00:00+01:00)".into());
+                ok = false;
+            }
+            match (window, select) {
+                (Some(window), Some(select)) => p.freezes.push(Freeze {
+                    name,
+                    window,
+                    select,
+                }),
                 _ => ok = false,
             }
         }

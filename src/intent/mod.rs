@@ -1,6 +1,7 @@
 //! The intent: what the Git repository says the fleet should run.
 
 pub mod diagnostics;
+pub mod freeze;
 pub mod layers;
 pub mod load;
 pub mod model;
@@ -11,6 +12,7 @@ pub mod write;
 use std::path::Path;
 
 pub use diagnostics::{Diagnostic, Severity};
+pub use freeze::{Freeze, Weekly, Window};
 pub use model::*;
 
 /// Why the intent could not be used.

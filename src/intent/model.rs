@@ -1,10 +1,11 @@
 //! The validated intent: plain data the planner, engine and views work from.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
+use super::freeze::Freeze;
 use crate::selector::Selector;
 
 /// Everything the intent repo says, at one commit.
@@ -227,15 +228,6 @@ impl Default for Policy {
             freezes: Vec::new(),
         }
     }
-}
-
-/// A window in which nothing may be rolled out to the matching environments.
-#[derive(Debug, Clone)]
-pub struct Freeze {
-    pub name: String,
-    pub start: SystemTime,
-    pub end: SystemTime,
-    pub select: Selector,
 }
 
 /// One single-tenant environment.

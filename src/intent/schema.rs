@@ -154,9 +154,16 @@ fn yes() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeDef {
-    pub name: String,
-    pub start: Spanned<String>,
-    pub end: Spanned<String>,
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub start: Option<Spanned<String>>,
+    #[serde(default)]
+    pub end: Option<Spanned<String>>,
+    /// A weekly window, `sat 00:00-24:00`, in `timezone`.
+    #[serde(default)]
+    pub weekly: Option<Spanned<String>>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
     #[serde(default)]
     pub select: Option<Spanned<String>>,
 }

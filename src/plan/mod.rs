@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::intent::load::REMAINING_WAVE;
-use crate::intent::{Amount, Gate, Intent, Revision};
+use crate::intent::{Amount, Gate, Intent, Revision, Window};
 pub use risk::{History, Risk};
 
 /// What a rollout of one release will do.
@@ -406,7 +406,6 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
         }
     });
     for freeze in &intent.policy.freezes {
-        let active = now >= freeze.start && now <= freeze.end;
         let hit = plan
             .waves
             .iter()
@@ -417,19 +416,35 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
                     .is_some_and(|env| freeze.select.matches(&env.labels))
             })
             .count();
-        let until = humantime::format_rfc3339_seconds(freeze.end);
-        checks.push(match (active, hit) {
-            (true, n) if n > 0 => Check::new(
+        let when = freeze.describe();
+        let name = &freeze.name;
+        let stamp = |t| humantime::format_rfc3339_seconds(t);
+        checks.push(match (freeze.in_force(now), freeze.next_start(now)) {
+            _ if hit == 0 => Check::new(
+                "policy.freeze",
+                CheckStatus::Pass,
+                format!("freeze `{name}` ({when}) covers no environment of this plan"),
+            ),
+            (Some(until), _) => Check::new(
                 "policy.freeze",
                 CheckStatus::Fail,
-                format!("freeze `{}` is in force until {until} and covers {n} environment(s) of this plan", freeze.name),
+                format!("freeze `{name}` ({when}) is in force until {} and covers {hit} environment(s) of this plan", stamp(until)),
             ),
-            (false, n) if n > 0 && freeze.start > now => Check::new(
+            (None, Some(next)) if matches!(freeze.window, Window::Between { .. }) => Check::new(
                 "policy.freeze",
                 CheckStatus::Warn,
-                format!("freeze `{}` starts at {}", freeze.name, humantime::format_rfc3339_seconds(freeze.start)),
+                format!("freeze `{name}` starts at {}: a wave due then waits for its end", stamp(next)),
             ),
-            _ => Check::new("policy.freeze", CheckStatus::Pass, format!("freeze `{}` is not in force", freeze.name)),
+            (None, Some(next)) => Check::new(
+                "policy.freeze",
+                CheckStatus::Pass,
+                format!("freeze `{name}` ({when}) is not in force; next from {}, and a wave due then waits for its end", stamp(next)),
+            ),
+            (None, None) => Check::new(
+                "policy.freeze",
+                CheckStatus::Pass,
+                format!("freeze `{name}` ({when}) is over"),
+            ),
         });
     }
     let protected: Vec<&str> = plan
