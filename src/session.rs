@@ -269,6 +269,20 @@ impl RolloutSession {
                 }
             }
         }
+        // An approval given in advance says nothing about why: waves that need a note
+        // wait for `flotilla approve WAVE --note` (or the console's approval).
+        approvals.retain(|name| {
+            let needs_note = plan
+                .waves
+                .iter()
+                .any(|w| &w.name == name && w.note_required);
+            if needs_note {
+                crate::notice::say(format!(
+                    "note: wave `{name}` takes an approval with a note, not one in advance: `flotilla approve {name} --note \"...\"`"
+                ));
+            }
+            !needs_note
+        });
 
         // The scripts run from the work tree; the rollout runs at its commit: they must agree.
         if let Some(exec) = intent

@@ -440,3 +440,41 @@ async fn a_freeze_that_begins_mid_rollout_holds_the_next_wave_until_it_ends() {
         rest.waiting
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_gate_that_requires_a_note_refuses_one_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Fixture::standard(
+        3,
+        &strategy("", "0").replace(
+            "gate = \"approval\"\n",
+            "gate = \"approval\"\nnote = \"required\"\n",
+        ),
+    )
+    .load(dir.path());
+    let mut live = Live::start(intent);
+    live.until("gate_waiting").await;
+    let approve = |note: Option<&str>| flotilla::engine::Command::Approve {
+        wave: "canary".into(),
+        by: "ana".into(),
+        note: note.map(String::from),
+    };
+    live.send(approve(None));
+    live.send(approve(Some("  ")));
+    for _ in 0..2 {
+        let e = live.until("command_rejected").await;
+        let EventKind::CommandRejected { reason, .. } = &e.kind else {
+            unreachable!()
+        };
+        assert!(
+            reason.contains("with a note") && reason.contains("--note"),
+            "{reason}"
+        );
+    }
+    live.send(approve(Some("CAB-12: canary checked by ana")));
+    let e = live.until("gate_approved").await;
+    assert!(
+        matches!(&e.kind, EventKind::GateApproved { note: Some(n), .. } if n.starts_with("CAB-12"))
+    );
+    live.until("rollout_completed").await;
+}

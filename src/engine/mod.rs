@@ -1671,6 +1671,13 @@ impl Engine {
                 if w < self.current_wave {
                     return self.reject(&cmd, format!("wave `{wave}` is already past its gate"));
                 }
+                let blank = note.as_deref().is_none_or(|n| n.trim().is_empty());
+                if self.plan.waves[w].note_required && blank {
+                    return self.reject(
+                        &cmd,
+                        format!("wave `{wave}` takes an approval with a note saying why: `flotilla approve {wave} --note \"...\"`"),
+                    );
+                }
                 if !self.approvals[w].insert(by.clone()) {
                     return self.reject(
                         &cmd,

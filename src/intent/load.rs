@@ -656,6 +656,24 @@ impl Checker {
                     );
                 }
             }
+            let note_required = match w.note.as_ref().map(|n| (n, n.get_ref().as_str())) {
+                None | Some((_, "optional")) => false,
+                Some((n, "required")) => {
+                    if gate == Gate::Auto {
+                        self.error(f, n.span(), "note = \"required\" needs an approval gate")
+                            .help = Some("set gate = \"approval\" or remove note".into());
+                        ok = false;
+                    }
+                    true
+                }
+                Some((n, other)) => {
+                    let msg = format!("unknown note setting `{other}`");
+                    self.error(f, n.span(), msg).help =
+                        Some(hint_one_of(other, &["required", "optional"]));
+                    ok = false;
+                    false
+                }
+            };
             waves.push(WaveSpec {
                 name: name.to_string(),
                 select,
@@ -664,6 +682,7 @@ impl Checker {
                 failure_budget,
                 take,
                 spread_by: w.spread_by.clone(),
+                note_required,
             });
         }
         strategy.waves = waves;
@@ -1048,6 +1067,7 @@ pub fn default_strategy(fleet_size: usize) -> Strategy {
         failure_budget: Amount::Count(0),
         take: Some(take),
         spread_by: Vec::new(),
+        note_required: false,
     };
     Strategy {
         max_parallel: 10,

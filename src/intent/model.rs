@@ -203,6 +203,8 @@ pub struct WaveSpec {
     pub take: Option<Amount>,
     /// Labels the sample is stratified by.
     pub spread_by: Vec<String>,
+    /// An approval of this wave must come with a note (`note = "required"`).
+    pub note_required: bool,
 }
 
 /// What no rollout may do: oversized waves, ungated protected environments, freezes.

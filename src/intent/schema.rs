@@ -127,6 +127,9 @@ pub struct WaveDef {
     pub take: Option<Spanned<Amount>>,
     #[serde(default)]
     pub spread_by: Vec<String>,
+    /// `required`: an approval of this wave must say why.
+    #[serde(default)]
+    pub note: Option<Spanned<String>>,
 }
 
 /// `[policy]`.

@@ -64,6 +64,9 @@ pub struct PlannedWave {
     /// an approval given for it by name (`--approve-all` does not give it).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub protected: bool,
+    /// Its approvals must say why (`note = "required"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub note_required: bool,
     #[serde(serialize_with = "ser_duration")]
     pub soak: Duration,
     /// The budget as configured (`3`, `5%`).
@@ -180,33 +183,37 @@ pub fn build_with_history(
     let step_success = strategy.expected_success_rate;
     let steps = |i: usize| env_steps(intent, history, i, step_success);
 
-    let mut push_wave = |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount| {
-        let mut gate = gate;
-        let mut gate_reason = None;
-        let protected = intent
-            .policy
-            .require_approval
-            .as_ref()
-            .is_some_and(|sel| members.iter().any(|&i| sel.matches(&envs[i].labels)));
-        if let (Some(sel), Gate::Auto, true) = (&intent.policy.require_approval, gate, protected) {
-            gate = Gate::Approval { approvers: 1 };
-            gate_reason = Some(format!("policy require_approval = \"{sel}\""));
-        }
-        let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
-        names.sort();
-        let risk = Risk::of_steps(members.iter().flat_map(|&i| steps(i)));
-        waves.push(PlannedWave {
-            name: name.to_string(),
-            allowed_failures: budget.allowed(names.len()),
-            risk,
-            envs: names,
-            gate,
-            gate_reason,
-            protected,
-            soak,
-            failure_budget: budget.to_string(),
-        });
-    };
+    let mut push_wave =
+        |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount, note_required: bool| {
+            let mut gate = gate;
+            let mut gate_reason = None;
+            let protected = intent
+                .policy
+                .require_approval
+                .as_ref()
+                .is_some_and(|sel| members.iter().any(|&i| sel.matches(&envs[i].labels)));
+            if let (Some(sel), Gate::Auto, true) =
+                (&intent.policy.require_approval, gate, protected)
+            {
+                gate = Gate::Approval { approvers: 1 };
+                gate_reason = Some(format!("policy require_approval = \"{sel}\""));
+            }
+            let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
+            names.sort();
+            let risk = Risk::of_steps(members.iter().flat_map(|&i| steps(i)));
+            waves.push(PlannedWave {
+                name: name.to_string(),
+                allowed_failures: budget.allowed(names.len()),
+                risk,
+                envs: names,
+                gate,
+                gate_reason,
+                protected,
+                note_required,
+                soak,
+                failure_budget: budget.to_string(),
+            });
+        };
 
     for spec in &strategy.waves {
         let candidates: Vec<usize> = (0..envs.len())
@@ -231,6 +238,7 @@ pub fn build_with_history(
             spec.gate,
             spec.soak,
             spec.failure_budget,
+            spec.note_required,
         );
     }
     let rest: Vec<usize> = (0..envs.len()).filter(|&i| !assigned[i]).collect();
@@ -240,7 +248,14 @@ pub fn build_with_history(
             .last()
             .map(|w| w.failure_budget)
             .unwrap_or(Amount::Count(0));
-        push_wave(REMAINING_WAVE, rest, Gate::Auto, Duration::ZERO, budget);
+        push_wave(
+            REMAINING_WAVE,
+            rest,
+            Gate::Auto,
+            Duration::ZERO,
+            budget,
+            false,
+        );
     }
 
     let mut plan = Plan {

@@ -42,6 +42,7 @@ pub fn strategy(
             .unwrap_or(Amount::Count(0)),
         take: None,
         spread_by: Vec::new(),
+        note_required: false,
     };
     for wave in &plan.waves {
         let spec = s.waves.iter().find(|w| w.name == wave.name);
@@ -110,6 +111,9 @@ fn write_wave(out: &mut String, spec: &WaveSpec, name: &str, gate: Gate, take: O
         let _ = writeln!(out, "gate = \"approval\"");
         if approvers > 1 {
             let _ = writeln!(out, "approvers = {approvers}");
+        }
+        if spec.note_required {
+            let _ = writeln!(out, "note = \"required\"");
         }
     }
     if !spec.soak.is_zero() {
