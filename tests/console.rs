@@ -995,3 +995,27 @@ async fn the_detail_shows_the_last_lines_a_command_printed() {
         "{screen}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_without_a_note_is_not_sent_where_the_gate_takes_one() {
+    let fixture = Fixture::standard(
+        4,
+        &strategy("", "1").replace(
+            "gate = \"approval\"\n",
+            "gate = \"approval\"\nnote = \"required\"\n",
+        ),
+    );
+    let mut h = Harness::new(fixture, false);
+    h.wait(1).await;
+    h.press("a<Enter>");
+    h.wait(5).await;
+    assert_eq!(h.count("gate_approved"), 0);
+    assert!(
+        h.screen(80, 24).contains("takes a note"),
+        "{}",
+        h.screen(80, 24)
+    );
+    h.press("aCAB-3 canary checked<Enter>");
+    h.wait(5).await;
+    assert_eq!(h.count("gate_approved"), 1);
+}

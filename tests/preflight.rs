@@ -288,3 +288,35 @@ fn an_unhealthy_dependency_of_a_moving_service_blocks_until_it_recovers() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(live_version(&live, "e-01", "api"), "1.1");
 }
+
+#[test]
+fn a_gate_that_requires_a_note_takes_flotilla_approve_with_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let strategy_text = strategy("", "0").replace(
+        "gate = \"approval\"\n",
+        "gate = \"approval\"\nnote = \"required\"\n",
+    );
+    let repo = sim_repo(dir.path(), 3, "", &strategy_text);
+    let state = dir.path().join("s.db");
+    // An approval in advance does not say why: the canary gate still waits.
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    assert!(
+        said(&out).contains("takes an approval with a note"),
+        "{}",
+        said(&out)
+    );
+    let out = flotilla(&repo, &state, &["approve", "canary"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(said(&out).contains("--note"), "{}", said(&out));
+    let out = flotilla(
+        &repo,
+        &state,
+        &["approve", "canary", "--note", "CAB-9 agreed"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let out = flotilla(&repo, &state, &["rollout", "r1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let audit = said(&flotilla(&repo, &state, &["audit"]));
+    assert!(audit.contains("CAB-9 agreed"), "{audit}");
+}

@@ -248,7 +248,21 @@ fn check(
         _ => Ok(()),
     };
     match command {
-        StoredCommand::Approve { wave, .. } => wave_known(wave),
+        StoredCommand::Approve { wave, note } => {
+            wave_known(wave)?;
+            let needs_note = intent.is_some_and(|i| {
+                i.strategy
+                    .waves
+                    .iter()
+                    .any(|w| &w.name == wave && w.note_required)
+            });
+            if needs_note && note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+                return Err(format!(
+                    "wave `{wave}` takes an approval with a note saying why: --note \"...\""
+                ));
+            }
+            Ok(())
+        }
         StoredCommand::Retry { envs } => envs.iter().try_for_each(|e| env_known(e)),
         StoredCommand::Skip { env, reason } => {
             if reason.trim().is_empty() {

@@ -1091,6 +1091,12 @@ impl Ui {
                 Vec::new()
             }
             Purpose::ApproveNote { wave } => {
+                if typed.trim().is_empty() && needs_note(model, &wave) {
+                    self.flash_error(format!(
+                        "{wave} not approved: its gate takes a note saying why"
+                    ));
+                    return Vec::new();
+                }
                 self.flash(format!("approval of {wave} sent"));
                 vec![Effect::Send(Command::Approve {
                     wave,
@@ -1208,6 +1214,12 @@ impl Ui {
             (Act::Approve, [wave, note @ ..]) => {
                 if !model.plan.waves.iter().any(|w| w.name == *wave) {
                     self.flash_error(format!("no wave `{wave}` in the plan"));
+                    return Vec::new();
+                }
+                if note.is_empty() && needs_note(model, wave) {
+                    self.flash_error(format!(
+                        "{wave} not approved: its gate takes a note saying why (:approve {wave} WHY)"
+                    ));
                     return Vec::new();
                 }
                 self.flash(format!("approval of {wave} sent"));
@@ -1404,4 +1416,13 @@ pub fn short_list(names: &[String]) -> String {
             names.len() - 3
         )
     }
+}
+
+/// Whether wave `wave`'s gate takes only an approval with a note (`note = "required"`).
+fn needs_note(model: &Model, wave: &str) -> bool {
+    model
+        .plan
+        .waves
+        .iter()
+        .any(|w| w.name == wave && w.note_required)
 }
