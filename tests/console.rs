@@ -1019,3 +1019,28 @@ async fn an_approval_without_a_note_is_not_sent_where_the_gate_takes_one() {
     h.wait(5).await;
     assert_eq!(h.count("gate_approved"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wave_held_by_a_freeze_says_which_and_until_when() {
+    // The clock starts Monday 09:00Z; the rest wave is due at 09:10, inside the freeze.
+    let mut fixture = Fixture::standard(
+        4,
+        &strategy("", "1").replace("name = \"rest\"\n", "name = \"rest\"\nsoak = \"10m\"\n"),
+    );
+    fixture.fleet += "[policy]\n[[policy.freeze]]\nname = \"monday-standup\"\nweekly = \"mon 09:05-12:00\"\nselect = \"ring=general\"\n";
+    let mut h = Harness::new(fixture, false);
+    h.wait(1).await;
+    h.press("aok<Enter>");
+    h.wait(15 * 60).await;
+    let screen = h.screen(80, 24);
+    assert!(
+        screen.contains("wave rest frozen by `monday-standup` until 2026-11-02T12:00:00Z"),
+        "{screen}"
+    );
+    assert!(!screen.contains("waits for approval"), "{screen}");
+    h.press("2");
+    let screen = h.screen(80, 24);
+    assert!(screen.contains("frozen until 12:00Z"), "{screen}");
+    h.wait(3 * 3600).await;
+    assert!(h.count("wave_started") >= 2);
+}

@@ -366,6 +366,20 @@ impl Model {
     }
 
     /// The wave whose gate waits for an approval, if one does.
+    /// The wave that waits for a freeze over its environments to end, the freeze's name
+    /// and its end (RFC 3339), read from the wait the engine announced.
+    pub fn frozen(&self) -> Option<(&str, &str, &str)> {
+        self.view.waves.iter().find_map(|w| {
+            let why = w.waiting.as_deref()?;
+            if w.started || !why.starts_with(crate::engine::FREEZE_WAIT) {
+                return None;
+            }
+            let name = why.split('`').nth(1)?;
+            let until = why.rsplit(" at ").next()?;
+            Some((w.name.as_str(), name, until))
+        })
+    }
+
     pub fn waiting_for_approval(&self) -> Option<&str> {
         self.view
             .waves

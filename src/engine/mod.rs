@@ -99,6 +99,10 @@ enum Stop {
     Interrupt,
 }
 
+/// How a wave's wait for a freeze is told (`gate_waiting`): "the end of freeze `x` (...)
+/// at T". Views tell a freeze from a gate by it.
+pub const FREEZE_WAIT: &str = "the end of freeze";
+
 /// A rollout in progress. Build with [`Engine::new`], then [`Engine::run`].
 pub struct Engine {
     ctx: Arc<StepContext>,
@@ -810,7 +814,7 @@ impl Engine {
                 self.emit(EventKind::GateWaiting {
                     wave: self.plan.waves[w].name.clone(),
                     reason: format!(
-                        "the end of freeze `{name}` ({when}) at {}",
+                        "{FREEZE_WAIT} `{name}` ({when}) at {}",
                         humantime::format_rfc3339_seconds(until)
                     ),
                 });

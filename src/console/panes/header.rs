@@ -136,6 +136,11 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
             second.push(Span::styled(key.to_string(), t.badge));
         }
         second.push(Span::raw("  "));
+    } else if let Some((w, name, until)) = model.frozen() {
+        second.push(Span::styled(
+            format!(" wave {w} frozen by `{name}` until {until}  "),
+            t.warn,
+        ));
     }
     // Held environments wait for someone too; said after a gate, which holds everything.
     if !halted && !model.view.held.is_empty() {

@@ -38,8 +38,15 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
                 Span::styled("paused", t.warn)
             }
             (_, Some(v)) if v.waiting.is_some() && !v.started => {
+                let frozen = model.frozen().filter(|(w, ..)| *w == wave.name);
                 match crate::console::panes::header::soak_left(model, ui, &wave.name) {
                     Some(left) => Span::styled(format!("soak {left} left"), t.warn),
+                    // The end is 2026-12-02T23:00:00Z: the hour is what fits.
+                    None if frozen.is_some() => {
+                        let hour = frozen.and_then(|(_, _, until)| until.get(11..16));
+                        let hour = hour.map(|h| format!(" until {h}Z")).unwrap_or_default();
+                        Span::styled(format!("frozen{hour}"), t.warn)
+                    }
                     None => Span::styled("waits for approval", t.warn),
                 }
             }
