@@ -247,6 +247,18 @@ impl RolloutSession {
                 waves.join(", ")
             )));
         }
+        // An approval given in advance says nothing about why: a wave that needs a note is
+        // refused by name, and left waiting by --approve-all.
+        if let Some(w) = plan
+            .waves
+            .iter()
+            .find(|w| w.note_required && approve.contains(&w.name))
+        {
+            return Err(error(format!(
+                "--approve {}: the wave takes an approval with a note saying why; start without it and run `flotilla approve {} --note \"...\"`",
+                w.name, w.name
+            )));
+        }
         // `--approve-all` approves every gate but those a policy protects: they take an
         // approval given for them by name.
         let mut approvals = approve;
@@ -269,8 +281,7 @@ impl RolloutSession {
                 }
             }
         }
-        // An approval given in advance says nothing about why: waves that need a note
-        // wait for `flotilla approve WAVE --note` (or the console's approval).
+        // Waves that need a note wait for `flotilla approve WAVE --note` (or the console).
         approvals.retain(|name| {
             let needs_note = plan
                 .waves

@@ -306,6 +306,13 @@ fn a_gate_that_requires_a_note_takes_flotilla_approve_with_one() {
         "{}",
         said(&out)
     );
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve", "canary"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    assert!(
+        said(&out).contains("--approve canary: the wave takes an approval with a note"),
+        "{}",
+        said(&out)
+    );
     let out = flotilla(&repo, &state, &["approve", "canary"]);
     assert_eq!(out.status.code(), Some(2), "{}", said(&out));
     assert!(said(&out).contains("--note"), "{}", said(&out));

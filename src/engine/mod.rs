@@ -789,10 +789,11 @@ impl Engine {
         let intent = &self.ctx.intent;
         intent.policy.freezes.iter().find_map(|f| {
             let until = f.in_force(now)?;
+            // Still inside the window that was in force when someone overrode it.
             if self
                 .waived
                 .iter()
-                .any(|(name, end)| *name == f.name && until <= *end)
+                .any(|(name, end)| *name == f.name && now < *end)
             {
                 return None;
             }
@@ -831,8 +832,9 @@ impl Engine {
                     self.rollback_joined(joined);
                 }
             }
+            // Environments released or retried meanwhile wait too: nothing is applied
+            // inside the freeze.
             self.check_stop()?;
-            self.run_released(w).await?;
         }
         Ok(())
     }

@@ -51,6 +51,16 @@ const DAYS: [(&str, Weekday); 7] = [
     ("sun", Weekday::Sunday),
 ];
 
+const FULL_DAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
 const WEEKLY_HELP: &str = "write DAYS HH:MM-[DAY ]HH:MM, e.g. \"sat 00:00-24:00\", \"sat,sun 00:00-24:00\", \"mon-fri 22:00-06:00\" or \"fri 18:00-mon 06:00\"";
 
 impl Weekly {
@@ -97,7 +107,8 @@ impl Weekly {
                 };
                 let later =
                     (end.to_monday_zero_offset() - start.to_monday_zero_offset()).rem_euclid(7);
-                if later == 0 && to <= from {
+                // "sat 10:00-sat 09:00" wraps to next week; "sat 10:00-sat 24:00" does not.
+                if later == 0 && !midnight_after && to <= from {
                     7
                 } else {
                     later
@@ -153,8 +164,9 @@ fn parse_days(text: &str) -> Result<Vec<Weekday>, String> {
     let day = |s: &str| {
         let s = s.trim().to_ascii_lowercase();
         DAYS.iter()
-            .find(|(name, _)| s.len() >= 3 && name.starts_with(&s[..3]) && s.len() <= 9)
-            .map(|(_, d)| *d)
+            .zip(FULL_DAYS)
+            .find(|(_, full)| s.len() >= 3 && full.starts_with(s.as_str()))
+            .map(|((_, d), _)| *d)
             .ok_or_else(|| format!("`{s}` is not a day (mon, tue, wed, thu, fri, sat, sun)"))
     };
     let mut days = Vec::new();
@@ -312,6 +324,17 @@ mod tests {
             f.in_force(at("2026-11-28T12:00:00Z")),
             Some(at("2026-11-30T00:00:00Z"))
         );
+        let f = weekly("sat 10:00-sat 24:00", "UTC");
+        assert_eq!(
+            f.in_force(at("2026-11-28T12:00:00Z")),
+            Some(at("2026-11-29T00:00:00Z"))
+        );
+        assert_eq!(f.in_force(at("2026-11-29T12:00:00Z")), None);
+        let f = weekly("saturday 10:00-sat 09:00", "UTC");
+        assert_eq!(
+            f.in_force(at("2026-12-01T12:00:00Z")),
+            Some(at("2026-12-05T09:00:00Z"))
+        );
         let f = weekly("fri 18:00-mon 06:00", "UTC");
         assert_eq!(
             f.in_force(at("2026-11-29T12:00:00Z")),
@@ -339,6 +362,8 @@ mod tests {
             ("sta 00:00-24:00", "not a day"),
             ("sat 25:00-26:00", "not a time"),
             ("sat,sun 18:00-mon 06:00", "one day only"),
+            ("monkey 00:00-24:00", "not a day"),
+            ("sa\u{2013}su 00:00-24:00", "not a day"),
             ("sat 00:00", "not a range"),
         ] {
             let (what, help) = Weekly::parse(text, None).unwrap_err();
