@@ -271,7 +271,12 @@ impl RolloutSession {
                 if approvals.contains(&w.name) {
                     continue;
                 }
-                if w.protected {
+                if w.note_required {
+                    crate::notice::say(format!(
+                        "note: wave `{}` takes an approval with a note, not one in advance: `flotilla approve {} --note \"...\"`",
+                        w.name, w.name
+                    ));
+                } else if w.protected {
                     crate::notice::say(format!(
                         "note: --approve-all does not approve wave `{}`: [policy] require_approval protects its environments; approve it by name (--approve {}, or `flotilla approve {}`)",
                         w.name, w.name, w.name
@@ -281,19 +286,6 @@ impl RolloutSession {
                 }
             }
         }
-        // Waves that need a note wait for `flotilla approve WAVE --note` (or the console).
-        approvals.retain(|name| {
-            let needs_note = plan
-                .waves
-                .iter()
-                .any(|w| &w.name == name && w.note_required);
-            if needs_note {
-                crate::notice::say(format!(
-                    "note: wave `{name}` takes an approval with a note, not one in advance: `flotilla approve {name} --note \"...\"`"
-                ));
-            }
-            !needs_note
-        });
 
         // The scripts run from the work tree; the rollout runs at its commit: they must agree.
         if let Some(exec) = intent

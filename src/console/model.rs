@@ -365,7 +365,6 @@ impl Model {
             .sum()
     }
 
-    /// The wave whose gate waits for an approval, if one does.
     /// The wave that waits for a freeze over its environments to end, the freeze's name
     /// and its end (RFC 3339), read from the wait the engine announced.
     pub fn frozen(&self) -> Option<(&str, &str, &str)> {
@@ -380,6 +379,7 @@ impl Model {
         })
     }
 
+    /// The wave whose gate waits for an approval, if one does.
     pub fn waiting_for_approval(&self) -> Option<&str> {
         self.view
             .waves

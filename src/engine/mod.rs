@@ -797,11 +797,7 @@ impl Engine {
             {
                 return None;
             }
-            let covers = self.plan.waves[w].envs.iter().any(|e| {
-                intent
-                    .environment(e)
-                    .is_some_and(|env| f.select.matches(&env.labels))
-            });
+            let covers = f.covers(intent, &self.plan.waves[w].envs) > 0;
             covers.then(|| (f.name.clone(), f.describe(), until))
         })
     }

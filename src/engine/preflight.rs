@@ -10,7 +10,7 @@ use crate::drivers::{Driver, Health};
 use crate::intent::layers;
 use crate::intent::load::version_cmp;
 use crate::intent::Intent;
-use crate::plan::{Check, CheckStatus, Plan};
+use crate::plan::{first_five, Check, CheckStatus, Plan};
 
 /// How many environments preflight reaches at once, and how long each call may take.
 const PARALLEL: usize = 64;
@@ -94,7 +94,7 @@ pub async fn target_checks(
             format!(
                 "{} of {total} environment(s) did not answer: {}",
                 unreachable.len(),
-                some(&unreachable)
+                first_five(&unreachable)
             ),
         )
     };
@@ -108,7 +108,7 @@ pub async fn target_checks(
             format!(
                 "{} service(s) run a version below their min_from and must be upgraded in steps: {}",
                 too_old.len(),
-                some(&too_old)
+                first_five(&too_old)
             ),
         )
     } else if !lower.is_empty() && downgrades == Downgrades::Refuse {
@@ -118,14 +118,18 @@ pub async fn target_checks(
             format!(
                 "{} service(s) would go to a lower version (--allow-downgrade if meant): {}",
                 lower.len(),
-                some(&lower)
+                first_five(&lower)
             ),
         )
     } else if !lower.is_empty() {
         Check::new(
             "versions.upgrade-path",
             CheckStatus::Warn,
-            format!("{} downgrade(s), allowed: {}", lower.len(), some(&lower)),
+            format!(
+                "{} downgrade(s), allowed: {}",
+                lower.len(),
+                first_five(&lower)
+            ),
         )
     } else if !unread.is_empty() {
         Check::new(
@@ -134,7 +138,7 @@ pub async fn target_checks(
             format!(
                 "not checked where what runs could not be read ({}): {}",
                 unread.len(),
-                some(&unread)
+                first_five(&unread)
             ),
         )
     } else {
@@ -161,21 +165,23 @@ pub async fn target_checks(
             format!(
                 "{} dependenc(ies) of moving services are unhealthy: {}",
                 unhealthy.len(),
-                some(&unhealthy)
+                first_five(&unhealthy)
             ),
         )
     };
     vec![reachable, path, deps]
 }
 
-/// The first five, and how many more.
-fn some(items: &[String]) -> String {
-    let more = items.len().saturating_sub(5);
-    let mut out = items[..items.len().min(5)].join(", ");
-    if more > 0 {
-        out.push_str(&format!(" and {more} more"));
+/// A driver call within `timeout`: what it answered, or why not in words.
+async fn within<T>(
+    timeout: Duration,
+    call: crate::drivers::DriverFuture<'_, T>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.message),
+        Err(_) => Err("no answer".into()),
     }
-    out
 }
 
 /// Pings one environment, reads what it runs, and checks the health of the services that
@@ -192,23 +198,14 @@ async fn survey(
         seen.unreachable = Some("not in the intent".into());
         return seen;
     };
-    let answer = |r: Result<Result<(), crate::drivers::DriverError>, _>| match r {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.message),
-        Err(_) => Some("no answer".to_string()),
-    };
-    if let Some(why) = answer(tokio::time::timeout(timeout, driver.ping(env)).await) {
+    if let Err(why) = within(timeout, driver.ping(env)).await {
         seen.unreachable = Some(why);
         return seen;
     }
-    let live = match tokio::time::timeout(timeout, driver.observe(env)).await {
-        Ok(Ok(live)) => live,
-        Ok(Err(e)) => {
-            seen.unread = Some(e.message);
-            return seen;
-        }
-        Err(_) => {
-            seen.unread = Some("no answer".into());
+    let live = match within(timeout, driver.observe(env)).await {
+        Ok(live) => live,
+        Err(why) => {
+            seen.unread = Some(why);
             return seen;
         }
     };
@@ -254,11 +251,10 @@ async fn survey(
         }
     }
     for (dep, by) in needed {
-        let why = match tokio::time::timeout(timeout, driver.health(env, dep)).await {
-            Ok(Ok(Health::Healthy)) => continue,
-            Ok(Ok(Health::Unhealthy(why))) => why,
-            Ok(Err(e)) => e.message,
-            Err(_) => "no answer".into(),
+        let why = match within(timeout, driver.health(env, dep)).await {
+            Ok(Health::Healthy) => continue,
+            Ok(Health::Unhealthy(why)) => why,
+            Err(why) => why,
         };
         seen.unhealthy
             .push(format!("{dep} ({why}), needed by {by}"));

@@ -251,6 +251,21 @@ impl Freeze {
         }
     }
 
+    /// How many of `envs` (names in `intent`) the freeze covers.
+    pub fn covers<'a>(
+        &self,
+        intent: &super::Intent,
+        envs: impl IntoIterator<Item = &'a String>,
+    ) -> usize {
+        envs.into_iter()
+            .filter(|e| {
+                intent
+                    .environment(e)
+                    .is_some_and(|env| self.select.matches(&env.labels))
+            })
+            .count()
+    }
+
     /// The window as the intent says it: `2026-11-27T00:00:00Z..2026-11-30T00:00:00Z`, or
     /// `weekly sat 00:00-24:00 Europe/Berlin`.
     pub fn describe(&self) -> String {

@@ -142,6 +142,16 @@ impl Check {
     }
 }
 
+/// The first five of a check's list, and how many more: a detail stays one line.
+pub fn first_five(items: &[String]) -> String {
+    let more = items.len().saturating_sub(5);
+    let mut out = items[..items.len().min(5)].join(", ");
+    if more > 0 {
+        out.push_str(&format!(" and {more} more"));
+    }
+    out
+}
+
 /// Why no plan could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -421,16 +431,7 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
         }
     });
     for freeze in &intent.policy.freezes {
-        let hit = plan
-            .waves
-            .iter()
-            .flat_map(|w| &w.envs)
-            .filter(|e| {
-                intent
-                    .environment(e)
-                    .is_some_and(|env| freeze.select.matches(&env.labels))
-            })
-            .count();
+        let hit = freeze.covers(intent, plan.waves.iter().flat_map(|w| &w.envs));
         let when = freeze.describe();
         let name = &freeze.name;
         let stamp = |t| humantime::format_rfc3339_seconds(t);
