@@ -20,7 +20,7 @@ use crate::drivers::{self, Driver};
 use crate::engine::fold::RolloutView;
 use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
 use crate::identity::Identity;
-use crate::intent::{DriverKind, Gate, Intent, IntentError};
+use crate::intent::{Gate, Intent, IntentError};
 use crate::plan::{self, CheckStatus, Plan};
 use crate::store::journal::{self, Journal, JournalThread};
 use crate::store::lease::{Acquired, Holder};
@@ -141,6 +141,8 @@ pub struct RolloutSession {
     only_services: Vec<String>,
     /// Freezes an override set aside, until the end of the window in force at the start.
     waived: Vec<(String, SystemTime)>,
+    /// Runs the waves' checks, from the repo, marked as this state's.
+    runner: crate::drivers::exec::Runner,
 }
 
 impl RolloutSession {
@@ -288,21 +290,14 @@ impl RolloutSession {
         }
 
         // The scripts run from the work tree; the rollout runs at its commit: they must agree.
-        if let Some(exec) = intent
-            .driver
-            .exec
-            .as_ref()
-            .filter(|_| intent.driver.kind == DriverKind::Exec)
-        {
-            for program in exec.repo_programs() {
-                crate::intent::source::work_tree_matches(repo, &intent.revision.commit, &program)
-                    .map_err(|why| {
+        for program in intent.repo_programs() {
+            crate::intent::source::work_tree_matches(repo, &intent.revision.commit, &program)
+                .map_err(|why| {
                     said(
                         exit::INVALID,
                         format!("refused: {why}; nothing was started"),
                     )
                 })?;
-            }
         }
         let place = drivers::Place {
             repo,
@@ -312,6 +307,7 @@ impl RolloutSession {
         // observed.
         drivers::after_crash(&intent, place);
         let driver = drivers::open(&intent, intent.release(&release), place).map_err(error)?;
+        let runner = crate::drivers::exec::Runner::new(repo, &place.key());
         // A rollout that started took its versions as they were then: resumed, it goes on
         // (min_from still holds).
         let downgrades = match view {
@@ -446,6 +442,7 @@ impl RolloutSession {
             guard,
             only_services: only.map(|o| o.services).unwrap_or_default(),
             waived,
+            runner,
         })
     }
 
@@ -499,6 +496,7 @@ impl RolloutSession {
             guard,
             only_services,
             waived,
+            runner,
         } = self;
         let (event_tx, events) = mpsc::unbounded_channel();
         let (journal, writer) =
@@ -539,7 +537,8 @@ impl RolloutSession {
                 .map(|l| l.intent.emergency(env).cloned())
                 .map_err(|e| e.to_string())
         }))
-        .waive_freezes(waived);
+        .waive_freezes(waived)
+        .run_checks_with(runner);
         if let Some(known) = guard {
             engine = engine.guard_drift(known);
         }

@@ -478,3 +478,76 @@ async fn an_approval_gate_that_requires_a_note_refuses_one_without() {
     );
     live.until("rollout_completed").await;
 }
+
+/// In the console a failing check halts before its wave and waits; once the cause is
+/// fixed, a resume runs the check again and the wave goes. (Real time: the check is a
+/// real process.)
+#[tokio::test]
+async fn a_failing_check_holds_its_wave_until_a_resume_finds_it_passing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("broken");
+    let script = dir.path().join("smoke.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ -e {} ]; then echo \"smoke: $1 answers 500\" >&2; exit 1; fi\n",
+            flag.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&flag, "").unwrap();
+    let strategy_text = strategy("", "0").replace(
+        "name = \"rest\"\n",
+        &format!(
+            "name = \"rest\"\ncheck = [\"{}\", \"{{wave}}\"]\ncheck_retries = 0\n",
+            script.display()
+        ),
+    );
+    let mut f = Fixture::standard(3, &strategy_text);
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    let intent = f.load(&dir.path().join("repo"));
+    let mut live = Live::start_with_checks(intent, dir.path());
+    live.send(flotilla::engine::Command::Approve {
+        wave: "canary".into(),
+        by: "ana".into(),
+        note: None,
+    });
+    let halted = live.until("rollout_halted").await;
+    let EventKind::RolloutHalted { wave, reason, .. } = &halted.kind else {
+        unreachable!()
+    };
+    assert_eq!(wave, "rest");
+    assert!(
+        reason.contains("failed: exited 1: smoke: rest answers 500"),
+        "{reason}"
+    );
+    let started: Vec<&str> = live
+        .seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::StepStarted { env, .. } => Some(env.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(started.iter().all(|e| *e == "e-00"), "{started:?}");
+
+    std::fs::remove_file(&flag).unwrap();
+    live.send(flotilla::engine::Command::Resume { by: "ana".into() });
+    live.until("check_passed").await;
+    let done = live.until("rollout_completed").await;
+    assert!(
+        matches!(
+            done.kind,
+            EventKind::RolloutCompleted {
+                succeeded: 3,
+                failed: 0,
+                ..
+            }
+        ),
+        "{done:?}"
+    );
+}

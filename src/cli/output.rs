@@ -38,11 +38,24 @@ pub fn percent(p: f64) -> String {
     }
 }
 
-fn gate_text(gate: Gate) -> String {
-    match gate {
-        Gate::Auto => "auto".into(),
-        Gate::Approval { approvers: 1 } => "approval".into(),
-        Gate::Approval { approvers } => format!("approval x{approvers}"),
+/// What stands before a wave: `approval`, `healthy+check`, `auto`.
+fn gate_text(w: &crate::plan::PlannedWave) -> String {
+    let mut kinds = Vec::new();
+    if w.recheck_health {
+        kinds.push("healthy".to_string());
+    }
+    match w.gate {
+        Gate::Auto => {}
+        Gate::Approval { approvers: 1 } => kinds.push("approval".into()),
+        Gate::Approval { approvers } => kinds.push(format!("approval x{approvers}")),
+    }
+    if w.check.is_some() {
+        kinds.push("check".into());
+    }
+    if kinds.is_empty() {
+        "auto".into()
+    } else {
+        kinds.join("+")
     }
 }
 
@@ -95,7 +108,7 @@ pub fn plan_text(plan: &Plan) -> String {
             "  {:<14} {:>6}  {:<11} {:<5} {:<8} {:>8} {:>11}",
             w.name,
             w.envs.len(),
-            gate_text(w.gate),
+            gate_text(w),
             soak,
             budget,
             percent(w.risk.without_retries),
@@ -114,6 +127,21 @@ pub fn plan_text(plan: &Plan) -> String {
         let _ = writeln!(s, "  {}: {}{more}", w.name, shown.join(", "));
         if let Some(r) = &w.gate_reason {
             let _ = writeln!(s, "    approval required by {r}");
+        }
+        if w.recheck_health {
+            let _ = writeln!(
+                s,
+                "    first, the earlier waves' environments must be healthy"
+            );
+        }
+        if let Some(c) = &w.check {
+            let _ = writeln!(
+                s,
+                "    first, `{}` must pass (timeout {}, {} retries)",
+                c.shown(),
+                humantime::format_duration(c.timeout),
+                c.retries
+            );
         }
     }
     let _ = writeln!(s);
@@ -147,6 +175,15 @@ pub fn plan_text(plan: &Plan) -> String {
         }
     }
     s
+}
+
+/// "1 attempt", "3 attempts".
+fn attempts_text(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".into()
+    } else {
+        format!("{n} attempts")
+    }
 }
 
 /// One line for an event in plain output, or None for events too frequent to print one by
@@ -183,6 +220,26 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             "wave {wave}: approved by {by} ({approvals}/{needed}){}",
             note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
         ),
+        EventKind::CheckPassed { wave, check, .. } => {
+            format!("wave {wave}: check `{check}` passed")
+        }
+        EventKind::CheckRetrying {
+            wave,
+            check,
+            attempt,
+            error,
+            delay_ms,
+        } => format!(
+            "wave {wave}: check `{check}` attempt {attempt} failed ({error}); retrying in {}",
+            humantime::format_duration(std::time::Duration::from_millis(*delay_ms))
+        ),
+        EventKind::CheckFailed {
+            wave,
+            check,
+            attempts,
+            error,
+            ..
+        } => format!("wave {wave}: check `{check}` FAILED ({}): {error}", attempts_text(*attempts)),
         EventKind::StepRetrying {
             env,
             service,
@@ -200,14 +257,10 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             error,
             attempts,
             ..
-        } => {
-            let tries = if *attempts == 1 {
-                "1 attempt".to_string()
-            } else {
-                format!("{attempts} attempts")
-            };
-            format!("  FAILED {env}/{service} ({tries}): {error}")
-        }
+        } => format!(
+            "  FAILED {env}/{service} ({}): {error}",
+            attempts_text(*attempts)
+        ),
         EventKind::StepBlocked {
             env,
             service,

@@ -296,9 +296,18 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
                     }
                 );
             }
-            eprintln!("  no new step started after the budget ran out; steps in flight finished.");
-            eprintln!("  to go on: fix the release (or raise the budget) and run this rollout");
-            eprintln!("  again; steps that already succeeded are no-ops.");
+            if shown.is_empty() {
+                // Nothing failed: a gate's check stopped the wave before it started.
+                eprintln!("  nothing in it was started.");
+                eprintln!("  to go on: fix what the check found and run this rollout again;");
+                eprintln!("  its checks run again first.");
+            } else {
+                eprintln!(
+                    "  no new step started after the budget ran out; steps in flight finished."
+                );
+                eprintln!("  to go on: fix the release (or raise the budget) and run this rollout");
+                eprintln!("  again; steps that already succeeded are no-ops.");
+            }
             exit::FAILED
         }
         Outcome::Aborted { by } => {

@@ -45,8 +45,8 @@ pub struct ExecConfig {
 }
 
 impl ExecConfig {
-    /// The programs named by a path inside the repo (`./deploy/apply.sh`), repo-relative.
-    pub fn repo_programs(&self) -> Vec<String> {
+    /// The commands set, apply first.
+    pub fn commands(&self) -> Vec<&Vec<String>> {
         [
             Some(&self.apply),
             self.observe.as_ref(),
@@ -55,11 +55,16 @@ impl ExecConfig {
         ]
         .into_iter()
         .flatten()
-        .filter_map(|argv| argv.first())
-        .filter(|p| p.contains('/') && Path::new(p.as_str()).is_relative())
-        .map(|p| p.trim_start_matches("./").to_string())
         .collect()
     }
+}
+
+/// The program of `argv` when it is a path inside the repo (`./deploy/apply.sh`),
+/// repo-relative.
+pub fn repo_program(argv: &[String]) -> Option<String> {
+    argv.first()
+        .filter(|p| p.contains('/') && Path::new(p.as_str()).is_relative())
+        .map(|p| p.trim_start_matches("./").to_string())
 }
 
 /// Which command a placeholder appears in: each knows only what it is run for.
@@ -69,6 +74,8 @@ pub enum Role {
     Health,
     Observe,
     Ping,
+    /// A wave's `check`: about a wave, not one environment.
+    Check,
 }
 
 impl Role {
@@ -78,7 +85,26 @@ impl Role {
             Role::Health => "health",
             Role::Observe => "observe",
             Role::Ping => "ping",
+            Role::Check => "check",
         }
+    }
+
+    /// Whether `{label.KEY}` means something here: only for a command about one environment.
+    fn has_labels(self) -> bool {
+        self != Role::Check
+    }
+
+    /// The placeholders as a help line.
+    pub fn help(self) -> String {
+        let mut all: Vec<String> = self
+            .placeholders()
+            .iter()
+            .map(|p| format!("{{{p}}}"))
+            .collect();
+        if self.has_labels() {
+            all.push("{label.KEY}".into());
+        }
+        format!("placeholders: {}", all.join(" "))
     }
 
     /// The placeholders this command may use.
@@ -94,6 +120,7 @@ impl Role {
             ],
             Role::Health => &["env", "service", "target"],
             Role::Observe | Role::Ping => &["env", "target"],
+            Role::Check => &["wave", "release", "revision", "envs"],
         }
     }
 }
@@ -160,13 +187,19 @@ pub fn check_placeholders(arg: &str, role: Role) -> Result<(), (std::ops::Range<
             }
             Piece::Placeholder(range, name) => {
                 let known = role.placeholders().contains(&name)
-                    || name.strip_prefix("label.").is_some_and(|k| !k.is_empty());
+                    || (role.has_labels()
+                        && name.strip_prefix("label.").is_some_and(|k| !k.is_empty()));
                 if !known {
                     let all = role.placeholders().join("}, {");
+                    let labels = if role.has_labels() {
+                        " and {label.KEY}"
+                    } else {
+                        ""
+                    };
                     return Err((
                         range,
                         format!(
-                            "unknown placeholder `{{{name}}}` in the {} command (it may use {{{all}}} and {{label.KEY}})",
+                            "unknown placeholder `{{{name}}}` in the {} command (it may use {{{all}}}{labels})",
                             role.name()
                         ),
                     ));
@@ -191,6 +224,21 @@ pub fn labels_used(arg: &str) -> Vec<String> {
         }
     }
     keys
+}
+
+/// One argument with each placeholder replaced by `value` of its name (`{{` and `}}` are
+/// literal braces): always exactly one argument.
+pub fn expand(arg: &str, value: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(arg.len());
+    for piece in pieces(arg) {
+        match piece {
+            Piece::Text(text) => out.push_str(text),
+            Piece::Placeholder(_, name) => out.push_str(&value(name)),
+            // Refused by validate; what follows is kept as text.
+            Piece::Unclosed(_) => {}
+        }
+    }
+    out
 }
 
 /// What placeholders expand to for one call.
@@ -233,19 +281,8 @@ impl<'a> Values<'a> {
         }
     }
 
-    /// One argument with its placeholders replaced (`{{` and `}}` are literal braces):
-    /// always exactly one argument.
     fn expand(&self, arg: &str) -> String {
-        let mut out = String::with_capacity(arg.len());
-        for piece in pieces(arg) {
-            match piece {
-                Piece::Text(text) => out.push_str(text),
-                Piece::Placeholder(_, name) => out.push_str(&self.get(name)),
-                // Refused by validate; what follows is kept as text.
-                Piece::Unclosed(_) => {}
-            }
-        }
-        out
+        expand(arg, |name| self.get(name))
     }
 
     fn env_vars(&self) -> Vec<(&'static str, String)> {
@@ -264,18 +301,35 @@ impl<'a> Values<'a> {
 const KEEP: usize = 4096;
 
 /// How a command ended.
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub struct Ran {
+    /// None: killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Ran {
     /// What the command printed, for the step's events, with `secrets` masked.
-    fn output(&self, secrets: &[String]) -> Printed {
+    pub fn output(&self, secrets: &[String]) -> Printed {
         Printed {
             stdout: shown(&self.stdout, secrets),
             stderr: shown(&self.stderr, secrets),
+        }
+    }
+
+    /// How it ended, in words, with the last lines of its stderr: "exited 1: no such
+    /// release".
+    pub fn ending(&self, secrets: &[String]) -> String {
+        let stderr = shown(&self.stderr, secrets);
+        let last: Vec<&str> = stderr.lines().rev().take(3).collect();
+        let said = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
+        let code = self.code.map_or("was killed by a signal".to_string(), |c| {
+            format!("exited {c}")
+        });
+        if said.is_empty() {
+            code
+        } else {
+            format!("{code}: {said}")
         }
     }
 }
@@ -337,10 +391,10 @@ async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin, keep: usize) -> Vec
 /// the background may hold its pipes open, and the step must not wait for that.
 const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The exec driver.
-pub struct ExecDriver {
-    config: ExecConfig,
-    /// The intent repo's root: relative programs are found there, and commands run there.
+/// Runs argv commands from the intent repo's root, each in its own process group, marked
+/// as this engine's: the exec driver's hooks and the waves' checks.
+pub struct Runner {
+    /// Relative programs are found here, and commands run here.
     root: PathBuf,
     /// `PID:PLACE` in every command's environment ([`ENGINE_MARK`]).
     mark: String,
@@ -349,40 +403,28 @@ pub struct ExecDriver {
 /// The environment variable that marks a command (and what it starts) as an engine's.
 pub const ENGINE_MARK: &str = "FLOTILLA_ENGINE";
 
-impl ExecDriver {
-    /// A driver for commands run from `root`; `place` names the state they belong to (the
+impl Runner {
+    /// A runner for commands run from `root`; `place` names the state they belong to (the
     /// state database), for [`kill_orphans`].
-    pub fn new(config: ExecConfig, root: &Path, place: &str) -> Self {
-        ExecDriver {
-            config,
+    pub fn new(root: &Path, place: &str) -> Self {
+        Runner {
             root: root.to_path_buf(),
             mark: format!("{}:{place}", std::process::id()),
         }
     }
 
-    /// Whether an apply command is set (an agent may run only some of its hooks).
-    pub fn applies(&self) -> bool {
-        !self.config.apply.is_empty()
-    }
-
-    /// Whether an observe command is set.
-    pub fn observes(&self) -> bool {
-        self.config.observe.is_some()
-    }
-
-    /// Whether a health command is set.
-    pub fn checks_health(&self) -> bool {
-        self.config.health.is_some()
-    }
-
-    /// Runs `argv` with `values`, in its own process group.
-    async fn run(
+    /// Runs `argv`, each argument expanded by `expand`, with `vars` in its environment.
+    /// `subject` (an environment, a wave) goes into the errors. Dropping the call kills the
+    /// command's whole process group.
+    pub async fn run(
         &self,
         what: &str,
+        subject: &str,
         argv: &[String],
-        values: &Values<'_>,
+        expand: impl Fn(&str) -> String,
+        vars: Vec<(&'static str, String)>,
     ) -> Result<Ran, DriverError> {
-        let args: Vec<String> = argv.iter().map(|a| values.expand(a)).collect();
+        let args: Vec<String> = argv.iter().map(|a| expand(a)).collect();
         // A value may not turn an argument into an option the command line did not write.
         if let Some((template, arg)) = argv
             .iter()
@@ -391,8 +433,7 @@ impl ExecDriver {
             .find(|(t, a)| a.starts_with('-') && !t.starts_with('-'))
         {
             return Err(DriverError::permanent(format!(
-                "the {what} command for {}: `{template}` expands to `{}`, which would read as an option; write it after `--` or inside another argument (`--flag={template}`)",
-                values.env.name,
+                "the {what} command for {subject}: `{template}` expands to `{}`, which would read as an option; write it after `--` or inside another argument (`--flag={template}`)",
                 excerpt(arg)
             )));
         }
@@ -409,15 +450,14 @@ impl ExecDriver {
         };
         if program.components().count() > 1 && !program.exists() {
             return Err(DriverError::permanent(format!(
-                "the {what} command `{}` for {} does not exist",
+                "the {what} command `{}` for {subject} does not exist",
                 program.display(),
-                values.env.name
             )));
         }
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(rest)
             .current_dir(&self.root)
-            .envs(values.env_vars())
+            .envs(vars)
             // Marks the command and everything it starts as this engine's: if the engine
             // is killed, the next one on this state kills what is left before it observes.
             .env(ENGINE_MARK, &self.mark)
@@ -427,9 +467,8 @@ impl ExecDriver {
             .process_group(0);
         let mut child = cmd.spawn().map_err(|e| {
             DriverError::permanent(format!(
-                "cannot run the {what} command `{}` for {}: {e}",
+                "cannot run the {what} command `{}` for {subject}: {e}",
                 program.display(),
-                values.env.name
             ))
         })?;
         let mut group = Group {
@@ -455,8 +494,7 @@ impl ExecDriver {
         let (stdout, stderr) = tokio::join!(read(out), read(err));
         let status = status.map_err(|e| {
             DriverError::transient(format!(
-                "the {what} command for {} failed to run: {e}",
-                values.env.name
+                "the {what} command for {subject} failed to run: {e}"
             ))
         })?;
         Ok(Ran {
@@ -465,20 +503,60 @@ impl ExecDriver {
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
         })
     }
+}
+
+/// The exec driver.
+pub struct ExecDriver {
+    config: ExecConfig,
+    runner: Runner,
+}
+
+impl ExecDriver {
+    /// A driver for commands run from `root`; `place` names the state they belong to (the
+    /// state database), for [`kill_orphans`].
+    pub fn new(config: ExecConfig, root: &Path, place: &str) -> Self {
+        ExecDriver {
+            config,
+            runner: Runner::new(root, place),
+        }
+    }
+
+    /// Whether an apply command is set (an agent may run only some of its hooks).
+    pub fn applies(&self) -> bool {
+        !self.config.apply.is_empty()
+    }
+
+    /// Whether an observe command is set.
+    pub fn observes(&self) -> bool {
+        self.config.observe.is_some()
+    }
+
+    /// Whether a health command is set.
+    pub fn checks_health(&self) -> bool {
+        self.config.health.is_some()
+    }
+
+    /// Runs `argv` with `values`, in its own process group.
+    async fn run(
+        &self,
+        what: &str,
+        argv: &[String],
+        values: &Values<'_>,
+    ) -> Result<Ran, DriverError> {
+        self.runner
+            .run(
+                what,
+                &values.env.name,
+                argv,
+                |a| values.expand(a),
+                values.env_vars(),
+            )
+            .await
+    }
 
     /// The error for a command that exited non-zero: transient when its code says so.
     fn failure(&self, what: &str, env: &str, ran: &Ran, secrets: &[String]) -> DriverError {
-        let stderr = shown(&ran.stderr, secrets);
-        let last: Vec<&str> = stderr.lines().rev().take(3).collect();
-        let said = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
-        let code = ran.code.map_or("was killed by a signal".to_string(), |c| {
-            format!("exited {c}")
-        });
-        let message = if said.is_empty() {
-            format!("{what} for {env} {code}")
-        } else {
-            format!("{what} for {env} {code}: {said}")
-        };
+        let message = format!("{what} for {env} {}", ran.ending(secrets));
         let error = match ran.code {
             Some(c) if self.config.transient_exit_codes.contains(&c) => {
                 DriverError::transient(message)

@@ -26,7 +26,7 @@ pub struct Place<'a> {
 impl Place<'_> {
     /// What names this place for the commands it starts: the state database's path, in
     /// full, so two spellings of it agree.
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         let path = self.state.unwrap_or(self.repo);
         std::fs::canonicalize(path)
             .unwrap_or_else(|_| path.to_path_buf())
@@ -39,7 +39,8 @@ impl Place<'_> {
 /// go on applying beside this engine). Only the engine that holds the lease calls this,
 /// before it observes anything.
 pub fn after_crash(intent: &crate::intent::Intent, place: Place) {
-    if intent.driver.kind == crate::intent::DriverKind::Exec {
+    let checks = intent.strategy.waves.iter().any(|w| w.check.is_some());
+    if intent.driver.kind == crate::intent::DriverKind::Exec || checks {
         exec::kill_orphans(&place.key());
     }
 }

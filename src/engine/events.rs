@@ -54,6 +54,31 @@ pub enum EventKind {
         /// What the gate waits for, in words.
         reason: String,
     },
+    /// A gate's check (its command, or the health of the earlier waves) passed.
+    CheckPassed {
+        wave: String,
+        /// The command as written, or "health of earlier waves".
+        check: String,
+        attempts: u32,
+    },
+    /// A gate's check failed and is tried again after `delay_ms`.
+    CheckRetrying {
+        wave: String,
+        check: String,
+        attempt: u32,
+        error: String,
+        delay_ms: u64,
+    },
+    /// A gate's check failed for good: the rollout halts before the wave.
+    CheckFailed {
+        wave: String,
+        check: String,
+        attempts: u32,
+        error: String,
+        /// What the command printed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Box<Printed>>,
+    },
     GateApproved {
         wave: String,
         by: String,
@@ -343,6 +368,9 @@ impl EventKind {
             EnvReleased { wave, env, by, .. } => (Some(wave), Some(env), None, Some(by)),
             WaveStarted { wave, .. }
             | GateWaiting { wave, .. }
+            | CheckPassed { wave, .. }
+            | CheckRetrying { wave, .. }
+            | CheckFailed { wave, .. }
             | WaveCompleted { wave, .. }
             | RolloutHalted { wave, .. } => (Some(wave), None, None, None),
             GateApproved { wave, by, .. } => (Some(wave), None, None, Some(by)),
@@ -400,6 +428,9 @@ impl EventKind {
             EventKind::WaveStarted { .. } => "wave_started",
             EventKind::GateWaiting { .. } => "gate_waiting",
             EventKind::GateApproved { .. } => "gate_approved",
+            EventKind::CheckPassed { .. } => "check_passed",
+            EventKind::CheckRetrying { .. } => "check_retrying",
+            EventKind::CheckFailed { .. } => "check_failed",
             EventKind::EnvStarted { .. } => "env_started",
             EventKind::StepStarted { .. } => "step_started",
             EventKind::StepRetrying { .. } => "step_retrying",

@@ -380,7 +380,11 @@ impl RolloutView {
                 );
             }
             EventKind::RolloutHeld { .. } => self.state = "held".into(),
+            // The wait for the check is over; what the gate waits for next says so itself.
+            EventKind::CheckPassed { wave, .. } => self.wave(wave).waiting = None,
             EventKind::CommandRejected { .. }
+            | EventKind::CheckRetrying { .. }
+            | EventKind::CheckFailed { .. }
             | EventKind::CheckOverridden { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::DriftCleared { .. }

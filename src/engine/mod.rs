@@ -7,6 +7,7 @@ pub mod fold;
 pub mod preflight;
 pub mod sink;
 pub mod step;
+pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -180,6 +181,8 @@ pub struct Engine {
     /// Freezes set aside for this rollout (`--override policy.freeze`), until the end of
     /// the window that was in force then.
     waived: Vec<(String, SystemTime)>,
+    /// Runs the waves' `check` commands (from the intent repo's root).
+    runner: Option<Arc<crate::drivers::exec::Runner>>,
 }
 
 /// One environment's rollback as decided.
@@ -303,7 +306,15 @@ impl Engine {
             emergency: HashMap::new(),
             load_emergency: None,
             waived: Vec::new(),
+            runner: None,
         }
+    }
+
+    /// Where the waves' `check` commands run: the intent repo's root, marked as this
+    /// engine's (without it, a wave with a check halts before it starts).
+    pub fn run_checks_with(mut self, runner: crate::drivers::exec::Runner) -> Self {
+        self.runner = Some(Arc::new(runner));
+        self
     }
 
     /// Never clobber: each environment is observed before anything is applied to it, and
@@ -755,6 +766,7 @@ impl Engine {
                 }
             }
         }
+        self.verify(w).await?;
         let mut announced = false;
         while self.approvals[w].len() < needed {
             if !announced {
@@ -779,6 +791,156 @@ impl Engine {
             }
             self.check_stop()?;
             self.run_released(w).await?;
+        }
+        Ok(())
+    }
+
+    /// The gate's checks: the earlier waves' health (`gate = "healthy"`), then the wave's
+    /// `check`. One that fails halts the rollout before the wave; once someone lifts the
+    /// halt (resume, retry) they run again. Headless, the halt ends the rollout (a resume
+    /// runs them again).
+    async fn verify(&mut self, w: usize) -> Result<(), Outcome> {
+        let wave = self.plan.waves[w].clone();
+        if !wave.recheck_health && wave.check.is_none() {
+            return Ok(());
+        }
+        loop {
+            match self.verify_once(w, &wave).await? {
+                Ok(()) => return Ok(()),
+                Err(reason) => {
+                    self.stop = Some(Stop::Halt { reason });
+                    self.halt_announced = false;
+                    self.publish_state();
+                    self.wait_out_halt().await?;
+                }
+            }
+        }
+    }
+
+    /// One pass of wave `w`'s checks; the inner Err says why one failed.
+    async fn verify_once(
+        &mut self,
+        w: usize,
+        wave: &crate::plan::PlannedWave,
+    ) -> Result<Result<(), String>, Outcome> {
+        let ctx = self.ctx.clone();
+        if wave.recheck_health {
+            let mut earlier: Vec<usize> = self.plan.waves[..w]
+                .iter()
+                .flat_map(|x| &x.envs)
+                .filter_map(|e| self.env_index.get(e).copied())
+                .filter(|i| self.status.get(i) == Some(&EnvStatus::Succeeded))
+                .collect();
+            earlier.sort_unstable();
+            self.emit(EventKind::GateWaiting {
+                wave: wave.name.clone(),
+                reason: format!(
+                    "the health of the {} environment(s) of earlier waves",
+                    earlier.len()
+                ),
+            });
+            match self.obeying(verify::recheck_health(&ctx, earlier)).await? {
+                Ok(()) => self.emit(EventKind::CheckPassed {
+                    wave: wave.name.clone(),
+                    check: verify::HEALTH_CHECK.into(),
+                    attempts: 1,
+                }),
+                Err(why) => {
+                    self.emit(EventKind::CheckFailed {
+                        wave: wave.name.clone(),
+                        check: verify::HEALTH_CHECK.into(),
+                        attempts: 1,
+                        error: why.clone(),
+                        output: None,
+                    });
+                    return Ok(Err(format!(
+                        "gate `healthy` of wave `{}`: {why}",
+                        wave.name
+                    )));
+                }
+            }
+        }
+        if let Some(check) = &wave.check {
+            let shown = check.shown();
+            let Some(runner) = self.runner.clone() else {
+                return Ok(Err(format!(
+                    "check `{shown}` of wave `{}`: no place to run it from",
+                    wave.name
+                )));
+            };
+            self.emit(EventKind::GateWaiting {
+                wave: wave.name.clone(),
+                reason: format!("check `{shown}` to pass"),
+            });
+            // Copies: the engine obeys commands (borrows itself) while the check runs.
+            let (release, revision) =
+                (self.plan.release.clone(), self.plan.revision.commit.clone());
+            let on = verify::CheckFor {
+                wave: &wave.name,
+                release: &release,
+                revision: &revision,
+                envs: wave.envs.join(","),
+            };
+            match self
+                .obeying(verify::run_check(&ctx, &runner, check, &on))
+                .await?
+            {
+                Ok(attempts) => self.emit(EventKind::CheckPassed {
+                    wave: wave.name.clone(),
+                    check: shown,
+                    attempts,
+                }),
+                Err(why) => {
+                    return Ok(Err(format!(
+                        "check `{shown}` of wave `{}` failed: {why}",
+                        wave.name
+                    )))
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Awaits `work` while obeying commands; an abort or interrupt ends the wait (and drops
+    /// the work: a check's command is killed with its process group).
+    async fn obeying<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Outcome> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Ok(out),
+                cmd = self.commands.recv(), if self.commands_open => self.on_command(cmd),
+                joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                    self.rollback_joined(joined);
+                }
+            }
+            if matches!(self.stop, Some(Stop::Abort { .. } | Stop::Interrupt)) {
+                self.check_stop()?;
+            }
+        }
+    }
+
+    /// Waits while the rollout is halted before a wave, obeying commands, until someone
+    /// lifts the halt. Headless, or with nobody left to decide, the halt ends the rollout.
+    async fn wait_out_halt(&mut self) -> Result<(), Outcome> {
+        self.check_stop()?;
+        while let Some(Stop::Halt { reason }) = self.stop.clone() {
+            if !self.commands_open {
+                return Err(Outcome::Halted {
+                    wave: self.plan.waves[self.current_wave].name.clone(),
+                    reason,
+                    failed_envs: self.failed_envs(),
+                });
+            }
+            tokio::select! {
+                cmd = self.commands.recv() => self.on_command(cmd),
+                joined = self.rollbacks.join_next_with_id(), if !self.rollbacks.is_empty() => {
+                    self.rollback_joined(joined);
+                }
+            }
+            self.check_stop()?;
         }
         Ok(())
     }

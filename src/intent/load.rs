@@ -324,26 +324,14 @@ impl Checker {
         d: &crate::drivers::exec::ExecDef,
         envs: &[Environment],
     ) -> crate::drivers::exec::ExecConfig {
-        use crate::drivers::exec::{check_placeholders, ExecConfig, Role};
+        use crate::drivers::exec::{ExecConfig, Role};
         let mut argv = |cmd: &Option<Vec<Spanned<String>>>, role: Role| -> Option<Vec<String>> {
             let cmd = cmd.as_ref()?;
             if cmd.is_empty() {
                 return None;
             }
             for arg in cmd {
-                if let Err((range, msg)) = check_placeholders(arg.get_ref(), role) {
-                    // Point at the placeholder as written (escapes and quotes make the
-                    // decoded string's offsets differ from the file's).
-                    let raw = &f.text[arg.span()];
-                    let bad = &arg.get_ref()[range.clone()];
-                    let at = match raw.find(bad) {
-                        Some(i) => arg.span().start + i..arg.span().start + i + bad.len(),
-                        None => arg.span(),
-                    };
-                    self.error(f, at, msg).help = Some(
-                        "placeholders: {env} {service} {version} {revision} {config_file} {target} {label.KEY}".into(),
-                    );
-                }
+                self.placeholders_known(f, arg, role);
                 // A label some environment lacks would expand to nothing there.
                 for key in crate::drivers::exec::labels_used(arg.get_ref()) {
                     let lacking: Vec<&str> = envs
@@ -583,28 +571,50 @@ impl Checker {
                 continue;
             };
             let approvers = w.approvers.as_ref().map(|a| *a.get_ref());
-            let gate = match w.gate.as_ref().map(|g| (g, g.get_ref().as_str())) {
-                None if approvers.is_some() => Gate::Approval {
-                    approvers: approvers.unwrap_or(1),
-                },
-                None | Some((_, "auto")) => {
-                    if let Some(a) = &w.approvers {
-                        self.error(f, a.span(), "approvers is set but the gate is auto")
-                            .help = Some("set gate = \"approval\" or remove approvers".into());
+            let kinds = w
+                .gate
+                .as_ref()
+                .map(|g| g.get_ref().kinds())
+                .unwrap_or_default();
+            let mut approval = approvers.is_some() && w.gate.is_none();
+            let mut recheck_health = false;
+            for kind in &kinds {
+                match *kind {
+                    "auto" => {}
+                    "approval" => approval = true,
+                    "healthy" => recheck_health = true,
+                    other => {
+                        let g = w.gate.as_ref().expect("kinds come from the gate");
+                        let msg = format!("unknown gate `{other}`");
+                        self.error(f, g.span(), msg).help =
+                            Some(hint_one_of(other, &["approval", "healthy", "auto"]));
                         ok = false;
                     }
-                    Gate::Auto
                 }
-                Some((_, "approval")) => Gate::Approval {
+            }
+            if kinds.contains(&"auto") && kinds.len() > 1 {
+                let g = w.gate.as_ref().expect("kinds come from the gate");
+                self.error(f, g.span(), "`auto` means no gate; it cannot be combined")
+                    .help = Some(
+                    "list only the gates the wave has, e.g. [\"healthy\", \"approval\"]".into(),
+                );
+                ok = false;
+            }
+            let gate = if approval {
+                Gate::Approval {
                     approvers: approvers.unwrap_or(1),
-                },
-                Some((g, other)) => {
-                    let msg = format!("unknown gate `{other}`");
-                    self.error(f, g.span(), msg).help =
-                        Some(hint_one_of(other, &["approval", "auto"]));
-                    ok = false;
-                    Gate::Auto
                 }
+            } else {
+                if let Some(a) = &w.approvers {
+                    self.error(
+                        f,
+                        a.span(),
+                        "approvers is set but the wave has no approval gate",
+                    )
+                    .help = Some("add \"approval\" to gate or remove approvers".into());
+                    ok = false;
+                }
+                Gate::Auto
             };
             if let (Some(a), Gate::Approval { approvers: 0 }) = (&w.approvers, gate) {
                 self.error(f, a.span(), "approvers must be at least 1");
@@ -674,10 +684,13 @@ impl Checker {
                     false
                 }
             };
+            let check = self.wave_check(f, w, &strategy, &mut ok);
             waves.push(WaveSpec {
                 name: name.to_string(),
                 select,
                 gate,
+                recheck_health,
+                check,
                 soak,
                 failure_budget,
                 take,
@@ -687,6 +700,96 @@ impl Checker {
         }
         strategy.waves = waves;
         ok.then_some(strategy)
+    }
+
+    /// A wave's `check` with its timeout and retries (the strategy's unless it sets them).
+    fn wave_check(
+        &mut self,
+        f: File,
+        w: &schema::WaveDef,
+        strategy: &Strategy,
+        ok: &mut bool,
+    ) -> Option<WaveCheck> {
+        use crate::drivers::exec::Role;
+        let Some(argv) = &w.check else {
+            for (set, key) in [
+                (w.check_timeout.as_ref().map(|t| t.span()), "check_timeout"),
+                (w.check_retries.as_ref().map(|r| r.span()), "check_retries"),
+            ] {
+                if let Some(span) = set {
+                    self.error(f, span, format!("{key} is set but the wave has no check"))
+                        .help = Some(format!(
+                        "add check = [\"./smoke.sh\", \"{{wave}}\"] or remove {key}"
+                    ));
+                    *ok = false;
+                }
+            }
+            return None;
+        };
+        if argv.get_ref().is_empty() {
+            self.error(f, argv.span(), "check is an empty command").help = Some(
+                "write the command as an argv array: check = [\"./smoke.sh\", \"{wave}\"]".into(),
+            );
+            *ok = false;
+            return None;
+        }
+        for arg in argv.get_ref() {
+            if !self.placeholders_known(f, arg, Role::Check) {
+                *ok = false;
+            }
+        }
+        let timeout = match &w.check_timeout {
+            Some(t) => self
+                .positive_duration(f, "check_timeout", t)
+                .unwrap_or_else(|| {
+                    *ok = false;
+                    strategy.step_timeout
+                }),
+            None => strategy.step_timeout,
+        };
+        let retries = match &w.check_retries {
+            Some(r) if *r.get_ref() > MAX_RETRIES => {
+                self.error(
+                    f,
+                    r.span(),
+                    format!("check_retries = {} is more than {MAX_RETRIES}", r.get_ref()),
+                );
+                *ok = false;
+                MAX_RETRIES
+            }
+            Some(r) => *r.get_ref(),
+            None => strategy.retries,
+        };
+        Some(WaveCheck {
+            argv: argv.get_ref().iter().map(|a| a.get_ref().clone()).collect(),
+            timeout,
+            retries,
+            backoff: strategy.backoff,
+        })
+    }
+
+    /// Whether the placeholders of `arg` are known to `role`'s command; if not, an error
+    /// pointing at the placeholder as written.
+    fn placeholders_known(
+        &mut self,
+        f: File,
+        arg: &Spanned<String>,
+        role: crate::drivers::exec::Role,
+    ) -> bool {
+        let Err((range, msg)) = crate::drivers::exec::check_placeholders(arg.get_ref(), role)
+        else {
+            return true;
+        };
+        // Point at the placeholder as written (escapes and quotes make the decoded
+        // string's offsets differ from the file's).
+        let raw = &f.text[arg.span()];
+        let bad = &arg.get_ref()[range.clone()];
+        let at = match raw.find(bad) {
+            Some(i) => arg.span().start + i..arg.span().start + i + bad.len(),
+            None => arg.span(),
+        };
+        self.error(f, at, msg).help = Some(role.help());
+        false
     }
 
     fn policy(&mut self, f: File, def: Option<&schema::PolicyDef>) -> Option<Policy> {
@@ -1068,6 +1171,8 @@ pub fn default_strategy(fleet_size: usize) -> Strategy {
         take: Some(take),
         spread_by: Vec::new(),
         note_required: false,
+        recheck_health: false,
+        check: None,
     };
     Strategy {
         max_parallel: 10,

@@ -45,6 +45,27 @@ pub struct Emergency {
 }
 
 impl Intent {
+    /// The programs in the repo that a rollout runs (the exec driver's, the waves'
+    /// checks), repo-relative: they must match the commit the rollout runs at.
+    pub fn repo_programs(&self) -> Vec<String> {
+        let mut argvs: Vec<&Vec<String>> = match &self.driver.exec {
+            Some(exec) if self.driver.kind == DriverKind::Exec => exec.commands(),
+            _ => Vec::new(),
+        };
+        argvs.extend(
+            self.strategy
+                .waves
+                .iter()
+                .filter_map(|w| w.check.as_ref().map(|c| &c.argv)),
+        );
+        let mut programs: Vec<String> = argvs
+            .into_iter()
+            .filter_map(|a| crate::drivers::exec::repo_program(a))
+            .collect();
+        programs.dedup();
+        programs
+    }
+
     /// The emergency layer of environment `env`, if it has one.
     pub fn emergency(&self, env: &str) -> Option<&Emergency> {
         self.emergencies.iter().find(|e| e.env == env)
@@ -172,6 +193,40 @@ pub enum Gate {
     },
 }
 
+impl Gate {
+    /// How many distinct approvals the gate takes.
+    pub fn approvers(self) -> usize {
+        match self {
+            Gate::Approval { approvers } => approvers as usize,
+            Gate::Auto => 0,
+        }
+    }
+}
+
+/// A command that must exit 0 before a wave starts (`check = ["./smoke.sh", "{wave}"]`),
+/// tried `retries` more times `backoff` apart, each try within `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaveCheck {
+    pub argv: Vec<String>,
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    pub retries: u32,
+    #[serde(serialize_with = "ser_duration")]
+    pub backoff: Duration,
+}
+
+impl WaveCheck {
+    /// The command as a user wrote it, for messages: `./smoke.sh {wave}`.
+    pub fn shown(&self) -> String {
+        self.argv.join(" ")
+    }
+}
+
+/// A duration as people write it (`1m 30s`), for plan JSON.
+pub fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
 /// How releases roll out: parallelism, retries, timeouts, budgets and waves.
 #[derive(Debug, Clone)]
 pub struct Strategy {
@@ -205,6 +260,11 @@ pub struct WaveSpec {
     pub spread_by: Vec<String>,
     /// An approval of this wave must come with a note (`note = "required"`).
     pub note_required: bool,
+    /// `gate = "healthy"`: the environments of the earlier waves must still be healthy
+    /// (asked again through the driver) before the wave starts.
+    pub recheck_health: bool,
+    /// A command that must pass before the wave starts.
+    pub check: Option<WaveCheck>,
 }
 
 /// What no rollout may do: oversized waves, ungated protected environments, freezes.

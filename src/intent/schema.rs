@@ -115,10 +115,18 @@ pub enum Amount {
 pub struct WaveDef {
     pub name: Spanned<String>,
     pub select: Spanned<String>,
+    /// `"approval"`, `"healthy"`, `"auto"`, or a list of them (`["healthy", "approval"]`).
     #[serde(default)]
-    pub gate: Option<Spanned<String>>,
+    pub gate: Option<Spanned<GateDef>>,
     #[serde(default)]
     pub approvers: Option<Spanned<u32>>,
+    /// A command that must exit 0 before the wave starts.
+    #[serde(default)]
+    pub check: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub check_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub check_retries: Option<Spanned<u32>>,
     #[serde(default)]
     pub soak: Option<Spanned<String>>,
     #[serde(default)]
@@ -130,6 +138,23 @@ pub struct WaveDef {
     /// `required`: an approval of this wave must say why.
     #[serde(default)]
     pub note: Option<Spanned<String>>,
+}
+
+/// A wave's `gate`: one kind or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum GateDef {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl GateDef {
+    pub fn kinds(&self) -> Vec<&str> {
+        match self {
+            GateDef::One(k) => vec![k.as_str()],
+            GateDef::Many(ks) => ks.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// `[policy]`.

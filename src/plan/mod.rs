@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::intent::load::REMAINING_WAVE;
-use crate::intent::{Amount, Gate, Intent, Revision, Window};
+use crate::intent::{ser_duration, Amount, Gate, Intent, Revision, WaveCheck, WaveSpec, Window};
 pub use risk::{History, Risk};
 
 /// What a rollout of one release will do.
@@ -67,6 +67,12 @@ pub struct PlannedWave {
     /// Its approvals must say why (`note = "required"`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub note_required: bool,
+    /// The earlier waves' environments are asked for their health again before it starts.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recheck_health: bool,
+    /// A command that must pass before it starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<WaveCheck>,
     #[serde(serialize_with = "ser_duration")]
     pub soak: Duration,
     /// The budget as configured (`3`, `5%`).
@@ -193,37 +199,36 @@ pub fn build_with_history(
     let step_success = strategy.expected_success_rate;
     let steps = |i: usize| env_steps(intent, history, i, step_success);
 
-    let mut push_wave =
-        |name: &str, members: Vec<usize>, gate: Gate, soak, budget: Amount, note_required: bool| {
-            let mut gate = gate;
-            let mut gate_reason = None;
-            let protected = intent
-                .policy
-                .require_approval
-                .as_ref()
-                .is_some_and(|sel| members.iter().any(|&i| sel.matches(&envs[i].labels)));
-            if let (Some(sel), Gate::Auto, true) =
-                (&intent.policy.require_approval, gate, protected)
-            {
-                gate = Gate::Approval { approvers: 1 };
-                gate_reason = Some(format!("policy require_approval = \"{sel}\""));
-            }
-            let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
-            names.sort();
-            let risk = Risk::of_steps(members.iter().flat_map(|&i| steps(i)));
-            waves.push(PlannedWave {
-                name: name.to_string(),
-                allowed_failures: budget.allowed(names.len()),
-                risk,
-                envs: names,
-                gate,
-                gate_reason,
-                protected,
-                note_required,
-                soak,
-                failure_budget: budget.to_string(),
-            });
-        };
+    let mut push_wave = |spec: &WaveSpec, members: Vec<usize>| {
+        let mut gate = spec.gate;
+        let mut gate_reason = None;
+        let protected = intent
+            .policy
+            .require_approval
+            .as_ref()
+            .is_some_and(|sel| members.iter().any(|&i| sel.matches(&envs[i].labels)));
+        if let (Some(sel), Gate::Auto, true) = (&intent.policy.require_approval, gate, protected) {
+            gate = Gate::Approval { approvers: 1 };
+            gate_reason = Some(format!("policy require_approval = \"{sel}\""));
+        }
+        let mut names: Vec<String> = members.iter().map(|&i| envs[i].name.clone()).collect();
+        names.sort();
+        let risk = Risk::of_steps(members.iter().flat_map(|&i| steps(i)));
+        waves.push(PlannedWave {
+            name: spec.name.clone(),
+            allowed_failures: spec.failure_budget.allowed(names.len()),
+            risk,
+            envs: names,
+            gate,
+            gate_reason,
+            protected,
+            note_required: spec.note_required,
+            recheck_health: spec.recheck_health,
+            check: spec.check.clone(),
+            soak: spec.soak,
+            failure_budget: spec.failure_budget.to_string(),
+        });
+    };
 
     for spec in &strategy.waves {
         let candidates: Vec<usize> = (0..envs.len())
@@ -242,14 +247,7 @@ pub fn build_with_history(
         for &i in &members {
             assigned[i] = true;
         }
-        push_wave(
-            &spec.name,
-            members,
-            spec.gate,
-            spec.soak,
-            spec.failure_budget,
-            spec.note_required,
-        );
+        push_wave(spec, members);
     }
     let rest: Vec<usize> = (0..envs.len()).filter(|&i| !assigned[i]).collect();
     if !rest.is_empty() {
@@ -258,14 +256,19 @@ pub fn build_with_history(
             .last()
             .map(|w| w.failure_budget)
             .unwrap_or(Amount::Count(0));
-        push_wave(
-            REMAINING_WAVE,
-            rest,
-            Gate::Auto,
-            Duration::ZERO,
-            budget,
-            false,
-        );
+        let remaining = WaveSpec {
+            name: REMAINING_WAVE.into(),
+            select: crate::selector::Selector::All,
+            gate: Gate::Auto,
+            soak: Duration::ZERO,
+            failure_budget: budget,
+            take: None,
+            spread_by: Vec::new(),
+            note_required: false,
+            recheck_health: false,
+            check: None,
+        };
+        push_wave(&remaining, rest);
     }
 
     let mut plan = Plan {
@@ -528,10 +531,6 @@ pub fn service_levels(intent: &Intent) -> Vec<Vec<String>> {
         }
     }
     out
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
 #[cfg(test)]

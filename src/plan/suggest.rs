@@ -43,6 +43,8 @@ pub fn strategy(
         take: None,
         spread_by: Vec::new(),
         note_required: false,
+        recheck_health: false,
+        check: None,
     };
     for wave in &plan.waves {
         let spec = s.waves.iter().find(|w| w.name == wave.name);
@@ -69,7 +71,7 @@ pub fn strategy(
             continue;
         };
         if size <= most {
-            write_wave(&mut out, spec, &spec.name, spec.gate, spec.take);
+            write_wave(&mut out, spec, &spec.name, spec.gate, true, spec.take);
         } else {
             split(&mut out, spec, size, most, spec.take.is_some());
         }
@@ -87,7 +89,9 @@ fn split(out: &mut String, spec: &WaveSpec, size: usize, most: usize, sampled: b
             1 if spec.name != REMAINING_WAVE => spec.name.clone(),
             n => format!("{}-{n}", spec.name),
         };
-        let gate = if part == 1 { spec.gate } else { Gate::Auto };
+        // What guards the wave guards its first part; the rest follow it after its soak.
+        let first = part == 1;
+        let gate = if first { spec.gate } else { Gate::Auto };
         let take = if part < parts {
             Some(Amount::Count(most as u64))
         } else if sampled {
@@ -95,11 +99,19 @@ fn split(out: &mut String, spec: &WaveSpec, size: usize, most: usize, sampled: b
         } else {
             None
         };
-        write_wave(out, spec, &name, gate, take);
+        write_wave(out, spec, &name, gate, first, take);
     }
 }
 
-fn write_wave(out: &mut String, spec: &WaveSpec, name: &str, gate: Gate, take: Option<Amount>) {
+/// Writes one `[[strategy.wave]]`; `guarded`: with the spec's checks (its first part).
+fn write_wave(
+    out: &mut String,
+    spec: &WaveSpec,
+    name: &str,
+    gate: Gate,
+    guarded: bool,
+    take: Option<Amount>,
+) {
     let _ = writeln!(out, "\n[[strategy.wave]]");
     let _ = writeln!(out, "name = {}", toml::Value::String(name.into()));
     let _ = writeln!(
@@ -107,14 +119,36 @@ fn write_wave(out: &mut String, spec: &WaveSpec, name: &str, gate: Gate, take: O
         "select = {}",
         toml::Value::String(spec.select.to_string())
     );
+    let healthy = guarded && spec.recheck_health;
+    match (gate, healthy) {
+        (Gate::Approval { .. }, true) => {
+            let _ = writeln!(out, "gate = [\"healthy\", \"approval\"]");
+        }
+        (Gate::Approval { .. }, false) => {
+            let _ = writeln!(out, "gate = \"approval\"");
+        }
+        (Gate::Auto, true) => {
+            let _ = writeln!(out, "gate = \"healthy\"");
+        }
+        (Gate::Auto, false) => {}
+    }
     if let Gate::Approval { approvers } = gate {
-        let _ = writeln!(out, "gate = \"approval\"");
         if approvers > 1 {
             let _ = writeln!(out, "approvers = {approvers}");
         }
         if spec.note_required {
             let _ = writeln!(out, "note = \"required\"");
         }
+    }
+    if let Some(check) = spec.check.as_ref().filter(|_| guarded) {
+        let argv: Vec<String> = check
+            .argv
+            .iter()
+            .map(|a| toml::Value::String(a.clone()).to_string())
+            .collect();
+        let _ = writeln!(out, "check = [{}]", argv.join(", "));
+        let _ = writeln!(out, "check_timeout = {}", quoted_duration(check.timeout));
+        let _ = writeln!(out, "check_retries = {}", check.retries);
     }
     if !spec.soak.is_zero() {
         let _ = writeln!(out, "soak = {}", quoted_duration(spec.soak));

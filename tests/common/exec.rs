@@ -55,10 +55,21 @@ if [ -e "$LIVE/unhealthy-$1-$2" ]; then echo "$2 answers 503" >&2; exit 1; fi
 /// An exec-driven repo of `n` environments (e-00 the canary) in `dir`; returns the repo and
 /// the directory the scripts keep live state in.
 pub fn exec_repo(dir: &Path, n: usize, budget: &str, target: &str) -> (PathBuf, PathBuf) {
+    exec_repo_with(dir, n, &strategy("", budget), target, &[])
+}
+
+/// [`exec_repo`] with its own `[strategy]` and more scripts (path, text) of its own.
+pub fn exec_repo_with(
+    dir: &Path,
+    n: usize,
+    strategy_text: &str,
+    target: &str,
+    scripts: &[(&str, &str)],
+) -> (PathBuf, PathBuf) {
     let repo = dir.join("repo");
     let live = dir.join("live");
     std::fs::create_dir_all(&live).unwrap();
-    let mut f = Fixture::standard(n, &strategy("", budget));
+    let mut f = Fixture::standard(n, strategy_text);
     f.fleet = f.fleet.replace(
         "[driver]\nkind = \"sim\"\n",
         r#"[driver]
@@ -79,10 +90,15 @@ transient_exit_codes = [75]
     f.extra.push(("deploy/apply.sh".into(), APPLY.into()));
     f.extra.push(("deploy/observe.sh".into(), OBSERVE.into()));
     f.extra.push(("deploy/health.sh".into(), HEALTH.into()));
+    for (path, text) in scripts {
+        f.extra.push((path.to_string(), text.to_string()));
+    }
     f.load(&repo);
-    for script in ["apply.sh", "observe.sh", "health.sh"] {
+    let mut paths = vec!["deploy/apply.sh", "deploy/observe.sh", "deploy/health.sh"];
+    paths.extend(scripts.iter().map(|(p, _)| *p));
+    for script in paths {
         use std::os::unix::fs::PermissionsExt;
-        let path = repo.join("deploy").join(script);
+        let path = repo.join(script);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     (repo, live)

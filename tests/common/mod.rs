@@ -257,6 +257,26 @@ impl Live {
         view: Option<&flotilla::engine::RolloutView>,
         keep_failures: bool,
     ) -> Live {
+        Live::build(intent, fleet, view, keep_failures, None)
+    }
+
+    /// A fresh rollout whose waves' checks run from `root`.
+    pub fn start_with_checks(intent: Intent, root: &Path) -> Live {
+        let intent = Arc::new(intent);
+        let fleet = Arc::new(SimFleet::new(
+            intent.driver.sim.clone(),
+            intent.release("r1"),
+        ));
+        Live::build(intent, fleet, None, false, Some(root))
+    }
+
+    fn build(
+        intent: Arc<Intent>,
+        fleet: Arc<SimFleet>,
+        view: Option<&flotilla::engine::RolloutView>,
+        keep_failures: bool,
+        checks_from: Option<&Path>,
+    ) -> Live {
         let plan = plan::build(&intent, "r1", epoch()).unwrap();
         let (etx, erx) = mpsc::unbounded_channel();
         let (ctx, crx) = mpsc::unbounded_channel();
@@ -270,6 +290,9 @@ impl Live {
             crx,
             OnHold::Wait,
         );
+        if let Some(root) = checks_from {
+            engine = engine.run_checks_with(flotilla::drivers::exec::Runner::new(root, "test"));
+        }
         if let Some(view) = view {
             engine = engine.resume(view);
             if keep_failures {
