@@ -59,12 +59,20 @@ pub enum Refusal {
     Said { code: u8, message: String },
     /// The intent at the rollout's commit does not load.
     Intent(IntentError),
+    /// Preflight checks failed (exit 3): what to say, and the whole checklist, for the
+    /// console to offer overrides.
+    Blocked {
+        message: String,
+        checks: Vec<crate::plan::Check>,
+    },
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::Said { message, .. } => f.write_str(message),
+            Refusal::Said { message, .. } | Refusal::Blocked { message, .. } => {
+                f.write_str(message)
+            }
             Refusal::Intent(e) => write!(f, "{e}"),
         }
     }
@@ -387,13 +395,13 @@ impl RolloutSession {
             .map(|c| format!("preflight FAILED: {}: {}", c.name, c.detail))
             .collect();
         if !failed.is_empty() {
-            return Err(said(
-                exit::BLOCKED,
-                format!(
+            return Err(Refusal::Blocked {
+                message: format!(
                     "{}\nblocked: nothing was started; `flotilla plan {release}` shows every check",
                     failed.join("\n")
                 ),
-            ));
+                checks: plan.checks,
+            });
         }
 
         let rollout = match &unfinished {

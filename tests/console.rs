@@ -1044,3 +1044,62 @@ async fn a_wave_held_by_a_freeze_says_which_and_until_when() {
     h.wait(3 * 3600).await;
     assert!(h.count("wave_started") >= 2);
 }
+
+/// Before a rollout whose preflight failed starts, the console shows the checklist: the
+/// failure selected with its reason; nothing starts until it is overridden with a reason
+/// typed in, and the override comes back to be journaled.
+#[test]
+fn the_checklist_shows_a_failed_check_and_starts_only_once_it_is_overridden_with_a_reason() {
+    use flotilla::console::checklist::{Checklist, Decision};
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = Fixture::standard(12, &strategy("", "0"));
+    f.fleet += "[policy]\nmax_wave_fraction = 0.5\n";
+    let intent = f.load(dir.path());
+    let plan = flotilla::plan::build(&intent, "r1", epoch()).unwrap();
+    let theme = flotilla::console::theme::Theme::load("mono", ColorMode::None).unwrap();
+    let glyphs = flotilla::console::theme::Glyphs { unicode: true };
+    let mut list = Checklist::new("r1", plan.checks.clone(), theme, glyphs);
+    let screen = |list: &Checklist| {
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal.draw(|f| list.draw(f)).unwrap();
+        format!("{}", terminal.backend())
+    };
+    insta::assert_snapshot!("checklist_failed_80x24", screen(&list));
+
+    let key =
+        |list: &mut Checklist, code: KeyCode| list.key(KeyEvent::new(code, KeyModifiers::NONE));
+    let typed = |list: &mut Checklist, text: &str| {
+        for c in text.chars() {
+            assert_eq!(key(list, KeyCode::Char(c)), None);
+        }
+    };
+    // Enter does not start past a failure; an empty reason is no reason.
+    assert_eq!(key(&mut list, KeyCode::Enter), None);
+    assert!(screen(&list).contains("policy.blast-radius blocks the start"));
+    key(&mut list, KeyCode::Char('o'));
+    assert_eq!(key(&mut list, KeyCode::Enter), None);
+    assert!(
+        screen(&list).contains("needs a reason"),
+        "{}",
+        screen(&list)
+    );
+    typed(&mut list, "CAB-7 agreed");
+    assert_eq!(key(&mut list, KeyCode::Enter), None);
+    let shown = screen(&list);
+    assert!(
+        shown.contains("OVRD policy.blast-radius") && shown.contains("overridden: CAB-7 agreed"),
+        "{shown}"
+    );
+    // A check that passed has nothing to override.
+    key(&mut list, KeyCode::Up);
+    key(&mut list, KeyCode::Char('o'));
+    assert!(screen(&list).contains("did not fail: nothing to override"));
+    assert_eq!(
+        key(&mut list, KeyCode::Enter),
+        Some(Decision::Start(vec![(
+            "policy.blast-radius".into(),
+            "CAB-7 agreed".into()
+        )]))
+    );
+    assert_eq!(key(&mut list, KeyCode::Char('q')), Some(Decision::Quit));
+}

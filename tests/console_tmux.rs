@@ -191,3 +191,100 @@ fn the_console_attaches_to_a_rollout_another_process_runs_and_steers_it() {
     );
     assert!(text.contains("paused by"), "{text}");
 }
+
+/// A rollout whose preflight fails opens on the checklist at 80x24: quitting there starts
+/// nothing (exit 3); overriding the failure with a typed reason starts the console, and
+/// `audit` shows the override with who and why.
+#[test]
+fn a_failed_preflight_opens_the_checklist_and_an_override_typed_there_is_journaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_flotilla");
+    let repo = dir.path().join("repo");
+    let state = dir.path().join("state.db");
+    let init = Command::new(bin)
+        .args(["init", "--demo", "--envs", "12"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let fleet = repo.join("flotilla.toml");
+    let text = std::fs::read_to_string(&fleet).unwrap();
+    std::fs::write(
+        &fleet,
+        text.replace("[policy]\n", "[policy]\nmax_wave_fraction = 0.2\n"),
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    git(&["commit", "-qam", "smaller waves"]);
+    let tmux = Tmux {
+        socket: format!("flotilla-checklist-{}", std::process::id()),
+    };
+    let script = format!(
+        "NO_COLOR=1 LANG=C.UTF-8 {bin} --repo {} --state {} console 2026.11.2; echo EXIT=$?; sleep 600",
+        repo.display(),
+        state.display()
+    );
+    let open = |tmux: &Tmux| {
+        tmux.run(&["kill-session", "-t", "e2e"]);
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "e2e",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "sh",
+            "-c",
+            &script,
+        ]);
+    };
+    let long = Duration::from_secs(60);
+    open(&tmux);
+    let screen = tmux.wait_for("Preflight of 2026.11.2", long);
+    assert!(screen.contains(">FAIL policy.blast-radius"), "{screen}");
+    tmux.keys(&["q"]);
+    let after = tmux.wait_for("EXIT=", long);
+    assert!(after.contains("EXIT=3"), "{after}");
+    assert!(
+        after.contains("preflight FAILED: policy.blast-radius"),
+        "{after}"
+    );
+
+    open(&tmux);
+    tmux.wait_for("Preflight of 2026.11.2", long);
+    tmux.keys(&["o"]);
+    tmux.wait_for("reason for overriding policy.blast-radius", long);
+    tmux.keys(&["CAB-7 agreed one wave", "Enter"]);
+    tmux.wait_for("overridden; Enter starts the rollout", long);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("gate canary waits for approval", long);
+    tmux.keys(&["q"]);
+    tmux.wait_for("Quit now?", long);
+    tmux.keys(&["y"]);
+    tmux.wait_for("EXIT=", long);
+    let audit = Command::new(bin)
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--state")
+        .arg(&state)
+        .arg("audit")
+        .output()
+        .unwrap();
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.contains("preflight policy.blast-radius overridden by")
+            && audit.contains("CAB-7 agreed one wave"),
+        "{audit}"
+    );
+}

@@ -171,6 +171,74 @@ fn a_transient_exit_code_is_retried_and_another_is_permanent_with_stderr_quoted(
     );
 }
 
+/// An environment whose applies fail more often than its retries allow goes to the back of
+/// its wave once (`requeue_failed`, default 1) and succeeds there; with `requeue_failed = 0`
+/// it is left failed for a person.
+#[test]
+fn an_environment_failing_past_its_retries_is_tried_again_after_the_rest_of_its_wave() {
+    for (requeue, code, applied) in [("", 0, true), ("requeue_failed = 0", 1, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let strategy =
+            common::strategy(requeue, "\"100%\"").replace("backoff = \"1s\"", "backoff = \"10ms\"");
+        let (repo, live) = exec_repo_with(dir.path(), 4, &strategy, "", &[]);
+        // Three applies fail: the first try and both retries.
+        std::fs::write(live.join("flaky-e-01-api"), "3").unwrap();
+        let state = dir.path().join("state.db");
+        let out = run(
+            &repo,
+            &state,
+            &live,
+            &["rollout", "r1", "--approve-all", "--output", "json"],
+        );
+        assert_eq!(out.status.code(), Some(code), "{requeue}: {}", text(&out));
+        let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let order: Vec<String> = events
+            .iter()
+            .filter(|e| {
+                e["kind"] == "step_failed"
+                    || e["kind"] == "env_retried"
+                    || (e["kind"] == "step_succeeded" && e["service"] == "api")
+            })
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["kind"].as_str().unwrap(),
+                    e["env"].as_str().unwrap()
+                )
+            })
+            .collect();
+        if applied {
+            // Requeued behind e-02 and e-03, then done.
+            let requeued = order
+                .iter()
+                .position(|e| e == "env_retried e-01")
+                .expect("requeued");
+            let last = order
+                .iter()
+                .rposition(|e| e == "step_succeeded e-01")
+                .expect("applied");
+            assert!(requeued < last, "{order:?}");
+            for other in ["e-02", "e-03"] {
+                let done = order
+                    .iter()
+                    .position(|e| *e == format!("step_succeeded {other}"))
+                    .unwrap();
+                assert!(done < last, "{other} goes first: {order:?}");
+            }
+            assert_eq!(applies(&live, "e-01", "api"), 1);
+        } else {
+            assert!(
+                !order.iter().any(|e| e.starts_with("env_retried")),
+                "{order:?}"
+            );
+            assert!(order.contains(&"step_failed e-01".to_string()), "{order:?}");
+        }
+    }
+}
+
 /// Processes whose command line holds `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();

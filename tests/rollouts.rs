@@ -140,7 +140,23 @@ async fn a_hung_step_times_out_and_is_retried_then_fails() {
             _ => None,
         })
         .collect();
-    assert_eq!(timeouts, [("e-03".to_string(), ErrorClass::Timeout, 3)]);
+    // Failed after its retries, it went to the back of the wave once (requeue_failed
+    // defaults to 1) and failed the same way again.
+    assert_eq!(
+        timeouts,
+        vec![("e-03".to_string(), ErrorClass::Timeout, 3); 2]
+    );
+    let requeued: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::EnvRetried { env, by, .. } if by.contains("requeue_failed") => {
+                Some(env.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requeued, ["e-03"]);
     assert_eq!(
         run.outcome,
         Outcome::Completed {
@@ -150,15 +166,20 @@ async fn a_hung_step_times_out_and_is_retried_then_fails() {
             rolled_back: 0
         }
     );
-    assert!(started.elapsed() >= secs(90), "three attempts of 30 s each");
+    assert!(
+        started.elapsed() >= secs(180),
+        "three attempts of 30 s each, twice"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_service_s_own_timeout_and_retries_override_the_strategy() {
     let dir = tempfile::tempdir().unwrap();
+    // No requeue: one run of each environment shows the service's own limits.
     let mut f = Fixture::standard(
         6,
-        &strategy("", "1").replace("step_timeout = \"1m\"", "step_timeout = \"30s\""),
+        &strategy("requeue_failed = 0", "1")
+            .replace("step_timeout = \"1m\"", "step_timeout = \"30s\""),
     )
     .with_release_sim("hang = \"name=e-03\"");
     f.fleet = f.fleet.replace(

@@ -445,6 +445,7 @@ fn refused(refusal: crate::session::Refusal) -> u8 {
     match refusal {
         crate::session::Refusal::Said { code, message } => refuse(code, message),
         crate::session::Refusal::Intent(e) => intent_error(e),
+        crate::session::Refusal::Blocked { message, .. } => refuse(exit::BLOCKED, message),
     }
 }
 

@@ -84,6 +84,16 @@ pub fn plan_text(plan: &Plan) -> String {
         humantime::format_duration(plan.backoff),
         humantime::format_duration(plan.step_timeout),
     );
+    if plan.requeue_failed > 0 {
+        let _ = writeln!(
+            s,
+            "An environment failed after retries is tried again at its wave's end ({}).",
+            match plan.requeue_failed {
+                1 => "once".to_string(),
+                n => format!("{n} times"),
+            }
+        );
+    }
     let order: Vec<String> = plan.service_levels.iter().map(|l| l.join(", ")).collect();
     let _ = writeln!(s, "Service order: {}", order.join(" -> "));
     let _ = writeln!(s);

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{default_state, exit, load, output, Output};
+use crate::console::checklist::Decision;
 use crate::engine::preflight::Downgrades;
 use crate::engine::{Command, Event, EventKind, OnHold, Outcome};
-use crate::session::{RolloutSession, Setup};
+use crate::session::{Refusal, RolloutSession, Setup};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RolloutArgs {
@@ -91,7 +92,7 @@ pub fn run(
     let state = state
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_state(&loaded.intent.fleet));
-    let overrides = match paired(&args.overrides, &args.reasons) {
+    let mut overrides = match paired(&args.overrides, &args.reasons) {
         Ok(o) => o,
         Err(why) => return super::refuse(exit::INVALID, format!("error: {why}")),
     };
@@ -104,33 +105,61 @@ pub fn run(
             );
         }
     };
-    let setup = Setup {
+    let console_open = console.is_some();
+    let setup = |overrides: Vec<(String, String)>| Setup {
         repo,
-        state,
-        intent: loaded.intent,
+        state: state.clone(),
+        intent: loaded.intent.clone(),
         release: args.release.clone(),
         approve: args.approve.clone(),
         approve_all: args.approve_all,
         // The console is where decisions are made: a halted rollout waits for them.
-        on_hold: if args.wait || console.is_some() {
+        on_hold: if args.wait || console_open {
             OnHold::Wait
         } else {
             OnHold::Exit
         },
         // Opening the console is looking, not deciding: a halted rollout stays halted
         // until someone resumes it there (a headless re-run is the decision to retry).
-        keep_failures: args.keep_failures || console.is_some(),
-        replay: console.is_some(),
+        keep_failures: args.keep_failures || console_open,
+        replay: console_open,
         // Under the console, the console handles signals: the screen is not ours to print on.
-        signals: console.is_none(),
+        signals: !console_open,
         only: None,
         overrides,
         downgrades: downgrades(args.allow_downgrade),
     };
     runtime.block_on(async {
-        let session = match RolloutSession::open(setup).await {
-            Ok(s) => s,
-            Err(r) => return super::refused(r),
+        let session = loop {
+            match RolloutSession::open(setup(overrides.clone())).await {
+                Ok(s) => break s,
+                // The console shows the checklist and lets the operator override what
+                // failed, with reasons; the preflight then runs again with them.
+                Err(Refusal::Blocked { checks, message }) if console.is_some() => {
+                    let options = console.clone().expect("checked above");
+                    let release = args.release.clone();
+                    let shown = tokio::task::spawn_blocking(move || {
+                        crate::console::checklist(&release, checks, &options)
+                    })
+                    .await;
+                    match shown {
+                        Ok(Ok(Decision::Start(chosen))) => overrides = chosen,
+                        Ok(Ok(Decision::Quit)) => {
+                            return super::refuse(exit::BLOCKED, message);
+                        }
+                        Ok(Err(e)) => {
+                            return super::refuse(
+                                exit::FAILED,
+                                format!("error: the terminal failed: {e}\n{message}"),
+                            )
+                        }
+                        Err(e) => {
+                            return super::refuse(exit::FAILED, format!("error: {e}\n{message}"))
+                        }
+                    }
+                }
+                Err(r) => return super::refused(r),
+            }
         };
         match console {
             None => headless(session, args.output).await,

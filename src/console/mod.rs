@@ -6,6 +6,7 @@
 //! drawn only when something changed, at most about ten a second while events stream.
 
 pub mod actions;
+pub mod checklist;
 pub mod config;
 pub mod model;
 pub mod panes;
@@ -50,15 +51,7 @@ pub struct Options {
 pub fn session(intent: Arc<Intent>, plan: Plan, options: &Options) -> (Model, Ui) {
     let (config, mut warnings) = config::load(config::default_path().as_deref());
     let mode = ColorMode::detect();
-    let theme_name = options
-        .theme
-        .clone()
-        .or(config.theme.clone())
-        .unwrap_or_else(|| "dark".into());
-    let theme = Theme::load(&theme_name, mode).unwrap_or_else(|e| {
-        warnings.push(e.to_string());
-        Theme::default_for(mode)
-    });
+    let theme = theme_of(options, &config, mode, &mut warnings);
     let mut keymap = actions::KeyMap::new(options.read_only);
     warnings.extend(keymap.merge(&config.keys, options.read_only));
     let model = Model::new(intent, plan);
@@ -82,6 +75,42 @@ pub fn session(intent: Arc<Intent>, plan: Plan, options: &Options) -> (Model, Ui
         Err(w) => ui.warnings.push(w),
     }
     (model, ui)
+}
+
+/// The theme `options` or the config file names, in the terminal's colours (a bad one is
+/// a warning, and dark).
+fn theme_of(
+    options: &Options,
+    config: &config::Config,
+    mode: ColorMode,
+    warnings: &mut Vec<String>,
+) -> Theme {
+    let name = options
+        .theme
+        .clone()
+        .or(config.theme.clone())
+        .unwrap_or_else(|| "dark".into());
+    Theme::load(&name, mode).unwrap_or_else(|e| {
+        warnings.push(e.to_string());
+        Theme::default_for(mode)
+    })
+}
+
+/// The preflight checklist of `release`, before anything starts, in the console's look;
+/// blocks until the operator starts (with overrides) or quits.
+pub fn checklist(
+    release: &str,
+    checks: Vec<crate::plan::Check>,
+    options: &Options,
+) -> std::io::Result<checklist::Decision> {
+    let (config, mut warnings) = config::load(config::default_path().as_deref());
+    let theme = theme_of(options, &config, ColorMode::detect(), &mut warnings);
+    checklist::run(checklist::Checklist::new(
+        release,
+        checks,
+        theme,
+        Glyphs::detect(),
+    ))
 }
 
 /// Reads terminal input on its own thread (crossterm's reads block) until told to stop.

@@ -237,6 +237,25 @@ impl Glyphs {
         }
     }
 
+    /// A bordered block, in ASCII when the locale cannot show box drawing.
+    pub fn bordered<'a>(&self) -> ratatui::widgets::Block<'a> {
+        let block = ratatui::widgets::Block::bordered();
+        if self.unicode {
+            block
+        } else {
+            block.border_set(ratatui::symbols::border::Set {
+                top_left: "+",
+                top_right: "+",
+                bottom_left: "+",
+                bottom_right: "+",
+                vertical_left: "|",
+                vertical_right: "|",
+                horizontal_top: "-",
+                horizontal_bottom: "-",
+            })
+        }
+    }
+
     pub fn pick(&self, unicode: &'static str, ascii: &'static str) -> &'static str {
         if self.unicode {
             unicode

@@ -1305,21 +1305,7 @@ impl Ui {
 
     /// A bordered block, in ASCII when the locale cannot show box drawing.
     pub fn bordered<'a>(&self) -> ratatui::widgets::Block<'a> {
-        let block = ratatui::widgets::Block::bordered();
-        if self.glyphs.unicode {
-            block
-        } else {
-            block.border_set(ratatui::symbols::border::Set {
-                top_left: "+",
-                top_right: "+",
-                bottom_left: "+",
-                bottom_right: "+",
-                vertical_left: "|",
-                vertical_right: "|",
-                horizontal_top: "-",
-                horizontal_bottom: "-",
-            })
-        }
+        self.glyphs.bordered()
     }
 
     /// The state glyph of a cell.

@@ -181,6 +181,8 @@ pub struct Engine {
     /// Freezes set aside for this rollout (`--override policy.freeze`), until the end of
     /// the window that was in force then.
     waived: Vec<(String, SystemTime)>,
+    /// Times each environment went to the back of its wave after failing (`requeue_failed`).
+    requeued: HashMap<usize, u32>,
     /// Runs the waves' `check` commands (from the intent repo's root).
     runner: Option<Arc<crate::drivers::exec::Runner>>,
 }
@@ -262,6 +264,7 @@ impl Engine {
             deps,
             intent,
             cancelled: Default::default(),
+            failed_transiently: Default::default(),
         });
         Engine {
             ctx,
@@ -306,6 +309,7 @@ impl Engine {
             emergency: HashMap::new(),
             load_emergency: None,
             waived: Vec::new(),
+            requeued: HashMap::new(),
             runner: None,
         }
     }
@@ -1442,10 +1446,34 @@ impl Engine {
             }
             return;
         }
-        let status = if steps
+        let failed = steps
             .iter()
-            .any(|s| matches!(s, StepState::Failed | StepState::Blocked))
-        {
+            .any(|s| matches!(s, StepState::Failed | StepState::Blocked));
+        let transient = self.ctx.take_transient_failure(i);
+        let status = if failed && transient && self.may_requeue(i) {
+            // Tried again after the rest of its wave, so a cause that passes can clear.
+            let requeued = self.requeued.entry(i).or_insert(0);
+            *requeued += 1;
+            self.emit(EventKind::EnvRetried {
+                wave: self.wave_name(i),
+                env: self.env_name(i),
+                by: format!(
+                    "flotilla (requeue_failed, {} of {})",
+                    self.requeued[&i], self.plan.requeue_failed
+                ),
+            });
+            let steps = steps
+                .into_iter()
+                .map(|s| match s {
+                    StepState::Failed | StepState::Blocked => StepState::Pending,
+                    s => s,
+                })
+                .collect::<Vec<_>>();
+            self.steps.insert(i, steps);
+            self.queue.push_back(i);
+            self.set_status(i, EnvStatus::Pending);
+            return;
+        } else if failed {
             EnvStatus::Failed
         } else if steps.iter().all(|s| *s == StepState::Succeeded) {
             EnvStatus::Succeeded
@@ -1456,6 +1484,13 @@ impl Engine {
         };
         self.steps.insert(i, steps);
         self.settle_status(i, status);
+    }
+
+    /// Whether environment `i`, failed, may go to the back of its wave once more: while the
+    /// rollout goes on and it has requeues left.
+    fn may_requeue(&self, i: usize) -> bool {
+        self.stop.is_none()
+            && self.requeued.get(&i).copied().unwrap_or(0) < self.plan.requeue_failed
     }
 
     /// Sets the status an environment's run ended with; a failure may halt the rollout.

@@ -50,6 +50,10 @@ pub struct StepContext {
     /// Environments told to start no further step (they are to be rolled back): their
     /// runs end after the steps in flight, however the rollout stands.
     pub cancelled: std::sync::Mutex<std::collections::HashSet<usize>>,
+    /// Per environment whose steps failed in its last run: whether every failure was one
+    /// that outlasted its retries (transient, or a timeout) (a cause that may clear), for
+    /// `requeue_failed`.
+    pub failed_transiently: std::sync::Mutex<std::collections::HashMap<usize, bool>>,
 }
 
 /// One service's retries, backoff and timeouts: its own where it sets them, else the
@@ -97,6 +101,26 @@ impl StepContext {
         } else {
             self.cancelled().remove(&env);
         }
+    }
+
+    /// Notes that a step of `env` failed, and whether transiently.
+    fn note_failure(&self, env: usize, transient: bool) {
+        let mut seen = self
+            .failed_transiently
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let all = seen.entry(env).or_insert(true);
+        *all &= transient;
+    }
+
+    /// Whether every step of `env` that failed in its last run failed transiently after its
+    /// retries; forgets it.
+    pub fn take_transient_failure(&self, env: usize) -> bool {
+        self.failed_transiently
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&env)
+            .unwrap_or(false)
     }
 
     /// Emits an event stamped with the context's clock.
@@ -290,6 +314,7 @@ pub async fn run_env(
             Some(Err(e)) => {
                 if let Some(&s) = task_step.get(&e.id()) {
                     steps[s] = StepState::Failed;
+                    ctx.note_failure(env, false);
                     ctx.emit(EventKind::StepFailed {
                         wave: wave.to_string(),
                         env: environment.name.clone(),
@@ -354,6 +379,7 @@ async fn run_step(
             Err(error) => error,
         };
         if error.class == ErrorClass::Permanent || attempt > limits.retries {
+            ctx.note_failure(env, error.class != ErrorClass::Permanent);
             let (w, e, s) = ids();
             ctx.emit(EventKind::StepFailed {
                 wave: w,

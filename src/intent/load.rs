@@ -516,6 +516,14 @@ impl Checker {
             }
             strategy.retries = r.min(MAX_RETRIES);
         }
+        if let Some(r) = &d.requeue_failed {
+            if *r.get_ref() > MAX_RETRIES {
+                self.error(f, r.span(), format!("requeue_failed = {} is more than {MAX_RETRIES}", r.get_ref()))
+                    .help = Some("an environment that keeps failing needs a person; 1 or 2 clears transient causes".into());
+                ok = false;
+            }
+            strategy.requeue_failed = (*r.get_ref()).min(MAX_RETRIES);
+        }
         if let Some(b) = &d.backoff {
             strategy.backoff = self.duration(f, b).unwrap_or_else(|| {
                 ok = false;
@@ -1177,6 +1185,7 @@ pub fn default_strategy(fleet_size: usize) -> Strategy {
     Strategy {
         max_parallel: 10,
         retries: 2,
+        requeue_failed: 1,
         backoff: Duration::from_secs(2),
         step_timeout: Duration::from_secs(300),
         // Wave budgets (0 by default) are what stop a bad release; the rollout-wide budget

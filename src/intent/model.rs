@@ -232,6 +232,9 @@ pub fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 pub struct Strategy {
     pub max_parallel: usize,
     pub retries: u32,
+    /// Times an environment that failed after its retries (transient errors only) goes to
+    /// the back of its wave to be tried again after the others.
+    pub requeue_failed: u32,
     pub backoff: Duration,
     pub step_timeout: Duration,
     /// Failure budget of the rollout as a whole.

@@ -85,6 +85,9 @@ pub struct StrategyDef {
     pub max_parallel: Option<Spanned<u64>>,
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Times an environment that failed after its retries goes to the back of its wave.
+    #[serde(default)]
+    pub requeue_failed: Option<Spanned<u32>>,
     #[serde(default)]
     pub backoff: Option<Spanned<String>>,
     #[serde(default)]

@@ -25,6 +25,8 @@ pub struct Plan {
     pub service_levels: Vec<Vec<String>>,
     pub max_parallel: usize,
     pub retries: u32,
+    /// Times a failed environment is tried again at the back of its wave.
+    pub requeue_failed: u32,
     #[serde(serialize_with = "ser_duration")]
     pub backoff: Duration,
     #[serde(serialize_with = "ser_duration")]
@@ -279,6 +281,7 @@ pub fn build_with_history(
         service_levels: service_levels(intent),
         max_parallel: strategy.max_parallel,
         retries: strategy.retries,
+        requeue_failed: strategy.requeue_failed,
         backoff: strategy.backoff,
         step_timeout: strategy.step_timeout,
         max_failures: strategy.max_failures.allowed(envs.len()),

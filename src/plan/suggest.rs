@@ -23,6 +23,7 @@ pub fn strategy(
     let mut out = String::from("[strategy]\n");
     let _ = writeln!(out, "max_parallel = {}", s.max_parallel);
     let _ = writeln!(out, "retries = {}", s.retries);
+    let _ = writeln!(out, "requeue_failed = {}", s.requeue_failed);
     let _ = writeln!(out, "backoff = {}", quoted_duration(s.backoff));
     let _ = writeln!(out, "step_timeout = {}", quoted_duration(s.step_timeout));
     let _ = writeln!(out, "max_failures = {}", amount(s.max_failures));

@@ -16,7 +16,8 @@ env="$1"; service="$2"; version="$3"; config="$4"
 live="$LIVE/$env"; mkdir -p "$live"
 printf '%s\n' "$@" > "$live/$service.args"
 test -f "$config" || { echo "no config file" >&2; exit 1; }
-if [ -e "$LIVE/flaky-$env-$service" ]; then rm "$LIVE/flaky-$env-$service"; echo "busy, try later" >&2; exit 75; fi
+flaky="$LIVE/flaky-$env-$service"   # holds how many applies fail (empty: one)
+if [ -e "$flaky" ]; then n=$(cat "$flaky"); n=${n:-1}; if [ "$n" -le 1 ]; then rm "$flaky"; else echo $((n - 1)) > "$flaky"; fi; echo "busy, try later" >&2; exit 75; fi
 if [ -e "$LIVE/hang-$env" ]; then sleep 3011 & sleep 3012; fi
 if [ -e "$LIVE/broken-$env-$service" ]; then echo "image $version not found" >&2; exit 3; fi
 sleep "${APPLY_SLEEP:-0}"
