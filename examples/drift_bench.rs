@@ -62,7 +62,7 @@ select = "*"
 }
 
 /// Rolls release 1.0 out on the repo in `dir` (journaled), then scans it; prints figures.
-fn rolled_out_then_scanned(label: &str, dir: &Path) {
+fn rolled_out_then_scanned(label: &str, dir: &Path) -> Duration {
     let repo_dir = dir.join("repo");
     let state = dir.join("state.db");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -161,6 +161,7 @@ fn rolled_out_then_scanned(label: &str, dir: &Path) {
         "{label}: preflight targets.reachable + versions.upgrade-path + deps.healthy over {n} environments: {:.0} ms (target under 2 s)",
         preflight.as_secs_f64() * 1e3
     );
+    preflight
 }
 
 fn main() {
@@ -182,5 +183,61 @@ fn main() {
         toml::Value::String(token_file.display().to_string())
     );
     intent::write::write_repo(&dir.path().join("repo"), &repo(&local.urls, &driver)).expect("repo");
-    rolled_out_then_scanned("agents on loopback", dir.path());
+    let ours = rolled_out_then_scanned("agents on loopback", dir.path());
+    peer_reach(dir.path(), &local.urls, ours);
+}
+
+/// The same reach done the plainest way a shell can: `xargs -P 64 curl`, each agent asked
+/// for its ping and its state (the two calls the preflight makes where nothing moves), side
+/// by side with flotilla's figure.
+fn peer_reach(dir: &Path, urls: &[String], ours: Duration) {
+    let header = dir.join("auth-header");
+    std::fs::write(&header, format!("Authorization: Bearer {TOKEN}\n")).expect("header");
+    let list: String = urls
+        .iter()
+        .map(|u| format!("{u}/v1/ping {u}/v1/state\n"))
+        .collect();
+    let t = Instant::now();
+    let child = std::process::Command::new("xargs")
+        .args([
+            "-P",
+            "64",
+            "-n",
+            "2",
+            "curl",
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-H",
+        ])
+        .arg(format!("@{}", header.display()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("peer: xargs or curl is not installed; no side-by-side figure");
+        return;
+    };
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(list.as_bytes())
+        .expect("urls");
+    let done = child.wait().expect("xargs");
+    let theirs = t.elapsed();
+    if !done.success() {
+        println!("peer: `xargs curl` failed ({done}); no side-by-side figure");
+        return;
+    }
+    println!(
+        "peer: xargs -P 64 curl (ping + state) over the same {} agents: {:.0} ms; flotilla's preflight {:.0} ms, {:.2}x the peer's time",
+        urls.len(),
+        theirs.as_secs_f64() * 1e3,
+        ours.as_secs_f64() * 1e3,
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    );
 }

@@ -47,7 +47,7 @@ fn quick(
 }
 
 #[test]
-fn an_invalid_intent_exits_2_with_file_line_and_column() {
+fn an_invalid_intent_exits_2_with_file_line_and_column_and_blocks_a_rollout_as_intent_valid() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     let mut f = Fixture::standard(2, "");
@@ -60,13 +60,37 @@ fn an_invalid_intent_exits_2_with_file_line_and_column() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--> flotilla.toml:16:15"), "{err}");
     assert!(err.contains("did you mean `api`?"), "{err}");
-    // A rollout refuses to start on the same intent.
+    // A rollout refuses to start on the same intent: its first check failed.
     let out = flotilla(
         &repo,
         &dir.path().join("s.json"),
         &["rollout", "r1", "--approve-all"],
     );
-    assert_eq!(out.status.code(), Some(2));
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("--> flotilla.toml:16:15"), "{err}");
+    assert!(
+        err.contains("preflight FAILED: intent.valid: 1 error(s) in the intent"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.json").exists(), "nothing was changed");
+}
+
+#[test]
+fn a_dependency_cycle_blocks_a_rollout_as_deps_acyclic() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(2, "");
+    f.fleet = f.fleet.replace(
+        "name = \"schema\"\n",
+        "name = \"schema\"\ndepends_on = [\"web\"]\n",
+    );
+    flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+    let out = flotilla(&repo, &dir.path().join("s.json"), &["rollout", "r1"]);
+    let (_, err) = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("dependency cycle"), "{err}");
+    assert!(err.contains("preflight FAILED: deps.acyclic"), "{err}");
     assert!(!dir.path().join("s.json").exists(), "nothing was changed");
 }
 

@@ -327,3 +327,48 @@ fn a_gate_that_requires_a_note_takes_flotilla_approve_with_one() {
     let audit = said(&flotilla(&repo, &state, &["audit"]));
     assert!(audit.contains("CAB-9 agreed"), "{audit}");
 }
+
+#[test]
+fn an_environment_that_does_not_answer_the_ping_blocks_as_targets_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, live) = exec_repo(dir.path(), 3, "0", "");
+    let state = dir.path().join("s.db");
+    std::fs::write(live.join("down-e-02"), "").unwrap();
+    let plan = said(&run(&repo, &state, &live, &["plan", "r1"]));
+    let line = check_line(&plan, "targets.reachable");
+    assert!(
+        line.contains("FAIL") && line.contains("e-02") && !line.contains("e-01"),
+        "{line}"
+    );
+    assert!(plan.contains("Connection refused"), "{plan}");
+    assert_blocked_by(
+        &run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]),
+        "targets.reachable",
+    );
+    assert!(!live.join("e-00").exists(), "nothing was applied");
+
+    std::fs::remove_file(live.join("down-e-02")).unwrap();
+    let plan = said(&run(&repo, &state, &live, &["plan", "r1"]));
+    assert!(
+        check_line(&plan, "targets.reachable").contains("pass"),
+        "{plan}"
+    );
+    let out = run(&repo, &state, &live, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn a_fleet_without_a_strategy_is_warned_of_and_one_with_a_strategy_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaulted = sim_repo(&dir.path().join("a"), 3, "", "");
+    let state = dir.path().join("s.db");
+    let plan = said(&flotilla(&defaulted, &state, &["plan", "r1"]));
+    let line = check_line(&plan, "strategy.defaults");
+    assert!(line.contains("WARN"), "{line}");
+    let own = sim_repo(&dir.path().join("b"), 3, "", &strategy("", "0"));
+    let plan = said(&flotilla(&own, &state, &["plan", "r1"]));
+    assert!(
+        check_line(&plan, "strategy.defaults").contains("pass"),
+        "{plan}"
+    );
+}

@@ -406,6 +406,44 @@ fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
     }
 }
 
+/// Loads the intent for a rollout: an invalid one is the first preflight check failing
+/// (`intent.valid`, or `deps.acyclic` for a dependency cycle), which blocks the rollout
+/// with exit 3 and names the check after the errors.
+fn load_for_rollout(repo: &Path, rev: &str) -> Result<Loaded, u8> {
+    match intent::load(repo, rev) {
+        Err(IntentError::Invalid(diags)) => {
+            output::print_diagnostics(&diags);
+            let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+            let cyclic = errors
+                .iter()
+                .any(|d| d.message.starts_with("dependency cycle"));
+            let id = if cyclic {
+                "deps.acyclic"
+            } else {
+                "intent.valid"
+            };
+            let message = format!(
+                "preflight FAILED: {id}: {} error(s) in the intent, shown above\nblocked: nothing was started; `flotilla validate` checks the intent",
+                errors.len()
+            );
+            if JSON_REFUSALS.load(std::sync::atomic::Ordering::Relaxed) {
+                println!(
+                    "{}",
+                    serde_json::json!({ "kind": "refused", "message": message, "check": id,
+                        "errors": errors, "exit": exit::BLOCKED })
+                );
+            }
+            eprintln!("{message}");
+            Err(exit::BLOCKED)
+        }
+        other => other.map_err(intent_error).inspect(|loaded| {
+            for w in &loaded.warnings {
+                eprintln!("{w}\n");
+            }
+        }),
+    }
+}
+
 /// The environment called `name`, or the refusal that says there is none (with the
 /// nearest name).
 fn environment<'a>(intent: &'a intent::Intent, name: &str) -> Result<&'a intent::Environment, u8> {

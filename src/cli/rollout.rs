@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{default_state, exit, load, output, Output};
+use super::{default_state, exit, load_for_rollout, output, Output};
 use crate::console::checklist::Decision;
 use crate::engine::preflight::Downgrades;
 use crate::engine::{Command, Event, EventKind, OnHold, Outcome};
@@ -85,7 +85,7 @@ pub fn run(
     args: &RolloutArgs,
     console: Option<crate::console::Options>,
 ) -> u8 {
-    let loaded = match load(repo, rev) {
+    let loaded = match load_for_rollout(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
     };

@@ -494,13 +494,19 @@ fn policy_checks(intent: &Intent, plan: &Plan, now: SystemTime) -> Vec<Check> {
             },
         ),
     });
-    if intent.strategy.defaulted {
-        checks.push(Check::new(
+    checks.push(if intent.strategy.defaulted {
+        Check::new(
             "strategy.defaults",
             CheckStatus::Warn,
             "flotilla.toml has no [strategy]: using the safe defaults (canary behind approval, 10%, 50%, rest)",
-        ));
-    }
+        )
+    } else {
+        Check::new(
+            "strategy.defaults",
+            CheckStatus::Pass,
+            format!("[strategy] sets {} wave(s)", intent.strategy.waves.len()),
+        )
+    });
     checks
 }
 

@@ -53,6 +53,12 @@ LIVE="${LIVE:-$PWD/../live}"
 if [ -e "$LIVE/unhealthy-$1-$2" ]; then echo "$2 answers 503" >&2; exit 1; fi
 "#;
 
+/// An environment answers the ping unless `$LIVE/down-ENV` exists.
+pub const PING: &str = r#"#!/bin/bash
+LIVE="${LIVE:-$PWD/../live}"
+if [ -e "$LIVE/down-$1" ]; then echo "ssh: connect to host $1 port 22: Connection refused" >&2; exit 255; fi
+"#;
+
 /// An exec-driven repo of `n` environments (e-00 the canary) in `dir`; returns the repo and
 /// the directory the scripts keep live state in.
 pub fn exec_repo(dir: &Path, n: usize, budget: &str, target: &str) -> (PathBuf, PathBuf) {
@@ -79,6 +85,7 @@ kind = "exec"
 apply = ["./deploy/apply.sh", "{env}", "{service}", "{version}", "{config_file}", "--target={target}"]
 observe = ["./deploy/observe.sh", "{env}"]
 health = ["./deploy/health.sh", "{env}", "{service}"]
+ping = ["./deploy/ping.sh", "{env}"]
 transient_exit_codes = [75]
 "#,
     );
@@ -91,11 +98,17 @@ transient_exit_codes = [75]
     f.extra.push(("deploy/apply.sh".into(), APPLY.into()));
     f.extra.push(("deploy/observe.sh".into(), OBSERVE.into()));
     f.extra.push(("deploy/health.sh".into(), HEALTH.into()));
+    f.extra.push(("deploy/ping.sh".into(), PING.into()));
     for (path, text) in scripts {
         f.extra.push((path.to_string(), text.to_string()));
     }
     f.load(&repo);
-    let mut paths = vec!["deploy/apply.sh", "deploy/observe.sh", "deploy/health.sh"];
+    let mut paths = vec![
+        "deploy/apply.sh",
+        "deploy/observe.sh",
+        "deploy/health.sh",
+        "deploy/ping.sh",
+    ];
     paths.extend(scripts.iter().map(|(p, _)| *p));
     for script in paths {
         use std::os::unix::fs::PermissionsExt;
