@@ -187,9 +187,10 @@ fn main() {
     peer_reach(dir.path(), &local.urls, ours);
 }
 
-/// The same reach done the plainest way a shell can: `xargs -P 64 curl`, each agent asked
-/// for its ping and its state (the two calls the preflight makes where nothing moves), side
-/// by side with flotilla's figure.
+/// The same calls made the plainest way a shell can: `xargs -P 64 curl`, each agent asked
+/// for its ping and its state (the two calls the preflight makes per environment where
+/// nothing moves, so no dependency is asked for its health), side by side with flotilla's
+/// figure.
 fn peer_reach(dir: &Path, urls: &[String], ours: Duration) {
     let header = dir.join("auth-header");
     std::fs::write(&header, format!("Authorization: Bearer {TOKEN}\n")).expect("header");
@@ -234,7 +235,7 @@ fn peer_reach(dir: &Path, urls: &[String], ours: Duration) {
         return;
     }
     println!(
-        "peer: xargs -P 64 curl (ping + state) over the same {} agents: {:.0} ms; flotilla's preflight {:.0} ms, {:.2}x the peer's time",
+        "peer: xargs -P 64 curl, the same ping + state calls over the same {} agents: {:.0} ms; flotilla's preflight {:.0} ms, {:.2}x the peer's time",
         urls.len(),
         theirs.as_secs_f64() * 1e3,
         ours.as_secs_f64() * 1e3,

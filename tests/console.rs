@@ -1102,4 +1102,15 @@ fn the_checklist_shows_a_failed_check_and_starts_only_once_it_is_overridden_with
         )]))
     );
     assert_eq!(key(&mut list, KeyCode::Char('q')), Some(Decision::Quit));
+
+    // An override given on the command line is kept: it does not block, and it is sent on.
+    let theme = flotilla::console::theme::Theme::load("mono", ColorMode::None).unwrap();
+    let given = vec![(
+        "policy.blast-radius".to_string(),
+        "from the CLI".to_string(),
+    )];
+    let mut list =
+        Checklist::new("r1", plan.checks.clone(), theme, glyphs).with_overrides(given.clone());
+    assert!(screen(&list).contains("OVRD policy.blast-radius"));
+    assert_eq!(key(&mut list, KeyCode::Enter), Some(Decision::Start(given)));
 }

@@ -169,7 +169,7 @@ fn a_healthy_gate_halts_when_an_earlier_wave_went_unhealthy() {
     let said = text(&out);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(
-        said.contains("check `health of earlier waves` passed"),
+        said.contains("the health of earlier waves passed"),
         "{said}"
     );
     assert!(applied(&live, "e-01") && applied(&live, "e-02"));
@@ -178,7 +178,7 @@ fn a_healthy_gate_halts_when_an_earlier_wave_went_unhealthy() {
 #[test]
 fn gates_and_checks_written_wrong_are_refused_with_what_to_write() {
     let dir = tempfile::tempdir().unwrap();
-    for (guard, expect) in [
+    for (n, (guard, expect)) in [
         (
             "check = [\"./deploy/smoke.sh\", \"{env}\"]\n",
             "unknown placeholder `{env}` in the check command (it may use {wave}, {release}, {revision}, {envs})",
@@ -187,8 +187,12 @@ fn gates_and_checks_written_wrong_are_refused_with_what_to_write() {
         ("check_retries = 2\n", "check_retries is set but the wave has no check"),
         ("gate = [\"auto\", \"healthy\"]\n", "`auto` means no gate; it cannot be combined"),
         ("gate = \"healthly\"\n", "unknown gate `healthly`"),
-    ] {
-        let repo = dir.path().join(format!("r{}", expect.len()));
+        ("gate = []\n", "gate lists no kind"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repo = dir.path().join(format!("r{n}"));
         let f = common::Fixture::standard(2, &guarded(guard));
         flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
         let out = common::cmd(&repo, &dir.path().join("s.db"), "ops")

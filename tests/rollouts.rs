@@ -500,15 +500,12 @@ async fn an_approval_gate_that_requires_a_note_refuses_one_without() {
     live.until("rollout_completed").await;
 }
 
-/// In the console a failing check halts before its wave and waits; once the cause is
-/// fixed, a resume runs the check again and the wave goes. (Real time: the check is a
-/// real process.)
-#[tokio::test]
-async fn a_failing_check_holds_its_wave_until_a_resume_finds_it_passing() {
+/// A console-mode rollout (it waits on halts) of 3 environments whose `rest` wave has a
+/// check that fails while `broken` exists in `dir`; the canary approved.
+fn check_gated(dir: &std::path::Path) -> Live {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let flag = dir.path().join("broken");
-    let script = dir.path().join("smoke.sh");
+    let flag = dir.join("broken");
+    let script = dir.join("smoke.sh");
     std::fs::write(
         &script,
         format!(
@@ -530,13 +527,23 @@ async fn a_failing_check_holds_its_wave_until_a_resume_finds_it_passing() {
     f.fleet = f
         .fleet
         .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
-    let intent = f.load(&dir.path().join("repo"));
-    let mut live = Live::start_with_checks(intent, dir.path());
+    let intent = f.load(&dir.join("repo"));
+    let live = Live::start_with_checks(intent, dir);
     live.send(flotilla::engine::Command::Approve {
         wave: "canary".into(),
         by: "ana".into(),
         note: None,
     });
+    live
+}
+
+/// In the console a failing check halts before its wave and waits; once the cause is
+/// fixed, a resume runs the check again and the wave goes. (Real time: the check is a
+/// real process.)
+#[tokio::test]
+async fn a_failing_check_holds_its_wave_until_a_resume_finds_it_passing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = check_gated(dir.path());
     let halted = live.until("rollout_halted").await;
     let EventKind::RolloutHalted { wave, reason, .. } = &halted.kind else {
         unreachable!()
@@ -556,7 +563,7 @@ async fn a_failing_check_holds_its_wave_until_a_resume_finds_it_passing() {
         .collect();
     assert!(started.iter().all(|e| *e == "e-00"), "{started:?}");
 
-    std::fs::remove_file(&flag).unwrap();
+    std::fs::remove_file(dir.path().join("broken")).unwrap();
     live.send(flotilla::engine::Command::Resume { by: "ana".into() });
     live.until("check_passed").await;
     let done = live.until("rollout_completed").await;
@@ -571,4 +578,48 @@ async fn a_failing_check_holds_its_wave_until_a_resume_finds_it_passing() {
         ),
         "{done:?}"
     );
+}
+
+/// Ctrl-C (or a lost lease) while a check holds the wave ends the rollout as halted before
+/// the wave, instead of waiting on for a decision.
+#[tokio::test]
+async fn an_interrupt_while_a_check_halted_the_rollout_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = check_gated(dir.path());
+    live.until("rollout_halted").await;
+    live.send(flotilla::engine::Command::Interrupt);
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), live.engine)
+        .await
+        .expect("the engine ends")
+        .unwrap();
+    assert!(
+        matches!(&outcome, Outcome::Halted { wave, before_wave: true, failed_envs, .. } if wave == "rest" && failed_envs.is_empty()),
+        "{outcome:?}"
+    );
+}
+
+/// A release that fails everywhere (every apply hangs) still halts after as many
+/// environments as the budget allows: environments waiting for their requeue count as
+/// failed, so the requeue does not carry a bad release through the whole wave.
+#[tokio::test(start_paused = true)]
+async fn requeued_environments_count_against_the_budget_so_a_bad_release_still_halts_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let intent = Fixture::standard(
+        12,
+        &strategy("", "1").replace("step_timeout = \"1m\"", "step_timeout = \"5s\""),
+    )
+    .with_release_sim("hang = \"name!=e-00\"")
+    .load(dir.path());
+    assert_eq!(intent.strategy.requeue_failed, 1);
+    let run = rollout(intent, &["canary"]).await;
+    assert!(
+        matches!(&run.outcome, Outcome::Halted { wave, before_wave: false, .. } if wave == "rest"),
+        "{:?}",
+        run.outcome
+    );
+    // Four at a time: the first to fail waits for its requeue (counted), the next one
+    // over the budget of 1 halts; the rest of the 11 were never touched.
+    let touched = run.touched();
+    assert!(touched.len() <= 6, "{touched:?}");
+    assert_eq!(run.count("env_retried"), 1, "{:?}", run.kinds());
 }

@@ -395,7 +395,12 @@ fn steer(cli: &Cli, command: StoredCommand) -> u8 {
 
 /// Loads the intent, printing warnings; on failure prints the errors and returns the exit code.
 fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
-    match intent::load(repo, rev) {
+    told(intent::load(repo, rev))
+}
+
+/// A loaded intent with its warnings printed, or the errors printed and the exit code.
+fn told(loaded: Result<Loaded, IntentError>) -> Result<Loaded, u8> {
+    match loaded {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}\n");
@@ -422,25 +427,15 @@ fn load_for_rollout(repo: &Path, rev: &str) -> Result<Loaded, u8> {
             } else {
                 "intent.valid"
             };
-            let message = format!(
-                "preflight FAILED: {id}: {} error(s) in the intent, shown above\nblocked: nothing was started; `flotilla validate` checks the intent",
-                errors.len()
-            );
-            if JSON_REFUSALS.load(std::sync::atomic::Ordering::Relaxed) {
-                println!(
-                    "{}",
-                    serde_json::json!({ "kind": "refused", "message": message, "check": id,
-                        "errors": errors, "exit": exit::BLOCKED })
-                );
-            }
-            eprintln!("{message}");
-            Err(exit::BLOCKED)
+            Err(refuse(
+                exit::BLOCKED,
+                format!(
+                    "preflight FAILED: {id}: {} error(s) in the intent, shown above\nblocked: nothing was started; `flotilla validate` checks the intent",
+                    errors.len()
+                ),
+            ))
         }
-        other => other.map_err(intent_error).inspect(|loaded| {
-            for w in &loaded.warnings {
-                eprintln!("{w}\n");
-            }
-        }),
+        other => told(other),
     }
 }
 

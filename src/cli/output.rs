@@ -187,6 +187,15 @@ pub fn plan_text(plan: &Plan) -> String {
     s
 }
 
+/// A gate's check as said: "the health of earlier waves", or "check `./smoke.sh {wave}`".
+fn check_name(check: &str) -> String {
+    if check == crate::engine::verify::HEALTH_CHECK {
+        format!("the {check}")
+    } else {
+        format!("check `{check}`")
+    }
+}
+
 /// "1 attempt", "3 attempts".
 fn attempts_text(n: u32) -> String {
     if n == 1 {
@@ -231,7 +240,7 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
         ),
         EventKind::CheckPassed { wave, check, .. } => {
-            format!("wave {wave}: check `{check}` passed")
+            format!("wave {wave}: {} passed", check_name(check))
         }
         EventKind::CheckRetrying {
             wave,
@@ -240,7 +249,8 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             error,
             delay_ms,
         } => format!(
-            "wave {wave}: check `{check}` attempt {attempt} failed ({error}); retrying in {}",
+            "wave {wave}: {} attempt {attempt} failed ({error}); retrying in {}",
+            check_name(check),
             humantime::format_duration(std::time::Duration::from_millis(*delay_ms))
         ),
         EventKind::CheckFailed {
@@ -249,7 +259,11 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             attempts,
             error,
             ..
-        } => format!("wave {wave}: check `{check}` FAILED ({}): {error}", attempts_text(*attempts)),
+        } => format!(
+            "wave {wave}: {} FAILED ({}): {error}",
+            check_name(check),
+            attempts_text(*attempts)
+        ),
         EventKind::StepRetrying {
             env,
             service,

@@ -137,9 +137,9 @@ pub fn run(
                 // failed, with reasons; the preflight then runs again with them.
                 Err(Refusal::Blocked { checks, message }) if console.is_some() => {
                     let options = console.clone().expect("checked above");
-                    let release = args.release.clone();
+                    let (release, given) = (args.release.clone(), overrides.clone());
                     let shown = tokio::task::spawn_blocking(move || {
-                        crate::console::checklist(&release, checks, &options)
+                        crate::console::checklist(&release, checks, given, &options)
                     })
                     .await;
                     match shown {
@@ -309,7 +309,10 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
         }
         // The reason was printed with the rollout_halted event.
         Outcome::Halted {
-            wave, failed_envs, ..
+            wave,
+            failed_envs,
+            before_wave,
+            ..
         } => {
             eprintln!("halted in wave `{wave}`.");
             let shown: Vec<&str> = failed_envs.iter().take(10).map(String::as_str).collect();
@@ -325,8 +328,7 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
                     }
                 );
             }
-            if shown.is_empty() {
-                // Nothing failed: a gate's check stopped the wave before it started.
+            if *before_wave {
                 eprintln!("  nothing in it was started.");
                 eprintln!("  to go on: fix what the check found and run this rollout again;");
                 eprintln!("  its checks run again first.");

@@ -58,6 +58,12 @@ impl Checklist {
         }
     }
 
+    /// With overrides already given (`--override` on the command line): kept, and shown.
+    pub fn with_overrides(mut self, overrides: Vec<(String, String)>) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
     fn reason(&self, id: &str) -> Option<&str> {
         self.overrides
             .iter()

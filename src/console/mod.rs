@@ -101,16 +101,15 @@ fn theme_of(
 pub fn checklist(
     release: &str,
     checks: Vec<crate::plan::Check>,
+    overrides: Vec<(String, String)>,
     options: &Options,
 ) -> std::io::Result<checklist::Decision> {
     let (config, mut warnings) = config::load(config::default_path().as_deref());
     let theme = theme_of(options, &config, ColorMode::detect(), &mut warnings);
-    checklist::run(checklist::Checklist::new(
-        release,
-        checks,
-        theme,
-        Glyphs::detect(),
-    ))
+    checklist::run(
+        checklist::Checklist::new(release, checks, theme, Glyphs::detect())
+            .with_overrides(overrides),
+    )
 }
 
 /// Reads terminal input on its own thread (crossterm's reads block) until told to stop.

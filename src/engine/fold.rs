@@ -380,11 +380,12 @@ impl RolloutView {
                 );
             }
             EventKind::RolloutHeld { .. } => self.state = "held".into(),
-            // The wait for the check is over; what the gate waits for next says so itself.
-            EventKind::CheckPassed { wave, .. } => self.wave(wave).waiting = None,
+            // The wait for the check is over either way; a failure halts next.
+            EventKind::CheckPassed { wave, .. } | EventKind::CheckFailed { wave, .. } => {
+                self.wave(wave).waiting = None
+            }
             EventKind::CommandRejected { .. }
             | EventKind::CheckRetrying { .. }
-            | EventKind::CheckFailed { .. }
             | EventKind::CheckOverridden { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::DriftCleared { .. }

@@ -51,11 +51,13 @@ pub enum Outcome {
         wave: String,
         reason: String,
     },
-    /// A failure budget was exceeded.
+    /// A failure budget was exceeded, or a gate's check failed before a wave.
     Halted {
         wave: String,
         reason: String,
         failed_envs: Vec<String>,
+        /// A gate's check stopped the wave before anything of it started.
+        before_wave: bool,
     },
     Aborted {
         by: String,
@@ -183,6 +185,10 @@ pub struct Engine {
     waived: Vec<(String, SystemTime)>,
     /// Times each environment went to the back of its wave after failing (`requeue_failed`).
     requeued: HashMap<usize, u32>,
+    /// Environments requeued whose run again has not ended: they count as failed meanwhile.
+    awaiting_requeue: HashSet<usize>,
+    /// The halt came from a gate's check before the wave started, not from failures.
+    halted_at_gate: bool,
     /// Runs the waves' `check` commands (from the intent repo's root).
     runner: Option<Arc<crate::drivers::exec::Runner>>,
 }
@@ -310,6 +316,8 @@ impl Engine {
             load_emergency: None,
             waived: Vec::new(),
             requeued: HashMap::new(),
+            awaiting_requeue: HashSet::new(),
+            halted_at_gate: false,
             runner: None,
         }
     }
@@ -667,6 +675,13 @@ impl Engine {
                     return end;
                 }
             }
+            // The checks that verify go last, right before the wave starts, so what they
+            // found still holds when it does.
+            if !self.plan.waves[w].envs.is_empty() && !self.gates_passed.contains(&w) {
+                if let Err(end) = self.verify(w).await {
+                    return end;
+                }
+            }
             if let Err(end) = self.run_wave(w).await {
                 return end;
             }
@@ -715,7 +730,8 @@ impl Engine {
         self.ctx.emit(kind);
     }
 
-    /// Soak after the previous wave, then approvals. Returns how the rollout ended if it did.
+    /// Soak after the previous wave, then approvals (the checks that verify come after the
+    /// freezes, in [`Engine::verify`]). Returns how the rollout ended if it did.
     async fn pass_gate(&mut self, w: usize) -> Result<(), Outcome> {
         let wave = self.plan.waves[w].clone();
         let needed = match wave.gate {
@@ -770,7 +786,6 @@ impl Engine {
                 }
             }
         }
-        self.verify(w).await?;
         let mut announced = false;
         while self.approvals[w].len() < needed {
             if !announced {
@@ -809,13 +824,20 @@ impl Engine {
             return Ok(());
         }
         loop {
+            // A halt from before (a budget, one restored on resume) is decided first: the
+            // checks run only for a wave that could start.
+            if matches!(self.stop, Some(Stop::Halt { .. })) {
+                self.wait_out_halt().await?;
+            }
             match self.verify_once(w, &wave).await? {
                 Ok(()) => return Ok(()),
                 Err(reason) => {
                     self.stop = Some(Stop::Halt { reason });
                     self.halt_announced = false;
+                    self.halted_at_gate = true;
                     self.publish_state();
                     self.wait_out_halt().await?;
+                    self.halted_at_gate = false;
                 }
             }
         }
@@ -867,8 +889,16 @@ impl Engine {
         if let Some(check) = &wave.check {
             let shown = check.shown();
             let Some(runner) = self.runner.clone() else {
+                let error = "no place to run it from (the engine was built without a runner)";
+                self.emit(EventKind::CheckFailed {
+                    wave: wave.name.clone(),
+                    check: shown.clone(),
+                    attempts: 0,
+                    error: error.into(),
+                    output: None,
+                });
                 return Ok(Err(format!(
-                    "check `{shown}` of wave `{}`: no place to run it from",
+                    "check `{shown}` of wave `{}`: {error}",
                     wave.name
                 )));
             };
@@ -931,11 +961,13 @@ impl Engine {
     async fn wait_out_halt(&mut self) -> Result<(), Outcome> {
         self.check_stop()?;
         while let Some(Stop::Halt { reason }) = self.stop.clone() {
-            if !self.commands_open {
+            // Nobody left to decide, or Ctrl-C (or a lost lease) while halted: end here.
+            if !self.commands_open || self.interrupt_requested {
                 return Err(Outcome::Halted {
                     wave: self.plan.waves[self.current_wave].name.clone(),
                     reason,
                     failed_envs: self.failed_envs(),
+                    before_wave: self.halted_at_gate,
                 });
             }
             tokio::select! {
@@ -1031,6 +1063,7 @@ impl Engine {
                         wave,
                         reason,
                         failed_envs,
+                        before_wave: self.halted_at_gate,
                     });
                 }
                 Ok(())
@@ -1217,6 +1250,7 @@ impl Engine {
                                 wave: name.to_string(),
                                 reason,
                                 failed_envs,
+                                before_wave: false,
                             });
                         }
                     }
@@ -1438,6 +1472,8 @@ impl Engine {
         // Its run was cancelled for a rollback: now that nothing of it runs, roll back what
         // it changed (if it changed nothing, the rollback has nothing to apply: it is back
         // all the same, and never rolled forward again).
+        let transient = self.ctx.take_transient_failure(i);
+        self.awaiting_requeue.remove(&i);
         if self.rollback_when_stopped.remove(&i) {
             self.ctx.set_cancelled(i, false);
             self.steps.insert(i, steps);
@@ -1449,11 +1485,13 @@ impl Engine {
         let failed = steps
             .iter()
             .any(|s| matches!(s, StepState::Failed | StepState::Blocked));
-        let transient = self.ctx.take_transient_failure(i);
         let status = if failed && transient && self.may_requeue(i) {
             // Tried again after the rest of its wave, so a cause that passes can clear.
+            // Until then it counts against the budgets as failed: a bad release still
+            // halts after as many environments as they allow.
             let requeued = self.requeued.entry(i).or_insert(0);
             *requeued += 1;
+            self.awaiting_requeue.insert(i);
             self.emit(EventKind::EnvRetried {
                 wave: self.wave_name(i),
                 env: self.env_name(i),
@@ -1487,10 +1525,17 @@ impl Engine {
     }
 
     /// Whether environment `i`, failed, may go to the back of its wave once more: while the
-    /// rollout goes on and it has requeues left.
+    /// rollout goes on, it has requeues left, and counting it as failed stays within the
+    /// budgets (a failure beyond them halts at once, as without requeues).
     fn may_requeue(&self, i: usize) -> bool {
-        self.stop.is_none()
-            && self.requeued.get(&i).copied().unwrap_or(0) < self.plan.requeue_failed
+        if self.stop.is_some()
+            || self.requeued.get(&i).copied().unwrap_or(0) >= self.plan.requeue_failed
+        {
+            return false;
+        }
+        let w = self.wave_of[&i];
+        let (in_wave, total) = self.counted_failures();
+        in_wave[w] < self.plan.waves[w].allowed_failures && total < self.max_failures
     }
 
     /// Sets the status an environment's run ended with; a failure may halt the rollout.
@@ -1729,16 +1774,9 @@ impl Engine {
 
     /// Why the failures so far exceed a budget, if they do. Accepted failures do not count.
     fn over_budget(&self) -> Option<String> {
-        let mut accepted_in_wave = vec![0; self.plan.waves.len()];
-        let mut accepted_total = 0;
-        for i in &self.accepted {
-            if self.status.get(i) == Some(&EnvStatus::Failed) {
-                accepted_in_wave[self.wave_of[i]] += 1;
-                accepted_total += 1;
-            }
-        }
+        let (in_wave, total) = self.counted_failures();
         for (w, wave) in self.plan.waves.iter().enumerate() {
-            let failed = self.failed_in_wave[w] - accepted_in_wave[w];
+            let failed = in_wave[w];
             if failed > wave.allowed_failures {
                 return Some(format!(
                     "{failed} failed in wave `{}`, its budget ({}) allows {}",
@@ -1746,13 +1784,31 @@ impl Engine {
                 ));
             }
         }
-        let failed = self.failed_total - accepted_total;
+        let failed = total;
         (failed > self.max_failures).then(|| {
             format!(
                 "{failed} failed in the rollout, max_failures allows {}",
                 self.max_failures
             )
         })
+    }
+
+    /// The failures that count against the budgets, per wave and in all: the failed
+    /// environments nobody accepted, and those failed once that wait for their requeue.
+    fn counted_failures(&self) -> (Vec<usize>, usize) {
+        let mut in_wave = self.failed_in_wave.clone();
+        let mut total = self.failed_total;
+        for i in &self.accepted {
+            if self.status.get(i) == Some(&EnvStatus::Failed) {
+                in_wave[self.wave_of[i]] -= 1;
+                total -= 1;
+            }
+        }
+        for i in &self.awaiting_requeue {
+            in_wave[self.wave_of[i]] += 1;
+            total += 1;
+        }
+        (in_wave, total)
     }
 
     /// Clears a halt once retries or skips brought the failures back within budget.
@@ -1902,7 +1958,9 @@ impl Engine {
             Command::Resume { by } => {
                 let mut accepted = Vec::new();
                 if let Some(Stop::Halt { .. }) = self.stop {
-                    // Resuming a halt is the operator accepting the failures so far.
+                    // Resuming a halt is the operator accepting the failures so far; those
+                    // waiting for their requeue run again without counting.
+                    self.awaiting_requeue.clear();
                     let mut failed: Vec<usize> = self
                         .status
                         .iter()

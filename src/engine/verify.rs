@@ -23,6 +23,10 @@ const PARALLEL: usize = 64;
 /// unhealthy ones and why.
 pub async fn recheck_health(ctx: &Arc<StepContext>, envs: Vec<usize>) -> Result<(), String> {
     let total = envs.len();
+    let names: Vec<String> = envs
+        .iter()
+        .map(|&i| ctx.intent.environments[i].name.clone())
+        .collect();
     let seen = crate::parallel::bounded(envs, PARALLEL, |i| {
         let ctx = ctx.clone();
         async move {
@@ -47,9 +51,18 @@ pub async fn recheck_health(ctx: &Arc<StepContext>, envs: Vec<usize>) -> Result<
         }
     })
     .await;
+    // A task that panicked (a driver bug) gave no answer: not known healthy.
     let mut unhealthy: Vec<String> = seen
         .into_iter()
-        .flatten()
+        .zip(names)
+        .map(|(seen, name)| {
+            seen.unwrap_or_else(|| {
+                (
+                    name,
+                    vec!["internal error: the health check panicked".into()],
+                )
+            })
+        })
         .filter(|(_, bad)| !bad.is_empty())
         .map(|(env, bad)| format!("{env}: {}", bad.join(", ")))
         .collect();
@@ -137,6 +150,7 @@ pub async fn run_check(
             });
             return Err(error);
         }
+        // Doubling, at most the check's timeout: one command, no herd to spread out.
         let delay = check
             .backoff
             .saturating_mul(1u32 << (attempt - 1).min(16))

@@ -600,6 +600,13 @@ impl Checker {
                     }
                 }
             }
+            if let (Some(g), true) = (&w.gate, kinds.is_empty()) {
+                self.error(f, g.span(), "gate lists no kind").help = Some(
+                    "write gate = \"auto\" for no gate, or list \"healthy\" and \"approval\""
+                        .into(),
+                );
+                ok = false;
+            }
             if kinds.contains(&"auto") && kinds.len() > 1 {
                 let g = w.gate.as_ref().expect("kinds come from the gate");
                 self.error(f, g.span(), "`auto` means no gate; it cannot be combined")
@@ -761,6 +768,9 @@ impl Checker {
                     f,
                     r.span(),
                     format!("check_retries = {} is more than {MAX_RETRIES}", r.get_ref()),
+                )
+                .help = Some(
+                    "a check that keeps failing needs a person; 2 or 3 ride out a blip".into(),
                 );
                 *ok = false;
                 MAX_RETRIES

@@ -62,6 +62,7 @@ impl Intent {
             .into_iter()
             .filter_map(|a| crate::drivers::exec::repo_program(a))
             .collect();
+        programs.sort();
         programs.dedup();
         programs
     }
