@@ -15,6 +15,7 @@ pub mod identity;
 pub mod intent;
 pub mod keypath;
 pub mod notice;
+pub mod notify;
 pub mod parallel;
 pub mod plan;
 pub mod secrets;

@@ -18,7 +18,7 @@ use crate::cli::exit;
 use crate::drift::scan::Known;
 use crate::drivers::{self, Driver};
 use crate::engine::fold::RolloutView;
-use crate::engine::{Command, Engine, Event, EventKind, OnHold, Outcome, TokioClock};
+use crate::engine::{Command, Engine, Event, EventKind, EventSink, OnHold, Outcome, TokioClock};
 use crate::identity::Identity;
 use crate::intent::{Gate, Intent, IntentError};
 use crate::plan::{self, CheckStatus, Plan};
@@ -45,6 +45,40 @@ pub fn now_ms() -> i64 {
 /// Now, as the store records times (RFC 3339, milliseconds).
 pub fn now_text() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// How long the end of a session waits for its last notifications to go out.
+const NOTIFY_GRACE: Duration = Duration::from_secs(3);
+
+/// Starts the sender of the notifications queued in the state at `state`; its failures are
+/// journaled as `notification_failed`.
+fn spawn_notifier(
+    state: &Path,
+    routes: Arc<crate::notify::Routes>,
+    journal: &Journal,
+) -> (tokio::sync::watch::Sender<bool>, JoinHandle<()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sink = journal.clone();
+    let on_failure: crate::notify::send::OnFailure = Arc::new(move |f| {
+        sink.emit(Event::new(
+            SystemTime::now(),
+            EventKind::NotificationFailed {
+                target: f.target,
+                event: f.kind,
+                attempts: f.attempts,
+                error: f.error,
+                gave_up: f.gave_up,
+            },
+        ));
+    });
+    let task = tokio::spawn(crate::notify::send::run(
+        state.to_path_buf(),
+        routes,
+        on_failure,
+        stopped,
+        NOTIFY_GRACE,
+    ));
+    (stop, task)
 }
 
 /// How often queued commands are taken from the store; the heartbeat beats every 8th time.
@@ -507,8 +541,17 @@ impl RolloutSession {
             runner,
         } = self;
         let (event_tx, events) = mpsc::unbounded_channel();
-        let (journal, writer) =
-            journal::spawn(&state, rollout, Some(lease.holder.clone()), event_tx).map_err(error)?;
+        // Notifications are queued with their events, and sent beside the rollout.
+        let routes = crate::notify::Routes::new(&intent, &release);
+        let (journal, writer) = journal::spawn_routed(
+            &state,
+            rollout,
+            Some(lease.holder.clone()),
+            event_tx,
+            routes.clone(),
+        )
+        .map_err(error)?;
+        let notifier = routes.map(|routes| spawn_notifier(&state, routes, &journal));
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         // The events so far, read before anything new is journaled (which reaches the caller
         // through the journal's channel instead).
@@ -573,6 +616,7 @@ impl RolloutSession {
         let running = Running {
             commands,
             engine,
+            notifier,
             journal,
             writer,
             steering,
@@ -660,6 +704,8 @@ pub struct Running {
     /// Commands for the engine (approve, pause, interrupt...).
     pub commands: mpsc::UnboundedSender<Command>,
     engine: JoinHandle<Outcome>,
+    /// The notification sender, and what tells it the rollout is over.
+    notifier: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
     journal: Journal,
     writer: JournalThread,
     steering: JoinHandle<()>,
@@ -693,6 +739,7 @@ impl Running {
         let Running {
             commands,
             engine,
+            notifier,
             journal,
             writer,
             steering,
@@ -708,7 +755,14 @@ impl Running {
         steering.abort();
         drop(commands);
         // Everything the engine emitted is committed before the session says how it ended.
-        let journaled = journal.flush().await;
+        let mut journaled = journal.flush().await;
+        // The last notifications (the end of the rollout) get a moment to go out; what is
+        // left stays queued and goes with the next session on this state.
+        if let Some((stop, task)) = notifier {
+            let _ = stop.send(true);
+            let _ = task.await;
+            journaled &= journal.flush().await;
+        }
         drop(journal);
         let written = tokio::task::spawn_blocking(move || writer.join()).await;
         let outcome = outcome.map_err(|e| {

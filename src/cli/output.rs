@@ -239,6 +239,16 @@ pub fn event_line(kind: &EventKind) -> Option<String> {
             "wave {wave}: approved by {by} ({approvals}/{needed}){}",
             note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
         ),
+        EventKind::NotificationFailed {
+            target,
+            event,
+            attempts,
+            error,
+            gave_up,
+        } => {
+            let then = if *gave_up { "given up" } else { "tried again" };
+            format!("notification to `{target}` of {event} failed ({}): {error}; {then}", attempts_text(*attempts))
+        }
         EventKind::CheckPassed { wave, check, .. } => {
             format!("wave {wave}: {} passed", check_name(check))
         }

@@ -60,6 +60,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         view.state.clone()
     };
 
+    let notifications = crate::notify::outbox::standing(&store.conn()).unwrap_or_default();
     if out == Output::Json {
         let waves: Vec<_> = view
             .waves
@@ -82,6 +83,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
                 "engine": engine, "waves": waves, "skipped": view.skipped,
                 "rollbacks": view.rollbacks,
                 "events": view.events, "last_event": view.last_event,
+                "notifications": {
+                    "queued": notifications.queued, "sent": notifications.sent,
+                    "gave_up": notifications.gave_up,
+                    "last_error": notifications.last_error.as_ref().map(|(t, e)| json!({"target": t, "error": e})),
+                },
             })
         );
         return exit::OK;
@@ -110,6 +116,17 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
             rollout.release
         ),
         None => {}
+    }
+    let n = &notifications;
+    if n.queued + n.sent + n.gave_up > 0 {
+        let mut line = format!(
+            "notifications: {} sent, {} queued, {} given up",
+            n.sent, n.queued, n.gave_up
+        );
+        if let Some((target, error)) = &n.last_error {
+            line.push_str(&format!("; last failure to `{target}`: {error}"));
+        }
+        println!("{line}");
     }
     println!();
     println!(

@@ -79,6 +79,15 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<Box<Printed>>,
     },
+    /// A notification could not be delivered (the first failure, and when it is given up).
+    NotificationFailed {
+        target: String,
+        /// The kind of the event it told of.
+        event: String,
+        attempts: u32,
+        error: String,
+        gave_up: bool,
+    },
     GateApproved {
         wave: String,
         by: String,
@@ -412,6 +421,7 @@ impl EventKind {
             | CheckOverridden { by, .. }
             | CommandReceived { by, .. }
             | CommandRejected { by, .. } => (None, None, None, Some(by)),
+            NotificationFailed { .. } => (None, None, None, None),
             DriftDetected { env, service, .. } | DriftCleared { env, service } => {
                 (None, Some(env), Some(service), None)
             }
@@ -429,6 +439,7 @@ impl EventKind {
             EventKind::GateWaiting { .. } => "gate_waiting",
             EventKind::GateApproved { .. } => "gate_approved",
             EventKind::CheckPassed { .. } => "check_passed",
+            EventKind::NotificationFailed { .. } => "notification_failed",
             EventKind::CheckRetrying { .. } => "check_retrying",
             EventKind::CheckFailed { .. } => "check_failed",
             EventKind::EnvStarted { .. } => "env_started",

@@ -386,6 +386,7 @@ impl RolloutView {
             }
             EventKind::CommandRejected { .. }
             | EventKind::CheckRetrying { .. }
+            | EventKind::NotificationFailed { .. }
             | EventKind::CheckOverridden { .. }
             | EventKind::DriftDetected { .. }
             | EventKind::DriftCleared { .. }

@@ -179,6 +179,7 @@ impl Checker {
         let driver = self.driver(ff, fleet.driver.as_ref(), &environments);
         let strategy = self.strategy(ff, fleet.strategy.as_ref(), &environments);
         let policy = self.policy(ff, fleet.policy.as_ref());
+        let notify = self.notify(ff, &fleet.notify);
         if !valid_name(fleet.fleet.name.get_ref()) {
             // The name also names the fleet's state file, so it must be a safe file name.
             let msg = format!("`{}` is not a valid fleet name", fleet.fleet.name.get_ref());
@@ -199,7 +200,88 @@ impl Checker {
             overlays,
             releases,
             emergencies,
+            notify,
         })
+    }
+
+    /// `[[notify]]` targets: a URL or the variable that holds it, a known format, known
+    /// event kinds, a selector.
+    fn notify(&mut self, f: File, defs: &[schema::NotifyDef]) -> Vec<crate::notify::Target> {
+        use crate::notify::{Format, Target, Url, DEFAULT_ON, KINDS};
+        let mut targets: Vec<Target> = Vec::new();
+        for (i, d) in defs.iter().enumerate() {
+            let name = d
+                .name
+                .as_ref()
+                .map_or_else(|| format!("notify-{}", i + 1), |n| n.get_ref().clone());
+            if targets.iter().any(|t| t.name == name) {
+                let span = d.name.as_ref().map_or(0..0, |n| n.span());
+                self.error(f, span, format!("notify target `{name}` is defined twice"));
+            }
+            let url = match (&d.url, &d.url_env) {
+                (Some(u), None) => {
+                    let text = u.get_ref().trim();
+                    if !(text.starts_with("http://") || text.starts_with("https://")) {
+                        self.error(
+                            f,
+                            u.span(),
+                            "a notify url must start with http:// or https://",
+                        )
+                        .help = Some(
+                            "or name the variable that holds it: url_env = \"ONCALL_WEBHOOK\""
+                                .into(),
+                        );
+                    }
+                    Url::Given(text.to_string())
+                }
+                (None, Some(v)) => Url::Env(v.get_ref().clone()),
+                (Some(u), Some(_)) => {
+                    self.error(f, u.span(), "set url or url_env, not both");
+                    Url::Given(String::new())
+                }
+                (None, None) => {
+                    let span = d.name.as_ref().map_or(0..0, |n| n.span());
+                    self.error(f, span, format!("notify target `{name}` has no url"))
+                        .help = Some(
+                        "set url = \"https://...\", or url_env = \"VAR\" for a secret URL".into(),
+                    );
+                    Url::Given(String::new())
+                }
+            };
+            let format = match d.format.as_ref().map(|x| (x, x.get_ref().as_str())) {
+                None | Some((_, "json")) => Format::Json,
+                Some((_, "slack")) => Format::Slack,
+                Some((x, other)) => {
+                    let msg = format!("unknown notify format `{other}`");
+                    self.error(f, x.span(), msg).help =
+                        Some(hint_one_of(other, &["json", "slack"]));
+                    Format::Json
+                }
+            };
+            let on = match &d.on {
+                None => DEFAULT_ON.iter().map(|k| k.to_string()).collect(),
+                Some(kinds) => {
+                    for k in kinds {
+                        if !KINDS.contains(&k.get_ref().as_str()) {
+                            let msg = format!("no event kind `{}`", k.get_ref());
+                            self.error(f, k.span(), msg).help =
+                                Some(did_you_mean(k.get_ref(), KINDS));
+                        }
+                    }
+                    kinds.iter().map(|k| k.get_ref().clone()).collect()
+                }
+            };
+            let select = d.select.as_ref().and_then(|s| self.selector(f, s));
+            targets.push(Target {
+                name,
+                url,
+                format,
+                on,
+                select,
+                secret_env: d.secret_env.as_ref().map(|s| s.get_ref().clone()),
+            });
+        }
+        targets
     }
 
     fn driver(

@@ -26,6 +26,8 @@ pub struct Intent {
     pub releases: Vec<Release>,
     /// Emergency layers (`emergency/ENV.toml`), sorted by environment.
     pub emergencies: Vec<Emergency>,
+    /// Where events are told (`[[notify]]`).
+    pub notify: Vec<crate::notify::Target>,
 }
 
 /// Live values adopted into Git for one environment (`flotilla adopt`): the highest layer,

@@ -21,6 +21,29 @@ pub struct FleetFile {
     pub strategy: Option<Spanned<StrategyDef>>,
     #[serde(default)]
     pub policy: Option<PolicyDef>,
+    #[serde(default)]
+    pub notify: Vec<NotifyDef>,
+}
+
+/// `[[notify]]`: where to tell of events.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyDef {
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// The variable holding the URL, when the URL is a secret.
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub select: Option<Spanned<String>>,
+    #[serde(default)]
+    pub secret_env: Option<Spanned<String>>,
 }
 
 /// `[fleet]`.

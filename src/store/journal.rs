@@ -167,6 +167,18 @@ pub fn append(
     events: &[Event],
     key: Option<&[u8]>,
 ) -> Result<(), StoreError> {
+    append_routed(tx, rollout, events, key, None)
+}
+
+/// [`append`], queueing the notifications `routes` ask for in the same transaction: an
+/// event is journaled with its notifications or not at all.
+pub fn append_routed(
+    tx: &Transaction,
+    rollout: Option<i64>,
+    events: &[Event],
+    key: Option<&[u8]>,
+    routes: Option<&crate::notify::Routes>,
+) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -231,6 +243,9 @@ pub fn append(
     let reason = notable.or((seq % CHECKPOINT_EVERY == 0).then_some("every 1,000 rows"));
     if let Some(reason) = reason {
         record_checkpoint(tx, seq, &hash, ts, reason)?;
+    }
+    if let Some(routes) = routes {
+        crate::notify::outbox::enqueue(tx, routes, rollout, seq, events, crate::session::now_ms())?;
     }
     Ok(())
 }
@@ -390,7 +405,7 @@ pub fn append_now(
 ) -> Result<(), StoreError> {
     let key = audit_key();
     check_key(conn, key.as_deref())?;
-    append_fenced(conn, rollout, events, None, key.as_deref())
+    append_fenced(conn, rollout, events, None, key.as_deref(), None)
 }
 
 /// Appends events in one transaction, only while `fence` (if any) holds the lease. `key`
@@ -401,6 +416,7 @@ fn append_fenced(
     events: &[Event],
     fence: Option<&Holder>,
     key: Option<&[u8]>,
+    routes: Option<&crate::notify::Routes>,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if let Some(h) = fence {
@@ -415,7 +431,7 @@ fn append_fenced(
             });
         }
     }
-    append(&tx, rollout, events, key)?;
+    append_routed(&tx, rollout, events, key, routes)?;
     tx.commit()?;
     Ok(())
 }
@@ -757,6 +773,17 @@ pub fn spawn(
     fence: Option<Holder>,
     downstream: mpsc::UnboundedSender<Vec<Event>>,
 ) -> Result<(Journal, JournalThread), StoreError> {
+    spawn_routed(path, rollout, fence, downstream, None)
+}
+
+/// [`spawn`], queueing with each batch the notifications `routes` ask for.
+pub fn spawn_routed(
+    path: &Path,
+    rollout: i64,
+    fence: Option<Holder>,
+    downstream: mpsc::UnboundedSender<Vec<Event>>,
+    routes: Option<std::sync::Arc<crate::notify::Routes>>,
+) -> Result<(Journal, JournalThread), StoreError> {
     let mut conn = connect(path)?;
     // Read and checked once: every batch of this writer uses it.
     let key = audit_key();
@@ -827,7 +854,7 @@ pub fn spawn(
                     }
                 }
                 let ok = failure.is_none()
-                    && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref(), key.as_deref()) {
+                    && match append_fenced(&mut conn, Some(rollout), &events, fence.as_ref(), key.as_deref(), routes.as_deref()) {
                         Ok(()) => true,
                         Err(e) => {
                             // A lost lease is the engine's to explain (who took it, when).

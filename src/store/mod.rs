@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 /// The schema this flotilla writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -95,6 +95,24 @@ const MIGRATIONS: &[&str] = &[
         ts TEXT NOT NULL,
         reason TEXT NOT NULL
     );
+    "#,
+    // 2 -> 3: notifications waiting to be sent, queued with their event's row.
+    r#"
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        rollout INTEGER,
+        target TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_ms INTEGER NOT NULL,
+        sent_ms INTEGER,
+        gave_up TEXT,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (next_ms) WHERE sent_ms IS NULL AND gave_up IS NULL;
     "#,
 ];
 
