@@ -253,3 +253,63 @@ fn a_notification_queued_when_the_engine_is_killed_is_sent_on_resume() {
     let status = said(&flotilla(&repo, &state, &[], &["status"]));
     assert!(status.contains("0 queued"), "{status}");
 }
+
+#[test]
+fn notify_test_sends_one_to_each_target_and_says_which_failed() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (received, url) = receiver(&rt, vec![], "/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = repo(
+        dir.path(),
+        &format!("[[notify]]\nname = \"oncall\"\nurl = \"{url}\"\n[[notify]]\nname = \"chat\"\nurl_env = \"CHAT_URL\"\n"),
+    );
+    let out = flotilla(&repo, &state, &[], &["notify", "test"]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("oncall: delivered (200)"), "{text}");
+    assert!(
+        text.contains("chat: NOT delivered: CHAT_URL is not set"),
+        "{text}"
+    );
+    assert_eq!(received.kinds(), ["notify_test"]);
+    let out = flotilla(
+        &repo,
+        &state,
+        &[("CHAT_URL", &url)],
+        &["notify", "test", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][1]["delivered"], true, "{v}");
+}
+
+#[test]
+fn notify_tables_written_wrong_are_refused_with_what_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, (table, expect)) in [
+        ("[[notify]]\nname = \"x\"\n", "notify target `x` has no url"),
+        (
+            "[[notify]]\nurl = \"hooks.example.com\"\n",
+            "must start with http:// or https://",
+        ),
+        (
+            "[[notify]]\nurl = \"https://h\"\non = [\"gate_waitng\"]\n",
+            "did you mean `gate_waiting`?",
+        ),
+        (
+            "[[notify]]\nurl = \"https://h\"\nformat = \"teams\"\n",
+            "unknown notify format `teams`",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repo = dir.path().join(format!("r{n}"));
+        let mut f = Fixture::standard(2, "");
+        f.fleet += table;
+        flotilla::intent::write::write_repo(&repo, &f.commits()).unwrap();
+        let out = flotilla(&repo, &dir.path().join("s.db"), &[], &["validate"]);
+        assert_eq!(out.status.code(), Some(2), "{table}: {}", said(&out));
+        assert!(said(&out).contains(expect), "{table}: {}", said(&out));
+    }
+}

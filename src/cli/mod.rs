@@ -8,6 +8,7 @@ mod console;
 mod drift;
 mod explain;
 mod init;
+mod notify;
 pub mod output;
 mod plan;
 mod revert;
@@ -190,6 +191,9 @@ enum Commands {
     /// Handle the simulated fleet by hand (`sim tamper` makes drift to try).
     #[command(subcommand)]
     Sim(sim::SimCommand),
+    /// Notifications: `notify test` sends one to each [[notify]] target now.
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
 }
 
 /// Set once when the command reports in JSON: its errors and refusals then do too.
@@ -259,6 +263,7 @@ pub fn main() -> ExitCode {
         Commands::Audit(args) => args.output == Output::Json,
         Commands::Drift(args) => args.output == Output::Json,
         Commands::Revert(args) => args.output == Output::Json,
+        Commands::Notify(notify::NotifyCommand::Test { output }) => *output == Output::Json,
         _ => false,
     };
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
@@ -269,6 +274,7 @@ pub fn main() -> ExitCode {
         Commands::Adopt(ref args) => adopt::run(&cli.repo, cli.state.as_deref(), args),
         Commands::Revert(ref args) => revert::run(&cli.repo, cli.state.as_deref(), args),
         Commands::Sim(ref command) => sim::run(&cli.repo, &cli.rev, cli.state.as_deref(), command),
+        Commands::Notify(ref command) => notify::run(&cli.repo, &cli.rev, command),
         Commands::Init {
             ref dir,
             demo,

@@ -112,6 +112,23 @@ impl Routes {
         self.targets.iter().find(|t| t.name == name)
     }
 
+    /// The body of a test notification (`flotilla notify test`) sent by `by`.
+    pub fn test_body(&self, target: &Target, by: &str) -> String {
+        let text = format!(
+            "[{}] a test notification from `flotilla notify test` by {by}",
+            self.fleet
+        );
+        match target.format {
+            Format::Slack => serde_json::json!({ "text": text }),
+            Format::Json => serde_json::json!({
+                "fleet": self.fleet,
+                "text": text,
+                "event": { "kind": "notify_test", "by": by },
+            }),
+        }
+        .to_string()
+    }
+
     /// The body of `event`'s notification for `target`.
     pub fn body(&self, target: &Target, rollout: i64, event: &Event) -> String {
         let text = format!(
