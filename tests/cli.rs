@@ -774,3 +774,51 @@ fn approve_all_does_not_approve_a_gate_a_policy_protects() {
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+#[test]
+fn completion_scripts_come_for_every_shell_and_the_man_page_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = flotilla(dir.path(), &dir.path().join("s"), &["completions", shell]);
+        let (script, err) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {err}");
+        // Each knows the commands and their flags.
+        for word in ["rollout", "approve", "approve-all", "override"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = flotilla(dir.path(), &dir.path().join("s"), &["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+
+    let out = flotilla(dir.path(), &dir.path().join("s"), &["man"]);
+    let (page, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(page.contains(".TH flotilla 1"), "{page}");
+    assert!(
+        page.contains(".SH SUBCOMMANDS") || page.contains("rollout"),
+        "{page}"
+    );
+    // `man` itself reads it, where it is installed.
+    if std::process::Command::new("man")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let path = dir.path().join("flotilla.1");
+        std::fs::write(&path, &page).unwrap();
+        let shown = std::process::Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(&path)
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        if shown.status.success() {
+            let shown = String::from_utf8_lossy(&shown.stdout);
+            assert!(shown.contains("rollout"), "{shown}");
+        }
+    }
+}

@@ -194,6 +194,14 @@ enum Commands {
     /// Notifications: `notify test` sends one to each [[notify]] target now.
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    /// Print the completion script for a shell: `flotilla completions bash >
+    /// ~/.local/share/bash-completion/completions/flotilla`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `flotilla man | man -l -`.
+    Man,
 }
 
 /// Set once when the command reports in JSON: its errors and refusals then do too.
@@ -275,6 +283,26 @@ pub fn main() -> ExitCode {
         Commands::Revert(ref args) => revert::run(&cli.repo, cli.state.as_deref(), args),
         Commands::Sim(ref command) => sim::run(&cli.repo, &cli.rev, cli.state.as_deref(), command),
         Commands::Notify(ref command) => notify::run(&cli.repo, &cli.rev, command),
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "flotilla",
+                &mut std::io::stdout(),
+            );
+            exit::OK
+        }
+        Commands::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => exit::OK,
+                Err(e) => refuse(
+                    exit::FAILED,
+                    format!("error: cannot write the manual page: {e}"),
+                ),
+            }
+        }
         Commands::Init {
             ref dir,
             demo,
