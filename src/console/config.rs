@@ -20,6 +20,9 @@ pub struct Config {
     /// `[drift] interval = "5m"`: rescan the fleet for drift that often while the console
     /// is open (default: at start and on the rescan key only).
     pub drift: Option<DriftConfig>,
+    /// Ring the bell (and send a desktop notification where the terminal shows them) when
+    /// a gate waits or a rollout halts or completes (default: yes).
+    pub bell: Option<bool>,
 }
 
 /// `[drift]`.

@@ -6,6 +6,7 @@
 //! drawn only when something changed, at most about ten a second while events stream.
 
 pub mod actions;
+pub mod bell;
 pub mod checklist;
 pub mod config;
 pub mod model;
@@ -70,6 +71,8 @@ pub fn session(intent: Arc<Intent>, plan: Plan, options: &Options) -> (Model, Ui
     if let Some(n) = config.newest_first {
         ui.newest_first = n;
     }
+    ui.bell = config.bell.unwrap_or(true);
+    ui.desktop = bell::Desktop::detect();
     match config.drift_interval() {
         Ok(d) => ui.drift_interval = d,
         Err(w) => ui.warnings.push(w),
@@ -447,6 +450,10 @@ async fn drive(
             Some(batch) = events.recv() => {
                 for e in &batch {
                     model.apply(e);
+                    // A gate waiting, a halt, the end: said aloud, for eyes elsewhere.
+                    if let Some(text) = bell::worth_telling(&e.kind).filter(|_| ui.bell) {
+                        screen.ring(&bell::ring(ui.desktop, &text))?;
+                    }
                 }
                 ui.events_arrived(&batch);
                 ui.dirty = true;

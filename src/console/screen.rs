@@ -152,6 +152,13 @@ impl<W: Write> Screen<W> {
         Ok(())
     }
 
+    /// Writes `bytes` (a bell, a desktop notification) to the terminal at once, between
+    /// frames.
+    pub fn ring(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.out.flush()
+    }
+
     /// Where the frames went.
     pub fn output(&self) -> &W {
         &self.out

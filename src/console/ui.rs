@@ -228,6 +228,10 @@ pub struct Ui {
     /// Model indexes of the environments the filter lets through, in grid order.
     pub visible: Vec<usize>,
     pub newest_first: bool,
+    /// Ring the bell when a gate waits or a rollout halts or completes.
+    pub bell: bool,
+    /// How the terminal shows a desktop notification, if it does.
+    pub desktop: super::bell::Desktop,
     /// Grid cells without names: a large fleet at a glance.
     pub compact: bool,
     pub event_filter: Option<EventFilter>,
@@ -278,6 +282,8 @@ impl Ui {
             filter: None,
             visible: Vec::new(),
             newest_first: true,
+            bell: true,
+            desktop: super::bell::Desktop::None,
             compact: model.envs.len() > COMPACT_ABOVE,
             event_filter: None,
             log_scroll: 0,
