@@ -313,3 +313,39 @@ fn notify_tables_written_wrong_are_refused_with_what_to_write() {
         assert!(said(&out).contains(expect), "{table}: {}", said(&out));
     }
 }
+
+#[test]
+fn drift_found_by_a_scan_is_notified_from_flotilla_drift() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (received, url) = receiver(&rt, vec![], "/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = repo_with(
+        dir.path(),
+        &format!(
+            "[[notify]]\nurl = \"{url}\"\non = [\"drift_detected\"]\nselect = \"name=e-01\"\n"
+        ),
+        true,
+    );
+    let out = flotilla(&repo, &state, &[], &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert!(received.all().is_empty(), "{:?}", received.kinds());
+    for env in ["e-01", "e-02"] {
+        let out = flotilla(
+            &repo,
+            &state,
+            &[],
+            &["sim", "tamper", env, "api", "version=9.9"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    }
+    let out = flotilla(&repo, &state, &[], &["drift"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    // Only the environment the target selects.
+    let got = received.all();
+    assert_eq!(received.kinds(), ["drift_detected"], "{got:?}");
+    assert!(
+        got[0].1.contains("e-01") && !got[0].1.contains("e-02"),
+        "{}",
+        got[0].1
+    );
+}

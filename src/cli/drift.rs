@@ -128,6 +128,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
             )
         }
     };
+    let routes = crate::notify::Routes::new(&intent, &release);
     let report = runtime.block_on(scan::scan(
         intent.clone(),
         release,
@@ -137,8 +138,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         scan::PARALLEL,
         scan::TIMEOUT,
     ));
-    if let Err(e) = scan::record(&store, &report) {
+    if let Err(e) = scan::record(&store, &report, routes.as_deref()) {
         eprintln!("warning: drift not journaled: {e}");
+    }
+    // What it found goes out now (a scan from cron tells on-call), within a moment; what
+    // does not stays queued for the next session.
+    if let Some(routes) = routes {
+        runtime.block_on(crate::notify::send::flush(path.clone(), routes));
     }
     match args.output {
         Output::Json => {

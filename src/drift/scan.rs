@@ -472,7 +472,11 @@ pub fn changes(
 
 /// Journals how the drift changed since it was last reported (outside any rollout). A
 /// journal whose end was cut off gets nothing: new rows would hide the gap.
-pub fn record(store: &crate::store::Store, report: &FleetReport) -> Result<(), String> {
+pub fn record(
+    store: &crate::store::Store,
+    report: &FleetReport,
+    routes: Option<&crate::notify::Routes>,
+) -> Result<(), String> {
     let reported = store.reported_drift().map_err(|e| e.to_string())?;
     let now = std::time::SystemTime::now();
     let events: Vec<crate::engine::Event> = changes(report, &reported)
@@ -485,7 +489,9 @@ pub fn record(store: &crate::store::Store, report: &FleetReport) -> Result<(), S
     if let Some(why) = store.truncation().map_err(|e| e.to_string())? {
         return Err(why);
     }
-    store.append(None, &events).map_err(|e| e.to_string())
+    store
+        .append_routed(None, &events, routes)
+        .map_err(|e| e.to_string())
 }
 
 /// The preflight's `drift.clean`: fails naming the environments that drifted.
@@ -552,7 +558,8 @@ pub async fn preflight(
     )
     .await;
     if record_drift {
-        if let Err(e) = record(store, &report) {
+        let routes = crate::notify::Routes::new(intent, release);
+        if let Err(e) = record(store, &report, routes.as_deref()) {
             crate::notice::say(format!("warning: drift not journaled: {e}"));
         }
     }
@@ -597,7 +604,8 @@ impl Scanner {
             TIMEOUT,
         )
         .await;
-        record(&self.store, &report)?;
+        let routes = crate::notify::Routes::new(&self.intent, &self.release);
+        record(&self.store, &report, routes.as_deref())?;
         Ok(report)
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hmac::Mac;
 use tokio::sync::watch;
@@ -22,11 +22,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the queue is looked at while nothing is due.
 const POLL: Duration = Duration::from_millis(200);
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::session::now_ms;
 
 /// A failed attempt, told to whoever records it (an event in the journal).
 pub type OnFailure = Arc<dyn Fn(Failure) + Send + Sync>;
@@ -59,7 +55,9 @@ pub async fn deliver(
         .body(body.to_string());
     if let Some(var) = &target.secret_env {
         let secret = std::env::var(var)
-            .map_err(|_| format!("{var} is not set (the signing key of `{}`)", target.name))?;
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| format!("{var} is not set (the signing key of `{}`)", target.name))?;
         req = req.header(
             "x-signature",
             format!("sha256={}", sign(secret.as_bytes(), body)),
@@ -97,6 +95,20 @@ fn backoff(attempts: i64) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// Sends what is due now in the state database at `path`, for at most a few seconds, by a
+/// command that runs no session (`flotilla drift`). Failures stay in the queue.
+pub async fn flush(path: PathBuf, routes: Arc<Routes>) {
+    let (_stop, stopped) = watch::channel(true);
+    run(
+        path,
+        routes,
+        Arc::new(|_| {}),
+        stopped,
+        Duration::from_secs(3),
+    )
+    .await;
+}
+
 /// Sends what is due in the state database at `path` until `stop` turns true and nothing
 /// is due within `grace` of it (what is left stays queued for the next run).
 pub async fn run(
@@ -109,20 +121,39 @@ pub async fn run(
     let Ok(conn) = crate::store::connect(&path) else {
         return;
     };
-    let client = match reqwest::Client::builder().build() {
+    // A redirect would turn the POST into a GET and carry the signature to another host.
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
         Ok(c) => c,
         Err(_) => return,
     };
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
+        // Once the session ends, everything (each send too) fits in the grace.
+        if *stop.borrow() && deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + grace);
+        }
         let due = outbox::due(&conn, now_ms(), 16).unwrap_or_default();
         for q in &due {
+            let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return;
+            }
             let Some(target) = routes.target(&q.target) else {
                 let _ =
                     outbox::mark_failed(&conn, q.id, "the target is no longer in the intent", None);
                 continue;
             };
-            match deliver(&client, target, &q.key, &q.kind, &q.body).await {
+            let send = deliver(&client, target, &q.key, &q.kind, &q.body);
+            let sent = match left {
+                Some(left) => tokio::time::timeout(left, send).await.unwrap_or_else(|_| {
+                    Err("the session ended before the receiver answered".into())
+                }),
+                None => send.await,
+            };
+            match sent {
                 Ok(_) => {
                     let _ = outbox::mark_sent(&conn, q.id, now_ms());
                 }
@@ -144,8 +175,7 @@ pub async fn run(
                 }
             }
         }
-        if *stop.borrow() {
-            let end = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+        if let Some(end) = deadline {
             let pending = outbox::next_due(&conn).ok().flatten();
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             match pending {
@@ -158,7 +188,12 @@ pub async fn run(
         if due.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
-                _ = stop.changed() => {}
+                changed = stop.changed() => {
+                    // The session went away without saying so: it ended all the same.
+                    if changed.is_err() && deadline.is_none() {
+                        deadline = Some(tokio::time::Instant::now() + grace);
+                    }
+                }
             }
         }
     }

@@ -402,10 +402,11 @@ pub fn append_now(
     conn: &mut Connection,
     rollout: Option<i64>,
     events: &[Event],
+    routes: Option<&crate::notify::Routes>,
 ) -> Result<(), StoreError> {
     let key = audit_key();
     check_key(conn, key.as_deref())?;
-    append_fenced(conn, rollout, events, None, key.as_deref(), None)
+    append_fenced(conn, rollout, events, None, key.as_deref(), routes)
 }
 
 /// Appends events in one transaction, only while `fence` (if any) holds the lease. `key`

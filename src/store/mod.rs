@@ -436,7 +436,17 @@ impl Store {
         rollout: Option<i64>,
         events: &[crate::engine::Event],
     ) -> Result<(), StoreError> {
-        journal::append_now(&mut self.conn(), rollout, events)
+        self.append_routed(rollout, events, None)
+    }
+
+    /// [`Store::append`], queueing the notifications `routes` ask for with the events.
+    pub fn append_routed(
+        &self,
+        rollout: Option<i64>,
+        events: &[crate::engine::Event],
+        routes: Option<&crate::notify::Routes>,
+    ) -> Result<(), StoreError> {
+        journal::append_now(&mut self.conn(), rollout, events, routes)
     }
 
     /// The journal's newest row and hash (see [`journal::head`]).
