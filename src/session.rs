@@ -542,7 +542,7 @@ impl RolloutSession {
         } = self;
         let (event_tx, events) = mpsc::unbounded_channel();
         // Notifications are queued with their events, and sent beside the rollout.
-        let routes = crate::notify::Routes::new(&intent, &release);
+        let routes = crate::notify::Routes::for_plan(&intent, &plan);
         let (journal, writer) = journal::spawn_routed(
             &state,
             rollout,

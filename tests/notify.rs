@@ -349,3 +349,31 @@ fn drift_found_by_a_scan_is_notified_from_flotilla_drift() {
         got[0].1
     );
 }
+
+#[test]
+fn a_selector_takes_the_events_of_waves_holding_an_environment_it_selects() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (received, url) = receiver(&rt, vec![], "/hook");
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = repo_with(
+        dir.path(),
+        &format!("[[notify]]\nurl = \"{url}\"\non = [\"wave_started\", \"rollout_completed\"]\nselect = \"name=e-01\"\n"),
+        true,
+    );
+    let out = flotilla(&repo, &state, &[], &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let waves: Vec<String> = received
+        .all()
+        .iter()
+        .map(|(_, b)| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap();
+            format!(
+                "{} {}",
+                v["event"]["kind"].as_str().unwrap(),
+                v["event"]["wave"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    // The canary (e-00) is not its business; the rest wave (with e-01) and the end are.
+    assert_eq!(waves, ["wave_started rest", "rollout_completed -"]);
+}

@@ -74,6 +74,9 @@ pub struct Routes {
     pub fleet: String,
     pub release: String,
     labels: HashMap<String, BTreeMap<String, String>>,
+    /// Each wave's environments, when the plan is known: a selector takes a wave's events
+    /// when one of them matches.
+    waves: HashMap<String, Vec<String>>,
 }
 
 impl Routes {
@@ -91,18 +94,41 @@ impl Routes {
                 .iter()
                 .map(|e| (e.name.clone(), e.labels.clone()))
                 .collect(),
+            waves: HashMap::new(),
         }))
+    }
+
+    /// The routes of a rollout of `plan`: wave-level events reach a target with a
+    /// selector only for the waves with an environment it selects.
+    pub fn for_plan(intent: &Intent, plan: &crate::plan::Plan) -> Option<Arc<Routes>> {
+        let routes = Routes::new(intent, &plan.release)?;
+        let mut routes = Arc::try_unwrap(routes).ok()?;
+        routes.waves = plan
+            .waves
+            .iter()
+            .map(|w| (w.name.clone(), w.envs.clone()))
+            .collect();
+        Some(Arc::new(routes))
     }
 
     /// The targets `event` goes to.
     pub fn route<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Target> + 'a {
         let kind = event.kind.name();
-        let env = event.kind.subject().1;
+        let (wave, env, ..) = event.kind.subject();
+        let selects =
+            |sel: &Selector, env: &str| self.labels.get(env).is_some_and(|l| sel.matches(l));
         self.targets.iter().filter(move |t| {
             t.on.iter().any(|k| k == kind)
-                && match (&t.select, env) {
-                    (Some(sel), Some(env)) => self.labels.get(env).is_some_and(|l| sel.matches(l)),
-                    _ => true,
+                && match (&t.select, env, wave) {
+                    (None, ..) => true,
+                    (Some(sel), Some(env), _) => selects(sel, env),
+                    // About a wave: when it holds an environment the target selects.
+                    (Some(sel), None, Some(wave)) => self
+                        .waves
+                        .get(wave)
+                        .is_none_or(|envs| envs.iter().any(|e| selects(sel, e))),
+                    // About the whole rollout (its end, a pause): always.
+                    (Some(_), None, None) => true,
                 }
         })
     }
