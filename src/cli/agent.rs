@@ -152,14 +152,9 @@ pub fn run(args: &AgentArgs) -> u8 {
         Ok(a) => a,
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            return super::refuse(
-                exit::FAILED,
-                format!("error: cannot start the async runtime: {e}"),
-            )
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {

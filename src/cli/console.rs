@@ -182,12 +182,9 @@ fn attach(
     for e in past.iter().filter_map(|r| r.event()) {
         model.apply(&e);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
     let store = Arc::new(store);
     let scanner = Arc::new(crate::drift::scan::Scanner {

@@ -119,14 +119,9 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         Ok(d) => d,
         Err(e) => return super::refuse(exit::INVALID, format!("error: {e}")),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            return super::refuse(
-                exit::FAILED,
-                format!("error: cannot start the async runtime: {e}"),
-            )
-        }
+        Err(code) => return code,
     };
     let routes = crate::notify::Routes::new(&intent, &release);
     let report = runtime.block_on(scan::scan(

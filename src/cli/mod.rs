@@ -427,6 +427,16 @@ fn steer(cli: &Cli, command: StoredCommand) -> u8 {
     steer::run(&cli.repo, &cli.rev, cli.state.as_deref(), command)
 }
 
+/// The async runtime a command runs on, or the refusal that says why there is none.
+fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        refuse(
+            exit::FAILED,
+            format!("error: cannot start the async runtime: {e}"),
+        )
+    })
+}
+
 /// Loads the intent, printing warnings; on failure prints the errors and returns the exit code.
 fn load(repo: &Path, rev: &str) -> Result<Loaded, u8> {
     told(intent::load(repo, rev))

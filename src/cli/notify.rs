@@ -27,14 +27,9 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
         );
     };
     let by = crate::identity::Identity::current().actor();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            return super::refuse(
-                exit::FAILED,
-                format!("error: cannot start the async runtime: {e}"),
-            )
-        }
+        Err(code) => return code,
     };
     let client = reqwest::Client::new();
     let sent_at = crate::session::now_ms();

@@ -96,14 +96,9 @@ pub fn run(
         Ok(o) => o,
         Err(why) => return super::refuse(exit::INVALID, format!("error: {why}")),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            return super::refuse(
-                exit::FAILED,
-                format!("error: cannot start the async runtime: {e}"),
-            );
-        }
+        Err(code) => return code,
     };
     let console_open = console.is_some();
     let setup = |overrides: Vec<(String, String)>| Setup {
