@@ -94,7 +94,10 @@ fn the_demo_console_approves_the_canary_with_keys_and_quits_restoring_the_termin
     tmux.keys(&["q"]);
     tmux.wait_for("Quit now?", long);
     tmux.keys(&["y"]);
-    let after = tmux.wait_for("EXIT=", long);
+    tmux.wait_for("EXIT=", long);
+    // The terminal's modes are printed just after the exit code: wait for them too (either
+    // spelling, `icanon` or `-icanon`), then say which.
+    let after = tmux.wait_for("icanon", long);
     assert!(after.contains("stopped when you quit"), "{after}");
     assert!(
         after.contains("EXIT=130"),
