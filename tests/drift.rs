@@ -613,6 +613,94 @@ fn revert_applies_again_what_flotilla_last_applied_through_the_engine() {
     assert!(text(&bad).contains("did you mean"), "{}", text(&bad));
 }
 
+/// The one JSON document a command printed on stdout.
+fn one_document(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one document: {stdout}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// The `kind` of each event of a JSON array.
+fn kinds_of(events: &serde_json::Value) -> Vec<String> {
+    events
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {events}"))
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn revert_and_adopt_report_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = rolled_out(dir.path(), 3, "");
+    let before = live_api(&state, "e-01");
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=9"],
+    );
+    let out = run(&repo, &state, &["revert", "e-01", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = one_document(&out);
+    assert_eq!(doc["kind"], "reverted", "{doc}");
+    assert_eq!(doc["env"], "e-01", "{doc}");
+    assert_eq!(doc["to"]["rollout"], 1, "{doc}");
+    assert_eq!(doc["to"]["release"], "r1", "{doc}");
+    assert_eq!(doc["rollout"], 2, "{doc}");
+    assert_eq!(doc["exit"], 0, "{doc}");
+    let kinds = kinds_of(&doc["events"]);
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("rollout_started"),
+        "{doc}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("rollout_completed"),
+        "{doc}"
+    );
+    assert_eq!(live_api(&state, "e-01"), before, "reverted");
+
+    run(
+        &repo,
+        &state,
+        &["sim", "tamper", "e-01", "api", "replicas=5"],
+    );
+    let out = run(&repo, &state, &["adopt", "e-01", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = one_document(&out);
+    assert_eq!(doc["kind"], "adopted", "{doc}");
+    assert_eq!(doc["file"], "emergency/e-01.toml", "{doc}");
+    assert_eq!(
+        doc["commit"].as_str(),
+        Some(git_out(&repo, &["rev-parse", "HEAD"]).trim()),
+        "{doc}"
+    );
+    assert!(
+        doc["keys"].to_string().contains("replicas"),
+        "the adopted keys: {doc}"
+    );
+    assert_eq!(
+        doc["told"],
+        serde_json::Value::Null,
+        "no rollout to tell: {doc}"
+    );
+    assert_eq!(doc["exit"], 0, "{doc}");
+
+    // Nothing left to adopt: the refusal is one document too.
+    let out = run(&repo, &state, &["adopt", "e-01", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let doc = one_document(&out);
+    assert_eq!(doc["kind"], "error", "{doc}");
+    assert_eq!(doc["exit"], 2, "{doc}");
+    assert!(
+        doc["message"].as_str().unwrap().contains("no drift"),
+        "{doc}"
+    );
+}
+
 /// Release r2 (api 2.0) committed and its rollout started: it stops at the canary's gate.
 fn r2_waiting_at_the_canary(repo: &Path, state: &Path) {
     std::fs::write(
@@ -787,12 +875,22 @@ fn revert_of_a_held_environment_lets_a_waiting_rollout_apply_over_the_change() {
         seen.iter().any(|l| l.contains("\"env_held\"")),
         "held before waiting: {seen:?}"
     );
-    // The engine waits; the revert tells it, and it applies r2 over the change.
-    let revert = run(&repo, &state, &["revert", "e-01"]);
+    // The engine waits; the revert tells it, and it applies r2 over the change. In JSON:
+    // one document saying the rollout was told, with the engine's answer.
+    let revert = run(&repo, &state, &["revert", "e-01", "--output", "json"]);
     assert_eq!(revert.status.code(), Some(0), "{}", text(&revert));
+    let doc = one_document(&revert);
+    assert_eq!(doc["kind"], "reverted", "{doc}");
+    assert_eq!(doc["told"]["command"], "release", "{doc}");
+    assert_eq!(doc["told"]["env"], "e-01", "{doc}");
+    assert_eq!(doc["told"]["result"], "answered", "{doc}");
     assert!(
-        text(&revert).contains("e-01 released by"),
-        "the engine answered: {}",
+        kinds_of(&doc["told"]["answer"]).contains(&"env_released".to_string()),
+        "the engine answered: {doc}"
+    );
+    assert!(
+        text(&revert).contains("has yet to finish e-01"),
+        "said for people on stderr: {}",
         text(&revert)
     );
     let (code, rest) = rollout.finish();

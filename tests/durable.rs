@@ -689,3 +689,203 @@ fn an_engine_that_loses_its_lease_says_who_took_it_and_when() {
     );
     assert!(!stderr.contains("out of space"), "{stderr}");
 }
+
+/// The one JSON document a steering command printed on stdout.
+fn document(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one document: {}", text(out));
+    let doc: serde_json::Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(
+        doc["exit"].as_i64(),
+        out.status.code().map(i64::from),
+        "the document's exit is the process's: {doc}"
+    );
+    assert!(doc["ts"].is_string(), "{doc}");
+    doc
+}
+
+/// The kinds of a steering document's answer.
+fn answered(doc: &serde_json::Value) -> Vec<String> {
+    doc["answer"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no answer: {doc}"))
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn json(repo: &Path, state: &Path, user: &str, args: &[&str]) -> (Output, serde_json::Value) {
+    let out = cmd(repo, state, user)
+        .args(args)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    let doc = document(&out);
+    (out, doc)
+}
+
+#[test]
+fn each_steering_command_answers_a_running_engine_in_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let strategy =
+        strategy("", "0").replace("select = \"*\"\n", "select = \"*\"\ngate = \"approval\"\n");
+    let mut f = Fixture::standard(5, &strategy).with_earlier_release();
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.load(&repo);
+    let state = dir.path().join("state.db");
+    let mut bg = Background::start(&repo, &state, &["rollout", "r1", "--wait"]);
+    bg.until("the canary gate", kind_is("gate_waiting"));
+
+    let (_, doc) = json(
+        &repo,
+        &state,
+        "alice",
+        &["approve", "canary", "--note", "dashboards green"],
+    );
+    assert_eq!(doc["kind"], "steered", "{doc}");
+    assert_eq!(doc["command"], "approve", "{doc}");
+    assert_eq!(doc["wave"], "canary", "{doc}");
+    assert_eq!(doc["note"], "dashboards green", "{doc}");
+    assert_eq!(doc["rollout"], 1, "{doc}");
+    assert_eq!(doc["release"], "r1", "{doc}");
+    assert_eq!(doc["result"], "answered", "{doc}");
+    assert!(
+        doc["engine"].as_str().unwrap().starts_with("runner@"),
+        "{doc}"
+    );
+    assert!(answered(&doc).contains(&"gate_approved".into()), "{doc}");
+    assert_eq!(
+        doc["answer"][0]["by"]
+            .as_str()
+            .map(|b| b.starts_with("alice@")),
+        Some(true),
+        "{doc}"
+    );
+
+    bg.until("the second gate", |v| {
+        v["kind"] == "gate_waiting" && v["wave"] == "rest"
+    });
+    let (_, doc) = json(
+        &repo,
+        &state,
+        "bob",
+        &["skip", "e-04", "--reason", "customer offboarding"],
+    );
+    assert_eq!(
+        (&doc["command"], &doc["env"], &doc["result"]),
+        (&"skip".into(), &"e-04".into(), &"answered".into()),
+        "{doc}"
+    );
+    assert_eq!(answered(&doc), ["env_skipped"], "{doc}");
+
+    let (_, doc) = json(&repo, &state, "carol", &["rollback", "e-00"]);
+    assert_eq!(doc["command"], "rollback", "{doc}");
+    assert_eq!(doc["envs"], serde_json::json!(["e-00"]), "{doc}");
+    let kinds = answered(&doc);
+    assert!(kinds.iter().any(|k| k.starts_with("rollback_")), "{doc}");
+    assert!(kinds.contains(&"rollout_paused".into()), "{doc}");
+
+    // Refused by the engine: exit 2, and the document says why.
+    let (out, doc) = json(&repo, &state, "bob", &["pause"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(doc["result"], "rejected", "{doc}");
+    assert_eq!(answered(&doc), ["command_rejected"], "{doc}");
+    assert!(doc.to_string().contains("already paused"), "{doc}");
+
+    let (_, doc) = json(&repo, &state, "bob", &["resume"]);
+    assert_eq!(
+        (&doc["command"], &doc["result"]),
+        (&"resume".into(), &"answered".into()),
+        "{doc}"
+    );
+    assert!(answered(&doc).contains(&"rollout_resumed".into()), "{doc}");
+
+    let (_, doc) = json(&repo, &state, "ops", &["abort"]);
+    assert_eq!(
+        (&doc["command"], &doc["result"]),
+        (&"abort".into(), &"answered".into()),
+        "{doc}"
+    );
+    assert!(answered(&doc).contains(&"rollout_aborted".into()), "{doc}");
+    let (code, events) = bg.finish();
+    assert_eq!(code, 1, "aborted: {events:?}");
+}
+
+#[test]
+fn steering_without_an_engine_queues_aborts_or_resumes_here_in_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let mut f = Fixture::standard(4, &strategy("", "0")).broken_at(&[2]);
+    f.fleet = f
+        .fleet
+        .replace("latency = \"100ms..2s\"", "latency = \"0ms\"");
+    f.load(&repo);
+    let state = dir.path().join("state.db");
+    let halted = run(&repo, &state, "ops", &["rollout", "r1", "--approve-all"]);
+    assert_eq!(halted.status.code(), Some(1), "{}", text(&halted));
+
+    // A name the rollout does not know: refused before anything is queued.
+    let (out, doc) = json(&repo, &state, "ops", &["retry", "e-9"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(doc["kind"], "error", "{doc}");
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap()
+            .contains("no environment `e-9`"),
+        "{doc}"
+    );
+
+    let (_, doc) = json(&repo, &state, "ops", &["retry", "e-02"]);
+    assert_eq!(doc["command"], "retry", "{doc}");
+    assert_eq!(doc["result"], "queued", "{doc}");
+    assert_eq!(doc["engine"], serde_json::Value::Null, "{doc}");
+    assert_eq!(answered(&doc), Vec::<String>::new(), "{doc}");
+
+    // Resumed here: the rollout runs in this process, and its notable events are the
+    // answer (e-02 is still broken: it fails again, within nothing, and halts).
+    let (out, doc) = json(&repo, &state, "ops", &["resume"]);
+    assert_eq!(doc["result"], "resumed_here", "{doc}");
+    let kinds = answered(&doc);
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("rollout_started"),
+        "{doc}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k == "rollout_completed" || k == "rollout_halted"),
+        "{doc}"
+    );
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "e-02 does not run r1: {}",
+        text(&out)
+    );
+
+    // Blocked at the gate, then aborted with no engine: done here, and said so.
+    let dir2 = tempfile::tempdir().unwrap();
+    let repo2 = dir2.path().join("repo");
+    Fixture::standard(2, &strategy("", "0")).load(&repo2);
+    let state2 = dir2.path().join("state.db");
+    let blocked = run(&repo2, &state2, "ops", &["rollout", "r1"]);
+    assert_eq!(blocked.status.code(), Some(3), "{}", text(&blocked));
+    let (_, doc) = json(&repo2, &state2, "alice", &["approve", "canary"]);
+    assert_eq!(doc["result"], "queued", "{doc}");
+    let (_, doc) = json(&repo2, &state2, "ops", &["abort"]);
+    assert_eq!(doc["result"], "aborted", "{doc}");
+    assert_eq!(answered(&doc), ["rollout_aborted"], "{doc}");
+    let status = run(&repo2, &state2, "ops", &["status"]);
+    assert!(
+        text(&status).contains("state: aborted"),
+        "{}",
+        text(&status)
+    );
+}

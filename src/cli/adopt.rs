@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{exit, load};
+use super::{exit, load, Output};
 use crate::drift::adopt::{self, AdoptError};
 use crate::identity::Identity;
 
@@ -19,6 +19,8 @@ pub struct AdoptArgs {
     /// Only these keys (dotted, `version` for the version; repeat for several).
     #[arg(long = "key", value_name = "KEY")]
     pub keys: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
 }
 
 pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
@@ -59,27 +61,51 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
     if let Some(w) = &adopted.warning {
         eprintln!("warning: {w}");
     }
-    println!(
-        "adopted into Git as {}, commit {}:\n  {}\n`flotilla drift {env}` no longer reports these keys; `flotilla explain {env}` shows the layer",
-        adopted.file,
-        &adopted.commit[..7],
-        adopted.lines.join("\n  ")
-    );
-    super::drift::tell_rollout(
+    if args.output == Output::Plain {
+        println!(
+            "adopted into Git as {}, commit {}:\n  {}\n`flotilla drift {env}` no longer reports these keys; `flotilla explain {env}` shows the layer",
+            adopted.file,
+            &adopted.commit[..7],
+            adopted.lines.join("\n  ")
+        );
+    }
+    let told = super::drift::tell_rollout(
         repo,
         &path,
         &store,
         env,
         crate::engine::Decision::Adopt {
-            commit: adopted.commit,
+            commit: adopted.commit.clone(),
         },
         // All the drift adopted: the whole environment is decided, whatever was asked.
         (!adopted.covers_all).then(|| args.service.as_deref().unwrap_or("")),
-    )
-    .unwrap_or(exit::OK)
+        args.output,
+    );
+    let (code, told) = match told {
+        Some(Ok(told)) => (told.code, Some(told)),
+        Some(Err(code)) => (code, None),
+        None => (exit::OK, None),
+    };
+    match args.output {
+        Output::Plain => told.iter().for_each(|t| t.tell(Output::Plain)),
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "ts": crate::session::now_text(),
+                "kind": "adopted",
+                "env": env,
+                "file": adopted.file,
+                "commit": adopted.commit,
+                "keys": adopted.lines,
+                "warning": adopted.warning,
+                "told": told.map(|t| t.json()),
+                "exit": code,
+            })
+        ),
+    }
+    code
 }
 
-/// The exit code for each way adopting can refuse.
 fn refused(e: AdoptError) -> u8 {
     let code = match e {
         AdoptError::Refused(_) => exit::BLOCKED,

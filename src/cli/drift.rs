@@ -200,15 +200,22 @@ fn accept(
         "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
         service.map(|s| format!("/{s}")).unwrap_or_default()
     );
-    tell_rollout(
+    match tell_rollout(
         repo,
         &path,
         &store,
         env,
         crate::engine::Decision::Accept,
         service,
-    )
-    .unwrap_or(exit::OK)
+        Output::Plain,
+    ) {
+        Some(Ok(told)) => {
+            told.tell(Output::Plain);
+            told.code
+        }
+        Some(Err(code)) => code,
+        None => exit::OK,
+    }
 }
 
 /// Tells the unfinished rollout, when it has yet to finish `env`, what was decided about
@@ -216,7 +223,9 @@ fn accept(
 /// not held when the rollout gets there. `part` names the one service decided on (None:
 /// all of the environment's drift): a decision on part of the drift releases nothing,
 /// since the rollout would apply over the rest, unless that service is all the rollout
-/// holds there. Returns the steering's exit code; None when no rollout was told.
+/// holds there. Returns what the steering did (its lines not yet printed) or the exit code
+/// of its refusal; None when no rollout was told. What is said on the way goes to stdout,
+/// or to stderr when `output` is JSON.
 pub(super) fn tell_rollout(
     repo: &Path,
     state: &Path,
@@ -224,7 +233,12 @@ pub(super) fn tell_rollout(
     env: &str,
     decision: crate::engine::Decision,
     part: Option<&str>,
-) -> Option<u8> {
+    output: Output,
+) -> Option<Result<super::steer::Steered, u8>> {
+    let say = |line: String| match output {
+        Output::Plain => println!("{line}"),
+        Output::Json => eprintln!("{line}"),
+    };
     let (rollout, view) = store.unfinished_with_view().ok().flatten()?;
     if view.env_outcome(env).is_some() {
         return None;
@@ -233,10 +247,10 @@ pub(super) fn tell_rollout(
     theirs.environment(env)?;
     let whole = part.is_none_or(|s| view.held.get(env).is_some_and(|held| held == &[s]));
     if !whole {
-        println!(
+        say(format!(
             "rollout {} of {} has yet to finish {env} and would apply over all of it: this decides part of its drift, so it stays held; decide on all of it (without --service/--key) to release it",
             rollout.id, rollout.release
-        );
+        ));
         return None;
     }
     let verb = match &decision {
@@ -244,18 +258,19 @@ pub(super) fn tell_rollout(
         crate::engine::Decision::Revert => "applies its desired state over the change",
         crate::engine::Decision::Accept => "rolls it out over the accepted change",
     };
-    println!(
+    say(format!(
         "rollout {} of {} has yet to finish {env}: it {verb}",
         rollout.id, rollout.release
-    );
-    Some(super::steer::run(
+    ));
+    Some(super::steer::steer(
         repo,
         "HEAD",
         Some(state),
-        crate::store::StoredCommand::Release {
+        &crate::store::StoredCommand::Release {
             env: env.to_string(),
             decision,
         },
+        output,
     ))
 }
 

@@ -71,6 +71,14 @@ pub enum Output {
     Json,
 }
 
+/// `--output` of the steering commands: one JSON document says what was done and what the
+/// engine answered.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct Report {
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
+}
+
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Make a demo intent repo for a simulated fleet and roll a release out on it.
@@ -147,20 +155,28 @@ enum Commands {
         /// Why you approve (kept in the journal).
         #[arg(long)]
         note: Option<String>,
+        #[command(flatten)]
+        report: Report,
     },
     /// Pause the running rollout: steps in flight finish, nothing new starts.
-    Pause,
+    Pause(Report),
     /// Resume a paused or halted rollout (resuming a halt accepts the failures so far).
-    Resume,
+    Resume(Report),
     /// Abort the unfinished rollout.
-    Abort,
+    Abort(Report),
     /// Retry failed environments (all of them when none are named).
-    Retry { envs: Vec<String> },
+    Retry {
+        envs: Vec<String>,
+        #[command(flatten)]
+        report: Report,
+    },
     /// Skip an environment, with a reason for the record.
     Skip {
         env: String,
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        report: Report,
     },
     /// Roll environments (or every environment of a wave this rollout changed) back to the
     /// release before the rollout's; the rollout pauses until someone resumes or aborts it.
@@ -174,6 +190,8 @@ enum Commands {
         /// The release to go back to (default: the one before the rollout's release).
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        report: Report,
     },
     /// The journal of who did what; --verify checks its hash chain.
     Audit(audit::AuditArgs),
@@ -271,6 +289,14 @@ pub fn main() -> ExitCode {
         Commands::Audit(args) => args.output == Output::Json,
         Commands::Drift(args) => args.output == Output::Json,
         Commands::Revert(args) => args.output == Output::Json,
+        Commands::Adopt(args) => args.output == Output::Json,
+        Commands::Approve { report, .. }
+        | Commands::Pause(report)
+        | Commands::Resume(report)
+        | Commands::Abort(report)
+        | Commands::Retry { report, .. }
+        | Commands::Skip { report, .. }
+        | Commands::Rollback { report, .. } => report.output == Output::Json,
         Commands::Notify(notify::NotifyCommand::Test { output }) => *output == Output::Json,
         _ => false,
     };
@@ -357,21 +383,29 @@ pub fn main() -> ExitCode {
             status::run(&cli.repo, &cli.rev, cli.state.as_deref(), output)
         }
         Commands::Audit(ref args) => audit::run(&cli.repo, &cli.rev, cli.state.as_deref(), args),
-        Commands::Approve { ref wave, ref note } => steer(
+        Commands::Approve {
+            ref wave,
+            ref note,
+            report,
+        } => steer(
             &cli,
             StoredCommand::Approve {
                 wave: wave.clone(),
                 note: note.clone(),
             },
+            report,
         ),
-        Commands::Pause => steer(&cli, StoredCommand::Pause),
-        Commands::Resume => steer(&cli, StoredCommand::Resume),
-        Commands::Abort => steer(&cli, StoredCommand::Abort),
-        Commands::Retry { ref envs } => steer(&cli, StoredCommand::Retry { envs: envs.clone() }),
+        Commands::Pause(report) => steer(&cli, StoredCommand::Pause, report),
+        Commands::Resume(report) => steer(&cli, StoredCommand::Resume, report),
+        Commands::Abort(report) => steer(&cli, StoredCommand::Abort, report),
+        Commands::Retry { ref envs, report } => {
+            steer(&cli, StoredCommand::Retry { envs: envs.clone() }, report)
+        }
         Commands::Rollback {
             ref envs,
             ref wave,
             ref to,
+            report,
         } => steer(
             &cli,
             StoredCommand::Rollback {
@@ -379,16 +413,19 @@ pub fn main() -> ExitCode {
                 wave: wave.clone(),
                 to: to.clone(),
             },
+            report,
         ),
         Commands::Skip {
             ref env,
             ref reason,
+            report,
         } => steer(
             &cli,
             StoredCommand::Skip {
                 env: env.clone(),
                 reason: reason.clone(),
             },
+            report,
         ),
     };
     ExitCode::from(code)
@@ -423,8 +460,14 @@ fn open_state(
     }
 }
 
-fn steer(cli: &Cli, command: StoredCommand) -> u8 {
-    steer::run(&cli.repo, &cli.rev, cli.state.as_deref(), command)
+fn steer(cli: &Cli, command: StoredCommand, report: Report) -> u8 {
+    steer::run(
+        &cli.repo,
+        &cli.rev,
+        cli.state.as_deref(),
+        command,
+        report.output,
+    )
 }
 
 /// The async runtime a command runs on, or the refusal that says why there is none.

@@ -40,15 +40,34 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
     };
     // A rollout that has yet to finish the environment applies its desired state over
     // the change: it is told so, instead of a revert racing it.
-    if let Some(code) = super::drift::tell_rollout(
+    match super::drift::tell_rollout(
         repo,
         &path,
         &store,
         env,
         crate::engine::Decision::Revert,
         args.service.as_deref(),
+        args.output,
     ) {
-        return code;
+        None => {}
+        Some(Err(code)) => return code,
+        Some(Ok(told)) => {
+            match args.output {
+                Output::Plain => told.tell(Output::Plain),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "ts": crate::session::now_text(),
+                        "kind": "reverted",
+                        "env": env,
+                        "service": args.service,
+                        "told": told.json(),
+                        "exit": told.code,
+                    })
+                ),
+            }
+            return told.code;
+        }
     }
     match store.unfinished_rollout() {
         Ok(None) => {}
@@ -120,12 +139,16 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         Ok(l) => l.intent,
         Err(code) => return code,
     };
-    println!(
+    let line = format!(
         "reverting {env} to what rollout {} applied: release {} at {}",
         last.rollout,
         last.release,
         &last.commit[..7.min(last.commit.len())]
     );
+    match args.output {
+        Output::Plain => println!("{line}"),
+        Output::Json => eprintln!("{line}"),
+    }
     let setup = Setup {
         repo,
         state: path.clone(),
@@ -153,8 +176,30 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         match RolloutSession::open(setup).await {
             Ok(session) => {
                 let id = session.rollout();
-                let code = super::rollout::headless(session, args.output).await;
+                let mut kept = Vec::new();
+                let json = args.output == Output::Json;
+                let code =
+                    super::rollout::headless(session, args.output, json.then_some(&mut kept)).await;
                 close_unfinished(&store, id, env);
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "ts": crate::session::now_text(),
+                            "kind": "reverted",
+                            "env": env,
+                            "service": args.service,
+                            "to": {
+                                "rollout": last.rollout,
+                                "release": last.release,
+                                "commit": last.commit,
+                            },
+                            "rollout": id,
+                            "events": kept,
+                            "exit": code,
+                        })
+                    );
+                }
                 code
             }
             Err(r) => super::refused(r),

@@ -85,6 +85,29 @@ pub fn run(
     args: &RolloutArgs,
     console: Option<crate::console::Options>,
 ) -> u8 {
+    run_into(repo, rev, state, args, console, None)
+}
+
+/// [`run`], headless, with the notable events (those plain output prints a line for) kept
+/// in `kept` instead of printed, for a command that reports them in one JSON document.
+pub(super) fn run_kept(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    args: &RolloutArgs,
+    kept: &mut Vec<Event>,
+) -> u8 {
+    run_into(repo, rev, state, args, None, Some(kept))
+}
+
+fn run_into(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    args: &RolloutArgs,
+    console: Option<crate::console::Options>,
+    kept: Option<&mut Vec<Event>>,
+) -> u8 {
     let loaded = match load_for_rollout(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
@@ -157,14 +180,20 @@ pub fn run(
             }
         };
         match console {
-            None => headless(session, args.output).await,
+            None => headless(session, args.output, kept).await,
             Some(options) => in_console(session, options).await,
         }
     })
 }
 
-/// Prints the rollout's progress until its engine stops, then says how it ended.
-pub(super) async fn headless(session: RolloutSession, output: Output) -> u8 {
+/// Prints the rollout's progress until its engine stops, then says how it ended. With
+/// `kept`, the notable events go there instead of being printed (the final words still go
+/// to stderr).
+pub(super) async fn headless(
+    session: RolloutSession,
+    output: Output,
+    mut kept: Option<&mut Vec<Event>>,
+) -> u8 {
     let mut printer = Printer::new(output, session.intent().services.len());
     let (mut running, mut events) = match session.start() {
         Ok(r) => r,
@@ -175,7 +204,7 @@ pub(super) async fn headless(session: RolloutSession, output: Output) -> u8 {
     let ended = loop {
         tokio::select! {
             batch = events.receiver.recv() => for event in batch.iter().flatten() {
-                printer.event(event);
+                show(&mut printer, kept.as_deref_mut(), event);
             },
             _ = tick.tick() => printer.draw(false),
             done = running.engine() => break done.map_err(|e| e.to_string()),
@@ -186,13 +215,22 @@ pub(super) async fn headless(session: RolloutSession, output: Output) -> u8 {
     // Everything the engine emitted is printed before the final words.
     while let Ok(batch) = events.receiver.try_recv() {
         for event in &batch {
-            printer.event(event);
+            show(&mut printer, kept.as_deref_mut(), event);
         }
     }
     printer.finish();
     match finished {
         Ok(outcome) => report(&outcome, &release),
         Err(r) => super::refused(r),
+    }
+}
+
+/// An event printed, or kept when it is notable.
+fn show(printer: &mut Printer, kept: Option<&mut Vec<Event>>, event: &Event) {
+    match kept {
+        Some(kept) if output::event_line(&event.kind).is_some() => kept.push(event.clone()),
+        Some(_) => {}
+        None => printer.event(event),
     }
 }
 

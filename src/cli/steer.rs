@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{exit, open_state, output};
+use super::{exit, open_state, output, refuse, Output};
 use crate::engine::{fold, Event, EventKind};
 use crate::identity::Identity;
 use crate::session::{lease_timeout, now_ms};
@@ -16,53 +16,135 @@ const SHOWN: usize = 12;
 /// How long to wait for the engine to act before saying it has not yet.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand) -> u8 {
-    let (path, store) = match open_state(repo, rev, state) {
-        Ok(opened) => opened,
-        Err(code) => return code,
-    };
+/// What a steering command did: its words for people, or one JSON document.
+pub(super) struct Steered {
+    command: StoredCommand,
+    rollout: i64,
+    release: String,
+    /// `answered`, `rejected`, `taken`, `queued`, `aborted` or `resumed_here`.
+    result: &'static str,
+    /// The engine that runs the rollout (`user@host:pid`), if one does.
+    engine: Option<String>,
+    /// What the engine answered in the journal (for `resumed_here`: the notable events of
+    /// the rollout run here).
+    answer: Vec<Event>,
+    /// What plain output says (a rollout resumed here has printed its own).
+    lines: Vec<String>,
+    pub(super) code: u8,
+}
+
+impl Steered {
+    /// The JSON document: the command as queued (`command` and its arguments), then what
+    /// became of it.
+    pub(super) fn json(&self) -> serde_json::Value {
+        let mut doc = serde_json::json!({
+            "ts": crate::session::now_text(),
+            "kind": "steered",
+        });
+        if let (Some(doc), Ok(serde_json::Value::Object(asked))) =
+            (doc.as_object_mut(), serde_json::to_value(&self.command))
+        {
+            doc.extend(asked);
+            doc.extend([
+                ("rollout".to_string(), self.rollout.into()),
+                ("release".to_string(), self.release.clone().into()),
+                ("result".to_string(), self.result.into()),
+                ("engine".to_string(), self.engine.clone().into()),
+                (
+                    "answer".to_string(),
+                    serde_json::to_value(&self.answer).unwrap_or_default(),
+                ),
+                ("exit".to_string(), self.code.into()),
+            ]);
+        }
+        doc
+    }
+
+    /// Prints the lines for people (on stderr when JSON goes to stdout).
+    pub(super) fn tell(&self, output: Output) {
+        for line in &self.lines {
+            if output == Output::Json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+}
+
+/// Sends `command` to the unfinished rollout and reports what became of it.
+pub fn run(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    command: StoredCommand,
+    output: Output,
+) -> u8 {
+    match steer(repo, rev, state, &command, output) {
+        Ok(steered) => {
+            match output {
+                Output::Json => println!("{}", steered.json()),
+                Output::Plain => steered.tell(output),
+            }
+            steered.code
+        }
+        Err(code) => code,
+    }
+}
+
+/// Sends `command` to the unfinished rollout: queued for its engine, whose answer is
+/// awaited a while; or, with no engine, done here (an abort, a resume). Refusals are said
+/// (as JSON too with `--output json`) and come back as the exit code.
+pub(super) fn steer(
+    repo: &Path,
+    rev: &str,
+    state: Option<&Path>,
+    command: &StoredCommand,
+    output: Output,
+) -> Result<Steered, u8> {
+    let invalid = |why: String| refuse(exit::INVALID, format!("error: {why}"));
+    let (path, store) = open_state(repo, rev, state)?;
     let (rollout, view) = match store.unfinished_with_view() {
         Ok(Some(found)) => found,
         Ok(None) if matches!(command, StoredCommand::Rollback { .. }) => {
-            eprintln!(
-                "error: no unfinished rollout in {}: rollback steers a rollout that still runs;",
+            return Err(invalid(format!(
+                "no unfinished rollout in {}: rollback steers a rollout that still runs;\n  to put a finished release's environments back, roll the earlier release out: `flotilla rollout RELEASE`",
                 path.display()
-            );
-            eprintln!("  to put a finished release's environments back, roll the earlier release out: `flotilla rollout RELEASE`");
-            return exit::INVALID;
+            )));
         }
         Ok(None) => {
-            eprintln!(
-                "error: no unfinished rollout in {}; start one with `flotilla rollout RELEASE`",
+            return Err(invalid(format!(
+                "no unfinished rollout in {}; start one with `flotilla rollout RELEASE`",
                 path.display()
-            );
-            return exit::INVALID;
+            )));
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
+        Err(e) => return Err(invalid(e.to_string())),
     };
     // Bad names are refused here, engine or not, before anything is queued: a typo must not
     // wait in the queue to fail later where nobody looks.
     let intent = crate::intent::load(repo, &rollout.commit)
         .ok()
         .map(|l| l.intent);
-    if let Err(why) = check(&command, intent.as_ref(), &rollout.release, &view) {
-        eprintln!("error: {why}");
-        return exit::INVALID;
-    }
+    check(command, intent.as_ref(), &rollout.release, &view).map_err(invalid)?;
     let me = Identity::current();
-    let engine = match store.live_holder(now_ms(), lease_timeout(), &me.host) {
-        Ok(h) => h.map(|(holder, _)| holder),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
+    let engine = store
+        .live_holder(now_ms(), lease_timeout(), &me.host)
+        .map_err(|e| invalid(e.to_string()))?
+        .map(|(holder, _)| holder);
+    let steered = |result, engine, answer, lines, code| Steered {
+        command: command.clone(),
+        rollout: rollout.id,
+        release: rollout.release.clone(),
+        result,
+        engine,
+        answer,
+        lines,
+        code,
     };
 
-    if engine.is_none() && command == StoredCommand::Abort {
-        return abort_idle(&store, rollout.id, &rollout.release, &me);
+    if engine.is_none() && *command == StoredCommand::Abort {
+        let (event, line) = abort_idle(&store, rollout.id, &rollout.release, &me)?;
+        return Ok(steered("aborted", None, vec![event], vec![line], exit::OK));
     }
     // Queues the command, recorded with who sent it and from where.
     let queue = || {
@@ -71,10 +153,10 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             &crate::session::now_text(),
             &me.actor(),
             me.origin().as_deref(),
-            &command,
+            command,
         )
     };
-    if engine.is_none() && command == StoredCommand::Resume {
+    if engine.is_none() && *command == StoredCommand::Resume {
         // Nothing runs it: resuming means running it here, headless, from where it stopped.
         // The resume goes through the queue behind anything queued before it (a pause), so
         // the engine takes them in the order they were given; as a resume, it accepts the
@@ -87,13 +169,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
                 .unwrap_or(0)
                 > 0;
         if held {
-            if let Err(e) = queue() {
-                eprintln!("error: {e}");
-                return exit::INVALID;
-            }
+            queue().map_err(|e| invalid(e.to_string()))?;
         }
         drop(store);
-        println!(
+        let here = steered("resumed_here", None, Vec::new(), Vec::new(), exit::OK);
+        let line = format!(
             "no engine is running rollout {} of {}; resuming it here",
             rollout.id, rollout.release
         );
@@ -102,40 +182,47 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             approve: Vec::new(),
             approve_all: false,
             wait: false,
-            output: super::Output::Plain,
+            output,
             keep_failures: true,
             overrides: Vec::new(),
             reasons: Vec::new(),
             allow_downgrade: false,
         };
-        return super::rollout::run(repo, rev, Some(&path), &args, None);
+        return Ok(match output {
+            Output::Plain => {
+                println!("{line}");
+                let code = super::rollout::run(repo, rev, Some(&path), &args, None);
+                Steered { code, ..here }
+            }
+            Output::Json => {
+                eprintln!("{line}");
+                let mut answer = Vec::new();
+                let code = super::rollout::run_kept(repo, rev, Some(&path), &args, &mut answer);
+                Steered {
+                    code,
+                    answer,
+                    ..here
+                }
+            }
+        });
     }
     // What only the rollout's state can refuse, checked against its journal when the
     // command must wait for an engine (a running one answers for itself below).
     if engine.is_none() {
-        if let Err(why) = check_state(&command, &view, &me.actor()) {
-            eprintln!("error: {why}");
-            return exit::INVALID;
-        }
+        check_state(command, &view, &me.actor()).map_err(invalid)?;
     }
     let last_seq = store
         .journal_rows(Some(rollout.id))
         .ok()
         .and_then(|r| r.last().map(|x| x.seq))
         .unwrap_or(0);
-    let id = match queue() {
-        Ok(id) => id,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
+    let id = queue().map_err(|e| invalid(e.to_string()))?;
     let Some(engine) = engine else {
-        println!(
+        let line = format!(
             "queued for rollout {} of {}: no engine is running it now; it takes effect when the rollout resumes (`flotilla rollout {}`)",
             rollout.id, rollout.release, rollout.release
         );
-        return exit::OK;
+        return Ok(steered("queued", None, Vec::new(), vec![line], exit::OK));
     };
 
     // Wait for the engine to take the command and answer it in the journal. One command can
@@ -147,31 +234,48 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: StoredCommand)
             let rejected = matches!(answer.kind, EventKind::CommandRejected { .. });
             std::thread::sleep(Duration::from_millis(300));
             let all = answers(&store, rollout.id, last_seq, &me.actor());
-            let lines: Vec<String> = all
+            let mut lines: Vec<String> = all
                 .iter()
                 .filter_map(|e| output::event_line(&e.kind))
                 .map(|l| l.trim_start().to_string())
                 .collect();
-            for line in lines.iter().take(SHOWN) {
-                println!("{line}");
-            }
             if lines.len() > SHOWN {
-                println!(
-                    "... and {} more (`flotilla audit` lists them)",
-                    lines.len() - SHOWN
-                );
+                let more = lines.len() - SHOWN;
+                lines.truncate(SHOWN);
+                lines.push(format!("... and {more} more (`flotilla audit` lists them)"));
             }
-            return if rejected { exit::INVALID } else { exit::OK };
+            return Ok(if rejected {
+                steered(
+                    "rejected",
+                    Some(engine.to_string()),
+                    all,
+                    lines,
+                    exit::INVALID,
+                )
+            } else {
+                steered("answered", Some(engine.to_string()), all, lines, exit::OK)
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let taken = store.command_taken(id).unwrap_or(false);
-    if taken {
-        println!("taken by the engine ({engine}); see `flotilla status`");
+    let (result, line) = if store.command_taken(id).unwrap_or(false) {
+        (
+            "taken",
+            format!("taken by the engine ({engine}); see `flotilla status`"),
+        )
     } else {
-        println!("queued; the engine ({engine}) has not taken it yet; see `flotilla status`");
-    }
-    exit::OK
+        (
+            "queued",
+            format!("queued; the engine ({engine}) has not taken it yet; see `flotilla status`"),
+        )
+    };
+    Ok(steered(
+        result,
+        Some(engine.to_string()),
+        Vec::new(),
+        vec![line],
+        exit::OK,
+    ))
 }
 
 /// The journal events after `after` that answer a command from `actor`, oldest first.
@@ -185,16 +289,20 @@ fn answers(store: &Store, rollout: i64, after: i64, actor: &str) -> Vec<Event> {
         .collect()
 }
 
-/// Aborts a rollout no engine is running: recorded in the journal like any abort.
-fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
+/// Aborts a rollout no engine is running: recorded in the journal like any abort. Returns
+/// the abort's event and what to say.
+fn abort_idle(
+    store: &Store,
+    rollout: i64,
+    release: &str,
+    me: &Identity,
+) -> Result<(Event, String), u8> {
     let holder = me.holder();
-    if let Err(refusal) = crate::session::take_lease(store, rollout, &holder) {
-        return super::refused(refusal);
-    }
+    crate::session::take_lease(store, rollout, &holder).map_err(super::refused)?;
     let now = SystemTime::now();
     let event = Event::new(now, EventKind::RolloutAborted { by: me.actor() });
     // Two statements: the connection guard of the first must be gone before the second.
-    let appended = store.append(Some(rollout), &[event]);
+    let appended = store.append(Some(rollout), std::slice::from_ref(&event));
     let result = appended.and_then(|_| {
         store.set_status(
             rollout,
@@ -204,14 +312,11 @@ fn abort_idle(store: &Store, rollout: i64, release: &str, me: &Identity) -> u8 {
     });
     let _ = store.release_lease(&holder);
     match result {
-        Ok(()) => {
-            println!("aborted rollout {rollout} of {release} (no engine was running it)");
-            exit::OK
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit::INVALID
-        }
+        Ok(()) => Ok((
+            event,
+            format!("aborted rollout {rollout} of {release} (no engine was running it)"),
+        )),
+        Err(e) => Err(refuse(exit::INVALID, format!("error: {e}"))),
     }
 }
 
