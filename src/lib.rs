@@ -14,6 +14,7 @@ pub mod hash;
 pub mod identity;
 pub mod intent;
 pub mod keypath;
+pub mod log;
 pub mod notice;
 pub mod notify;
 pub mod parallel;

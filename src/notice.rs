@@ -15,6 +15,7 @@ fn messages() -> std::sync::MutexGuard<'static, Vec<String>> {
 /// Prints `message` to stderr now, or once the console has left the screen.
 pub fn say(message: impl Into<String>) {
     let message = message.into();
+    tracing::warn!("{message}");
     if HELD.load(Ordering::SeqCst) {
         messages().push(message);
     } else {

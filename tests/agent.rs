@@ -40,6 +40,9 @@ impl AgentProc {
             .args(["--env", env])
             .args(extra)
             .current_dir(dir)
+            // Each agent logs to its own folder, every request: what tests search for tokens.
+            .env("FLOTILLA_LOG_DIR", dir.join("log"))
+            .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -328,8 +331,11 @@ fn a_wrong_token_is_refused_as_authentication_and_never_shown() {
     let other = AgentProc::start(&dir.path().join("a1"), &theirs, "e-01", &[]);
     let repo = http_repo(dir.path(), &[good.url.clone(), other.url.clone()], "0", "");
     let state = state_db(dir.path());
+    let log = dir.path().join("state/log");
     let out = cmd(&repo, &state, "ops")
         .args(["rollout", "r1", "--approve-all"])
+        .env("FLOTILLA_LOG_DIR", &log)
+        .env("RUST_LOG", "trace")
         .output()
         .unwrap();
     // The preflight's ping finds it: nothing starts anywhere.
@@ -348,6 +354,17 @@ fn a_wrong_token_is_refused_as_authentication_and_never_shown() {
         "nothing was applied"
     );
     assert_not_stored(&dir.path().join("state"), TOKEN);
+    // The logs (the engine's at trace, the agents' at debug) hold no token either; the
+    // agent that refused says so in its own.
+    let refused = std::fs::read_to_string(dir.path().join("a1/log/flotilla.log")).unwrap();
+    assert!(
+        refused.contains("refused GET /v1/ping: no or a wrong token"),
+        "{refused}"
+    );
+    for log in [log, dir.path().join("a0/log"), dir.path().join("a1/log")] {
+        assert_not_stored(&log, TOKEN);
+        assert_not_stored(&log, "their-own-token");
+    }
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! The console in a real pseudo-terminal (util-linux `script`): the bell rings when the
-//! demo's canary gate starts waiting, and does not with `bell = false` in console.toml.
+//! demo's canary gate starts waiting, and does not with `bell = false` in console.toml;
+//! the log goes to its file in the platform state directory, never to the console's screen.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Everything the console wrote to its terminal until the gate showed as waiting.
-fn terminal_output(bell: Option<bool>) -> Vec<u8> {
+/// Everything the console (run with `-vv`) wrote to its terminal until the gate showed as
+/// waiting, and what it logged meanwhile.
+fn terminal_output(bell: Option<bool>) -> (Vec<u8>, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("console.toml");
     let text = match bell {
@@ -19,11 +21,14 @@ fn terminal_output(bell: Option<bool>) -> Vec<u8> {
     let mut child = Command::new("script")
         .args(["-q", "-f", "-e", "-c"])
         // The pseudo-terminal has no size of its own when the test has no terminal.
-        .arg(format!("stty rows 24 cols 80; {bin} demo --envs 6"))
+        .arg(format!("stty rows 24 cols 80; {bin} -vv demo --envs 6"))
         .arg(&typescript)
         .env("FLOTILLA_CONSOLE_CONFIG", &config)
         .env("XDG_DATA_HOME", dir.path().join("data"))
         .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env_remove("FLOTILLA_LOG_DIR")
+        .env_remove("RUST_LOG")
         .env("TERM", "xterm-256color")
         .env("LANG", "C.UTF-8")
         .env_remove("TERM_PROGRAM")
@@ -53,13 +58,25 @@ fn terminal_output(bell: Option<bool>) -> Vec<u8> {
         libc::kill(-(child.id() as i32), libc::SIGKILL);
     }
     let _ = child.wait();
-    out
+    let log = dir.path().join("state/flotilla/log/flotilla.log");
+    (out, std::fs::read_to_string(log).unwrap_or_default())
 }
 
 #[test]
 fn the_bell_rings_when_a_gate_waits_and_not_with_bell_false() {
-    let rung = terminal_output(None);
+    let (rung, log) = terminal_output(None);
     assert!(rung.contains(&0x07), "no bell was sent");
-    let quiet = terminal_output(Some(false));
+    assert!(
+        log.contains("\"kind\":\"gate_waiting\"") && log.contains("step_started"),
+        "the console's rollout is logged, its steps too with -vv: {log}"
+    );
+    let screen = String::from_utf8_lossy(&rung);
+    for word in [" INFO ", " DEBUG ", " TRACE ", "flotilla::"] {
+        assert!(
+            !screen.contains(word),
+            "`{word}` on the console's screen: {screen}"
+        );
+    }
+    let (quiet, _) = terminal_output(Some(false));
     assert!(!quiet.contains(&0x07), "a bell was sent with bell = false");
 }

@@ -187,10 +187,16 @@ fn a_dead_receiver_never_fails_the_rollout_and_a_secret_url_appears_nowhere() {
         "[[notify]]\nname = \"chat\"\nformat = \"slack\"\nurl_env = \"CHAT_WEBHOOK\"\non = [\"rollout_completed\", \"gate_waiting\"]\n",
         true,
     );
-    let env = [(
-        "CHAT_WEBHOOK",
-        &*format!("http://127.0.0.1:{port}/services/{secret}"),
-    )];
+    // Logged at the most verbose level there is: the secret stays out of the log too.
+    let log = dir.path().join("log");
+    let env = [
+        (
+            "CHAT_WEBHOOK",
+            &*format!("http://127.0.0.1:{port}/services/{secret}"),
+        ),
+        ("FLOTILLA_LOG_DIR", log.to_str().unwrap()),
+        ("RUST_LOG", "trace"),
+    ];
     // A healthy release: the rollout completes whatever the receiver does.
     let out = flotilla(&repo, &state, &env, &["rollout", "r1", "--approve-all"]);
     assert_eq!(out.status.code(), Some(0), "{}", said(&out));
@@ -211,6 +217,12 @@ fn a_dead_receiver_never_fails_the_rollout_and_a_secret_url_appears_nowhere() {
     }
     assert!(said(&status).contains("queued"), "{}", said(&status));
     assert_not_stored(dir.path(), secret);
+    let logged = std::fs::read_to_string(log.join("flotilla.log")).unwrap();
+    assert!(
+        logged.contains("notification") && logged.contains("to `chat` failed"),
+        "the failure is logged: {logged}"
+    );
+    assert_not_stored(&log, secret);
     drop(rt);
 }
 

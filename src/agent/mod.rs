@@ -215,13 +215,21 @@ async fn authorize(State(agent): State<Arc<Agent>>, request: Request, next: Next
             .map(digest);
         let ok = given.is_some_and(|g| bool::from(g.ct_eq(expected)));
         if !ok {
+            tracing::warn!(
+                "refused {} {}: no or a wrong token",
+                request.method(),
+                request.uri().path()
+            );
             return error(
                 StatusCode::UNAUTHORIZED,
                 "authentication failed: send Authorization: Bearer TOKEN with this agent's token",
             );
         }
     }
-    next.run(request).await
+    let asked = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    tracing::debug!("{asked}: {}", response.status());
+    response
 }
 
 async fn ping(State(agent): State<Arc<Agent>>) -> Json<Ping> {
@@ -402,6 +410,17 @@ async fn run_apply_hook(agent: Arc<Agent>, request: ApplyRequest) {
             true,
         ),
     };
+    tracing::info!(
+        "apply of {} at {}: {:?}{}",
+        request.service,
+        revision,
+        status.phase,
+        if status.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", status.message)
+        }
+    );
     let mut state = agent.state.lock().await;
     let mut next = state.clone();
     let entry = next.services.entry(request.service.clone()).or_default();

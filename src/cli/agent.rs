@@ -178,6 +178,10 @@ pub fn run(args: &AgentArgs) -> u8 {
             args.dir.display()
         );
         let _ = std::io::stdout().flush();
+        tracing::info!(
+            "agent listening on {scheme}://{local} (environment {})",
+            args.env.as_deref().unwrap_or("not set")
+        );
         let served = match tls {
             Some(acceptor) => match crate::agent::tls::TlsListener::new(listener, acceptor) {
                 Ok(l) => crate::agent::serve(l, agent, stop).await,

@@ -59,6 +59,10 @@ pub struct Cli {
     /// the platform data directory.
     #[arg(long, global = true, env = "FLOTILLA_STATE")]
     state: Option<PathBuf>,
+    /// Log more to the log file (-v: debug, -vv: trace); RUST_LOG, when set, decides instead.
+    /// `flotilla status` says where the log is.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Commands,
 }
@@ -230,6 +234,7 @@ static JSON_REFUSALS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicB
 /// "exit"}`), so a script reading stdout always learns how it ended.
 fn refuse(code: u8, message: impl AsRef<str>) -> u8 {
     let message = message.as_ref();
+    tracing::warn!(exit = code, "{message}");
     eprintln!("{message}");
     if JSON_REFUSALS.load(std::sync::atomic::Ordering::Relaxed) {
         let text = message
@@ -301,6 +306,19 @@ pub fn main() -> ExitCode {
         _ => false,
     };
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);
+    // Printing a script or a page is not worth a log line (nor a directory made for it).
+    let logged = !matches!(cli.command, Commands::Completions { .. } | Commands::Man);
+    if logged {
+        // Without a log the command still runs: `status` says why there is none.
+        let _ = crate::log::init(cli.verbose);
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            pid = std::process::id(),
+            "flotilla {}",
+            args.join(" ")
+        );
+    }
     let code = match cli.command {
         Commands::Demo { envs, agents } => init::demo(envs, agents, cli.state),
         Commands::Agent(ref args) => agent::run(args),
@@ -428,6 +446,9 @@ pub fn main() -> ExitCode {
             report,
         ),
     };
+    if logged {
+        tracing::info!(exit = code, "done");
+    }
     ExitCode::from(code)
 }
 

@@ -10,6 +10,15 @@ use crate::engine::{Event, RolloutView};
 use crate::identity::Identity;
 use crate::session::{lease_timeout, now_ms};
 
+/// Where this command logs (and engines run by this user on this machine too).
+fn log_line() -> String {
+    match crate::log::written() {
+        Some(Ok(path)) => format!("log: {} (more with -v or RUST_LOG=debug)", path.display()),
+        Some(Err(why)) => format!("log: none: {why}"),
+        None => "log: none".to_string(),
+    }
+}
+
 pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     let (path, store) = match open_state(repo, rev, state) {
         Ok(opened) => opened,
@@ -19,6 +28,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         Ok(Some(r)) => r,
         Ok(None) => {
             println!("no rollout has run with {}", path.display());
+            println!("{}", log_line());
             return exit::OK;
         }
         Err(e) => {
@@ -88,6 +98,11 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
                     "gave_up": notifications.gave_up,
                     "last_error": notifications.last_error.as_ref().map(|(t, e)| json!({"target": t, "error": e})),
                 },
+                "log": match crate::log::written() {
+                    Some(Ok(path)) => json!({ "path": path }),
+                    Some(Err(why)) => json!({ "path": null, "error": why }),
+                    None => json!(null),
+                },
             })
         );
         return exit::OK;
@@ -128,6 +143,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
         }
         println!("{line}");
     }
+    println!("{}", log_line());
     println!();
     println!(
         "  {:<14} {:>5} {:>5} {:>6} {:>7} {:>5}  gate",

@@ -497,6 +497,10 @@ impl Runner {
                 "the {what} command for {subject} failed to run: {e}"
             ))
         })?;
+        tracing::debug!(
+            "{what} for {subject}: `{}` ended with {status}",
+            program.display()
+        );
         Ok(Ran {
             code: status.code(),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),

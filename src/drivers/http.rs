@@ -186,7 +186,7 @@ impl HttpDriver {
         let url = format!("{}{path}", target.trim_end_matches('/'));
         let mut request = self
             .client
-            .request(method, &url)
+            .request(method.clone(), &url)
             .header(AUTHORIZATION, self.auth.clone());
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
@@ -196,6 +196,7 @@ impl HttpDriver {
             .await
             .map_err(|e| transport_error(&env.name, &shown, &e))?;
         let status = response.status();
+        tracing::debug!(env = %env.name, "{method} {shown}{path}: {status}");
         // Read up to a limit: whatever answers there cannot make the engine hold gigabytes.
         let mut body = Vec::new();
         let mut response = response;

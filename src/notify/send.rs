@@ -45,6 +45,25 @@ pub async fn deliver(
     kind: &str,
     body: &str,
 ) -> Result<u16, String> {
+    let sent = post(client, target, key, kind, body).await;
+    match &sent {
+        Ok(status) => tracing::debug!("notification {key} ({kind}) to `{}`: {status}", target.name),
+        Err(e) => tracing::warn!(
+            "notification {key} ({kind}) to `{}` failed: {e}",
+            target.name
+        ),
+    }
+    sent
+}
+
+/// One POST of `body` to `target`; errors never quote the URL.
+async fn post(
+    client: &reqwest::Client,
+    target: &Target,
+    key: &str,
+    kind: &str,
+    body: &str,
+) -> Result<u16, String> {
     let url = target.url()?;
     let mut req = client
         .post(&url)

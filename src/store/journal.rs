@@ -434,6 +434,9 @@ fn append_fenced(
     }
     append_routed(&tx, rollout, events, key, routes)?;
     tx.commit()?;
+    for event in events {
+        crate::log::event(rollout, event);
+    }
     Ok(())
 }
 
