@@ -613,24 +613,6 @@ fn revert_applies_again_what_flotilla_last_applied_through_the_engine() {
     assert!(text(&bad).contains("did you mean"), "{}", text(&bad));
 }
 
-/// The one JSON document a command printed on stdout.
-fn one_document(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one document: {stdout}");
-    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
-}
-
-/// The `kind` of each event of a JSON array.
-fn kinds_of(events: &serde_json::Value) -> Vec<String> {
-    events
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {events}"))
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
-        .collect()
-}
-
 #[test]
 fn revert_and_adopt_report_one_json_document() {
     let dir = tempfile::tempdir().unwrap();

@@ -690,30 +690,9 @@ fn an_engine_that_loses_its_lease_says_who_took_it_and_when() {
     assert!(!stderr.contains("out of space"), "{stderr}");
 }
 
-/// The one JSON document a steering command printed on stdout.
-fn document(out: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "one document: {}", text(out));
-    let doc: serde_json::Value =
-        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
-    assert_eq!(
-        doc["exit"].as_i64(),
-        out.status.code().map(i64::from),
-        "the document's exit is the process's: {doc}"
-    );
-    assert!(doc["ts"].is_string(), "{doc}");
-    doc
-}
-
 /// The kinds of a steering document's answer.
 fn answered(doc: &serde_json::Value) -> Vec<String> {
-    doc["answer"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no answer: {doc}"))
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap().to_string())
-        .collect()
+    kinds_of(&doc["answer"])
 }
 
 fn json(repo: &Path, state: &Path, user: &str, args: &[&str]) -> (Output, serde_json::Value) {
@@ -722,7 +701,7 @@ fn json(repo: &Path, state: &Path, user: &str, args: &[&str]) -> (Output, serde_
         .args(["--output", "json"])
         .output()
         .unwrap();
-    let doc = document(&out);
+    let doc = one_document(&out);
     (out, doc)
 }
 

@@ -106,6 +106,7 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
     code
 }
 
+/// The exit code for each way adopting can refuse.
 fn refused(e: AdoptError) -> u8 {
     let code = match e {
         AdoptError::Refused(_) => exit::BLOCKED,

@@ -235,10 +235,6 @@ pub(super) fn tell_rollout(
     part: Option<&str>,
     output: Output,
 ) -> Option<Result<super::steer::Steered, u8>> {
-    let say = |line: String| match output {
-        Output::Plain => println!("{line}"),
-        Output::Json => eprintln!("{line}"),
-    };
     let (rollout, view) = store.unfinished_with_view().ok().flatten()?;
     if view.env_outcome(env).is_some() {
         return None;
@@ -247,7 +243,7 @@ pub(super) fn tell_rollout(
     theirs.environment(env)?;
     let whole = part.is_none_or(|s| view.held.get(env).is_some_and(|held| held == &[s]));
     if !whole {
-        say(format!(
+        super::say(output, &format!(
             "rollout {} of {} has yet to finish {env} and would apply over all of it: this decides part of its drift, so it stays held; decide on all of it (without --service/--key) to release it",
             rollout.id, rollout.release
         ));
@@ -258,10 +254,13 @@ pub(super) fn tell_rollout(
         crate::engine::Decision::Revert => "applies its desired state over the change",
         crate::engine::Decision::Accept => "rolls it out over the accepted change",
     };
-    say(format!(
-        "rollout {} of {} has yet to finish {env}: it {verb}",
-        rollout.id, rollout.release
-    ));
+    super::say(
+        output,
+        &format!(
+            "rollout {} of {} has yet to finish {env}: it {verb}",
+            rollout.id, rollout.release
+        ),
+    );
     Some(super::steer::steer(
         repo,
         "HEAD",

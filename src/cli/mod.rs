@@ -491,6 +491,14 @@ fn steer(cli: &Cli, command: StoredCommand, report: Report) -> u8 {
     )
 }
 
+/// Prints a line for people: on stdout, or on stderr when stdout carries the JSON.
+fn say(output: Output, line: &str) {
+    match output {
+        Output::Plain => println!("{line}"),
+        Output::Json => eprintln!("{line}"),
+    }
+}
+
 /// The async runtime a command runs on, or the refusal that says why there is none.
 fn runtime() -> Result<tokio::runtime::Runtime, u8> {
     tokio::runtime::Runtime::new().map_err(|e| {

@@ -145,10 +145,7 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &RevertArgs) -> u8 {
         last.release,
         &last.commit[..7.min(last.commit.len())]
     );
-    match args.output {
-        Output::Plain => println!("{line}"),
-        Output::Json => eprintln!("{line}"),
-    }
+    super::say(args.output, &line);
     let setup = Setup {
         repo,
         state: path.clone(),

@@ -63,11 +63,7 @@ impl Steered {
     /// Prints the lines for people (on stderr when JSON goes to stdout).
     pub(super) fn tell(&self, output: Output) {
         for line in &self.lines {
-            if output == Output::Json {
-                eprintln!("{line}");
-            } else {
-                println!("{line}");
-            }
+            super::say(output, line);
         }
     }
 }
@@ -130,7 +126,7 @@ pub(super) fn steer(
     let engine = store
         .live_holder(now_ms(), lease_timeout(), &me.host)
         .map_err(|e| invalid(e.to_string()))?
-        .map(|(holder, _)| holder);
+        .map(|(holder, _)| holder.to_string());
     let steered = |result, engine, answer, lines, code| Steered {
         command: command.clone(),
         rollout: rollout.id,
@@ -188,14 +184,13 @@ pub(super) fn steer(
             reasons: Vec::new(),
             allow_downgrade: false,
         };
+        super::say(output, &line);
         return Ok(match output {
             Output::Plain => {
-                println!("{line}");
                 let code = super::rollout::run(repo, rev, Some(&path), &args, None);
                 Steered { code, ..here }
             }
             Output::Json => {
-                eprintln!("{line}");
                 let mut answer = Vec::new();
                 let code = super::rollout::run_kept(repo, rev, Some(&path), &args, &mut answer);
                 Steered {
@@ -245,15 +240,9 @@ pub(super) fn steer(
                 lines.push(format!("... and {more} more (`flotilla audit` lists them)"));
             }
             return Ok(if rejected {
-                steered(
-                    "rejected",
-                    Some(engine.to_string()),
-                    all,
-                    lines,
-                    exit::INVALID,
-                )
+                steered("rejected", Some(engine), all, lines, exit::INVALID)
             } else {
-                steered("answered", Some(engine.to_string()), all, lines, exit::OK)
+                steered("answered", Some(engine), all, lines, exit::OK)
             });
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -271,7 +260,7 @@ pub(super) fn steer(
     };
     Ok(steered(
         result,
-        Some(engine.to_string()),
+        Some(engine),
         Vec::new(),
         vec![line],
         exit::OK,

@@ -394,3 +394,35 @@ pub fn commit_all(repo: &Path, message: &str) {
             .success();
     assert!(ok);
 }
+
+/// The one JSON document a command printed on stdout (`--output json`): its `ts` is set and
+/// its `exit` is the process's exit code.
+pub fn one_document(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one document: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert_eq!(
+        doc["exit"].as_i64(),
+        out.status.code().map(i64::from),
+        "the document's exit is the process's: {doc}"
+    );
+    assert!(doc["ts"].is_string(), "{doc}");
+    doc
+}
+
+/// The `kind` of each event of a JSON array.
+pub fn kinds_of(events: &serde_json::Value) -> Vec<String> {
+    events
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {events}"))
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
