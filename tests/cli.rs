@@ -779,13 +779,25 @@ fn approve_all_does_not_approve_a_gate_a_policy_protects() {
 fn completion_scripts_come_for_every_shell_and_the_man_page_renders() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
-        let out = flotilla(dir.path(), &dir.path().join("s"), &["completions", shell]);
+        let out = flotilla(
+            dir.path(),
+            &dir.path().join("s"),
+            &["completions", shell, "--static"],
+        );
         let (script, err) = text(&out);
         assert_eq!(out.status.code(), Some(0), "{shell}: {err}");
         // Each knows the commands and their flags.
         for word in ["rollout", "approve", "approve-all", "override"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
+        // The dynamic one calls this very program back for what fits.
+        let out = flotilla(dir.path(), &dir.path().join("s"), &["completions", shell]);
+        let (script, err) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {err}");
+        assert!(
+            script.contains(env!("CARGO_BIN_EXE_flotilla")) && script.contains("COMPLETE"),
+            "{shell}: {script}"
+        );
     }
     let out = flotilla(dir.path(), &dir.path().join("s"), &["completions", "tcsh"]);
     assert_eq!(
@@ -821,4 +833,95 @@ fn completion_scripts_come_for_every_shell_and_the_man_page_renders() {
             assert!(shown.contains("rollout"), "{shown}");
         }
     }
+}
+
+/// What bash offers at Tab for `line` (the word under the cursor last), run in `cwd` with the
+/// script `flotilla completions bash` printed, as a user's shell would.
+fn bash_offers(script: &str, cwd: &Path, env: &[(&str, &str)], line: &[&str]) -> Vec<String> {
+    let words: Vec<String> = line.iter().map(|w| format!("'{w}'")).collect();
+    let current = line.last().unwrap();
+    let previous = line[line.len() - 2];
+    let program = format!(
+        "{script}\nCOMP_WORDS=({}); COMP_CWORD={}; COMP_TYPE=9\n\
+         _clap_complete_flotilla flotilla '{current}' '{previous}'\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        words.join(" "),
+        line.len() - 1,
+    );
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &program])
+        .current_dir(cwd)
+        .env_remove("FLOTILLA_REPO")
+        .envs(env.iter().copied())
+        .output()
+        .expect("bash runs");
+    let (offered, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err, "", "completion prints nothing into the prompt");
+    offered
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn bash_completes_release_environment_and_wave_names_from_the_intent() {
+    let (dir, repo, state) = quick(3, "");
+    commit_release(&repo, "r2");
+    let out = flotilla(&repo, &state, &["completions", "bash"]);
+    let (script, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let repo_text = repo.to_str().unwrap();
+
+    // Names from the repository named on the line, newest release first.
+    let offered = bash_offers(
+        &script,
+        dir.path(),
+        &[],
+        &["flotilla", "--repo", repo_text, "rollout", "r"],
+    );
+    assert_eq!(offered, ["r2", "r1"]);
+    let offered = bash_offers(
+        &script,
+        dir.path(),
+        &[],
+        &["flotilla", "--repo", repo_text, "skip", "e-0"],
+    );
+    assert_eq!(offered, ["e-00", "e-01", "e-02"]);
+    // From FLOTILLA_REPO, and from the current directory, as the commands default.
+    let offered = bash_offers(
+        &script,
+        dir.path(),
+        &[("FLOTILLA_REPO", repo_text)],
+        &["flotilla", "approve", "c"],
+    );
+    assert_eq!(offered, ["canary"]);
+    let offered = bash_offers(&script, &repo, &[], &["flotilla", "retry", "e-01", "e-0"]);
+    assert!(offered.contains(&"e-02".to_string()), "{offered:?}");
+    // --rev picks the revision: r2 is not at the first commit.
+    let offered = bash_offers(
+        &script,
+        &repo,
+        &[],
+        &["flotilla", "--rev", "HEAD~1", "plan", "r"],
+    );
+    assert_eq!(offered, ["r1"]);
+
+    // Where there is no intent there are no names, and no error in the prompt.
+    let offered = bash_offers(&script, dir.path(), &[], &["flotilla", "skip", "e"]);
+    assert!(offered.is_empty(), "{offered:?}");
+    // Commands and flags still complete.
+    let offered = bash_offers(&script, dir.path(), &[], &["flotilla", "rol"]);
+    assert_eq!(offered, ["rollout", "rollback"]);
+}
+
+/// Adds release `name` (the same versions as r1) in a commit of its own.
+fn commit_release(repo: &Path, name: &str) {
+    std::fs::write(
+        repo.join(format!("releases/{name}.toml")),
+        "[services]\nschema = \"2\"\napi = \"2.0\"\nweb = \"2.0\"\n",
+    )
+    .unwrap();
+    commit_all(repo, &format!("release {name}"));
 }

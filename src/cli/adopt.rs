@@ -12,6 +12,7 @@ use crate::identity::Identity;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdoptArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::envs))]
     pub env: String,
     /// Only this service's drift (default: every drifted service).
     #[arg(long)]

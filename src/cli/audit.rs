@@ -22,8 +22,10 @@ pub struct AuditArgs {
     #[arg(long, conflicts_with = "verify")]
     pub export_head: bool,
     #[arg(long)]
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::envs))]
     pub env: Option<String>,
     #[arg(long)]
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::waves))]
     pub wave: Option<String>,
     /// Event kind, e.g. gate_approved.
     #[arg(long)]

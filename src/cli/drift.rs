@@ -17,10 +17,12 @@ pub struct DriftArgs {
     #[command(subcommand)]
     pub command: Option<DriftCommand>,
     /// Only these environments (default: all).
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::envs))]
     pub envs: Vec<String>,
     /// The release desired states are rendered from (default: the latest rollout's, else
     /// the newest).
     #[arg(long)]
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::releases))]
     pub release: Option<String>,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -31,6 +33,7 @@ pub enum DriftCommand {
     /// Accept an environment's drift for a while: still reported, marked accepted, it
     /// blocks nothing until it expires.
     Accept {
+        #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::envs))]
         env: String,
         /// Only this service's drift (default: every service of the environment).
         #[arg(long)]

@@ -4,6 +4,7 @@
 mod adopt;
 mod agent;
 mod audit;
+mod complete;
 mod console;
 mod drift;
 mod explain;
@@ -112,6 +113,7 @@ enum Commands {
     },
     /// Show the waves, service order, risk and preflight results of a release; changes nothing.
     Plan {
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::releases))]
         release: String,
         /// Check as `rollout --allow-downgrade` would: a lower version is allowed.
         #[arg(long)]
@@ -125,11 +127,13 @@ enum Commands {
     },
     /// Show the rendered desired state of an environment and the layer that set each key.
     Explain {
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::envs))]
         env: String,
         /// Only this dotted key, e.g. api.replicas.
         key: Option<String>,
         /// The release to render (default: the newest).
         #[arg(long)]
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::releases))]
         release: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -140,6 +144,7 @@ enum Commands {
     /// and steer it with single keys.
     Console {
         /// The release; default: the unfinished rollout's.
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::releases))]
         release: Option<String>,
         /// Watch only: every action that changes anything is removed.
         #[arg(long)]
@@ -155,6 +160,7 @@ enum Commands {
     },
     /// Approve a wave's gate of the running rollout.
     Approve {
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::waves))]
         wave: String,
         /// Why you approve (kept in the journal).
         #[arg(long)]
@@ -170,12 +176,14 @@ enum Commands {
     Abort(Report),
     /// Retry failed environments (all of them when none are named).
     Retry {
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::envs))]
         envs: Vec<String>,
         #[command(flatten)]
         report: Report,
     },
     /// Skip an environment, with a reason for the record.
     Skip {
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::envs))]
         env: String,
         #[arg(long)]
         reason: String,
@@ -187,12 +195,15 @@ enum Commands {
     /// Services marked `rollback = "forward-only"` stay as they are.
     Rollback {
         #[arg(required_unless_present = "wave")]
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::envs))]
         envs: Vec<String>,
         /// Roll back the whole wave instead of named environments.
         #[arg(long, conflicts_with = "envs")]
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::waves))]
         wave: Option<String>,
         /// The release to go back to (default: the one before the rollout's release).
         #[arg(long)]
+        #[arg(add = clap_complete::ArgValueCandidates::new(complete::releases))]
         to: Option<String>,
         #[command(flatten)]
         report: Report,
@@ -218,9 +229,15 @@ enum Commands {
     Notify(notify::NotifyCommand),
     /// Print the completion script for a shell: `flotilla completions bash >
     /// ~/.local/share/bash-completion/completions/flotilla`.
+    ///
+    /// The script asks flotilla for release, environment and wave names as you type, read
+    /// from the intent (`--repo`, else FLOTILLA_REPO, else the current directory).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        /// The whole script instead: commands and flags only, without calling flotilla.
+        #[arg(long = "static")]
+        fixed: bool,
     },
     /// Print the manual page (roff): `flotilla man | man -l -`.
     Man,
@@ -256,6 +273,7 @@ fn refuse(code: u8, message: impl AsRef<str>) -> u8 {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    complete::answer_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -327,16 +345,7 @@ pub fn main() -> ExitCode {
         Commands::Revert(ref args) => revert::run(&cli.repo, cli.state.as_deref(), args),
         Commands::Sim(ref command) => sim::run(&cli.repo, &cli.rev, cli.state.as_deref(), command),
         Commands::Notify(ref command) => notify::run(&cli.repo, &cli.rev, command),
-        Commands::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "flotilla",
-                &mut std::io::stdout(),
-            );
-            exit::OK
-        }
+        Commands::Completions { shell, fixed } => complete::print(shell, fixed),
         Commands::Man => {
             use clap::CommandFactory;
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {

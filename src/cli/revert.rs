@@ -13,6 +13,7 @@ use crate::store::Store;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RevertArgs {
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::envs))]
     pub env: String,
     /// Only this service (default: every service, as that rollout left them).
     #[arg(long)]

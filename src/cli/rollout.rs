@@ -14,6 +14,7 @@ use crate::session::{Refusal, RolloutSession, Setup};
 #[derive(Debug, Clone, clap::Args)]
 pub struct RolloutArgs {
     /// The release to roll out (a file name under releases/, without .toml).
+    #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::releases))]
     pub release: String,
     /// Approve the gate of this wave in advance (repeat for several waves).
     #[arg(long = "approve", value_name = "WAVE")]

@@ -10,6 +10,7 @@ pub enum SimCommand {
     /// during an incident would: `version=X` and dotted config keys (`KEY=VALUE`, the value
     /// read as TOML, else as a string).
     Tamper {
+        #[arg(add = clap_complete::ArgValueCandidates::new(super::complete::envs))]
         env: String,
         service: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
