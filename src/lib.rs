@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod console;
 pub mod demo;
+pub mod dirs;
 pub mod drift;
 pub mod drivers;
 pub mod engine;

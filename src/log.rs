@@ -29,7 +29,7 @@ pub fn dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("FLOTILLA_LOG_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+    crate::dirs::project()
         .map(|d| {
             d.state_dir()
                 .unwrap_or_else(|| d.data_local_dir())

@@ -16,6 +16,7 @@ fn flotilla(repo: &Path, state: &Path, args: &[&str]) -> Output {
         .arg(state)
         .args(args)
         .env("USER", "tester")
+        .env("FLOTILLA_CONFIG", NO_CONFIG)
         .output()
         .unwrap()
 }

@@ -389,3 +389,89 @@ fn a_selector_takes_the_events_of_waves_holding_an_environment_it_selects() {
     // The canary (e-00) is not its business; the rest wave (with e-01) and the end are.
     assert_eq!(waves, ["wave_started rest", "rollout_completed -"]);
 }
+
+#[test]
+fn the_operators_own_config_adds_targets_and_a_broken_one_is_told_not_fatal() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mine, url) = receiver(&rt, vec![], "/mine");
+    let (theirs, their_url) = receiver(&rt, vec![], "/team");
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, state) = repo(
+        dir.path(),
+        &format!("[[notify]]\nname = \"team\"\nurl = \"{their_url}\"\n"),
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[[notify]]\nurl = \"{url}\"\non = [\"gate_waiting\", \"rollout_halted\"]\n"),
+    )
+    .unwrap();
+    let env = [("FLOTILLA_CONFIG", config.to_str().unwrap())];
+
+    // `notify test` reaches both, and says which is the operator's own.
+    let out = flotilla(&repo, &state, &env, &["notify", "test"]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("team: delivered (200)"), "{text}");
+    assert!(
+        text.contains("personal-1 (yours): delivered (200)"),
+        "{text}"
+    );
+    assert_eq!(mine.kinds(), ["notify_test"]);
+
+    // A rollout this operator runs tells their target too, of the kinds it asked for.
+    let out = flotilla(&repo, &state, &env, &["rollout", "r1"]);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    let out = flotilla(&repo, &state, &env, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert_eq!(
+        mine.kinds(),
+        ["notify_test", "gate_waiting", "rollout_halted"]
+    );
+    // The intent's target is told as before, beside it.
+    let team = theirs.kinds();
+    assert!(team.contains(&"gate_waiting".to_string()), "{team:?}");
+    assert!(team.contains(&"rollout_halted".to_string()), "{team:?}");
+    let out = flotilla(&repo, &state, &env, &["status", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["notifications"]["yours"]["targets"],
+        serde_json::json!(["personal-1"])
+    );
+
+    // A broken file is told with its line, its targets are not used, and nothing stops.
+    std::fs::write(
+        &config,
+        format!("[[notify]]\nurl = \"{url}\"\nformat = \"teams\"\n"),
+    )
+    .unwrap();
+    let out = flotilla(&repo, &state, &env, &["notify", "test"]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("config.toml:3:"), "{text}");
+    assert!(text.contains("unknown notify format `teams`"), "{text}");
+    assert!(
+        text.contains("its [[notify]] targets are not used"),
+        "{text}"
+    );
+    assert!(!text.contains("(yours)"), "{text}");
+    assert_eq!(
+        mine.kinds().len(),
+        3,
+        "nothing more reached the broken target"
+    );
+
+    // A name the intent uses already stays the intent's.
+    std::fs::write(
+        &config,
+        format!("[[notify]]\nname = \"team\"\nurl = \"{url}\"\n"),
+    )
+    .unwrap();
+    let out = flotilla(&repo, &state, &env, &["notify", "test"]);
+    let text = said(&out);
+    assert!(
+        text.contains("your notify target `team` has the name of one in flotilla.toml"),
+        "{text}"
+    );
+    assert_eq!(mine.kinds().len(), 3, "{text}");
+}

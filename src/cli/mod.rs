@@ -337,6 +337,17 @@ pub fn main() -> ExitCode {
             args.join(" ")
         );
     }
+    // The operator's own notify targets, for whatever this command runs or tests. An agent
+    // tells no one.
+    if logged && !matches!(cli.command, Commands::Agent(_)) {
+        if let Some(path) = crate::notify::personal::default_path() {
+            let (personal, warnings) = crate::notify::personal::read(&path);
+            for w in warnings {
+                crate::notice::say(w);
+            }
+            crate::notify::personal::install(personal);
+        }
+    }
     let code = match cli.command {
         Commands::Demo { envs, agents } => init::demo(envs, agents, cli.state),
         Commands::Agent(ref args) => agent::run(args),
@@ -632,7 +643,7 @@ fn default_state(fleet: &str) -> PathBuf {
 }
 
 fn data_dir() -> PathBuf {
-    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
+    crate::dirs::project()
         .map(|d| d.data_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".flotilla"))
 }

@@ -23,7 +23,7 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
     let Some(routes) = crate::notify::Routes::new(&loaded.intent, "") else {
         return super::refuse(
             exit::INVALID,
-            "error: flotilla.toml has no [[notify]] targets; add one with url = \"https://...\" (or url_env for a secret URL)",
+            "error: no [[notify]] targets, in flotilla.toml or your own config.toml; add one with url = \"https://...\" (or url_env for a secret URL)",
         );
     };
     let by = crate::identity::Identity::current().actor();
@@ -33,26 +33,33 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
     };
     let client = reqwest::Client::new();
     let sent_at = crate::session::now_ms();
-    let results: Vec<(String, Result<u16, String>)> = runtime.block_on(async {
+    let results: Vec<(String, &str, Result<u16, String>)> = runtime.block_on(async {
         let mut results = Vec::new();
         for target in &routes.targets {
             let body = routes.test_body(target, &by);
             let key = format!("{}:test:{sent_at}:{}", routes.fleet, target.name);
             let sent =
                 crate::notify::send::deliver(&client, target, &key, "notify_test", &body).await;
-            results.push((target.name.clone(), sent));
+            let from = if loaded.intent.notify.iter().any(|t| t.name == target.name) {
+                "flotilla.toml"
+            } else {
+                "yours"
+            };
+            results.push((target.name.clone(), from, sent));
         }
         results
     });
-    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    let failed = results.iter().filter(|(_, _, r)| r.is_err()).count();
     if *output == Output::Json {
         let list: Vec<serde_json::Value> = results
             .iter()
-            .map(|(name, r)| match r {
-                Ok(status) => {
-                    serde_json::json!({"target": name, "delivered": true, "status": status})
-                }
-                Err(e) => serde_json::json!({"target": name, "delivered": false, "error": e}),
+            .map(|(name, from, r)| match r {
+                Ok(status) => serde_json::json!({
+                    "target": name, "from": from, "delivered": true, "status": status
+                }),
+                Err(e) => serde_json::json!({
+                    "target": name, "from": from, "delivered": false, "error": e
+                }),
             })
             .collect();
         println!(
@@ -60,7 +67,12 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
             serde_json::json!({ "kind": "notify_test", "results": list })
         );
     } else {
-        for (name, r) in &results {
+        for (name, from, r) in &results {
+            let name = if *from == "yours" {
+                format!("{name} (yours)")
+            } else {
+                name.clone()
+            };
             match r {
                 Ok(status) => println!("{name}: delivered ({status})"),
                 Err(e) => println!("{name}: NOT delivered: {e}"),

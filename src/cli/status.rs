@@ -71,6 +71,16 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     };
 
     let notifications = crate::notify::outbox::standing(&store.conn()).unwrap_or_default();
+    // The operator's own targets hear of what their flotilla runs: say which they are.
+    let personal = crate::notify::personal::path()
+        .filter(|_| !crate::notify::personal::targets().is_empty())
+        .map(|path| {
+            let names: Vec<&str> = crate::notify::personal::targets()
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            (path, names)
+        });
     if out == Output::Json {
         let waves: Vec<_> = view
             .waves
@@ -97,6 +107,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
                     "queued": notifications.queued, "sent": notifications.sent,
                     "gave_up": notifications.gave_up,
                     "last_error": notifications.last_error.as_ref().map(|(t, e)| json!({"target": t, "error": e})),
+                    "yours": personal.map(|(path, names)| json!({"config": path, "targets": names})),
                 },
                 "log": match crate::log::written() {
                     Some(Ok(path)) => json!({ "path": path }),
@@ -142,6 +153,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
             line.push_str(&format!("; last failure to `{target}`: {error}"));
         }
         println!("{line}");
+    }
+    if let Some((path, names)) = &personal {
+        println!(
+            "your notify targets: {} (from {})",
+            names.join(", "),
+            path.display()
+        );
     }
     println!("{}", log_line());
     println!();

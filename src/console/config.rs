@@ -55,11 +55,7 @@ impl Config {
 
 /// Where the config lives unless `FLOTILLA_CONSOLE_CONFIG` names another file.
 pub fn default_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FLOTILLA_CONSOLE_CONFIG") {
-        return Some(PathBuf::from(p));
-    }
-    directories::ProjectDirs::from("dev", "flotilla", "flotilla")
-        .map(|d| d.config_dir().join("console.toml"))
+    crate::dirs::config_file("FLOTILLA_CONSOLE_CONFIG", "console.toml")
 }
 
 /// Reads the config at `path`; a missing file is the defaults, a bad one the defaults and a

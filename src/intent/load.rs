@@ -34,6 +34,23 @@ pub fn parse(
     }
 }
 
+/// The `[[notify]]` targets of the operator's own config file (`path` is shown in errors;
+/// unnamed targets are `personal-N`), or every problem found in it.
+pub fn personal_notify(
+    path: &str,
+    text: &str,
+) -> Result<Vec<crate::notify::Target>, Vec<Diagnostic>> {
+    let mut cx = Checker::default();
+    let f = File { path, text };
+    let targets = cx
+        .toml::<schema::PersonalFile>(f)
+        .map(|file| cx.notify(f, &file.notify, "personal"));
+    match targets {
+        Some(targets) if !cx.diags.iter().any(Diagnostic::is_error) => Ok(targets),
+        _ => Err(cx.diags),
+    }
+}
+
 /// Collects diagnostics while reading one file at a time.
 #[derive(Default)]
 struct Checker {
@@ -179,7 +196,7 @@ impl Checker {
         let driver = self.driver(ff, fleet.driver.as_ref(), &environments);
         let strategy = self.strategy(ff, fleet.strategy.as_ref(), &environments);
         let policy = self.policy(ff, fleet.policy.as_ref());
-        let notify = self.notify(ff, &fleet.notify);
+        let notify = self.notify(ff, &fleet.notify, "notify");
         if !valid_name(fleet.fleet.name.get_ref()) {
             // The name also names the fleet's state file, so it must be a safe file name.
             let msg = format!("`{}` is not a valid fleet name", fleet.fleet.name.get_ref());
@@ -205,15 +222,20 @@ impl Checker {
     }
 
     /// `[[notify]]` targets: a URL or the variable that holds it, a known format, known
-    /// event kinds, a selector.
-    fn notify(&mut self, f: File, defs: &[schema::NotifyDef]) -> Vec<crate::notify::Target> {
+    /// event kinds, a selector. Unnamed ones are called `{unnamed}-N`.
+    fn notify(
+        &mut self,
+        f: File,
+        defs: &[schema::NotifyDef],
+        unnamed: &str,
+    ) -> Vec<crate::notify::Target> {
         use crate::notify::{Format, Target, Url, DEFAULT_ON, KINDS};
         let mut targets: Vec<Target> = Vec::new();
         for (i, d) in defs.iter().enumerate() {
             let name = d
                 .name
                 .as_ref()
-                .map_or_else(|| format!("notify-{}", i + 1), |n| n.get_ref().clone());
+                .map_or_else(|| format!("{unnamed}-{}", i + 1), |n| n.get_ref().clone());
             if targets.iter().any(|t| t.name == name) {
                 let span = d.name.as_ref().map_or(0..0, |n| n.span());
                 self.error(f, span, format!("notify target `{name}` is defined twice"));

@@ -25,6 +25,15 @@ pub struct FleetFile {
     pub notify: Vec<NotifyDef>,
 }
 
+/// The operator's own config file (`config.toml` in the platform config dir): targets told
+/// of the rollouts this operator runs, beside the intent's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalFile {
+    #[serde(default)]
+    pub notify: Vec<NotifyDef>,
+}
+
 /// `[[notify]]`: where to tell of events.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@
 //! and never written anywhere.
 
 pub mod outbox;
+pub mod personal;
 pub mod send;
 
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +69,24 @@ impl Target {
     }
 }
 
+/// The intent's targets, then the operator's own; one named like an intent's target is
+/// left out, with a notice, since queued notifications find their target by name.
+fn with_personal(intent: &[Target], personal: &[Target]) -> Vec<Target> {
+    let mut targets = intent.to_vec();
+    for t in personal {
+        if intent.iter().any(|i| i.name == t.name) {
+            crate::notice::say(format!(
+                "warning: your notify target `{}` has the name of one in flotilla.toml; yours is not used (rename it in {})",
+                t.name,
+                personal::path().map_or("your config".into(), |p| p.display().to_string()),
+            ));
+        } else {
+            targets.push(t.clone());
+        }
+    }
+    targets
+}
+
 /// The targets of a rollout and what decides which events reach them.
 pub struct Routes {
     pub targets: Vec<Target>,
@@ -80,13 +99,15 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The routes of `intent`'s targets for a rollout of `release`; None without targets.
+    /// The routes of `intent`'s targets and the operator's own ([`personal`]) for a
+    /// rollout of `release`; None without targets.
     pub fn new(intent: &Intent, release: &str) -> Option<Arc<Routes>> {
-        if intent.notify.is_empty() {
+        let targets = with_personal(&intent.notify, personal::targets());
+        if targets.is_empty() {
             return None;
         }
         Some(Arc::new(Routes {
-            targets: intent.notify.clone(),
+            targets,
             fleet: intent.fleet.clone(),
             release: release.to_string(),
             labels: intent

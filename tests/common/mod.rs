@@ -366,9 +366,14 @@ pub fn cmd(repo: &Path, state: &Path, user: &str) -> std::process::Command {
         .arg(repo)
         .arg("--state")
         .arg(state)
-        .env("USER", user);
+        .env("USER", user)
+        // Never the real operator's own notify targets.
+        .env("FLOTILLA_CONFIG", NO_CONFIG);
     c
 }
+
+/// A config file that is not there: tests never read the real operator's.
+pub const NO_CONFIG: &str = "/nonexistent/flotilla-test/config.toml";
 
 /// Commits everything in the work tree of `repo` with git.
 pub fn commit_all(repo: &Path, message: &str) {
