@@ -413,6 +413,37 @@ fn accepted_drift_is_still_reported_and_blocks_nothing() {
         "{}",
         text(&audit)
     );
+
+    // For scripts: one document saying what was accepted, by whom, until when.
+    let out = run(
+        &repo,
+        &state,
+        &[
+            "drift", "accept", "e-01", "--for", "2h", "--reason", "INC-124", "--output", "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = one_document(&out);
+    assert_eq!(doc["kind"], "drift_accepted", "{doc}");
+    assert_eq!(doc["env"], "e-01", "{doc}");
+    assert_eq!(doc["service"], serde_json::Value::Null, "{doc}");
+    assert_eq!(doc["reason"], "INC-124", "{doc}");
+    assert!(doc["by"].as_str().unwrap().starts_with("ops@"), "{doc}");
+    assert!(!doc["until"].as_str().unwrap().is_empty(), "{doc}");
+    assert_eq!(
+        doc["told"],
+        serde_json::Value::Null,
+        "no rollout to tell: {doc}"
+    );
+    let out = run(
+        &repo,
+        &state,
+        &[
+            "drift", "accept", "e-01", "--for", "90d", "--reason", "x", "--output", "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(one_document(&out)["kind"], "error");
 }
 
 fn git_out(repo: &Path, args: &[&str]) -> String {

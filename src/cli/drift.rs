@@ -44,6 +44,8 @@ pub enum DriftCommand {
         /// Why (kept in the journal).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        report: super::Report,
     },
 }
 
@@ -53,9 +55,16 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
         service,
         duration,
         reason,
+        report,
     }) = &args.command
     {
-        return accept(repo, rev, state, env, service.as_deref(), *duration, reason);
+        let accepted = Accepted {
+            env,
+            service: service.as_deref(),
+            duration: *duration,
+            reason,
+        };
+        return accept(repo, rev, state, &accepted, report.output);
     }
     let loaded = match load(repo, rev) {
         Ok(l) => l,
@@ -169,15 +178,21 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &DriftArgs) -> u8
     }
 }
 
-fn accept(
-    repo: &Path,
-    rev: &str,
-    state: Option<&Path>,
-    env: &str,
-    service: Option<&str>,
+/// What `drift accept` was asked to accept.
+struct Accepted<'a> {
+    env: &'a str,
+    service: Option<&'a str>,
     duration: std::time::Duration,
-    reason: &str,
-) -> u8 {
+    reason: &'a str,
+}
+
+fn accept(repo: &Path, rev: &str, state: Option<&Path>, asked: &Accepted, output: Output) -> u8 {
+    let Accepted {
+        env,
+        service,
+        duration,
+        reason,
+    } = *asked;
     let loaded = match load(repo, rev) {
         Ok(l) => l,
         Err(code) => return code,
@@ -199,26 +214,45 @@ fn accept(
         Ok(until) => until,
         Err(why) => return super::refuse(exit::INVALID, format!("refused: {why}")),
     };
-    println!(
-        "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
-        service.map(|s| format!("/{s}")).unwrap_or_default()
+    super::say(
+        output,
+        &format!(
+            "drift of {env}{} accepted by {by} until {until}: it is still reported, and blocks nothing until then",
+            service.map(|s| format!("/{s}")).unwrap_or_default()
+        ),
     );
-    match tell_rollout(
+    let told = tell_rollout(
         repo,
         &path,
         &store,
         env,
         crate::engine::Decision::Accept,
         service,
-        Output::Plain,
-    ) {
-        Some(Ok(told)) => {
-            told.tell(Output::Plain);
-            told.code
-        }
-        Some(Err(code)) => code,
-        None => exit::OK,
+        output,
+    );
+    let (code, told) = match told {
+        Some(Ok(told)) => (told.code, Some(told)),
+        Some(Err(code)) => (code, None),
+        None => (exit::OK, None),
+    };
+    match output {
+        Output::Plain => told.iter().for_each(|t| t.tell(Output::Plain)),
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({
+                "ts": crate::session::now_text(),
+                "kind": "drift_accepted",
+                "env": env,
+                "service": service,
+                "by": by,
+                "until": until.to_string(),
+                "reason": reason,
+                "told": told.map(|t| t.json()),
+                "exit": code,
+            })
+        ),
     }
+    code
 }
 
 /// Tells the unfinished rollout, when it has yet to finish `env`, what was decided about

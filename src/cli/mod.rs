@@ -310,6 +310,10 @@ pub fn main() -> ExitCode {
         | Commands::Status { output } => *output == Output::Json,
         Commands::Rollout(args) => args.output == Output::Json,
         Commands::Audit(args) => args.output == Output::Json,
+        Commands::Drift(drift::DriftArgs {
+            command: Some(drift::DriftCommand::Accept { report, .. }),
+            ..
+        }) => report.output == Output::Json,
         Commands::Drift(args) => args.output == Output::Json,
         Commands::Revert(args) => args.output == Output::Json,
         Commands::Adopt(args) => args.output == Output::Json,
