@@ -649,11 +649,24 @@ fn revert_and_adopt_report_one_json_document() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, state) = rolled_out(dir.path(), 3, "");
     let before = live_api(&state, "e-01");
-    run(
+    let out = run(
         &repo,
         &state,
-        &["sim", "tamper", "e-01", "api", "replicas=9"],
+        &[
+            "sim",
+            "tamper",
+            "e-01",
+            "api",
+            "replicas=9",
+            "--output",
+            "json",
+        ],
     );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc = one_document(&out);
+    assert_eq!(doc["kind"], "tampered", "{doc}");
+    assert_eq!(doc["changed"], serde_json::json!(["replicas"]), "{doc}");
+    assert_ne!(live_api(&state, "e-01"), before, "tampered");
     let out = run(&repo, &state, &["revert", "e-01", "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let doc = one_document(&out);

@@ -82,29 +82,18 @@ pub fn run(repo: &Path, state: Option<&Path>, args: &AdoptArgs) -> u8 {
         (!adopted.covers_all).then(|| args.service.as_deref().unwrap_or("")),
         args.output,
     );
-    let (code, told) = match told {
-        Some(Ok(told)) => (told.code, Some(told)),
-        Some(Err(code)) => (code, None),
-        None => (exit::OK, None),
-    };
-    match args.output {
-        Output::Plain => told.iter().for_each(|t| t.tell(Output::Plain)),
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({
-                "ts": crate::session::now_text(),
-                "kind": "adopted",
-                "env": env,
-                "file": adopted.file,
-                "commit": adopted.commit,
-                "keys": adopted.lines,
-                "warning": adopted.warning,
-                "told": told.map(|t| t.json()),
-                "exit": code,
-            })
-        ),
-    }
-    code
+    super::drift::finish(
+        told,
+        args.output,
+        serde_json::json!({
+            "kind": "adopted",
+            "env": env,
+            "file": adopted.file,
+            "commit": adopted.commit,
+            "keys": adopted.lines,
+            "warning": adopted.warning,
+        }),
+    )
 }
 
 /// The exit code for each way adopting can refuse.

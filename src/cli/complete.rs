@@ -89,27 +89,35 @@ pub fn releases() -> Vec<CompletionCandidate> {
 
 /// The environments of the intent.
 pub fn envs() -> Vec<CompletionCandidate> {
-    let Some(intent) = intent() else {
-        return Vec::new();
-    };
-    intent
-        .environments
-        .iter()
-        .map(|e| CompletionCandidate::new(&e.name))
-        .collect()
+    names(|intent| {
+        intent
+            .environments
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect()
+    })
 }
 
 /// The waves of the intent's strategy.
 pub fn waves() -> Vec<CompletionCandidate> {
-    let Some(intent) = intent() else {
-        return Vec::new();
-    };
-    intent
-        .strategy
-        .waves
-        .iter()
-        .map(|w| CompletionCandidate::new(&w.name))
-        .collect()
+    names(|intent| {
+        intent
+            .strategy
+            .waves
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect()
+    })
+}
+
+/// The names `pick` takes from the intent, as candidates.
+fn names(pick: impl Fn(&Intent) -> Vec<&str>) -> Vec<CompletionCandidate> {
+    intent().map_or_else(Vec::new, |intent| {
+        pick(&intent)
+            .into_iter()
+            .map(CompletionCandidate::new)
+            .collect()
+    })
 }
 
 /// The intent the command being completed would read: its `--repo` and `--rev` when typed

@@ -230,6 +230,28 @@ fn accept(repo: &Path, rev: &str, state: Option<&Path>, asked: &Accepted, output
         service,
         output,
     );
+    finish(
+        told,
+        output,
+        serde_json::json!({
+            "kind": "drift_accepted",
+            "env": env,
+            "service": service,
+            "by": by,
+            "until": until.to_string(),
+            "reason": reason,
+        }),
+    )
+}
+
+/// Ends a decision on drift (accept, adopt) once the rollout was told (or not): for people
+/// the steering's lines, for scripts `doc` with `ts`, `told` (the steering document, or
+/// null) and `exit`. Returns the exit code.
+pub(super) fn finish(
+    told: Option<Result<super::steer::Steered, u8>>,
+    output: Output,
+    mut doc: serde_json::Value,
+) -> u8 {
     let (code, told) = match told {
         Some(Ok(told)) => (told.code, Some(told)),
         Some(Err(code)) => (code, None),
@@ -237,20 +259,12 @@ fn accept(repo: &Path, rev: &str, state: Option<&Path>, asked: &Accepted, output
     };
     match output {
         Output::Plain => told.iter().for_each(|t| t.tell(Output::Plain)),
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({
-                "ts": crate::session::now_text(),
-                "kind": "drift_accepted",
-                "env": env,
-                "service": service,
-                "by": by,
-                "until": until.to_string(),
-                "reason": reason,
-                "told": told.map(|t| t.json()),
-                "exit": code,
-            })
-        ),
+        Output::Json => {
+            doc["ts"] = crate::session::now_text().into();
+            doc["told"] = told.map_or(serde_json::Value::Null, |t| t.json());
+            doc["exit"] = code.into();
+            println!("{doc}");
+        }
     }
     code
 }

@@ -325,6 +325,7 @@ pub fn main() -> ExitCode {
         | Commands::Skip { report, .. }
         | Commands::Rollback { report, .. } => report.output == Output::Json,
         Commands::Notify(notify::NotifyCommand::Test { output }) => *output == Output::Json,
+        Commands::Sim(sim::SimCommand::Tamper { report, .. }) => report.output == Output::Json,
         _ => false,
     };
     JSON_REFUSALS.store(json, std::sync::atomic::Ordering::Relaxed);

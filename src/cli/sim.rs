@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{exit, load};
+use super::{exit, load, Output};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SimCommand {
@@ -15,6 +15,8 @@ pub enum SimCommand {
         service: String,
         #[arg(required = true, value_name = "KEY=VALUE")]
         changes: Vec<String>,
+        #[command(flatten)]
+        report: super::Report,
     },
 }
 
@@ -23,6 +25,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: &SimCommand) -
         env,
         service,
         changes,
+        report,
     } = command;
     let loaded = match load(repo, rev) {
         Ok(l) => l,
@@ -68,11 +71,29 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, command: &SimCommand) -
     };
     match fleet.tamper(env, service, version, &keys) {
         Ok(live) => {
-            println!(
-                "{env}/{service} now runs {} with {} changed out of band; `flotilla drift` reports it",
-                live.version,
-                changes.iter().map(|c| c.split('=').next().unwrap_or("")).collect::<Vec<_>>().join(", ")
-            );
+            let changed: Vec<&str> = changes
+                .iter()
+                .map(|c| c.split('=').next().unwrap_or(""))
+                .collect();
+            match report.output {
+                Output::Plain => println!(
+                    "{env}/{service} now runs {} with {} changed out of band; `flotilla drift` reports it",
+                    live.version,
+                    changed.join(", ")
+                ),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "ts": crate::session::now_text(),
+                        "kind": "tampered",
+                        "env": env,
+                        "service": service,
+                        "version": live.version,
+                        "changed": changed,
+                        "exit": exit::OK,
+                    })
+                ),
+            }
             exit::OK
         }
         Err(e) => super::refuse(exit::FAILED, format!("error: {e}")),
