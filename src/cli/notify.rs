@@ -33,19 +33,15 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
     };
     let client = reqwest::Client::new();
     let sent_at = crate::session::now_ms();
-    let results: Vec<(String, &str, Result<u16, String>)> = runtime.block_on(async {
+    let results: Vec<(String, bool, Result<u16, String>)> = runtime.block_on(async {
         let mut results = Vec::new();
         for target in &routes.targets {
             let body = routes.test_body(target, &by);
             let key = format!("{}:test:{sent_at}:{}", routes.fleet, target.name);
             let sent =
                 crate::notify::send::deliver(&client, target, &key, "notify_test", &body).await;
-            let from = if loaded.intent.notify.iter().any(|t| t.name == target.name) {
-                "flotilla.toml"
-            } else {
-                "yours"
-            };
-            results.push((target.name.clone(), from, sent));
+            let yours = !loaded.intent.notify.iter().any(|t| t.name == target.name);
+            results.push((target.name.clone(), yours, sent));
         }
         results
     });
@@ -53,13 +49,16 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
     if *output == Output::Json {
         let list: Vec<serde_json::Value> = results
             .iter()
-            .map(|(name, from, r)| match r {
-                Ok(status) => serde_json::json!({
-                    "target": name, "from": from, "delivered": true, "status": status
-                }),
-                Err(e) => serde_json::json!({
-                    "target": name, "from": from, "delivered": false, "error": e
-                }),
+            .map(|(name, yours, r)| {
+                let from = if *yours { "yours" } else { "flotilla.toml" };
+                match r {
+                    Ok(status) => serde_json::json!({
+                        "target": name, "from": from, "delivered": true, "status": status
+                    }),
+                    Err(e) => serde_json::json!({
+                        "target": name, "from": from, "delivered": false, "error": e
+                    }),
+                }
             })
             .collect();
         println!(
@@ -67,8 +66,8 @@ pub fn run(repo: &Path, rev: &str, command: &NotifyCommand) -> u8 {
             serde_json::json!({ "kind": "notify_test", "results": list })
         );
     } else {
-        for (name, from, r) in &results {
-            let name = if *from == "yours" {
+        for (name, yours, r) in &results {
+            let name = if *yours {
                 format!("{name} (yours)")
             } else {
                 name.clone()

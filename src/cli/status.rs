@@ -72,15 +72,13 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
 
     let notifications = crate::notify::outbox::standing(&store.conn()).unwrap_or_default();
     // The operator's own targets hear of what their flotilla runs: say which they are.
+    let names: Vec<&str> = crate::notify::personal::targets()
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     let personal = crate::notify::personal::path()
-        .filter(|_| !crate::notify::personal::targets().is_empty())
-        .map(|path| {
-            let names: Vec<&str> = crate::notify::personal::targets()
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect();
-            (path, names)
-        });
+        .filter(|_| !names.is_empty())
+        .map(|path| (path, names));
     if out == Output::Json {
         let waves: Vec<_> = view
             .waves

@@ -71,15 +71,17 @@ impl Target {
 
 /// The intent's targets, then the operator's own; one named like an intent's target is
 /// left out, with a notice, since queued notifications find their target by name.
+/// The notice is given once a process: a console's drift rescans build routes again and again.
 fn with_personal(intent: &[Target], personal: &[Target]) -> Vec<Target> {
+    static TOLD: std::sync::Once = std::sync::Once::new();
     let mut targets = intent.to_vec();
     for t in personal {
         if intent.iter().any(|i| i.name == t.name) {
-            crate::notice::say(format!(
+            TOLD.call_once(|| crate::notice::say(format!(
                 "warning: your notify target `{}` has the name of one in flotilla.toml; yours is not used (rename it in {})",
                 t.name,
                 personal::path().map_or("your config".into(), |p| p.display().to_string()),
-            ));
+            )));
         } else {
             targets.push(t.clone());
         }

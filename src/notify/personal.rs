@@ -12,9 +12,9 @@ use super::Target;
 static INSTALLED: OnceLock<Personal> = OnceLock::new();
 
 /// The file and the targets read from it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Personal {
-    pub path: Option<PathBuf>,
+    pub path: PathBuf,
     pub targets: Vec<Target>,
 }
 
@@ -27,42 +27,31 @@ pub fn default_path() -> Option<PathBuf> {
 /// and says why in the warnings (each problem with its line and column): an operator's own
 /// config never stops a rollout, but is never silently ignored.
 pub fn read(path: &Path) -> (Personal, Vec<String>) {
-    let none = |warnings| {
-        (
-            Personal {
-                path: Some(path.to_path_buf()),
-                targets: Vec::new(),
-            },
-            warnings,
-        )
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return none(Vec::new()),
-        Err(e) => {
-            return none(vec![format!(
-                "warning: cannot read {}: {e}; its [[notify]] targets are not used",
-                path.display()
-            )])
-        }
-    };
     let shown = path.display().to_string();
-    match crate::intent::load::personal_notify(&shown, &text) {
-        Ok(targets) => (
-            Personal {
-                path: Some(path.to_path_buf()),
-                targets,
-            },
+    let (targets, warnings) = match std::fs::read_to_string(path) {
+        Ok(text) => match crate::intent::load::personal_notify(&shown, &text) {
+            Ok(targets) => (targets, Vec::new()),
+            Err(diags) => {
+                let mut warnings: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+                warnings.push(format!(
+                    "warning: {shown} has errors; its [[notify]] targets are not used until it is fixed"
+                ));
+                (Vec::new(), warnings)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), Vec::new()),
+        Err(e) => (
             Vec::new(),
+            vec![format!(
+                "warning: cannot read {shown}: {e}; its [[notify]] targets are not used"
+            )],
         ),
-        Err(diags) => {
-            let mut warnings: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-            warnings.push(format!(
-                "warning: {shown} has errors; its [[notify]] targets are not used until it is fixed"
-            ));
-            none(warnings)
-        }
-    }
+    };
+    let personal = Personal {
+        path: path.to_path_buf(),
+        targets,
+    };
+    (personal, warnings)
 }
 
 /// Makes `personal` the operator's targets for the rest of the process (once; later calls
@@ -78,5 +67,5 @@ pub fn targets() -> &'static [Target] {
 
 /// The file the targets came from, when one was read.
 pub fn path() -> Option<&'static Path> {
-    INSTALLED.get().and_then(|p| p.path.as_deref())
+    INSTALLED.get().map(|p| p.path.as_path())
 }
