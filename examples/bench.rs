@@ -6,7 +6,10 @@
 //! under 1 s wall and 200 MB peak memory; journal appends of at least 50,000 events/s in
 //! batches, and journaling a whole rollout costing under 20% of its wall time; loading and
 //! rendering 10,000 environment files from
-//! a Git repository in under 1 s. The fleet never fails here (success_rate 1.0): a transient
+//! a Git repository in under 1 s. At 100,000 environments (`-- --envs 100000`): load + render
+//! under 2 s, the journaled rollout under 3 s, peak memory under 1 GB; `-- --scale` runs 10,000
+//! and 100,000 each in a process of its own and prints them side by side with their ratio
+//! (target at most 11x for a fleet 10x larger). The fleet never fails here (success_rate 1.0): a transient
 //! failure would add its real backoff sleep to the wall time and measure the strategy, not the
 //! engine.
 
@@ -193,13 +196,86 @@ async fn rollout(
     (outcome, wall, counter.await.unwrap_or(0) + journaled_events)
 }
 
+/// What one size's run measured, for `--scale` to set side by side.
+const FIGURES: [&str; 7] = [
+    "load_ms",
+    "render_ms",
+    "load_render_ms",
+    "journaled_rollout_ms",
+    "rollout_ms",
+    "events",
+    "peak_mb",
+];
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.replace('_', "").parse::<usize>().expect("a number"))
+    };
+    if args.iter().any(|a| a == "--scale") {
+        return scale(&[ENVS, 100_000]);
+    }
+    let envs = value("--envs").unwrap_or(ENVS);
+    // `--figures` is what `--scale` asks its children for: the headline figures only.
+    let figures = args.iter().any(|a| a == "--figures");
+    bench(envs, figures);
+}
+
+/// Runs the bench at each size in a process of its own (so each has its own peak memory) and
+/// prints their figures side by side with the ratio of the largest to the smallest.
+fn scale(sizes: &[usize]) {
+    let me = std::env::current_exe().expect("own path");
+    let mut columns = Vec::new();
+    for &envs in sizes {
+        eprintln!("running {envs} environments...");
+        let out = std::process::Command::new(&me)
+            .args(["--envs", &envs.to_string(), "--figures"])
+            .output()
+            .expect("run the bench");
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprint!("{text}");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let figure = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("figure {name} ")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        columns.push(FIGURES.map(figure));
+    }
+    let (first, last) = (&columns[0], &columns[columns.len() - 1]);
+    let growth = sizes[sizes.len() - 1] as f64 / sizes[0] as f64;
+    print!("{:<22}", "figure");
+    for envs in sizes {
+        print!("{:>14}", format!("{envs} envs"));
+    }
+    println!("{:>10}", "ratio");
+    for (i, name) in FIGURES.iter().enumerate() {
+        print!("{name:<22}");
+        for column in &columns {
+            print!("{:>14.1}", column[i]);
+        }
+        println!("{:>9.1}x", last[i] / first[i]);
+    }
+    println!(
+        "the fleet grew {growth:.0}x; target: time ratios at most 11x; at 100,000 envs load + render < 2000 ms, journaled rollout < 3000 ms, peak < 1024 MB"
+    );
+}
+
+fn bench(envs: usize, figures: bool) {
     let dir = tempfile::tempdir().expect("temp dir");
     let repo = dir.path().join("repo");
     let t = Instant::now();
-    intent::write::write_repo(&repo, &fleet_repo(ENVS)).expect("write repo");
+    intent::write::write_repo(&repo, &fleet_repo(envs)).expect("write repo");
     println!(
-        "setup: wrote a {ENVS}-environment repo in {:.2?}",
+        "setup: wrote a {envs}-environment repo in {:.2?}",
         t.elapsed()
     );
 
@@ -216,25 +292,65 @@ fn main() {
     }
     let render_time = t.elapsed();
     println!(
-        "load + render: {} environments loaded in {load_time:.2?}, rendered in {render_time:.2?} ({keys} keys); total {:.2?} (target < 1 s)",
+        "load + render: {} environments loaded in {load_time:.2?}, rendered in {render_time:.2?} ({keys} keys); total {:.2?} (target < 1 s at 10,000, < 2 s at 100,000)",
         intent.environments.len(),
         load_time + render_time
     );
 
-    // 2. A whole rollout on a zero-latency simulated fleet, without and with the journal.
-    // Alternating runs and medians, because shared machines are noisy.
+    // 2. The first journaled rollout, as `flotilla rollout` runs it.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let (outcome, wall, events) = rt.block_on(rollout(&intent, None));
+    let journaled_once = |label: &str| {
+        let db = dir.path().join(format!("{label}.db"));
+        let store = Store::open(&db, &intent.fleet).expect("store");
+        let id = store
+            .start_rollout(&release.name, &intent.revision.commit, "now", "bench")
+            .expect("rollout row");
+        let run = rt.block_on(rollout(&intent, Some((&db, id))));
+        assert!(matches!(run.0, Outcome::Completed { .. }), "{:?}", run.0);
+        drop(store);
+        let size = ["", "-wal"]
+            .iter()
+            .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+            .map(|m| m.len())
+            .sum::<u64>();
+        (run, size)
+    };
+    let ((_, journaled_wall, events), size) = journaled_once("first");
+    println!(
+        "journaled rollout: {envs} environments x 3 services in {journaled_wall:.2?} wall (target < 1 s at 10,000, < 3 s at 100,000), {events} events, database {:.1} MB",
+        size as f64 / 1e6
+    );
+    let (outcome, wall, _) = rt.block_on(rollout(&intent, None));
     let ok = matches!(outcome, Outcome::Completed { .. });
     println!(
-        "rollout: {ENVS} environments x 3 services in {wall:.2?} wall (target < 1 s), {events} events, outcome {outcome:?}{}",
+        "rollout: {envs} environments x 3 services in {wall:.2?} wall without the journal, outcome {outcome:?}{}",
         if ok { "" } else { "  <-- did not complete" }
     );
+    if figures {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let values = [
+            ms(load_time),
+            ms(render_time),
+            ms(load_time + render_time),
+            ms(journaled_wall),
+            ms(wall),
+            events as f64,
+            peak_rss_mb(),
+        ];
+        for (name, value) in FIGURES.iter().zip(values) {
+            println!("figure {name} {value}");
+        }
+        return;
+    }
+
+    // 3. Without and with the journal, alternating runs and medians, because shared machines
+    // are noisy. Fewer runs at large sizes, where each takes seconds.
+    let runs = (RUNS * ENVS / envs).clamp(1, RUNS) | 1;
     let compare = |intent: &Arc<flotilla::intent::Intent>, label: &str| {
         let (mut plain, mut journaled) = (Vec::new(), Vec::new());
         let (mut cpu_plain, mut cpu_journaled) = (0.0, 0.0);
         let mut size = 0;
-        for run in 0..RUNS {
+        for run in 0..runs {
             let before = cpu_seconds();
             plain.push(rt.block_on(rollout(intent, None)).1.as_secs_f64());
             cpu_plain += cpu_seconds() - before;
@@ -261,7 +377,7 @@ fn main() {
         };
         let (p, j) = (median(&mut plain), median(&mut journaled));
         println!(
-            "{label}: median of {RUNS} runs {:.0} ms without the journal, {:.0} ms with it: journal overhead {:.0}% of wall time (target < 20%); database {:.1} MB",
+            "{label}: median of {runs} runs {:.0} ms without the journal, {:.0} ms with it: journal overhead {:.0}% of wall time (target < 20%); database {:.1} MB",
             p * 1e3,
             j * 1e3,
             (j / p - 1.0) * 100.0,
@@ -270,8 +386,8 @@ fn main() {
         // CPU time is steadier than wall time on a shared machine: what the journal costs.
         println!(
             "{label}: CPU per run {:.0} ms without the journal, {:.0} ms with it: +{:.0}%",
-            cpu_plain / RUNS as f64 * 1e3,
-            cpu_journaled / RUNS as f64 * 1e3,
+            cpu_plain / runs as f64 * 1e3,
+            cpu_journaled / runs as f64 * 1e3,
             (cpu_journaled / cpu_plain - 1.0) * 100.0
         );
     };
@@ -284,7 +400,7 @@ fn main() {
     );
     compare(&Arc::new(slow), "1-3 ms latency");
 
-    // 3. Raw journal appends in batches of 1,000.
+    // 4. Raw journal appends in batches of 1,000.
     let events: Vec<Event> = (0..100_000u32)
         .map(|n| {
             Event::new(
@@ -314,7 +430,7 @@ fn main() {
         events.len() as f64 / secs
     );
     println!(
-        "peak memory (whole process): {:.1} MB (target < 200 MB)",
+        "peak memory (whole process): {:.1} MB (target < 200 MB at 10,000, < 1 GB at 100,000)",
         peak_rss_mb()
     );
 }

@@ -179,7 +179,7 @@ async fn halted_on_budget() -> Harness {
     h.wait(1).await;
     h.press("a<Enter>");
     h.wait(120).await;
-    assert_eq!(h.model.view.state, "halted");
+    assert_eq!(h.model.view.state.name(), "halted");
     h
 }
 
@@ -289,7 +289,7 @@ async fn the_detail_pane_shows_drift_three_ways_and_a_held_environment_waits_for
     h.wait(1).await;
     h.press("a<Enter>");
     h.wait(60).await;
-    assert_eq!(h.model.view.state, "completed");
+    assert_eq!(h.model.view.state.name(), "completed");
     let known = Arc::new(baseline_of(&h));
     // Clean: the cells stay as they are.
     scan(&mut h, &known).await;
@@ -393,7 +393,7 @@ async fn the_detail_pane_shows_drift_three_ways_and_a_held_environment_waits_for
     h.press("y");
     h.wait(30).await;
     assert_eq!(h.count("env_released"), 1);
-    assert_eq!(h.model.view.state, "completed");
+    assert_eq!(h.model.view.state.name(), "completed");
     let live = h.fleet.snapshot();
     let api = &live.envs["e-01"]["api"].live;
     assert_eq!(api.version, "2.0");
@@ -494,7 +494,7 @@ async fn approving_with_the_key_and_a_note_starts_the_wave() {
             Some("checked the dashboards".to_string())
         ))
     );
-    assert_eq!(h.model.view.state, "completed");
+    assert_eq!(h.model.view.state.name(), "completed");
     assert!(h.model.envs.iter().all(|e| e.state == CellState::Succeeded));
 }
 
@@ -506,7 +506,7 @@ async fn approving_with_the_command_line_and_completion() {
     h.press(":app<Tab>canary by command<Enter>");
     h.wait(60).await;
     assert_eq!(h.count("gate_approved"), 1);
-    assert_eq!(h.model.view.state, "completed");
+    assert_eq!(h.model.view.state.name(), "completed");
     // An unknown command says so and sends nothing.
     assert!(h.press(":launch<Enter>").is_empty());
     assert!(h
@@ -524,12 +524,13 @@ async fn pause_stops_new_steps_and_resume_goes_on() {
     h.wait(1).await;
     h.press("a<Enter>");
     h.wait(4).await;
-    assert_eq!(h.model.view.state, "running");
+    assert_eq!(h.model.view.state.name(), "running");
     let effects = h.press("p");
     h.wait(30).await;
     let kinds: Vec<&str> = h.model.log.iter().map(|e| e.kind.name()).collect();
     assert_eq!(
-        h.model.view.state, "paused",
+        h.model.view.state.name(),
+        "paused",
         "{effects:?} {:?} {kinds:?}",
         h.ui.flash
     );
@@ -543,7 +544,7 @@ async fn pause_stops_new_steps_and_resume_goes_on() {
     assert!(h.model.envs.iter().any(|e| e.state == CellState::Pending));
     h.press("r");
     h.wait(600).await;
-    assert_eq!(h.model.view.state, "completed");
+    assert_eq!(h.model.view.state.name(), "completed");
 }
 
 #[tokio::test(start_paused = true)]
@@ -577,7 +578,7 @@ async fn marked_environments_are_retried_after_confirmation() {
     h.wait(1).await;
     h.press("a<Enter>");
     h.wait(120).await;
-    assert_eq!(h.model.view.state, "halted");
+    assert_eq!(h.model.view.state.name(), "halted");
     let attempts_before = h.count("step_started");
     h.select("e-03");
     h.press("<Space>");
@@ -717,7 +718,7 @@ async fn marked_environments_are_skipped_with_one_reason() {
         &e.kind,
         EventKind::StepStarted { env, .. } if env == "e-04" || env == "e-05"
     )));
-    assert_eq!(h.model.view.state, "completed");
+    assert_eq!(h.model.view.state.name(), "completed");
 }
 
 #[tokio::test(start_paused = true)]
@@ -839,7 +840,7 @@ async fn an_environment_and_then_a_wave_are_rolled_back_from_the_keyboard() {
     ));
     h.wait(60).await;
     assert_eq!(h.model.envs[0].state, CellState::RolledBack);
-    assert_eq!(h.model.view.state, "paused");
+    assert_eq!(h.model.view.state.name(), "paused");
     let screen = h.screen(160, 48);
     assert!(screen.contains("↺ e-00"), "{screen}");
     assert!(
@@ -915,7 +916,7 @@ async fn a_wave_rollback_says_up_front_what_it_cannot_undo() {
     h.wait(1).await;
     h.press("a<Enter>");
     h.wait(120).await;
-    assert_eq!(h.model.view.state, "halted");
+    assert_eq!(h.model.view.state.name(), "halted");
     h.press("2j");
     h.press("B");
     let Mode::Input {
@@ -951,7 +952,7 @@ async fn failures_accepted_by_a_resume_are_shown_apart_from_the_budget() {
         .model
         .log
         .iter()
-        .filter_map(|e| flotilla::cli::output::event_line(&e.kind))
+        .filter_map(|e| flotilla::engine::text::event_line(&e.kind))
         .collect();
     assert!(
         log.iter()

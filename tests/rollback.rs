@@ -162,7 +162,7 @@ async fn a_budget_halt_is_recovered_by_rolling_back_the_wave() {
     let quiet = live.during(secs(600)).await;
     assert!(!quiet.iter().any(|e| e.kind.name() == "rollout_resumed"));
     let view = RolloutView::fold(&live.seen);
-    assert_eq!(view.state, "halted");
+    assert_eq!(view.state.name(), "halted");
     assert!(!view.paused);
     live.send(Command::Abort { by: "carol".into() });
     let outcome = live.engine.await.unwrap();
@@ -416,7 +416,7 @@ async fn a_rollback_that_fails_at_a_gate_halts_the_rollout_at_once() {
         matches!(halted.kind, EventKind::RolloutHalted { ref failed_envs, .. } if failed_envs == &["e-00"]),
         "{halted:?}"
     );
-    assert_eq!(RolloutView::fold(&live.seen).state, "halted");
+    assert_eq!(RolloutView::fold(&live.seen).state.name(), "halted");
 }
 
 #[tokio::test(start_paused = true)]

@@ -451,7 +451,7 @@ async fn a_freeze_that_begins_mid_rollout_holds_the_next_wave_until_it_ends() {
         .cloned()
         .collect();
     let view = flotilla::engine::RolloutView::fold(&upto);
-    assert_eq!(view.state, "waiting");
+    assert_eq!(view.state.name(), "waiting");
     let rest = view.waves.iter().find(|w| w.name == "rest").unwrap();
     assert!(
         rest.waiting

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{exit, open_state, output, Output};
+use super::{exit, open_state, Output};
 use crate::store::journal::JournalEntry;
 
 /// Filters on the journal; all given ones must hold.
@@ -176,7 +176,7 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, args: &AuditArgs) -> u8
             Output::Plain => {
                 let text = r
                     .event()
-                    .and_then(|e| output::event_line(&e.kind))
+                    .and_then(|e| crate::engine::text::event_line(&e.kind))
                     .unwrap_or_else(|| r.kind.clone());
                 println!(
                     "{:>6}.{:<4} {}  {}",

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use super::{default_state, exit, load_for_rollout, output, Output};
+use super::{default_state, exit, load_for_rollout, Output};
 use crate::console::checklist::Decision;
 use crate::engine::preflight::Downgrades;
 use crate::engine::{Command, Event, EventKind, OnHold, Outcome};
@@ -229,7 +229,9 @@ pub(super) async fn headless(
 /// An event printed, or kept when it is notable.
 fn show(printer: &mut Printer, kept: Option<&mut Vec<Event>>, event: &Event) {
     match kept {
-        Some(kept) if output::event_line(&event.kind).is_some() => kept.push(event.clone()),
+        Some(kept) if crate::engine::text::event_line(&event.kind).is_some() => {
+            kept.push(event.clone())
+        }
         Some(_) => {}
         None => printer.event(event),
     }
@@ -473,7 +475,7 @@ impl Printer {
             }
             _ => {}
         }
-        let line = output::event_line(&event.kind);
+        let line = crate::engine::text::event_line(&event.kind);
         if let Some(line) = line {
             let mut out = std::io::stdout().lock();
             if self.progress_shown {

@@ -60,14 +60,17 @@ pub fn run(repo: &Path, rev: &str, state: Option<&Path>, out: Output) -> u8 {
     // both. Say what is true.
     let state = if engine.is_none() && !rollout.finished() && view.paused {
         "paused (no engine running)".to_string()
-    } else if engine.is_none() && !rollout.finished() && view.state == "running" {
+    } else if engine.is_none()
+        && !rollout.finished()
+        && view.state == crate::engine::RolloutState::Running
+    {
         "stopped (no engine running)".to_string()
-    } else if rollout.finished() && view.state != rollout.status {
+    } else if rollout.finished() && view.state.name() != rollout.status {
         // The journal lost its end (see the warning): the store's record of the outcome
         // is the better word.
         rollout.status.clone()
     } else {
-        view.state.clone()
+        view.state.to_string()
     };
 
     let notifications = crate::notify::outbox::standing(&store.conn()).unwrap_or_default();

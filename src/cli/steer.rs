@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{exit, open_state, output, refuse, Output};
+use super::{exit, open_state, refuse, Output};
 use crate::engine::{fold, Event, EventKind};
 use crate::identity::Identity;
 use crate::session::{lease_timeout, now_ms};
@@ -159,7 +159,7 @@ pub(super) fn steer(
         // failures of a halt rather than retrying them.
         // A rollout that was only interrupted needs no resume command: running it is enough.
         let held = view.paused
-            || view.state == "halted"
+            || view.state == crate::engine::RolloutState::Halted
             || store
                 .commands_after(rollout.id, view.last_command)
                 .unwrap_or(0)
@@ -231,7 +231,7 @@ pub(super) fn steer(
             let all = answers(&store, rollout.id, last_seq, &me.actor());
             let mut lines: Vec<String> = all
                 .iter()
-                .filter_map(|e| output::event_line(&e.kind))
+                .filter_map(|e| crate::engine::text::event_line(&e.kind))
                 .map(|l| l.trim_start().to_string())
                 .collect();
             if lines.len() > SHOWN {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::engine::fold::{RollbackState, StepView};
-use crate::engine::{Event, EventKind, RolloutView};
+use crate::engine::{Event, EventKind, RolloutState, RolloutView};
 use crate::intent::Intent;
 use crate::plan::Plan;
 
@@ -133,7 +133,7 @@ impl Model {
         let view = RolloutView {
             release: plan.release.clone(),
             commit: plan.revision.commit.clone(),
-            state: "planned".into(),
+            state: RolloutState::Planned,
             ..RolloutView::default()
         };
         let name_width = envs
@@ -196,7 +196,7 @@ impl Model {
 
     /// Folds one event in.
     pub fn apply(&mut self, event: &Event) {
-        let state = self.view.state.clone();
+        let state = self.view.state;
         self.view.apply(event);
         // Whether an environment part-way through is running depends on the rollout's state.
         let state_changed = self.view.state != state;
@@ -326,7 +326,7 @@ impl Model {
             // Part-way through (an intent recorded ahead is not a start: only steps that ran
             // count) is running while the rollout runs; under a halt, a pause or after the
             // end it waits, like an environment queued for a retry.
-            || (self.view.state == "running"
+            || (self.view.state == RolloutState::Running
                 && !entry.retry_queued
                 && states.contains(&StepView::Succeeded)
                 && states.iter().any(|s| *s != StepView::Succeeded))

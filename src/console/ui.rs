@@ -11,7 +11,7 @@ use ratatui_textarea::TextArea;
 use super::actions::{self, Act, KeyMap};
 use super::model::{CellState, Model};
 use super::theme::{ColorMode, Glyphs, Theme};
-use crate::engine::Command;
+use crate::engine::{Command, RolloutState};
 use crate::selector::Selector;
 
 /// Fleets larger than this start with the compact grid.
@@ -592,7 +592,7 @@ impl Ui {
                 }
             }
             Act::Pause => {
-                if matches!(model.view.state.as_str(), "running" | "waiting") {
+                if matches!(model.view.state, RolloutState::Running | RolloutState::Waiting) {
                     self.flash("pause sent");
                     vec![Effect::Send(Command::Pause {
                         by: self.actor.clone(),
@@ -603,7 +603,7 @@ impl Ui {
                 }
             }
             Act::Resume => {
-                if matches!(model.view.state.as_str(), "paused" | "halted") {
+                if matches!(model.view.state, RolloutState::Paused | RolloutState::Halted) {
                     self.flash("resume sent");
                     vec![Effect::Send(Command::Resume {
                         by: self.actor.clone(),
@@ -743,7 +743,7 @@ impl Ui {
             )
         };
         // Say what else follows: back within budget, a halt lifts and the rollout goes on.
-        if model.view.state == "halted" {
+        if model.view.state == RolloutState::Halted {
             prompt.push_str(
                 " Once failures are within budget the halt lifts and the rollout carries on.",
             );
@@ -1373,7 +1373,7 @@ fn drift_keys(model: &Model, env: &str) -> String {
 
 /// What becomes of the rollout after a rollback, as the engine does it.
 fn after_rollback(model: &Model) -> &'static str {
-    if model.view.state == "halted" {
+    if model.view.state == RolloutState::Halted {
         "The rollout stays halted."
     } else {
         "The rollout pauses."

@@ -78,13 +78,60 @@ pub struct WaveView {
     pub rolled_back: usize,
 }
 
+/// Where a rollout stands, as its journal tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// Nothing journaled yet: the plan the console shows before the rollout starts.
+    #[default]
+    Planned,
+    Running,
+    /// At a gate, for an approval or a soak.
+    Waiting,
+    Paused,
+    Halted,
+    /// Environments changed out of band and nothing else can run until someone decides.
+    Held,
+    Completed,
+    Aborted,
+    /// The engine stopped (a quit or a signal) before the end; a resume carries on.
+    Interrupted,
+}
+
+impl RolloutState {
+    /// The word for it in output, JSON and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            RolloutState::Planned => "planned",
+            RolloutState::Running => "running",
+            RolloutState::Waiting => "waiting",
+            RolloutState::Paused => "paused",
+            RolloutState::Halted => "halted",
+            RolloutState::Held => "held",
+            RolloutState::Completed => "completed",
+            RolloutState::Aborted => "aborted",
+            RolloutState::Interrupted => "interrupted",
+        }
+    }
+
+    /// Whether the rollout is over for good: nothing resumes it.
+    pub fn is_final(self) -> bool {
+        matches!(self, RolloutState::Completed | RolloutState::Aborted)
+    }
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The whole rollout as the journal tells it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RolloutView {
     pub release: String,
     pub commit: String,
-    /// running, waiting, paused, halted, completed, aborted or interrupted.
-    pub state: String,
+    pub state: RolloutState,
     pub halt_reason: Option<String>,
     /// Paused by someone and not resumed since, whatever happened after (a gate announced,
     /// the engine interrupted): a restart keeps the pause.
@@ -189,7 +236,7 @@ impl RolloutView {
                 self.release = release.clone();
                 self.commit = commit.clone();
                 self.services = services.clone();
-                self.state = "running".into();
+                self.state = RolloutState::Running;
                 self.halt_reason = None;
                 for w in wave_names {
                     self.wave(w);
@@ -201,15 +248,15 @@ impl RolloutView {
                 w.waiting = None;
                 w.envs = *envs;
                 // A paused engine still opens the next wave; it starts nothing in it.
-                if self.state != "paused" {
-                    self.state = "running".into();
+                if self.state != RolloutState::Paused {
+                    self.state = RolloutState::Running;
                 }
             }
             EventKind::GateWaiting { wave, reason } => {
                 self.wave(wave).waiting = Some(reason.clone());
                 // A paused rollout still announces its next gate; it stays paused.
-                if self.state != "paused" {
-                    self.state = "waiting".into();
+                if self.state != RolloutState::Paused {
+                    self.state = RolloutState::Waiting;
                 }
             }
             EventKind::GateApproved { wave, by, .. } => {
@@ -312,23 +359,23 @@ impl RolloutView {
             }
             EventKind::CommandReceived { id, .. } => self.last_command = self.last_command.max(*id),
             EventKind::RolloutPaused { .. } => {
-                self.state = "paused".into();
+                self.state = RolloutState::Paused;
                 self.paused = true;
             }
             EventKind::RolloutResumed { accepted, .. } => {
                 self.accepted.extend(accepted.iter().cloned());
-                self.state = "running".into();
+                self.state = RolloutState::Running;
                 self.halt_reason = None;
                 self.paused = false;
             }
             EventKind::RolloutHalted { reason, .. } => {
-                self.state = "halted".into();
+                self.state = RolloutState::Halted;
                 self.halt_reason = Some(reason.clone());
             }
-            EventKind::RolloutAborted { .. } => self.state = "aborted".into(),
+            EventKind::RolloutAborted { .. } => self.state = RolloutState::Aborted,
             EventKind::AbortRequested { by } => self.abort_requested = Some(by.clone()),
-            EventKind::RolloutInterrupted { .. } => self.state = "interrupted".into(),
-            EventKind::RolloutCompleted { .. } => self.state = "completed".into(),
+            EventKind::RolloutInterrupted { .. } => self.state = RolloutState::Interrupted,
+            EventKind::RolloutCompleted { .. } => self.state = RolloutState::Completed,
             // Waiting out a backoff is not running: a stop abandons the wait without a word.
             EventKind::StepRetrying { env, service, .. } => {
                 self.step(env, service).0 = StepView::Intended;
@@ -367,8 +414,8 @@ impl RolloutView {
             } => {
                 self.held.remove(env);
                 // A rollout waiting on its held environments runs again once one is released.
-                if self.state == "held" {
-                    self.state = "running".into();
+                if self.state == RolloutState::Held {
+                    self.state = RolloutState::Running;
                 }
                 self.released.insert(
                     env.clone(),
@@ -379,7 +426,7 @@ impl RolloutView {
                     },
                 );
             }
-            EventKind::RolloutHeld { .. } => self.state = "held".into(),
+            EventKind::RolloutHeld { .. } => self.state = RolloutState::Held,
             // The wait for the check is over either way; a failure halts next.
             EventKind::CheckPassed { wave, .. } | EventKind::CheckFailed { wave, .. } => {
                 self.wave(wave).waiting = None
@@ -549,7 +596,7 @@ mod tests {
             }),
         ];
         let v = RolloutView::fold(&events);
-        assert_eq!(v.state, "running");
+        assert_eq!(v.state, RolloutState::Running);
         assert_eq!(v.waves.len(), 2);
         assert_eq!(v.waves[0].approvals, ["alice"]);
         assert_eq!(
@@ -573,7 +620,7 @@ mod tests {
                 allowed_failures: 0,
             }),
         ];
-        assert_eq!(RolloutView::fold(&events).state, "paused");
+        assert_eq!(RolloutView::fold(&events).state, RolloutState::Paused);
     }
 
     #[test]
@@ -585,7 +632,7 @@ mod tests {
             }),
         ];
         let view = RolloutView::fold(&events);
-        assert_eq!(view.state, "interrupted");
+        assert_eq!(view.state, RolloutState::Interrupted);
         assert!(view.paused, "a restart must keep the pause");
         events.push(ev(EventKind::RolloutResumed {
             by: "bob".into(),

@@ -7,6 +7,7 @@ pub mod fold;
 pub mod preflight;
 pub mod sink;
 pub mod step;
+pub mod text;
 pub mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 
 pub use clock::{Clock, TokioClock};
 pub use events::{Command, Decision, Event, EventKind};
-pub use fold::RolloutView;
+pub use fold::{RolloutState, RolloutView};
 pub use sink::{EventSink, SinkFuture};
 use step::{EnvEnd, RunState, StepContext, StepState};
 

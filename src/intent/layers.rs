@@ -114,15 +114,7 @@ pub fn render_with(
             // A leaf replaces anything above or below it (a table replaced by a scalar, or
             // the reverse): the later layer wins and the loser is remembered.
             let mut overrode = Vec::new();
-            let clashing: Vec<String> = settings
-                .keys()
-                .filter(|k| {
-                    **k == key
-                        || k.starts_with(&format!("{key}."))
-                        || key.starts_with(&format!("{k}."))
-                })
-                .cloned()
-                .collect();
+            let clashing = clashing(&settings, &key);
             for k in clashing {
                 if let Some(old) = settings.remove(&k) {
                     overrode.extend(old.overrode);
@@ -180,6 +172,30 @@ pub fn render_with(
     }
 }
 
+/// The settings a new `key` replaces, in key order: the keys it is under, itself, and the
+/// keys under it. Found by lookups and one range, not by comparing every key: an
+/// environment's render is on the path of every rollout.
+fn clashing<V>(settings: &BTreeMap<String, V>, key: &str) -> Vec<String> {
+    use std::ops::Bound;
+    let mut found: Vec<String> = key
+        .match_indices('.')
+        .map(|(at, _)| &key[..at])
+        .chain(std::iter::once(key))
+        .filter(|k| settings.contains_key(*k))
+        .map(str::to_string)
+        .collect();
+    // The keys that start with `key` sort together, right after it.
+    let after = settings.range::<str, _>((Bound::Excluded(key), Bound::Unbounded));
+    found.extend(
+        after
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(key))
+            .filter(|k| k.as_bytes().get(key.len()) == Some(&b'.'))
+            .cloned(),
+    );
+    found
+}
+
 /// The id of one (service, version, config): equal content gives an equal id.
 pub fn revision_id(service: &str, version: &str, config: &toml::Table) -> String {
     let config = serde_json::to_string(config).unwrap_or_default();
@@ -231,6 +247,25 @@ mod tests {
         assert_eq!(replicas.file, "environments/eu-1.toml");
         let chain: Vec<&str> = replicas.overrode.iter().map(|o| o.file.as_str()).collect();
         assert_eq!(chain, ["releases/1.toml", "overlays/eu.toml"]);
+    }
+
+    #[test]
+    fn a_key_replaces_the_keys_it_is_under_and_the_keys_under_it_only() {
+        let settings: BTreeMap<String, ()> =
+            ["api", "api-x", "api.a", "api.a.b", "api.b", "apis", "web.a"]
+                .iter()
+                .map(|k| (k.to_string(), ()))
+                .collect();
+        assert_eq!(clashing(&settings, "api.a"), ["api", "api.a", "api.a.b"]);
+        assert_eq!(
+            clashing(&settings, "api"),
+            ["api", "api.a", "api.a.b", "api.b"]
+        );
+        assert_eq!(
+            clashing(&settings, "api.a.b.c"),
+            ["api", "api.a", "api.a.b"]
+        );
+        assert!(clashing(&settings, "ap").is_empty());
     }
 
     #[test]

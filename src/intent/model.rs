@@ -69,9 +69,13 @@ impl Intent {
         programs
     }
 
-    /// The emergency layer of environment `env`, if it has one.
+    /// The emergency layer of environment `env`, if it has one. (The loader sorts them by
+    /// environment, as it does the environments.)
     pub fn emergency(&self, env: &str) -> Option<&Emergency> {
-        self.emergencies.iter().find(|e| e.env == env)
+        self.emergencies
+            .binary_search_by(|e| e.env.as_str().cmp(env))
+            .ok()
+            .map(|i| &self.emergencies[i])
     }
 
     /// The release called `name`, if the intent has it.

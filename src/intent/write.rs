@@ -7,7 +7,9 @@ use git2::{IndexAddOption, Repository, Signature, Time};
 use crate::demo::DemoCommit;
 
 /// Writes `commits` as the history of a new repository at `dir`, which must not exist or be
-/// empty (we never overwrite someone's files).
+/// empty (we never overwrite someone's files). Its objects go into one pack, as a clone's do:
+/// ten thousand environment files as loose objects would be ten thousand files to open at
+/// every read of the intent (and as many to write).
 pub fn write_repo(dir: &Path, commits: &[DemoCommit]) -> Result<(), String> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
@@ -24,6 +26,9 @@ pub fn write_repo(dir: &Path, commits: &[DemoCommit]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let git = |e: git2::Error| format!("git: {}", e.message());
     let repo = Repository::init(dir).map_err(git)?;
+    let odb = repo.odb().map_err(git)?;
+    // Objects collect in memory and are written as one pack at the end.
+    let mempack = odb.add_new_mempack_backend(999).map_err(git)?;
     let mut parent: Option<git2::Oid> = None;
     // Fixed authorship times keep generated repos byte-for-byte reproducible.
     let base = 1_793_000_000i64;
@@ -62,5 +67,12 @@ pub fn write_repo(dir: &Path, commits: &[DemoCommit]) -> Result<(), String> {
             .map_err(git)?;
         parent = Some(id);
     }
+    let mut pack = git2::Buf::new();
+    mempack.dump(&repo, &mut pack).map_err(git)?;
+    let mut writer = odb.packwriter().map_err(git)?;
+    std::io::Write::write_all(&mut writer, &pack)
+        .map_err(|e| format!("cannot write the pack: {e}"))?;
+    writer.commit().map_err(git)?;
+    mempack.reset().map_err(git)?;
     Ok(())
 }

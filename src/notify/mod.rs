@@ -184,7 +184,8 @@ impl Routes {
             "[{}] {}: {}",
             self.fleet,
             self.release,
-            crate::cli::output::event_line(&event.kind).unwrap_or_else(|| event.kind.name().into())
+            crate::engine::text::event_line(&event.kind)
+                .unwrap_or_else(|| event.kind.name().into())
         );
         let value = match target.format {
             Format::Slack => serde_json::json!({ "text": text }),

@@ -309,8 +309,8 @@ impl Store {
             .filter_map(|e| e.event())
             .collect();
         let view = crate::engine::RolloutView::fold(&events);
-        if matches!(view.state.as_str(), "aborted" | "completed") {
-            self.set_status(r.id, &view.state, view.last_event.as_deref())?;
+        if view.state.is_final() {
+            self.set_status(r.id, view.state.name(), view.last_event.as_deref())?;
             return Ok(None);
         }
         Ok(Some((r, view)))

@@ -9,6 +9,7 @@ use ratatui::Frame;
 
 use crate::console::model::Model;
 use crate::console::ui::Ui;
+use crate::engine::RolloutState;
 
 /// Time since `ts` (RFC 3339) at `now`.
 pub fn since(ts: &str, now: SystemTime) -> Option<Duration> {
@@ -73,11 +74,11 @@ pub fn soak_left(model: &Model, ui: &Ui, wave: &str) -> Option<String> {
 pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     let t = &ui.theme;
     let rev = &model.plan.revision;
-    let state = model.view.state.as_str();
+    let state = model.view.state;
     let state_style = match state {
-        "halted" | "aborted" => t.fail,
-        "waiting" | "paused" | "interrupted" => t.warn,
-        "completed" => t.ok,
+        RolloutState::Halted | RolloutState::Aborted => t.fail,
+        RolloutState::Waiting | RolloutState::Paused | RolloutState::Interrupted => t.warn,
+        RolloutState::Completed => t.ok,
         _ => t.running,
     };
     let (elapsed, _) = clock_texts(model, ui);
@@ -92,7 +93,7 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
         Span::styled(" @ ", t.dim),
         Span::styled(rev.short.clone(), t.text),
         Span::styled("  ", t.dim),
-        Span::styled(state.to_uppercase(), state_style),
+        Span::styled(state.name().to_uppercase(), state_style),
     ];
     // Failures before the clock: on a narrow terminal the end of the line is what goes.
     first.push(Span::styled("  failures ", t.dim));
@@ -122,7 +123,7 @@ pub fn draw(frame: &mut Frame, area: Rect, model: &Model, ui: &Ui) {
     // What needs the operator comes first on the second line; the commit's subject (quoted,
     // so it does not read as a state) and the engine watched come after, as room allows.
     let mut second = Vec::new();
-    let halted = state == "halted" && model.view.halt_reason.is_some();
+    let halted = state == RolloutState::Halted && model.view.halt_reason.is_some();
     if let (true, Some(reason)) = (halted, &model.view.halt_reason) {
         second.push(Span::styled(format!(" HALTED when {reason}"), t.fail));
     } else if let Some(w) = model.waiting_for_approval() {

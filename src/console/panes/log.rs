@@ -11,7 +11,7 @@ use crate::engine::{Event, EventKind};
 
 /// One line for an event: the plain output's line, or a short one for the frequent kinds.
 pub fn line_of(event: &Event) -> String {
-    if let Some(line) = crate::cli::output::event_line(&event.kind) {
+    if let Some(line) = crate::engine::text::event_line(&event.kind) {
         return line.trim_start().to_string();
     }
     match &event.kind {

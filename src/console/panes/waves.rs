@@ -5,9 +5,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use crate::cli::output::percent;
 use crate::console::model::{CellState, Model};
 use crate::console::ui::Ui;
+use crate::engine::text::percent;
+use crate::engine::RolloutState;
 use crate::intent::Gate;
 
 pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {
@@ -31,10 +32,10 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         let name_style = if selected { t.cursor } else { t.title };
         let gate = match (&wave.gate, view) {
             (_, Some(v)) if v.completed => Span::styled("done", t.ok),
-            (_, Some(v)) if v.started && model.view.state == "halted" => {
+            (_, Some(v)) if v.started && model.view.state == RolloutState::Halted => {
                 Span::styled("HALTED", t.fail)
             }
-            (_, Some(v)) if v.started && model.view.state == "paused" => {
+            (_, Some(v)) if v.started && model.view.state == RolloutState::Paused => {
                 Span::styled("paused", t.warn)
             }
             (_, Some(v)) if v.waiting.is_some() && !v.started => {
