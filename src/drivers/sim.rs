@@ -188,8 +188,9 @@ pub struct SimFleet {
     release_versions: BTreeMap<String, String>,
     hang: Option<Selector>,
     state: Mutex<SimState>,
-    /// Calls per (env, service), so each draw is unique but independent of interleaving.
-    calls: Mutex<BTreeMap<(String, String), u64>>,
+    /// Calls per env and service, so each draw is unique but independent of interleaving.
+    /// Hashed by name: a draw is on the path of every simulated call.
+    calls: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, u64>>>,
     /// Where the fleet's live state persists (the state database), if anywhere. The
     /// simulated world keeps a change the moment it is applied, as a real one would, so a
     /// crash of flotilla never loses it.
@@ -213,7 +214,7 @@ impl SimFleet {
                 .unwrap_or_default(),
             hang: release.and_then(|r| r.sim.hang.clone()),
             state: Mutex::new(SimState::default()),
-            calls: Mutex::new(BTreeMap::new()),
+            calls: Mutex::new(Default::default()),
             db: None,
         }
     }
@@ -387,9 +388,15 @@ impl SimFleet {
     /// A fresh draw in [0, 1) for this call of (env, service).
     fn draw(&self, env: &str, service: &str, what: &str) -> f64 {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        let n = calls
-            .entry((env.to_string(), service.to_string()))
-            .or_insert(0);
+        // Names are copied only the first time they are seen.
+        if !calls.contains_key(env) {
+            calls.insert(env.to_string(), Default::default());
+        }
+        let of_env = calls.get_mut(env).expect("inserted above");
+        if !of_env.contains_key(service) {
+            of_env.insert(service.to_string(), 0);
+        }
+        let n = of_env.get_mut(service).expect("inserted above");
         *n += 1;
         let h = stable_hash(&[
             &self.config.seed.to_le_bytes(),
@@ -468,7 +475,10 @@ impl Driver for SimFleet {
                 ));
             }
             let mut state = self.lock_state();
-            let svcs = state.envs.entry(env.name.clone()).or_default();
+            if !state.envs.contains_key(&env.name) {
+                state.envs.insert(env.name.clone(), Default::default());
+            }
+            let svcs = state.envs.get_mut(&env.name).expect("inserted above");
             let current = svcs.get(&req.service);
             // Idempotent: the same revision applied again changes nothing but the call count.
             let unchanged = current.is_some_and(|s| s.live.revision == req.revision);
