@@ -3,7 +3,6 @@
 //! with one write, so a slow SSH link carries as few bytes as possible.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
 
 use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
 use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
@@ -14,34 +13,17 @@ use ratatui::Terminal;
 use super::model::Model;
 use super::ui::Ui;
 
-/// Collects a frame's bytes so the screen can hand them to the terminal in one write when
-/// the frame is done: ratatui flushes mid-frame, this does not.
-pub struct FrameWriter {
-    pending: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Write for FrameWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        lock(&self.pending).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-fn lock(m: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// Where the backend writes a frame: collected so the screen can hand it to the terminal in
+/// one write when the frame is done (ratatui flushes mid-frame). A plain buffer the screen
+/// reaches through the terminal: the backend writes to it once per cell.
+type FrameBuffer = Vec<u8>;
 
 /// What crossterm writes for `cursor::Hide`.
 const HIDE_CURSOR: &str = "\x1b[?25l";
 
 /// A terminal the console draws on.
 pub struct Screen<W: Write> {
-    pub terminal: Terminal<CrosstermBackend<FrameWriter>>,
-    pending: Arc<Mutex<Vec<u8>>>,
+    pub terminal: Terminal<CrosstermBackend<FrameBuffer>>,
     /// What the backend writes for a frame in which no cell changed (it resets colours
     /// regardless): such a frame is not sent at all.
     idle: Vec<u8>,
@@ -62,15 +44,11 @@ impl<W: Write> Screen<W> {
 
     fn with(out: W, fixed: Option<ratatui::layout::Rect>) -> io::Result<Self> {
         use ratatui::backend::Backend;
-        let pending = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
-        let mut backend = CrosstermBackend::new(FrameWriter {
-            pending: pending.clone(),
-        });
+        let mut backend = CrosstermBackend::new(FrameBuffer::new());
         backend.draw(std::iter::empty())?;
-        let idle = std::mem::take(&mut *lock(&pending));
+        let idle = std::mem::take(backend.writer_mut());
         Ok(Screen {
-            terminal: Self::terminal(&pending, fixed)?,
-            pending,
+            terminal: Self::terminal(fixed)?,
             idle,
             fixed,
             out,
@@ -78,12 +56,9 @@ impl<W: Write> Screen<W> {
     }
 
     fn terminal(
-        pending: &Arc<Mutex<Vec<u8>>>,
         fixed: Option<ratatui::layout::Rect>,
-    ) -> io::Result<Terminal<CrosstermBackend<FrameWriter>>> {
-        let backend = CrosstermBackend::new(FrameWriter {
-            pending: pending.clone(),
-        });
+    ) -> io::Result<Terminal<CrosstermBackend<FrameBuffer>>> {
+        let backend = CrosstermBackend::new(FrameBuffer::with_capacity(64 * 1024));
         match fixed {
             Some(rect) => Terminal::with_options(
                 backend,
@@ -97,7 +72,7 @@ impl<W: Write> Screen<W> {
 
     /// Sends what was collected as one synchronized update, in one write.
     fn commit(&mut self, synchronized: bool) -> io::Result<()> {
-        let body = std::mem::take(&mut *lock(&self.pending));
+        let body = self.pending();
         if body.is_empty() {
             return Ok(());
         }
@@ -105,12 +80,18 @@ impl<W: Write> Screen<W> {
         if synchronized {
             queue!(bytes, BeginSynchronizedUpdate)?;
         }
-        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(body);
         if synchronized {
             queue!(bytes, EndSynchronizedUpdate)?;
         }
+        body.clear();
         self.out.write_all(&bytes)?;
         self.out.flush()
+    }
+
+    /// What the backend has written since the last commit.
+    fn pending(&mut self) -> &mut FrameBuffer {
+        self.terminal.backend_mut().writer_mut()
     }
 
     /// Draws a frame if anything changed since the last one; true when bytes were sent.
@@ -121,15 +102,13 @@ impl<W: Write> Screen<W> {
         ui.dirty = false;
         self.terminal.draw(|f| super::panes::draw(f, model, ui))?;
         // ratatui hides the (already hidden) cursor after every frame; that alone is no change.
-        let unchanged = {
-            let pending = lock(&self.pending);
-            let body = pending
-                .strip_suffix(HIDE_CURSOR.as_bytes())
-                .unwrap_or(&pending);
-            body == self.idle.as_slice()
-        };
-        if unchanged {
-            lock(&self.pending).clear();
+        // The fields, not self.pending(): the idle frame is read while the buffer is borrowed.
+        let pending = self.terminal.backend_mut().writer_mut();
+        let body = pending
+            .strip_suffix(HIDE_CURSOR.as_bytes())
+            .unwrap_or(pending);
+        if body == self.idle.as_slice() {
+            pending.clear();
             return Ok(false);
         }
         self.commit(true)?;
@@ -140,13 +119,8 @@ impl<W: Write> Screen<W> {
     pub fn invalidate(&mut self, ui: &mut Ui) -> io::Result<()> {
         // A fresh terminal knows nothing of the screen, so the next frame sends every cell;
         // ratatui's own clear would ask the terminal where its cursor is, a round trip.
-        self.terminal = Self::terminal(&self.pending, self.fixed)?;
-        queue!(
-            FrameWriter {
-                pending: self.pending.clone()
-            },
-            terminal::Clear(terminal::ClearType::All)
-        )?;
+        self.terminal = Self::terminal(self.fixed)?;
+        queue!(self.pending(), terminal::Clear(terminal::ClearType::All))?;
         self.commit(false)?;
         ui.dirty = true;
         Ok(())

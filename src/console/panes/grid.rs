@@ -9,6 +9,9 @@ use ratatui::Frame;
 use crate::console::model::Model;
 use crate::console::ui::{GridRow, Ui};
 
+/// Modifiers that show on a blank cell too, so a blank cannot take a style that has them.
+const SHOWS_ON_BLANK: Modifier = Modifier::REVERSED.union(Modifier::UNDERLINED);
+
 /// The widest name a cell shows; longer names are cut (the detail pane has them whole).
 const MAX_NAME: usize = 18;
 
@@ -117,13 +120,26 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
                     if selected {
                         style = style.patch(t.cursor);
                     }
-                    let mark = if marked {
-                        ui.glyphs.pick("•", "*")
+                    let (mark, mark_style) = if marked {
+                        (
+                            ui.glyphs.pick("•", "*"),
+                            if selected { t.cursor } else { t.warn },
+                        )
+                    } else if selected || style.add_modifier.intersects(SHOWS_ON_BLANK) {
+                        (" ", if selected { t.cursor } else { t.warn })
                     } else {
-                        " "
+                        // A blank looks the same in the glyph's style, and a row of cells of
+                        // one state then needs no colour change between them: a full repaint
+                        // of a large fleet sends far fewer bytes.
+                        (" ", style)
                     };
-                    buf.set_string(x, y, mark, if selected { t.cursor } else { t.warn });
-                    buf.set_string(x + 1, y, ui.glyph(env.state), style);
+                    // Cells of one column each: set directly, not as strings to segment.
+                    if let Some(cell) = buf.cell_mut((x, y)) {
+                        cell.set_symbol(mark).set_style(mark_style);
+                    }
+                    if let Some(cell) = buf.cell_mut((x + 1, y)) {
+                        cell.set_symbol(ui.glyph(env.state)).set_style(style);
+                    }
                     if ui.compact {
                         continue;
                     }
