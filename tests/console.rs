@@ -93,7 +93,8 @@ impl Harness {
         tokio::time::sleep(Duration::from_secs(secs)).await;
         while let Ok(e) = self.events.try_recv() {
             self.model.apply(&e);
-            self.ui.events_arrived(std::slice::from_ref(&e));
+            self.ui
+                .events_arrived(&self.model, std::slice::from_ref(&e));
         }
         self.ui.now = epoch() + self.started.elapsed();
         self.ui.dirty = true;
@@ -149,9 +150,11 @@ impl Harness {
     /// The screen as text at `width` x `height`.
     fn screen(&mut self, width: u16, height: u16) -> String {
         let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        let mut geometry = None;
         terminal
-            .draw(|f| panes::draw(f, &self.model, &mut self.ui))
+            .draw(|f| geometry = Some(panes::draw(f, &self.model, &self.ui)))
             .unwrap();
+        self.ui.placed(geometry.unwrap());
         format!("{}", terminal.backend())
     }
 
@@ -465,7 +468,9 @@ async fn no_color_draws_with_bold_and_reverse_only() {
     for (w, hgt) in [(80, 24), (160, 48)] {
         let mut terminal = Terminal::new(TestBackend::new(w, hgt)).unwrap();
         terminal
-            .draw(|f| panes::draw(f, &h.model, &mut h.ui))
+            .draw(|f| {
+                panes::draw(f, &h.model, &h.ui);
+            })
             .unwrap();
         insta::assert_snapshot!(
             format!("no_color_{w}x{hgt}"),
@@ -799,17 +804,35 @@ async fn the_event_log_scrolls_the_way_it_reads() {
     h.press("a<Enter>");
     h.wait(30).await;
     h.press("4");
+    // The log's lines as the screen shows them.
+    let log = |h: &mut Harness| -> Vec<String> {
+        let screen = h.screen(80, 24);
+        let lines: Vec<String> = screen
+            .lines()
+            .skip(4)
+            .take(17)
+            .map(|l| {
+                l.trim_matches(|c| c == '"' || c == '│' || c == ' ')
+                    .to_string()
+            })
+            .collect();
+        assert!(lines.iter().all(|l| !l.is_empty()), "{screen}");
+        lines
+    };
+    let newest_first = log(&mut h);
     // Newest first: down goes back in time.
     h.press("jj");
-    assert_eq!(h.ui.log_scroll, 2);
+    assert_eq!(log(&mut h)[0], newest_first[2]);
     h.press("k");
-    assert_eq!(h.ui.log_scroll, 1);
+    assert_eq!(log(&mut h)[0], newest_first[1]);
     // Newest last: up goes back in time, G is the newest.
     h.press("o");
+    let newest_last = log(&mut h);
+    assert_eq!(newest_last.last(), newest_first.first());
     h.press("kkk");
-    assert_eq!(h.ui.log_scroll, 3);
+    assert_eq!(log(&mut h).last(), newest_last.get(newest_last.len() - 4));
     h.press("G");
-    assert_eq!(h.ui.log_scroll, 0);
+    assert_eq!(log(&mut h), newest_last);
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,7 +24,7 @@ pub enum Act {
     PageDown,
     NextPane,
     PrevPane,
-    /// Show this pane (by `ui::Pane::ALL` index).
+    /// Show this pane (by its place in `panes::all`).
     ShowPane(usize),
     Detail,
     EventFilter,

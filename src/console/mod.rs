@@ -455,7 +455,7 @@ async fn drive(
                         screen.ring(&bell::ring(ui.desktop, &text))?;
                     }
                 }
-                ui.events_arrived(&batch);
+                ui.events_arrived(model, &batch);
                 ui.dirty = true;
             }
             Some(done) = drift_answers.recv() => {

@@ -100,7 +100,10 @@ impl<W: Write> Screen<W> {
             return Ok(false);
         }
         ui.dirty = false;
-        self.terminal.draw(|f| super::panes::draw(f, model, ui))?;
+        let mut geometry = None;
+        self.terminal
+            .draw(|f| geometry = Some(super::panes::draw(f, model, ui)))?;
+        ui.placed(geometry.unwrap_or_default());
         // ratatui hides the (already hidden) cursor after every frame; that alone is no change.
         // The fields, not self.pending(): the idle frame is read while the buffer is borrowed.
         let pending = self.terminal.backend_mut().writer_mut();

@@ -10,6 +10,7 @@ use ratatui_textarea::TextArea;
 
 use super::actions::{self, Act, KeyMap};
 use super::model::{CellState, Model};
+use super::panes::{Change, Geometry, Pane, Target, View};
 use super::theme::{ColorMode, Glyphs, Theme};
 use crate::engine::{Command, RolloutState};
 use crate::selector::Selector;
@@ -40,28 +41,6 @@ pub enum Effect {
     Repaint,
     /// Suspend to the shell (Ctrl-Z).
     Suspend,
-}
-
-/// The panes, in Tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pane {
-    Grid,
-    Waves,
-    Detail,
-    Log,
-}
-
-impl Pane {
-    pub const ALL: [Pane; 4] = [Pane::Grid, Pane::Waves, Pane::Detail, Pane::Log];
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Pane::Grid => "Fleet",
-            Pane::Waves => "Waves",
-            Pane::Detail => "Detail",
-            Pane::Log => "Events",
-        }
-    }
 }
 
 /// What a text box is for.
@@ -196,20 +175,6 @@ pub struct Flash {
     pub error: bool,
 }
 
-/// One row of the fleet grid: a wave's heading or a run of cells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GridRow {
-    Heading {
-        wave: usize,
-        shown: usize,
-    },
-    /// Positions `from..to` of the visible list.
-    Cells {
-        from: usize,
-        to: usize,
-    },
-}
-
 /// The console's UI state.
 pub struct Ui {
     pub keymap: KeyMap,
@@ -219,7 +184,10 @@ pub struct Ui {
     pub theme: Theme,
     pub color_mode: ColorMode,
     pub glyphs: Glyphs,
-    pub focus: Pane,
+    /// Every pane ([`super::panes::all`]), each with its own scroll state.
+    pub panes: Vec<Box<dyn Pane>>,
+    /// The pane with the focus (an index into `panes`).
+    pub focus: usize,
     /// Position in `visible` of the selected environment.
     pub cursor: usize,
     /// Marked environments (model indexes).
@@ -235,9 +203,6 @@ pub struct Ui {
     /// Grid cells without names: a large fleet at a glance.
     pub compact: bool,
     pub event_filter: Option<EventFilter>,
-    pub log_scroll: usize,
-    pub detail_scroll: u16,
-    pub wave_cursor: usize,
     pub mode: Mode,
     pub flash: Option<Flash>,
     /// When the flash was set; it goes after [`FLASH_FOR`].
@@ -255,15 +220,8 @@ pub struct Ui {
     pub stopping: bool,
     /// Set by anything that changes what is drawn; cleared by drawing.
     pub dirty: bool,
-    /// Cells per grid row and grid rows on screen, from the last frame.
-    pub grid_cols: usize,
-    pub grid_height: usize,
-    /// First grid row on screen.
-    pub grid_top: usize,
     /// The clock's time, moved on by the runtime.
     pub now: SystemTime,
-    /// Whether the last frame had room for every pane at once.
-    pub wide: bool,
 }
 
 impl Ui {
@@ -276,7 +234,8 @@ impl Ui {
             color_mode: ColorMode::Palette256,
             theme,
             glyphs: Glyphs { unicode: true },
-            focus: Pane::Grid,
+            panes: super::panes::all(),
+            focus: 0,
             cursor: 0,
             marks: BTreeSet::new(),
             filter: None,
@@ -286,9 +245,6 @@ impl Ui {
             desktop: super::bell::Desktop::None,
             compact: model.envs.len() > COMPACT_ABOVE,
             event_filter: None,
-            log_scroll: 0,
-            detail_scroll: 0,
-            wave_cursor: 0,
             mode: Mode::Normal,
             flash: None,
             flash_at: SystemTime::UNIX_EPOCH,
@@ -298,11 +254,7 @@ impl Ui {
             attached_to: None,
             stopping: false,
             dirty: true,
-            grid_cols: 1,
-            grid_height: 1,
-            grid_top: 0,
             now: SystemTime::UNIX_EPOCH,
-            wide: true,
         };
         ui.refilter(model);
         ui
@@ -345,42 +297,55 @@ impl Ui {
         self.cursor = selected
             .and_then(|s| self.visible.iter().position(|&i| i == s))
             .unwrap_or(0);
-        self.grid_top = 0;
+        self.changed(model, Change::Environments);
         self.dirty = true;
     }
 
-    /// The grid's rows for `cols` cells per row: a heading per wave, then its cells.
-    pub fn grid_rows(&self, model: &Model, cols: usize) -> Vec<GridRow> {
-        let cols = cols.max(1);
-        let mut rows = Vec::new();
-        let mut start = 0;
-        while start < self.visible.len() {
-            let wave = model.envs[self.visible[start]].wave;
-            let end = start
-                + self.visible[start..]
-                    .iter()
-                    .take_while(|&&i| model.envs[i].wave == wave)
-                    .count();
-            rows.push(GridRow::Heading {
-                wave,
-                shown: end - start,
-            });
-            let mut from = start;
-            while from < end {
-                let to = (from + cols).min(end);
-                rows.push(GridRow::Cells { from, to });
-                from = to;
+    /// Tells every pane what changed in what they show.
+    fn changed(&mut self, model: &Model, what: Change) {
+        self.with_panes(model, |panes, view| {
+            for p in panes.iter_mut() {
+                p.changed(what, view);
             }
-            start = end;
+        });
+    }
+
+    /// Runs `f` on the panes with a read-only view of the rest of the UI: the panes are
+    /// taken out for the while (an empty Vec, no allocation), as a pane cannot be changed
+    /// while the UI that holds it is read.
+    fn with_panes<R>(
+        &mut self,
+        model: &Model,
+        f: impl FnOnce(&mut [Box<dyn Pane>], View) -> R,
+    ) -> R {
+        let mut panes = std::mem::take(&mut self.panes);
+        let r = f(&mut panes, View { model, ui: self });
+        self.panes = panes;
+        r
+    }
+
+    /// Takes in where the last frame placed each pane.
+    pub fn placed(&mut self, geometry: Geometry) {
+        for (i, placed) in geometry.placed {
+            if let Some(p) = self.panes.get_mut(i) {
+                p.placed(placed);
+            }
         }
-        rows
+    }
+
+    /// The index of the pane titled `title`.
+    fn pane_titled(&self, title: &str) -> usize {
+        self.panes
+            .iter()
+            .position(|p| p.title() == title)
+            .unwrap_or(self.focus)
     }
 
     /// Handles one key; what it asks of the runtime comes back.
     pub fn key(&mut self, model: &Model, key: KeyEvent) -> Vec<Effect> {
         let before = self.selected();
         let effects = self.key_in_mode(model, key);
-        self.follow_selection(before, effects)
+        self.follow_selection(model, before, effects)
     }
 
     /// A paste (bracketed by the terminal) goes into the open text box as one line; outside
@@ -401,7 +366,7 @@ impl Ui {
 
     /// New events arrived (already folded into the model): a log scrolled back keeps showing
     /// the same events, and a command of this console's that the engine refused is said.
-    pub fn events_arrived(&mut self, batch: &[crate::engine::Event]) {
+    pub fn events_arrived(&mut self, model: &Model, batch: &[crate::engine::Event]) {
         for e in batch {
             if let crate::engine::EventKind::CommandRejected {
                 command,
@@ -414,19 +379,23 @@ impl Ui {
                 }
             }
         }
-        if self.log_scroll > 0 {
-            let shown = batch
-                .iter()
-                .filter(|e| self.event_filter.as_ref().is_none_or(|f| f.matches(e)))
-                .count();
-            self.log_scroll = (self.log_scroll + shown).min(super::model::LOG_CAPACITY);
-        }
+        self.with_panes(model, |panes, view| {
+            for p in panes.iter_mut() {
+                p.arrived(batch, view);
+            }
+        });
     }
 
-    /// When the selected environment changed, the detail pane starts at its top.
-    fn follow_selection(&mut self, before: Option<usize>, effects: Vec<Effect>) -> Vec<Effect> {
+    /// When the selected environment changed, every pane hears of it (the detail starts at
+    /// its top, the waves follow).
+    fn follow_selection(
+        &mut self,
+        model: &Model,
+        before: Option<usize>,
+        effects: Vec<Effect>,
+    ) -> Vec<Effect> {
         if self.selected() != before {
-            self.detail_scroll = 0;
+            self.changed(model, Change::Selection);
         }
         effects
     }
@@ -476,7 +445,7 @@ impl Ui {
     pub fn run(&mut self, model: &Model, act: Act) -> Vec<Effect> {
         let before = self.selected();
         let effects = self.act(model, act);
-        self.follow_selection(before, effects)
+        self.follow_selection(model, before, effects)
     }
 
     fn act(&mut self, model: &Model, act: Act) -> Vec<Effect> {
@@ -503,7 +472,7 @@ impl Ui {
             Act::Filter => self.open(Purpose::Filter, "", ""),
             Act::EventFilter => self.open(Purpose::EventFilter, "", ""),
             Act::Up | Act::Down | Act::Left | Act::Right | Act::Top | Act::Bottom => {
-                self.move_by(model, act);
+                self.move_focused(model, act, 1);
                 Vec::new()
             }
             Act::PageUp | Act::PageDown => {
@@ -512,26 +481,26 @@ impl Ui {
                 } else {
                     Act::Down
                 };
-                self.move_rows(model, step, self.grid_height.max(2) - 1);
+                let page = self.panes[self.focus].page();
+                self.move_focused(model, step, page);
                 Vec::new()
             }
             Act::NextPane | Act::PrevPane => {
-                let i = Pane::ALL.iter().position(|p| *p == self.focus).unwrap_or(0);
-                let n = Pane::ALL.len();
+                let n = self.panes.len();
                 let next = if act == Act::NextPane {
-                    i + 1
+                    self.focus + 1
                 } else {
-                    i + n - 1
+                    self.focus + n - 1
                 };
-                self.focus = Pane::ALL[next % n];
+                self.focus = next % n;
                 Vec::new()
             }
             Act::ShowPane(n) => {
-                self.focus = Pane::ALL[n.min(Pane::ALL.len() - 1)];
+                self.focus = n.min(self.panes.len() - 1);
                 Vec::new()
             }
             Act::Detail => {
-                self.focus = Pane::Detail;
+                self.focus = self.pane_titled(super::panes::detail::TITLE);
                 Vec::new()
             }
             Act::Mark => {
@@ -550,7 +519,7 @@ impl Ui {
             }
             Act::LogOrder => {
                 self.newest_first = !self.newest_first;
-                self.log_scroll = 0;
+                self.changed(model, Change::Events);
                 self.flash(if self.newest_first {
                     "events: newest first"
                 } else {
@@ -569,7 +538,7 @@ impl Ui {
             }
             Act::Compact => {
                 self.compact = !self.compact;
-                self.grid_top = 0;
+                self.changed(model, Change::Environments);
                 self.flash(if self.compact {
                     "fleet grid: glyphs only (3 shows the selected environment)"
                 } else {
@@ -632,17 +601,17 @@ impl Ui {
                     self.open(Purpose::SkipReason { envs }, "", "")
                 }
             }
-            Act::Rollback => {
-                if self.focus == Pane::Waves {
-                    let wave = model.plan.waves[self.wave_cursor.min(model.plan.waves.len().saturating_sub(1))]
-                        .name
-                        .clone();
+            Act::Rollback => match self.panes[self.focus].target() {
+                Target::Wave(w) => {
+                    let last = model.plan.waves.len().saturating_sub(1);
+                    let wave = model.plan.waves[w.min(last)].name.clone();
                     self.rollback_wave(model, wave)
-                } else {
+                }
+                Target::Selection => {
                     let envs = self.picked(model);
                     self.rollback_envs(model, envs)
                 }
-            }
+            },
             Act::Rescan => {
                 if model.scanning {
                     self.flash("a drift scan is under way");
@@ -915,104 +884,13 @@ impl Ui {
         }
     }
 
-    fn move_by(&mut self, model: &Model, act: Act) {
-        self.move_rows(model, act, 1);
-    }
-
     /// Moves the focused pane's cursor or scroll; Up and Down move `rows` rows at once.
-    fn move_rows(&mut self, model: &Model, act: Act, rows: usize) {
-        match self.focus {
-            Pane::Log => {
-                // log_scroll counts events back from the newest; with the newest last, down
-                // on screen is towards the newest.
-                let shown = model
-                    .log
-                    .iter()
-                    .filter(|e| self.event_filter.as_ref().is_none_or(|f| f.matches(e)))
-                    .count();
-                let oldest = shown.saturating_sub(1);
-                let (older, newer, oldest_end) = if self.newest_first {
-                    (Act::Down, Act::Up, Act::Bottom)
-                } else {
-                    (Act::Up, Act::Down, Act::Top)
-                };
-                self.log_scroll = if act == older {
-                    (self.log_scroll + rows).min(oldest)
-                } else if act == newer {
-                    self.log_scroll.saturating_sub(rows)
-                } else if act == oldest_end {
-                    oldest
-                } else if matches!(act, Act::Top | Act::Bottom) {
-                    0
-                } else {
-                    self.log_scroll
-                };
-                return;
-            }
-            Pane::Detail => {
-                let rows = rows.min(u16::MAX as usize) as u16;
-                self.detail_scroll = match act {
-                    Act::Up => self.detail_scroll.saturating_sub(rows),
-                    Act::Down => self.detail_scroll.saturating_add(rows),
-                    Act::Top => 0,
-                    _ => self.detail_scroll,
-                };
-                return;
-            }
-            Pane::Waves => {
-                let n = model.plan.waves.len();
-                self.wave_cursor = match act {
-                    Act::Up | Act::Left => self.wave_cursor.saturating_sub(1),
-                    Act::Down | Act::Right => (self.wave_cursor + 1).min(n.saturating_sub(1)),
-                    Act::Top => 0,
-                    Act::Bottom => n.saturating_sub(1),
-                    _ => self.wave_cursor,
-                };
-                // The grid follows: its cursor goes to the wave's first environment.
-                if let Some(p) = self
-                    .visible
-                    .iter()
-                    .position(|&i| model.envs[i].wave == self.wave_cursor)
-                {
-                    self.cursor = p;
-                }
-                return;
-            }
-            Pane::Grid => {}
-        }
-        let last = self.visible.len().saturating_sub(1);
-        self.cursor = match act {
-            Act::Left => self.cursor.saturating_sub(1),
-            Act::Right => (self.cursor + 1).min(last),
-            Act::Top => 0,
-            Act::Bottom => last,
-            Act::Up | Act::Down => {
-                let grid = self.grid_rows(model, self.grid_cols);
-                let cells: Vec<(usize, usize)> = grid
-                    .iter()
-                    .filter_map(|r| match r {
-                        GridRow::Cells { from, to } => Some((*from, *to)),
-                        GridRow::Heading { .. } => None,
-                    })
-                    .collect();
-                let Some(row) = cells
-                    .iter()
-                    .position(|(f, t)| (*f..*t).contains(&self.cursor))
-                else {
-                    return;
-                };
-                let col = self.cursor - cells[row].0;
-                let target = if act == Act::Up {
-                    row.saturating_sub(rows)
-                } else {
-                    (row + rows).min(cells.len() - 1)
-                };
-                (cells[target].0 + col).min(cells[target].1 - 1)
-            }
-            _ => self.cursor,
-        };
-        if let Some(i) = self.selected() {
-            self.wave_cursor = model.envs[i].wave;
+    fn move_focused(&mut self, model: &Model, act: Act, rows: usize) {
+        let focus = self.focus;
+        if let Some(cursor) =
+            self.with_panes(model, |panes, view| panes[focus].moved(act, rows, view))
+        {
+            self.cursor = cursor;
         }
     }
 
@@ -1081,7 +959,7 @@ impl Ui {
                 Vec::new()
             }
             Purpose::EventFilter => {
-                self.log_scroll = 0;
+                self.changed(model, Change::Events);
                 if typed.is_empty() {
                     self.event_filter = None;
                     self.flash("event filter cleared");

@@ -3,11 +3,12 @@
 //! out of band (last applied against live) and what Git changed since. A held environment
 //! says so first, with the keys that decide.
 
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Wrap};
 use ratatui::Frame;
 
+use super::{page_of, Change, Pane, Placed, Slot, View};
 use crate::console::actions::Act;
 use crate::console::model::{CellState, Model};
 use crate::console::ui::Ui;
@@ -296,20 +297,78 @@ fn drift_lines(model: &Model, ui: &Ui, env: &str, out: &mut Vec<Line<'static>>) 
     }
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let Some(i) = ui.selected() else {
+/// Its title: the enter key comes here.
+pub const TITLE: &str = "Detail";
+
+/// The detail pane, scrolled this many lines down.
+#[derive(Debug, Default)]
+pub struct Detail {
+    scroll: u16,
+    /// Lines on screen in the last frame.
+    rows: usize,
+}
+
+impl Pane for Detail {
+    fn title(&self) -> &'static str {
+        TITLE
+    }
+
+    fn slot(&self) -> Slot {
+        Slot {
+            bottom: true,
+            column: 0,
+            width: Constraint::Percentage(50),
+        }
+    }
+
+    fn moved(&mut self, act: Act, rows: usize, _view: View) -> Option<usize> {
+        let rows = rows.min(u16::MAX as usize) as u16;
+        self.scroll = match act {
+            Act::Up => self.scroll.saturating_sub(rows),
+            Act::Down => self.scroll.saturating_add(rows),
+            Act::Top => 0,
+            _ => self.scroll,
+        };
+        None
+    }
+
+    fn page(&self) -> usize {
+        page_of(self.rows)
+    }
+
+    /// Another environment starts at its top.
+    fn changed(&mut self, what: Change, _view: View) {
+        if what == Change::Selection {
+            self.scroll = 0;
+        }
+    }
+
+    fn draw(&self, frame: &mut Frame, area: Rect, block: Block, view: View) -> Placed {
+        let (model, ui) = (view.model, view.ui);
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let placed = Placed {
+            rows: inner.height as usize,
+            cols: 1,
+            top: self.scroll as usize,
+        };
+        let Some(i) = ui.selected() else {
+            frame.render_widget(
+                Paragraph::new(Span::styled("no environment selected", ui.theme.dim)),
+                inner,
+            );
+            return placed;
+        };
         frame.render_widget(
-            Paragraph::new(Span::styled("no environment selected", ui.theme.dim)),
+            Paragraph::new(lines(model, ui, i))
+                .wrap(Wrap { trim: false })
+                .scroll((self.scroll, 0)),
             inner,
         );
-        return;
-    };
-    frame.render_widget(
-        Paragraph::new(lines(model, ui, i))
-            .wrap(Wrap { trim: false })
-            .scroll((ui.detail_scroll, 0)),
-        inner,
-    );
+        placed
+    }
+
+    fn placed(&mut self, placed: Placed) {
+        self.rows = placed.rows;
+    }
 }

@@ -1,13 +1,14 @@
 //! The fleet grid: every environment as a cell with its state glyph and name, grouped by
 //! wave. Only the rows on screen are built, so 10,000 environments draw as fast as 10.
 
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Modifier;
 use ratatui::widgets::Block;
 use ratatui::Frame;
 
+use super::{page_of, Change, Pane, Placed, Slot, View};
+use crate::console::actions::Act;
 use crate::console::model::Model;
-use crate::console::ui::{GridRow, Ui};
 
 /// Modifiers that show on a blank cell too, so a blank cannot take a style that has them.
 const SHOWS_ON_BLANK: Modifier = Modifier::REVERSED.union(Modifier::UNDERLINED);
@@ -24,18 +25,147 @@ pub fn cell_width(model: &Model, compact: bool) -> usize {
     }
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut Ui) {
+/// One row of the fleet grid: a wave's heading or a run of cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GridRow {
+    Heading {
+        wave: usize,
+        shown: usize,
+    },
+    /// Positions `from..to` of the visible list.
+    Cells {
+        from: usize,
+        to: usize,
+    },
+}
+
+/// The grid's rows for `cols` cells per row: a heading per wave, then its cells.
+pub fn rows(visible: &[usize], model: &Model, cols: usize) -> Vec<GridRow> {
+    let cols = cols.max(1);
+    let mut rows = Vec::new();
+    let mut start = 0;
+    while start < visible.len() {
+        let wave = model.envs[visible[start]].wave;
+        let end = start
+            + visible[start..]
+                .iter()
+                .take_while(|&&i| model.envs[i].wave == wave)
+                .count();
+        rows.push(GridRow::Heading {
+            wave,
+            shown: end - start,
+        });
+        let mut from = start;
+        while from < end {
+            let to = (from + cols).min(end);
+            rows.push(GridRow::Cells { from, to });
+            from = to;
+        }
+        start = end;
+    }
+    rows
+}
+
+/// The fleet grid pane; the selection it moves is the console's.
+#[derive(Debug, Default)]
+pub struct Grid {
+    /// Cells per row, rows on screen and the first row shown, from the last frame.
+    placed: Placed,
+}
+
+impl Pane for Grid {
+    fn title(&self) -> &'static str {
+        "Fleet"
+    }
+
+    fn title_extra(&self, view: View) -> String {
+        let (model, ui) = (view.model, view.ui);
+        let extra = match &ui.filter {
+            Some(f) => format!(" [{}] {}/{}", f.text(), ui.visible.len(), model.envs.len()),
+            None => format!(" {}", model.envs.len()),
+        };
+        let extra = if ui.marks.is_empty() {
+            extra
+        } else {
+            format!("{extra}  {} marked", ui.marks.len())
+        };
+        // Compact cells have no names: the title names the selected one.
+        match ui.selected().filter(|_| ui.compact) {
+            Some(i) => format!("{extra}  [{}]", model.envs[i].name),
+            None => extra,
+        }
+    }
+
+    fn slot(&self) -> Slot {
+        Slot {
+            bottom: false,
+            column: 1,
+            width: Constraint::Min(20),
+        }
+    }
+
+    fn moved(&mut self, act: Act, rows: usize, view: View) -> Option<usize> {
+        let (model, ui) = (view.model, view.ui);
+        let cursor = ui.cursor;
+        let last = ui.visible.len().saturating_sub(1);
+        Some(match act {
+            Act::Left => cursor.saturating_sub(1),
+            Act::Right => (cursor + 1).min(last),
+            Act::Top => 0,
+            Act::Bottom => last,
+            Act::Up | Act::Down => {
+                let cells: Vec<(usize, usize)> = self::rows(&ui.visible, model, self.placed.cols)
+                    .into_iter()
+                    .filter_map(|r| match r {
+                        GridRow::Cells { from, to } => Some((from, to)),
+                        GridRow::Heading { .. } => None,
+                    })
+                    .collect();
+                let row = cells.iter().position(|(f, t)| (*f..*t).contains(&cursor))?;
+                let col = cursor - cells[row].0;
+                let target = if act == Act::Up {
+                    row.saturating_sub(rows)
+                } else {
+                    (row + rows).min(cells.len() - 1)
+                };
+                (cells[target].0 + col).min(cells[target].1 - 1)
+            }
+            _ => return None,
+        })
+    }
+
+    fn page(&self) -> usize {
+        page_of(self.placed.rows)
+    }
+
+    fn changed(&mut self, what: Change, _view: View) {
+        if what == Change::Environments {
+            self.placed.top = 0;
+        }
+    }
+
+    fn draw(&self, frame: &mut Frame, area: Rect, block: Block, view: View) -> Placed {
+        draw(frame, area, block, view, self.placed.top)
+    }
+
+    fn placed(&mut self, placed: Placed) {
+        self.placed = placed;
+    }
+}
+
+/// Draws the grid, its first row `top` or less (so the cursor's row shows).
+fn draw(frame: &mut Frame, area: Rect, block: Block, view: View, top: usize) -> Placed {
+    let (model, ui) = (view.model, view.ui);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if inner.width == 0 || inner.height == 0 {
-        return;
+        return Placed::default();
     }
     let cell_w = cell_width(model, ui.compact);
     let cols = (inner.width as usize / cell_w).max(1);
     let height = inner.height as usize;
-    ui.grid_cols = cols;
-    ui.grid_height = height;
-    let rows = ui.grid_rows(model, cols);
+    let rows = rows(&ui.visible, model, cols);
+    let mut top = top;
     // Keep the cursor's row (and its wave heading, when there is room) on screen.
     if let Some(r) = rows.iter().position(
         |row| matches!(row, GridRow::Cells { from, to } if (*from..*to).contains(&ui.cursor)),
@@ -45,22 +175,27 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
         } else {
             r
         };
-        if with_heading < ui.grid_top {
-            ui.grid_top = with_heading;
-        } else if r >= ui.grid_top + height {
-            ui.grid_top = r + 1 - height;
+        if with_heading < top {
+            top = with_heading;
+        } else if r >= top + height {
+            top = r + 1 - height;
         }
     }
-    ui.grid_top = ui.grid_top.min(rows.len().saturating_sub(height));
+    let top = top.min(rows.len().saturating_sub(height));
+    let placed = Placed {
+        rows: height,
+        cols,
+        top,
+    };
     let t = &ui.theme;
     let buf = frame.buffer_mut();
     if rows.is_empty() {
         buf.set_string(inner.x, inner.y, "no environment matches the filter", t.dim);
-        return;
+        return placed;
     }
     // What does not fit is said on the bottom border, so nobody takes it for the whole fleet.
-    let above = ui.grid_top;
-    let below = rows.len().saturating_sub(ui.grid_top + height);
+    let above = top;
+    let below = rows.len().saturating_sub(top + height);
     let border_y = area.y + area.height.saturating_sub(1);
     if (above > 0 || below > 0) && border_y > inner.y + inner.height.saturating_sub(1) {
         let g = ui.glyphs;
@@ -82,7 +217,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
     }
     let name_w = cell_w.saturating_sub(4);
     let mut line = String::with_capacity(inner.width as usize);
-    for (y, row) in rows.iter().skip(ui.grid_top).take(height).enumerate() {
+    for (y, row) in rows.iter().skip(top).take(height).enumerate() {
         let y = inner.y + y as u16;
         match *row {
             GridRow::Heading { wave, shown } => {
@@ -161,4 +296,5 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &mut
             }
         }
     }
+    placed
 }

@@ -1,13 +1,107 @@
 //! The event log: the newest events of the rollout, newest first or last.
 
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use crate::console::model::Model;
+use super::{page_of, Change, Pane, Placed, Slot, View};
+use crate::console::actions::Act;
+use crate::console::model::LOG_CAPACITY;
 use crate::console::ui::Ui;
 use crate::engine::{Event, EventKind};
+
+/// The event log pane.
+#[derive(Debug, Default)]
+pub struct Log {
+    /// How many (shown) events back from the newest it starts.
+    scroll: usize,
+    /// Lines on screen in the last frame.
+    rows: usize,
+}
+
+/// The events the log's filter lets through.
+fn shown<'a>(ui: &Ui, events: impl IntoIterator<Item = &'a Event>) -> usize {
+    events
+        .into_iter()
+        .filter(|e| ui.event_filter.as_ref().is_none_or(|f| f.matches(e)))
+        .count()
+}
+
+impl Pane for Log {
+    fn title(&self) -> &'static str {
+        "Events"
+    }
+
+    fn title_extra(&self, view: View) -> String {
+        let ui = view.ui;
+        let order = if ui.newest_first {
+            " newest first"
+        } else {
+            " newest last"
+        };
+        match &ui.event_filter {
+            Some(f) => format!("{order} [{}]", f.text),
+            None => order.to_string(),
+        }
+    }
+
+    fn slot(&self) -> Slot {
+        Slot {
+            bottom: true,
+            column: 1,
+            width: Constraint::Percentage(50),
+        }
+    }
+
+    fn moved(&mut self, act: Act, rows: usize, view: View) -> Option<usize> {
+        // The scroll counts events back from the newest; with the newest last, down on
+        // screen is towards the newest.
+        let oldest = shown(view.ui, &view.model.log).saturating_sub(1);
+        let (older, newer, oldest_end) = if view.ui.newest_first {
+            (Act::Down, Act::Up, Act::Bottom)
+        } else {
+            (Act::Up, Act::Down, Act::Top)
+        };
+        self.scroll = if act == older {
+            (self.scroll + rows).min(oldest)
+        } else if act == newer {
+            self.scroll.saturating_sub(rows)
+        } else if act == oldest_end {
+            oldest
+        } else if matches!(act, Act::Top | Act::Bottom) {
+            0
+        } else {
+            self.scroll
+        };
+        None
+    }
+
+    fn page(&self) -> usize {
+        page_of(self.rows)
+    }
+
+    fn changed(&mut self, what: Change, _view: View) {
+        if what == Change::Events {
+            self.scroll = 0;
+        }
+    }
+
+    /// Scrolled back, it keeps showing the same events.
+    fn arrived(&mut self, batch: &[Event], view: View) {
+        if self.scroll > 0 {
+            self.scroll = (self.scroll + shown(view.ui, batch)).min(LOG_CAPACITY);
+        }
+    }
+
+    fn draw(&self, frame: &mut Frame, area: Rect, block: Block, view: View) -> Placed {
+        draw(frame, area, block, view, self.scroll)
+    }
+
+    fn placed(&mut self, placed: Placed) {
+        self.rows = placed.rows;
+    }
+}
 
 /// One line for an event: the plain output's line, or a short one for the frequent kinds.
 pub fn line_of(event: &Event) -> String {
@@ -38,7 +132,8 @@ fn time_of(ts: &str) -> String {
     ts.split('T').nth(1).unwrap_or(ts).chars().take(8).collect()
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {
+fn draw(frame: &mut Frame, area: Rect, block: Block, view: View, scroll: usize) -> Placed {
+    let (model, ui) = (view.model, view.ui);
     let t = &ui.theme;
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -50,7 +145,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         .iter()
         .rev()
         .filter(shown)
-        .skip(ui.log_scroll)
+        .skip(scroll)
         .take(height)
         .collect();
     if !ui.newest_first {
@@ -81,5 +176,10 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         frame.render_widget(Paragraph::new(Span::styled("no events yet", t.dim)), inner);
     } else {
         frame.render_widget(Paragraph::new(lines), inner);
+    }
+    Placed {
+        rows: height,
+        cols: 1,
+        top: scroll,
     }
 }

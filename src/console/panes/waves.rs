@@ -1,17 +1,86 @@
 //! The waves pane: per wave a progress bar, counts, gate state, budget left and risk.
 
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 
-use crate::console::model::{CellState, Model};
-use crate::console::ui::Ui;
+use super::{page_of, Change, Pane, Placed, Slot, Target, View};
+use crate::console::actions::Act;
+use crate::console::model::CellState;
 use crate::engine::text::percent;
 use crate::engine::RolloutState;
 use crate::intent::Gate;
 
-pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui) {
+/// Lines each wave takes.
+const PER_WAVE: usize = 4;
+
+/// The waves pane; its cursor picks the wave a rollback in it acts on.
+#[derive(Debug, Default)]
+pub struct Waves {
+    /// The selected wave (plan index).
+    cursor: usize,
+    /// Lines on screen in the last frame.
+    rows: usize,
+}
+
+impl Pane for Waves {
+    fn title(&self) -> &'static str {
+        "Waves"
+    }
+
+    fn slot(&self) -> Slot {
+        Slot {
+            bottom: false,
+            column: 0,
+            width: Constraint::Length(44),
+        }
+    }
+
+    fn moved(&mut self, act: Act, rows: usize, view: View) -> Option<usize> {
+        let n = view.model.plan.waves.len();
+        self.cursor = match act {
+            Act::Up | Act::Left => self.cursor.saturating_sub(rows),
+            Act::Down | Act::Right => (self.cursor + rows).min(n.saturating_sub(1)),
+            Act::Top => 0,
+            Act::Bottom => n.saturating_sub(1),
+            _ => self.cursor,
+        };
+        // The grid follows: its cursor goes to the wave's first environment.
+        let (model, ui) = (view.model, view.ui);
+        ui.visible
+            .iter()
+            .position(|&i| model.envs[i].wave == self.cursor)
+    }
+
+    fn page(&self) -> usize {
+        page_of(self.rows / PER_WAVE)
+    }
+
+    fn changed(&mut self, what: Change, view: View) {
+        // The selection moved elsewhere (the grid): the wave follows it.
+        if what == Change::Selection {
+            if let Some(i) = view.ui.selected() {
+                self.cursor = view.model.envs[i].wave;
+            }
+        }
+    }
+
+    fn target(&self) -> Target {
+        Target::Wave(self.cursor)
+    }
+
+    fn draw(&self, frame: &mut Frame, area: Rect, block: Block, view: View) -> Placed {
+        draw(frame, area, block, view, self.cursor)
+    }
+
+    fn placed(&mut self, placed: Placed) {
+        self.rows = placed.rows;
+    }
+}
+
+fn draw(frame: &mut Frame, area: Rect, block: Block, view: View, cursor: usize) -> Placed {
+    let (model, ui) = (view.model, view.ui);
     let t = &ui.theme;
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -28,7 +97,7 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         let failed = count(CellState::Failed) + count(CellState::Blocked);
         let running = count(CellState::Running);
         let rolled_back = count(CellState::RolledBack);
-        let selected = ui.wave_cursor == w;
+        let selected = cursor == w;
         let name_style = if selected { t.cursor } else { t.title };
         let gate = match (&wave.gate, view) {
             (_, Some(v)) if v.completed => Span::styled("done", t.ok),
@@ -132,8 +201,12 @@ pub fn draw(frame: &mut Frame, area: Rect, block: Block, model: &Model, ui: &Ui)
         )));
     }
     // Keep the selected wave in view on short screens.
-    let per_wave = 4;
-    let top = (ui.wave_cursor * per_wave)
-        .saturating_sub(inner.height.saturating_sub(per_wave as u16) as usize);
+    let top =
+        (cursor * PER_WAVE).saturating_sub(inner.height.saturating_sub(PER_WAVE as u16) as usize);
     frame.render_widget(Paragraph::new(lines).scroll((top as u16, 0)), inner);
+    Placed {
+        rows: inner.height as usize,
+        cols: 1,
+        top,
+    }
 }
