@@ -504,6 +504,56 @@ async fn approving_with_the_key_and_a_note_starts_the_wave() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn command_arguments_are_read_as_the_action_table_says() {
+    let mut h = Harness::new(fleet(6), false);
+    h.wait(1).await;
+    let flash = |h: &Harness| {
+        h.ui.flash
+            .as_ref()
+            .map(|f| f.text.clone())
+            .unwrap_or_default()
+    };
+    for (line, said) in [
+        (":pause now", "`pause` takes nothing after its name"),
+        (":retry e-99 e-01 e-98", "no environment e-99, e-98"),
+        (":rollback wave nope", "no wave `nope` in the plan"),
+        (":approve nope", "no wave `nope` in the plan"),
+        (":theme dark light", "`theme` takes one name"),
+        (":skip e-01", "e-01 not skipped: a reason is needed"),
+    ] {
+        assert!(h.press(&format!("{line}<Enter>")).is_empty(), "{line}");
+        assert!(matches!(h.ui.mode, Mode::Normal), "{line}");
+        assert!(flash(&h).contains(said), "{line}: {}", flash(&h));
+    }
+    let skip = h.press(":skip e-01 vendor window<Enter>");
+    assert!(
+        matches!(&skip[..], [Effect::Send(Command::Skip { env, reason, .. })]
+            if env == "e-01" && reason == "vendor window"),
+        "{skip:?}"
+    );
+    h.press(":filter e-0<Enter>");
+    assert!(h.ui.filter.is_some(), "{}", flash(&h));
+    // The table says how each asks: a retry y/n, an abort its release's name typed.
+    h.press(":retry e-02<Enter>");
+    assert!(matches!(h.ui.mode, Mode::Confirm { .. }));
+    h.press("n");
+    h.press(":abort<Enter>");
+    assert!(matches!(
+        h.ui.mode,
+        Mode::Input {
+            purpose: flotilla::console::ui::Purpose::TypeToConfirm { .. },
+            ..
+        }
+    ));
+    h.press("<Esc>?");
+    let help = h.screen(160, 48);
+    assert!(
+        help.contains("every failed one; asks y/n") && help.contains(":skip [ENV REASON...]"),
+        "{help}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn approving_with_the_command_line_and_completion() {
     let mut h = Harness::new(fleet(6), false);
     h.wait(1).await;

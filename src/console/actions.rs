@@ -1,6 +1,7 @@
-//! Every console action in one table: its name, default keys, description, whether it is
-//! dangerous (asks for confirmation) and whether it changes anything (gone in read-only mode).
-//! The table drives key dispatch, the footer hints, `?` help and `:` command completion.
+//! Every console action in one table: its name, default keys, description, how it is
+//! confirmed, what its `:` command takes, and whether it changes anything (gone in read-only
+//! mode). The table drives key dispatch, the dialogs, the footer hints, `?` help, `:` command
+//! parsing and completion.
 //! Key map overrides from the console config are merged over the defaults here.
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +49,73 @@ pub enum Act {
     AcceptDrift,
 }
 
+/// How an action asks before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// It runs at once.
+    Never,
+    /// y confirms, any other key cancels; the dialog names what it acts on. Aimed at a
+    /// whole wave, it asks for the wave's name typed instead ([`Confirm::for_wave`]).
+    YesNo,
+    /// The name of what it acts on typed exactly: for what acts on the whole rollout.
+    TypeName,
+    /// A line typed first: these words say what (a note, a reason, how long and why).
+    Typed(&'static str),
+}
+
+impl Confirm {
+    /// How it asks when aimed at a whole wave: a y/n becomes the wave's name typed.
+    pub fn for_wave(self) -> Confirm {
+        match self {
+            Confirm::YesNo => Confirm::TypeName,
+            other => other,
+        }
+    }
+
+    /// How help says it, if it asks at all.
+    pub fn said(self) -> Option<String> {
+        match self {
+            Confirm::Never => None,
+            Confirm::YesNo => Some("asks y/n".into()),
+            Confirm::TypeName => Some("asks for its name typed (the release's, the wave's)".into()),
+            Confirm::Typed(what) => Some(format!("asks {what}")),
+        }
+    }
+}
+
+/// What an action's `:` command takes after its name; without any, it runs as its key does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Args {
+    Nothing,
+    /// Environment names.
+    Envs,
+    /// Environment names, or `wave` and a wave's name.
+    EnvsOrWave,
+    /// An environment, then why.
+    EnvThenReason,
+    /// A wave, then a note.
+    WaveThenNote,
+    /// Free words (a filter expression).
+    Words,
+    /// One name.
+    Name,
+}
+
+impl Args {
+    /// How help writes what comes after the command's name.
+    pub fn usage(self) -> &'static str {
+        match self {
+            Args::Nothing => "",
+            Args::Envs => "[ENV...]",
+            Args::EnvsOrWave => "[ENV... | wave WAVE]",
+            Args::EnvThenReason => "[ENV REASON...]",
+            Args::WaveThenNote => "[WAVE [NOTE...]]",
+            Args::Words => "[EXPR...]",
+            Args::Name => "[NAME]",
+        }
+    }
+}
+
 /// One row of the action table.
 #[derive(Debug, Clone)]
 pub struct Action {
@@ -56,8 +124,10 @@ pub struct Action {
     pub name: &'static str,
     pub keys: &'static [&'static str],
     pub description: &'static str,
-    /// Asks for confirmation before it runs.
-    pub dangerous: bool,
+    /// How it asks before it runs.
+    pub confirm: Confirm,
+    /// What its `:` command takes.
+    pub args: Args,
     /// Changes the rollout (removed by `--read-only`).
     pub changes: bool,
     /// Shown in the footer when available.
@@ -75,10 +145,23 @@ const fn action(
         name,
         keys,
         description,
-        dangerous: false,
+        confirm: Confirm::Never,
+        args: Args::Nothing,
         changes: false,
         hint: false,
     }
+}
+
+const fn takes(args: Args, mut a: Action) -> Action {
+    a.args = args;
+    a
+}
+
+/// An action that changes the rollout and asks first, as `confirm` says.
+const fn asks(confirm: Confirm, mut a: Action) -> Action {
+    a.confirm = confirm;
+    a.changes = true;
+    a
 }
 
 const fn hinted(mut a: Action) -> Action {
@@ -91,20 +174,20 @@ const fn changes(mut a: Action) -> Action {
     a
 }
 
-const fn dangerous(mut a: Action) -> Action {
-    a.dangerous = true;
-    a.changes = true;
-    a
-}
-
 /// The whole table, in the order help lists it.
 pub const ACTIONS: &[Action] = &[
-    hinted(changes(action(
-        Act::Approve,
-        "approve",
-        &["a"],
-        "approve the gate that waits (asks for a note)",
-    ))),
+    hinted(takes(
+        Args::WaveThenNote,
+        asks(
+            Confirm::Typed("for a note"),
+            action(
+                Act::Approve,
+                "approve",
+                &["a"],
+                "approve the gate that waits (or the wave named, ahead)",
+            ),
+        ),
+    )),
     hinted(changes(action(
         Act::Pause,
         "pause",
@@ -117,65 +200,96 @@ pub const ACTIONS: &[Action] = &[
         &["r"],
         "resume a paused or halted rollout",
     ))),
-    hinted(dangerous(action(
-        Act::Retry,
-        "retry",
-        &["R"],
-        "retry the marked environments, or every failed one",
-    ))),
-    dangerous(action(
-        Act::Skip,
-        "skip",
-        &["S"],
-        "skip the selected environment (asks for a reason)",
+    hinted(takes(
+        Args::Envs,
+        asks(
+            Confirm::YesNo,
+            action(
+                Act::Retry,
+                "retry",
+                &["R"],
+                "retry the marked environments, or every failed one",
+            ),
+        ),
     )),
-    dangerous(action(
-        Act::Rollback,
-        "rollback",
-        &["B"],
-        "roll back the marked or selected environments to the release before (Waves pane: the whole wave, its name typed)",
-    )),
+    takes(
+        Args::EnvThenReason,
+        asks(
+            Confirm::Typed("for a reason"),
+            action(
+                Act::Skip,
+                "skip",
+                &["S"],
+                "skip the marked or selected environments",
+            ),
+        ),
+    ),
+    takes(
+        Args::EnvsOrWave,
+        asks(
+            Confirm::YesNo,
+            action(
+                Act::Rollback,
+                "rollback",
+                &["B"],
+                "roll back the marked or selected environments to the release before (Waves pane: the whole wave, its name typed)",
+            ),
+        ),
+    ),
     action(
         Act::Rescan,
         "rescan",
         &["d"],
         "scan the fleet for drift now (desired, last applied, live)",
     ),
-    dangerous(action(
-        Act::Adopt,
-        "adopt",
-        &["A"],
-        "adopt the selected environment's drift into Git as its emergency layer",
+    asks(
+        Confirm::YesNo,
+        action(
+            Act::Adopt,
+            "adopt",
+            &["A"],
+            "adopt the selected environment's drift into Git as its emergency layer",
+        ),
+    ),
+    asks(
+        Confirm::YesNo,
+        action(
+            Act::Revert,
+            "revert",
+            &["V"],
+            "revert the selected held environment's drift: the rollout applies over it",
+        ),
+    ),
+    asks(
+        Confirm::Typed("how long, then why"),
+        action(
+            Act::AcceptDrift,
+            "accept",
+            &["C"],
+            "accept the selected environment's drift for a while",
+        ),
+    ),
+    hinted(asks(
+        Confirm::TypeName,
+        action(Act::Abort, "abort", &["X"], "abort the rollout"),
     )),
-    dangerous(action(
-        Act::Revert,
-        "revert",
-        &["V"],
-        "revert the selected held environment's drift: the rollout applies over it",
+    hinted(takes(
+        Args::Words,
+        action(
+            Act::Filter,
+            "filter",
+            &["/"],
+            "filter environments by selector or name",
+        ),
     )),
-    changes(action(
-        Act::AcceptDrift,
-        "accept",
-        &["C"],
-        "accept the selected environment's drift for a while (asks how long and why)",
-    )),
-    hinted(dangerous(action(
-        Act::Abort,
-        "abort",
-        &["X"],
-        "abort the rollout (type the release name to confirm)",
-    ))),
-    hinted(action(
-        Act::Filter,
-        "filter",
-        &["/"],
-        "filter environments by selector or name",
-    )),
-    action(
-        Act::EventFilter,
-        "filter-events",
-        &["f"],
-        "filter the event log: env=NAME wave=NAME kind=KIND or words",
+    takes(
+        Args::Words,
+        action(
+            Act::EventFilter,
+            "filter-events",
+            &["f"],
+            "filter the event log: env=NAME wave=NAME kind=KIND or words",
+        ),
     ),
     action(
         Act::Mark,
@@ -221,11 +335,14 @@ pub const ACTIONS: &[Action] = &[
         &["z"],
         "fleet grid: glyphs only (the whole fleet at a glance) or with names",
     ),
-    action(
-        Act::Theme,
-        "theme",
-        &["T"],
-        "next theme (`:theme NAME` picks one)",
+    takes(
+        Args::Name,
+        action(
+            Act::Theme,
+            "theme",
+            &["T"],
+            "next theme, or the one named",
+        ),
     ),
     action(
         Act::Repaint,

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui_textarea::TextArea;
 
-use super::actions::{self, Act, KeyMap};
+use super::actions::{self, Act, Args, Confirm, KeyMap};
 use super::model::{CellState, Model};
 use super::panes::{Change, Geometry, Pane, Target, View};
 use super::theme::{ColorMode, Glyphs, Theme};
@@ -60,13 +60,27 @@ pub enum Purpose {
     AcceptDrift {
         env: String,
     },
-    /// A fleet-wide action: the target's name must be typed.
+    /// An action on a whole wave or the rollout: the target's name must be typed.
     TypeToConfirm {
+        act: Act,
         expected: String,
-        then: Command,
+        then: Vec<Effect>,
         /// What it does, in words, for the dialog's title.
         what: String,
     },
+}
+
+/// What a `:` command line gave after the action's name (see [`actions::Args`]).
+#[derive(Debug)]
+enum Given {
+    /// Nothing: the action runs as its key does.
+    Nothing,
+    Envs(Vec<String>),
+    /// A wave, and the words after it.
+    Wave(String, String),
+    /// An environment, and the words after it.
+    Env(String, String),
+    Words(String),
 }
 
 /// A dialog or overlay on top of the panes.
@@ -455,13 +469,19 @@ impl Ui {
         }
         match act {
             Act::Quit => match (&self.quit_warning, model.active()) {
-                (Some(w), true) if !self.stopping => self.confirm(w.clone(), vec![Effect::Quit]),
+                // Only when the engine runs here: y/n whatever the table says.
+                (Some(w), true) if !self.stopping => {
+                    self.ask_as(Confirm::YesNo, act, w.clone(), "", vec![Effect::Quit])
+                }
                 _ => vec![Effect::Quit],
             },
             // The engine runs in this process: stopping the process stops the rollout too.
-            Act::Suspend if self.quit_warning.is_some() && model.active() => self.confirm(
+            Act::Suspend if self.quit_warning.is_some() && model.active() => self.ask_as(
+                Confirm::YesNo,
+                act,
                 "Ctrl-Z stops this process and the engine in it: no step moves until `fg`. Suspend?"
                     .into(),
+                "",
                 vec![Effect::Suspend],
             ),
             Act::Help => {
@@ -628,10 +648,12 @@ impl Ui {
                     return Vec::new();
                 };
                 let what = drift_keys(model, &env);
-                self.confirm(
+                self.ask(
+                    act,
                     format!(
                         "Adopt {env}'s live values into Git ({what})? Commits emergency/{env}.toml on the current branch; the rollout keeps them."
                     ),
+                    &env.clone(),
                     vec![Effect::Adopt(env)],
                 )
             }
@@ -650,11 +672,13 @@ impl Ui {
                     return Vec::new();
                 }
                 let what = drift_keys(model, &env);
-                self.confirm(
+                self.ask(
+                    act,
                     format!(
                         "Revert {env}'s out-of-band change ({what})? The rollout applies {} over it.",
                         model.plan.release
                     ),
+                    &env.clone(),
                     vec![Effect::Send(Command::Release {
                         env,
                         decision: crate::engine::Decision::Revert,
@@ -670,18 +694,15 @@ impl Ui {
             }
             Act::Abort => {
                 let release = model.view.release.clone();
-                self.open(
-                    Purpose::TypeToConfirm {
-                        what: format!(
-                            "abort the rollout of {release}: steps in flight finish, environments part-way stay as they are."
-                        ),
-                        expected: release,
-                        then: Command::Abort {
-                            by: self.actor.clone(),
-                        },
-                    },
-                    "",
-                    "",
+                self.ask(
+                    act,
+                    format!(
+                        "abort the rollout of {release}: steps in flight finish, environments part-way stay as they are."
+                    ),
+                    &release,
+                    vec![Effect::Send(Command::Abort {
+                        by: self.actor.clone(),
+                    })],
                 )
             }
         }
@@ -717,8 +738,10 @@ impl Ui {
                 " Once failures are within budget the halt lifts and the rollout carries on.",
             );
         }
-        self.confirm_for_marks(
+        self.ask(
+            Act::Retry,
             prompt,
+            "",
             vec![Effect::Send(Command::Retry {
                 envs,
                 by: self.actor.clone(),
@@ -764,8 +787,10 @@ impl Ui {
             short_list(&envs),
             after_rollback(model)
         );
-        self.confirm_for_marks(
+        self.ask(
+            Act::Rollback,
             prompt,
+            "",
             vec![Effect::Send(Command::Rollback {
                 envs,
                 wave: None,
@@ -823,43 +848,63 @@ impl Ui {
                 short_list(&stay)
             )
         };
-        self.open(
-            Purpose::TypeToConfirm {
-                what: format!(
-                    "roll back wave {wave} to {to}. {}{stay}",
-                    after_rollback(model)
-                ),
-                expected: wave.clone(),
-                then: Command::Rollback {
-                    envs: Vec::new(),
-                    wave: Some(wave),
-                    to: None,
-                    by: self.actor.clone(),
-                },
-            },
-            "",
-            "",
+        self.ask_as(
+            actions::info(Act::Rollback).confirm.for_wave(),
+            Act::Rollback,
+            format!(
+                "roll back wave {wave} to {to}. {}{stay}",
+                after_rollback(model)
+            ),
+            &wave.clone(),
+            vec![Effect::Send(Command::Rollback {
+                envs: Vec::new(),
+                wave: Some(wave),
+                to: None,
+                by: self.actor.clone(),
+            })],
         )
     }
 
-    /// Confirmation of an action on the marks: they are done with once it is confirmed, and
-    /// kept for another try if not.
-    fn confirm_for_marks(&mut self, prompt: String, then: Vec<Effect>) -> Vec<Effect> {
-        self.mode = Mode::Confirm {
-            prompt,
-            then,
-            clear_marks: true,
-        };
-        Vec::new()
+    /// Asks before `then` runs, the way the action table says `act` asks: `text` is the
+    /// question (or, when a name is to be typed, what it does) and `name` what to type.
+    fn ask(&mut self, act: Act, text: String, name: &str, then: Vec<Effect>) -> Vec<Effect> {
+        self.ask_as(actions::info(act).confirm, act, text, name, then)
     }
 
-    fn confirm(&mut self, prompt: String, then: Vec<Effect>) -> Vec<Effect> {
-        self.mode = Mode::Confirm {
-            prompt,
-            then,
-            clear_marks: false,
-        };
-        Vec::new()
+    /// Asks as `how` says, whatever the table says (a wave's name typed, a quit that stops
+    /// the engine here).
+    fn ask_as(
+        &mut self,
+        how: Confirm,
+        act: Act,
+        text: String,
+        name: &str,
+        then: Vec<Effect>,
+    ) -> Vec<Effect> {
+        match how {
+            // A typed line was asked for before (the note, the reason): it is the answer.
+            Confirm::Never | Confirm::Typed(_) => then,
+            Confirm::YesNo => {
+                self.mode = Mode::Confirm {
+                    prompt: text,
+                    then,
+                    // An action on the marks is done with them once confirmed; they stay
+                    // for another try if not.
+                    clear_marks: matches!(actions::info(act).args, Args::Envs | Args::EnvsOrWave),
+                };
+                Vec::new()
+            }
+            Confirm::TypeName => self.open(
+                Purpose::TypeToConfirm {
+                    act,
+                    expected: name.to_string(),
+                    then,
+                    what: text,
+                },
+                "",
+                "",
+            ),
+        }
     }
 
     fn open(&mut self, purpose: Purpose, text: &str, _placeholder: &str) -> Vec<Effect> {
@@ -1006,14 +1051,19 @@ impl Ui {
                     })
                     .collect()
             }
-            Purpose::TypeToConfirm { expected, then, .. } => {
+            Purpose::TypeToConfirm {
+                act,
+                expected,
+                then,
+                ..
+            } => {
+                let name = actions::info(act).name;
                 if typed == expected {
-                    self.flash(format!("{} sent", then.name()));
-                    vec![Effect::Send(then)]
+                    self.flash(format!("{name} sent"));
+                    then
                 } else {
                     self.flash_error(format!(
-                        "not confirmed: type `{expected}` exactly to {}",
-                        then.name()
+                        "not confirmed: type `{expected}` exactly to {name}"
                     ));
                     Vec::new()
                 }
@@ -1089,85 +1139,101 @@ impl Ui {
             self.flash_error(why);
             return Vec::new();
         };
-        let act = actions::ACTIONS
+        let action = actions::ACTIONS
             .iter()
             .find(|a| a.name == name)
-            .map(|a| a.act)
             .expect("completed from the table");
-        match (act, rest.as_slice()) {
-            (Act::Approve, [wave, note @ ..]) => {
-                if !model.plan.waves.iter().any(|w| w.name == *wave) {
-                    self.flash_error(format!("no wave `{wave}` in the plan"));
-                    return Vec::new();
-                }
-                if note.is_empty() && needs_note(model, wave) {
+        let given = match self.given(model, action, &rest) {
+            Ok(given) => given,
+            Err(why) => {
+                self.flash_error(why);
+                return Vec::new();
+            }
+        };
+        match (action.act, given) {
+            (_, Given::Nothing) => self.run(model, action.act),
+            (Act::Approve, Given::Wave(wave, note)) => {
+                if note.is_empty() && needs_note(model, &wave) {
                     self.flash_error(format!(
                         "{wave} not approved: its gate takes a note saying why (:approve {wave} WHY)"
                     ));
                     return Vec::new();
                 }
-                self.flash(format!("approval of {wave} sent"));
-                vec![Effect::Send(Command::Approve {
-                    wave: wave.to_string(),
-                    by: self.actor.clone(),
-                    note: (!note.is_empty()).then(|| note.join(" ")),
-                })]
+                self.submit(model, Purpose::ApproveNote { wave }, note)
             }
-            (Act::Retry, envs) if !envs.is_empty() => match self.known(model, envs) {
-                Some(envs) => self.retry(model, envs),
-                None => Vec::new(),
-            },
-            (Act::Rollback, ["wave", wave]) => {
-                if !model.plan.waves.iter().any(|w| w.name == *wave) {
-                    self.flash_error(format!("no wave `{wave}` in the plan"));
-                    return Vec::new();
-                }
-                self.rollback_wave(model, wave.to_string())
+            (Act::Retry, Given::Envs(envs)) => self.retry(model, envs),
+            (Act::Rollback, Given::Wave(wave, _)) => self.rollback_wave(model, wave),
+            (Act::Rollback, Given::Envs(envs)) => self.rollback_envs(model, envs),
+            (Act::Skip, Given::Env(env, reason)) => {
+                self.submit(model, Purpose::SkipReason { envs: vec![env] }, reason)
             }
-            (Act::Rollback, envs) if !envs.is_empty() => match self.known(model, envs) {
-                Some(envs) => self.rollback_envs(model, envs),
-                None => Vec::new(),
-            },
-            (Act::Skip, [env, reason @ ..]) => {
-                if model.env_index(env).is_none() {
-                    self.flash_error(format!("no environment `{env}`"));
-                    return Vec::new();
-                }
-                self.submit(
-                    model,
-                    Purpose::SkipReason {
-                        envs: vec![env.to_string()],
-                    },
-                    reason.join(" "),
-                )
+            (Act::Filter, Given::Words(expr)) => self.submit(model, Purpose::Filter, expr),
+            (Act::EventFilter, Given::Words(expr)) => {
+                self.submit(model, Purpose::EventFilter, expr)
             }
-            (Act::Filter, expr) if !expr.is_empty() => {
-                self.submit(model, Purpose::Filter, expr.join(" "))
-            }
-            (Act::EventFilter, expr) if !expr.is_empty() => {
-                self.submit(model, Purpose::EventFilter, expr.join(" "))
-            }
-            (Act::Theme, [name]) => {
-                self.set_theme(name);
+            (Act::Theme, Given::Words(name)) => {
+                self.set_theme(&name);
                 Vec::new()
             }
-            _ => self.run(model, act),
+            // The table and this match disagree: said, not a crash of the console.
+            (act, given) => {
+                self.flash_error(format!(
+                    "`{}` cannot use {given:?} (a bug: please report it)",
+                    actions::info(act).name
+                ));
+                Vec::new()
+            }
         }
     }
 
-    /// The environments named on a command line, or None (said on the flash line) when
-    /// some are not in the fleet.
-    fn known(&mut self, model: &Model, names: &[&str]) -> Option<Vec<String>> {
-        let unknown: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|e| model.env_index(e).is_none())
-            .collect();
-        if !unknown.is_empty() {
-            self.flash_error(format!("no environment {}", unknown.join(", ")));
-            return None;
+    /// What a `:` command line gives after the action's name, read as the action table
+    /// says the action takes it and checked against the fleet and the plan.
+    fn given(
+        &self,
+        model: &Model,
+        action: &actions::Action,
+        rest: &[&str],
+    ) -> Result<Given, String> {
+        if rest.is_empty() {
+            return Ok(Given::Nothing);
         }
-        Some(names.iter().map(|e| e.to_string()).collect())
+        let wave = |name: &str| {
+            if model.plan.waves.iter().any(|w| w.name == name) {
+                Ok(name.to_string())
+            } else {
+                Err(format!("no wave `{name}` in the plan"))
+            }
+        };
+        let envs = |names: &[&str]| {
+            let unknown: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|e| model.env_index(e).is_none())
+                .collect();
+            if unknown.is_empty() {
+                Ok(Given::Envs(names.iter().map(|e| e.to_string()).collect()))
+            } else {
+                Err(format!("no environment {}", unknown.join(", ")))
+            }
+        };
+        match (action.args, rest) {
+            (Args::Nothing, _) => Err(format!(
+                "`{}` takes nothing after its name (? lists what each command takes)",
+                action.name
+            )),
+            (Args::Envs, names) => envs(names),
+            (Args::EnvsOrWave, ["wave", name]) => Ok(Given::Wave(wave(name)?, String::new())),
+            (Args::EnvsOrWave, names) => envs(names),
+            (Args::EnvThenReason, [env, reason @ ..]) => {
+                envs(&[env])?;
+                Ok(Given::Env(env.to_string(), reason.join(" ")))
+            }
+            (Args::WaveThenNote, [name, note @ ..]) => Ok(Given::Wave(wave(name)?, note.join(" "))),
+            (Args::Words, words) => Ok(Given::Words(words.join(" "))),
+            (Args::Name, [name]) => Ok(Given::Words(name.to_string())),
+            (Args::Name, _) => Err(format!("`{}` takes one name", action.name)),
+            (Args::EnvThenReason | Args::WaveThenNote, []) => Ok(Given::Nothing),
+        }
     }
 
     /// Moves the clock on; true when that changes what is drawn (a coarse countdown, a

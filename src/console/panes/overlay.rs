@@ -63,10 +63,15 @@ pub fn draw(frame: &mut Frame, ui: &Ui) {
                     continue;
                 };
                 let mut text = a.description.to_string();
-                if a.dangerous {
-                    text.push_str(" (confirms)");
+                if let Some(said) = a.confirm.said() {
+                    text.push_str(&format!("; {said}"));
                 }
-                for (n, part) in wrap(&text, room).into_iter().enumerate() {
+                let mut parts = wrap(&text, room);
+                // The command's form on a line of its own, so it is never broken.
+                if a.args != crate::console::actions::Args::Nothing {
+                    parts.push(format!(":{} {}", a.name, a.args.usage()));
+                }
+                for (n, part) in parts.into_iter().enumerate() {
                     let mut spans = if n == 0 {
                         vec![
                             Span::styled(format!(" {keys:<12}"), t.title),
