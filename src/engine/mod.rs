@@ -1371,8 +1371,7 @@ impl Engine {
                 .emergency
                 .get(&i)
                 .or_else(|| intent.emergency(&env.name));
-            let desired =
-                crate::intent::layers::render_with(&intent, release, env, emergency).desired;
+            let desired = crate::intent::layers::desired_with(&intent, release, env, emergency);
             let steps = &self.steps[&i];
             let revisions = intent
                 .services
@@ -1694,7 +1693,7 @@ impl Engine {
             .emergency
             .get(&i)
             .or_else(|| intent.emergency(&env.name));
-        let desired = crate::intent::layers::render_with(&intent, release, env, emergency).desired;
+        let desired = crate::intent::layers::desired_with(&intent, release, env, emergency);
         // The record names the whole rollback; only what is not back yet is applied.
         let mut services = Vec::new();
         let mut to_apply = Vec::new();

@@ -249,7 +249,7 @@ pub async fn run_env(
     env: usize,
     wave: Arc<str>,
     mut steps: Vec<StepState>,
-    desired: Desired,
+    mut desired: Desired,
     mut state: watch::Receiver<RunState>,
 ) -> (usize, Vec<StepState>) {
     let intent = &ctx.intent;
@@ -307,13 +307,18 @@ pub async fn run_env(
             }
             started[s] = true;
             let service = &intent.services[s].name;
-            let d = &desired.services[service];
+            // Each service's desired state is applied once: moved into its request, not
+            // copied (a config is a tree of allocations).
+            let d = desired
+                .services
+                .remove(service)
+                .expect("every service is rendered");
             let req = ApplyRequest {
                 service: service.clone(),
-                version: d.version.clone(),
-                config: d.config.clone(),
-                revision: d.revision.clone(),
-                secrets: d.secrets.clone(),
+                version: d.version,
+                config: d.config,
+                revision: d.revision,
+                secrets: d.secrets,
             };
             // Run here, in the environment's task, not as tasks of their own: a task is an
             // aligned allocation, which glibc's malloc serves slowly, and four per

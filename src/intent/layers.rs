@@ -9,7 +9,7 @@ use super::model::{Environment, Intent, Release};
 use crate::hash::stable_hash;
 
 /// What one environment should run for one release.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Desired {
     pub env: String,
     pub release: String,
@@ -93,6 +93,58 @@ pub fn render_with(
     env: &Environment,
     emergency: Option<&super::model::Emergency>,
 ) -> Rendered {
+    let layers = layers_of(intent, release, env, emergency);
+    let settings = merge(&layers, |key, file, value, replaced: Vec<Setting>| {
+        // The loser of each clash is remembered, with what it had overridden.
+        let mut overrode = Vec::new();
+        for old in replaced {
+            overrode.extend(old.overrode);
+            overrode.push(Overridden {
+                file: old.file,
+                value: old.value,
+            });
+        }
+        Setting {
+            key: key.to_string(),
+            value: value.clone(),
+            file: file.to_string(),
+            overrode,
+        }
+    });
+    let leaves = settings.values().map(|s| (s.key.as_str(), &s.value));
+    Rendered {
+        desired: desired_of(intent, release, env, emergency, leaves),
+        settings: settings.into_values().collect(),
+    }
+}
+
+/// What [`render_with`] renders as desired state, without the provenance of each setting:
+/// the engine needs only this, for every environment of a rollout.
+pub fn desired_with(
+    intent: &Intent,
+    release: &Release,
+    env: &Environment,
+    emergency: Option<&super::model::Emergency>,
+) -> Desired {
+    let layers = layers_of(intent, release, env, emergency);
+    let values = merge(&layers, |_, _, value, _| value);
+    desired_of(
+        intent,
+        release,
+        env,
+        emergency,
+        values.iter().map(|(k, v)| (k.as_str(), *v)),
+    )
+}
+
+/// The config layers of `env`, lowest first: release config < overlays by priority <
+/// environment config < its emergency layer (live values adopted into Git win).
+fn layers_of<'a>(
+    intent: &'a Intent,
+    release: &'a Release,
+    env: &'a Environment,
+    emergency: Option<&'a super::model::Emergency>,
+) -> Vec<(&'a str, &'a toml::Table)> {
     let mut layers: Vec<(&str, &toml::Table)> = vec![(&release.file, &release.config)];
     layers.extend(
         intent
@@ -102,40 +154,42 @@ pub fn render_with(
             .map(|o| (o.file.as_str(), &o.config)),
     );
     layers.push((&env.file, &env.config));
-    // Live values adopted into Git win over everything else.
     if let Some(e) = emergency {
         layers.push((&e.file, &e.config));
     }
+    layers
+}
 
-    let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
-    for (file, table) in layers {
+/// The leaf settings of `layers`, the later layer winning: `setting` makes each from its
+/// key, file and value and the settings it replaced. A leaf replaces anything above or
+/// below it (a table replaced by a scalar, or the reverse).
+fn merge<'a, S>(
+    layers: &[(&'a str, &'a toml::Table)],
+    mut setting: impl FnMut(&str, &'a str, &'a toml::Value, Vec<S>) -> S,
+) -> BTreeMap<String, S> {
+    let mut settings: BTreeMap<String, S> = BTreeMap::new();
+    for &(file, table) in layers {
         for (key, value) in crate::keypath::leaves(table) {
-            let value = value.clone();
-            // A leaf replaces anything above or below it (a table replaced by a scalar, or
-            // the reverse): the later layer wins and the loser is remembered.
-            let mut overrode = Vec::new();
-            let clashing = clashing(&settings, &key);
-            for k in clashing {
-                if let Some(old) = settings.remove(&k) {
-                    overrode.extend(old.overrode);
-                    overrode.push(Overridden {
-                        file: old.file,
-                        value: old.value,
-                    });
-                }
-            }
-            settings.insert(
-                key.clone(),
-                Setting {
-                    key,
-                    value,
-                    file: file.to_string(),
-                    overrode,
-                },
-            );
+            let replaced = clashing(&settings, &key)
+                .iter()
+                .filter_map(|k| settings.remove(k))
+                .collect();
+            let made = setting(&key, file, value, replaced);
+            settings.insert(key, made);
         }
     }
+    settings
+}
 
+/// Each service's version, config, revision and secret keys, from the merged `leaves`
+/// (dotted keys, in key order).
+fn desired_of<'a>(
+    intent: &Intent,
+    release: &Release,
+    env: &Environment,
+    emergency: Option<&super::model::Emergency>,
+    leaves: impl Iterator<Item = (&'a str, &'a toml::Value)> + Clone,
+) -> Desired {
     let mut services = BTreeMap::new();
     for service in &intent.services {
         let version = emergency
@@ -145,9 +199,9 @@ pub fn render_with(
             .unwrap_or_default();
         let mut config = toml::Table::new();
         let prefix = format!("{}.", service.name);
-        for s in settings.values() {
-            if let Some(rest) = s.key.strip_prefix(&prefix) {
-                crate::keypath::insert(&mut config, rest, s.value.clone());
+        for (key, value) in leaves.clone() {
+            if let Some(rest) = key.strip_prefix(&prefix) {
+                crate::keypath::insert(&mut config, rest, value.clone());
             }
         }
         let revision = revision_id(&service.name, &version, &config);
@@ -162,13 +216,10 @@ pub fn render_with(
             },
         );
     }
-    Rendered {
-        desired: Desired {
-            env: env.name.clone(),
-            release: release.name.clone(),
-            services,
-        },
-        settings: settings.into_values().collect(),
+    Desired {
+        env: env.name.clone(),
+        release: release.name.clone(),
+        services,
     }
 }
 
@@ -266,6 +317,16 @@ mod tests {
             ["api", "api.a", "api.a.b"]
         );
         assert!(clashing(&settings, "ap").is_empty());
+    }
+
+    #[test]
+    fn the_engine_s_render_without_provenance_gives_the_same_desired_state() {
+        let intent = intent();
+        for env in &intent.environments {
+            let r = render(&intent, &intent.releases[0], env);
+            let d = desired_with(&intent, &intent.releases[0], env, None);
+            assert_eq!(d, r.desired, "{}", env.name);
+        }
     }
 
     #[test]
