@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::three_way::{self, Comparison, DriftState, Rules, Side};
 use crate::drivers::{Driver, LiveService, LiveState};
 use crate::engine::EventKind;
-use crate::intent::layers::{render, DesiredService};
+use crate::intent::layers::{desired, DesiredService};
 use crate::intent::Intent;
 use crate::store::Applied;
 
@@ -51,7 +51,7 @@ impl Renderer<'_> {
             .entry((a.commit.clone(), a.release.clone(), env.to_string()))
             .or_insert_with(
                 || match (intent.release(&a.release), intent.environment(env)) {
-                    (Some(r), Some(e)) => render(&intent, r, e).desired.services,
+                    (Some(r), Some(e)) => desired(&intent, r, e).services,
                     _ => BTreeMap::new(),
                 },
             );
@@ -303,7 +303,7 @@ pub fn compare_env(
     observed: Result<LiveState, String>,
 ) -> EnvReport {
     let desired = match (intent.release(release), intent.environment(env)) {
-        (Some(r), Some(e)) => render(intent, r, e).desired.services,
+        (Some(r), Some(e)) => desired(intent, r, e).services,
         _ => BTreeMap::new(),
     };
     compare_rendered(intent, env, &desired, known, observed)
@@ -737,12 +737,11 @@ mod tests {
     #[test]
     fn an_acceptance_covers_drift_until_it_expires() {
         let intent = intent();
-        let desired = render(
+        let desired = desired(
             &intent,
             intent.release("1").unwrap(),
             intent.environment("e").unwrap(),
-        )
-        .desired;
+        );
         let applied = desired.services["api"].clone();
         let at = humantime::parse_rfc3339("2026-12-01T09:00:00Z").unwrap();
         let mut baseline = Baseline::default();

@@ -209,7 +209,7 @@ async fn survey(
             return seen;
         }
     };
-    let desired = layers::render(intent, rel, env).desired;
+    let desired = layers::desired(intent, rel, env);
     let moves = |service: &str| match (desired.services.get(service), live.get(service)) {
         (Some(want), Some(have)) => want.revision != have.revision,
         (Some(_), None) => true,

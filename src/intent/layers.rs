@@ -84,6 +84,11 @@ pub fn render(intent: &Intent, release: &Release, env: &Environment) -> Rendered
     render_with(intent, release, env, intent.emergency(&env.name))
 }
 
+/// What `env` should run for `release` ([`render`] without the provenance of each setting).
+pub fn desired(intent: &Intent, release: &Release, env: &Environment) -> Desired {
+    desired_with(intent, release, env, intent.emergency(&env.name))
+}
+
 /// Renders `env` for `release` with `emergency` as its emergency layer instead of the
 /// intent's own: a running rollout takes an environment's layer from the commit that
 /// adopted its live values.

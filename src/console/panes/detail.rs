@@ -82,7 +82,7 @@ pub fn lines(model: &Model, ui: &Ui, i: usize) -> Vec<Line<'static>> {
         .intent
         .release(&model.plan.release)
         .zip(intent_env)
-        .map(|(r, e)| crate::intent::layers::render(&model.intent, r, e).desired);
+        .map(|(r, e)| crate::intent::layers::desired(&model.intent, r, e));
     let report = model.drift.get(&env.name);
     out.push(Line::from(Span::styled(
         format!(
