@@ -150,10 +150,10 @@ pub struct Engine {
     /// Environments whose intent to apply is recorded but which have not started yet, with
     /// their rendered desired state.
     intended: HashMap<usize, crate::intent::layers::Desired>,
-    /// The window of intents recorded ahead of need, still committing: those environments
-    /// start once it resolves. Recording the next window while the current one runs keeps
-    /// the journal's commit off the rollout's critical path.
-    intents_ahead: Option<(HashSet<usize>, SinkFuture)>,
+    /// The windows of intents recorded ahead of need, oldest first, still committing: those
+    /// environments start once theirs resolves. Recording the next windows while the
+    /// current one runs keeps the journal's commit off the rollout's critical path.
+    intents_ahead: VecDeque<(HashSet<usize>, SinkFuture)>,
     /// Services in the order a rollback puts them back: dependents first.
     rollback_order: Vec<usize>,
     /// Steps (env, service) this rollout applied or tried to, whatever became of them since
@@ -206,6 +206,9 @@ struct RollbackPlan {
     /// Services already back: a rollback run again does not put them back twice.
     done: HashSet<usize>,
 }
+
+/// Windows of intents recorded ahead of need and still committing, at most.
+const WINDOWS_AHEAD: usize = 2;
 
 impl Engine {
     /// An engine for `plan` (made from `intent`) that reports to `events` and obeys `commands`.
@@ -302,7 +305,7 @@ impl Engine {
             gates_passed: HashSet::new(),
             recover: Vec::new(),
             intended: HashMap::new(),
-            intents_ahead: None,
+            intents_ahead: VecDeque::new(),
             rollback_order,
             attempted: HashSet::new(),
             rollbacks: JoinSet::new(),
@@ -1312,13 +1315,28 @@ impl Engine {
 
     /// Write-ahead: makes sure the intent to apply (every remaining revision) of environment
     /// `i` is durable before it starts, waiting only when it is not yet. Each wait also
-    /// records the next window of up to `max_parallel` environments of the queue without
-    /// waiting for it, so that by the time they start their intents are usually committed.
+    /// records the next windows of up to `max_parallel` environments of the queue (up to
+    /// [`WINDOWS_AHEAD`] in flight) without waiting for them, so that by the time they start
+    /// their intents are usually committed: at 100,000 environments one window ahead was
+    /// not enough, the journal's backlog made the engine wait for a tenth of the rollout.
     /// After a crash the ones that never started are simply observed and found untouched.
     /// False (and the rollout halts) when the journal could not record it.
     async fn intent_durable(&mut self, i: usize) -> bool {
-        let ahead = self.intents_ahead.take_if(|(envs, _)| envs.contains(&i));
-        let (envs, ack) = match ahead {
+        let ahead = self
+            .intents_ahead
+            .iter()
+            .position(|(envs, _)| envs.contains(&i));
+        // The journal commits in order: the window's acknowledgement covers the older
+        // windows too, so they are taken with it.
+        let taken = ahead.map(|w| {
+            let mut older: Vec<_> = self.intents_ahead.drain(..=w).collect();
+            let (mut envs, ack) = older.pop().expect("the window itself");
+            for (e, _) in older {
+                envs.extend(e);
+            }
+            (envs, ack)
+        });
+        let (envs, ack) = match taken {
             Some(window) => window,
             // Already durable: recorded in a window that was waited for.
             None if self.intended.contains_key(&i) => return true,
@@ -1338,8 +1356,11 @@ impl Engine {
             self.publish_state();
             return false;
         }
-        if self.intents_ahead.is_none() {
-            self.intents_ahead = self.record_intents(None);
+        while self.intents_ahead.len() < WINDOWS_AHEAD {
+            match self.record_intents(None) {
+                Some(window) => self.intents_ahead.push_back(window),
+                None => break,
+            }
         }
         true
     }
@@ -2097,7 +2118,7 @@ impl Engine {
                 // An intent recorded before the decision was rendered without it: it is
                 // recorded again when the environment starts.
                 self.intended.remove(&i);
-                if let Some((envs, _)) = &mut self.intents_ahead {
+                for (envs, _) in &mut self.intents_ahead {
                     envs.remove(&i);
                 }
                 self.emit(EventKind::EnvReleased {
