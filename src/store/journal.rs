@@ -879,8 +879,11 @@ pub fn spawn_routed(
                 for ack in acks {
                     let _ = ack.send(ok);
                 }
-                since_checkpoint += events.len();
-                if let Some((nudge, _)) = checkpointer.as_ref().filter(|_| since_checkpoint >= WAL_CHECKPOINT_EVERY) {
+                if ok {
+                    since_checkpoint += events.len();
+                }
+                let due = since_checkpoint >= WAL_CHECKPOINT_EVERY;
+                if let Some((nudge, _)) = checkpointer.as_ref().filter(|_| due) {
                     // One nudge waiting is enough: a checkpoint under way takes all there is.
                     let _ = nudge.try_send(());
                     since_checkpoint = 0;
@@ -912,7 +915,7 @@ const WAL_CHECKPOINT_EVERY: usize = 100_000;
 
 /// A thread with its own connection that checkpoints the WAL passively each time it is
 /// nudged, until the nudges end; None when it cannot be had (the writer checkpoints then).
-fn checkpointer(path: &Path) -> Option<(std_mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
+fn checkpointer(path: &Path) -> Option<(std_mpsc::SyncSender<()>, JoinHandle<()>)> {
     let conn = connect(path).ok()?;
     let (nudge, nudges) = std_mpsc::sync_channel::<()>(1);
     let thread = std::thread::Builder::new()
