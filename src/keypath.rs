@@ -5,13 +5,12 @@ use std::collections::BTreeMap;
 
 /// Whether `pattern` names `path` or a table above it.
 pub fn covers(pattern: &str, path: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('.').collect();
-    let segments: Vec<&str> = path.split('.').collect();
-    parts.len() <= segments.len()
-        && parts
-            .iter()
-            .zip(&segments)
-            .all(|(p, s)| *p == "*" || p == s)
+    // Each part of the pattern must have its segment: a pattern longer than the path
+    // names something below it, not it.
+    let mut segments = path.split('.');
+    pattern
+        .split('.')
+        .all(|p| segments.next().is_some_and(|s| p == "*" || p == s))
 }
 
 /// Whether any of `patterns` covers `path`.

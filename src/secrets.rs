@@ -24,10 +24,13 @@ const SEALED: &str = "sealed:sha256:";
 /// Whether the dotted `path` of a service's config is secret under `named` (the service's
 /// `secret_keys`).
 pub fn is_secret(named: &[String], path: &str) -> bool {
-    let segments: Vec<&str> = path.split('.').collect();
-    let by_default = segments.iter().any(|s| {
-        let s = s.to_ascii_lowercase();
-        DEFAULT_PATTERNS.iter().any(|p| s.contains(p))
+    // Without allocating: every key of every environment's render is asked.
+    let by_default = path.split('.').any(|s| {
+        DEFAULT_PATTERNS.iter().any(|p| {
+            s.as_bytes()
+                .windows(p.len())
+                .any(|w| w.eq_ignore_ascii_case(p.as_bytes()))
+        })
     });
     // A named key hides what is under it too.
     by_default || crate::keypath::any_covers(named, path)
@@ -36,22 +39,25 @@ pub fn is_secret(named: &[String], path: &str) -> bool {
 /// The dotted paths of `config` that are secret (the topmost of each secret subtree).
 pub fn paths(named: &[String], config: &toml::Table) -> Vec<String> {
     let mut out = Vec::new();
-    walk(named, "", config, &mut out);
+    walk(named, &mut String::new(), config, &mut out);
     out
 }
 
-fn walk(named: &[String], prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+/// Walks `table` under the dotted `path` (one buffer for the whole walk: a copy is made
+/// only of the paths found secret).
+fn walk(named: &[String], path: &mut String, table: &toml::Table, out: &mut Vec<String>) {
     for (k, v) in table {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        if is_secret(named, &path) {
-            out.push(path);
-        } else if let toml::Value::Table(t) = v {
-            walk(named, &path, t, out);
+        let at = path.len();
+        if at > 0 {
+            path.push('.');
         }
+        path.push_str(k);
+        if is_secret(named, path) {
+            out.push(path.clone());
+        } else if let toml::Value::Table(t) = v {
+            walk(named, path, t, out);
+        }
+        path.truncate(at);
     }
 }
 
@@ -191,6 +197,13 @@ mod tests {
         assert!(is_secret(&named, "vault.role"));
         assert!(!is_secret(&named, "vault"));
         assert!(!is_secret(&named, "replicas"));
+        // Found at any depth, by the whole dotted path, any case.
+        let nested = table("[a.b]\nmy_Secret = 1\nx = 2\n[a.c]\ny = 3\n");
+        assert_eq!(paths(&[], &nested), ["a.b.my_Secret"]);
+        assert_eq!(
+            paths(&["a.c".to_string()], &nested),
+            ["a.b.my_Secret", "a.c"]
+        );
     }
 
     #[test]

@@ -189,8 +189,11 @@ pub struct SimFleet {
     hang: Option<Selector>,
     state: Mutex<SimState>,
     /// Calls per env and service, so each draw is unique but independent of interleaving.
-    /// Hashed by name: a draw is on the path of every simulated call.
-    calls: Mutex<std::collections::HashMap<String, std::collections::HashMap<String, u64>>>,
+    /// Keyed by a hash of the two names, not the names: a draw is on the path of every
+    /// simulated call, and copies of 100,000 environments' names cost more to make and to
+    /// free than the rollout they count. (Two pairs whose hashes collide, odds of about 1
+    /// in 400 million at that size, would share a counter: their draws stay deterministic.)
+    calls: Mutex<std::collections::HashMap<u64, u64>>,
     /// Where the fleet's live state persists (the state database), if anywhere. The
     /// simulated world keeps a change the moment it is applied, as a real one would, so a
     /// crash of flotilla never loses it.
@@ -387,17 +390,13 @@ impl SimFleet {
 
     /// A fresh draw in [0, 1) for this call of (env, service).
     fn draw(&self, env: &str, service: &str, what: &str) -> f64 {
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        // Names are copied only the first time they are seen.
-        if !calls.contains_key(env) {
-            calls.insert(env.to_string(), Default::default());
-        }
-        let of_env = calls.get_mut(env).expect("inserted above");
-        if !of_env.contains_key(service) {
-            of_env.insert(service.to_string(), 0);
-        }
-        let n = of_env.get_mut(service).expect("inserted above");
-        *n += 1;
+        let key = stable_hash(&[env.as_bytes(), service.as_bytes()]);
+        let n = {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            let n = calls.entry(key).or_insert(0);
+            *n += 1;
+            *n
+        };
         let h = stable_hash(&[
             &self.config.seed.to_le_bytes(),
             env.as_bytes(),

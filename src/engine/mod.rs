@@ -110,7 +110,9 @@ pub const FREEZE_WAIT: &str = "the end of freeze";
 /// A rollout in progress. Build with [`Engine::new`], then [`Engine::run`].
 pub struct Engine {
     ctx: Arc<StepContext>,
-    plan: Plan,
+    /// Shared so that a gate can hold its wave while the engine changes: a wave's copy
+    /// would copy its list of environments, all of the fleet's names in a one-wave plan.
+    plan: Arc<Plan>,
     max_parallel: usize,
     on_hold: OnHold,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -280,7 +282,7 @@ impl Engine {
             ctx,
             max_parallel: plan.max_parallel.max(1),
             max_failures: plan.max_failures,
-            plan,
+            plan: Arc::new(plan),
             on_hold,
             commands,
             commands_open: true,
@@ -737,7 +739,8 @@ impl Engine {
     /// Soak after the previous wave, then approvals (the checks that verify come after the
     /// freezes, in [`Engine::verify`]). Returns how the rollout ended if it did.
     async fn pass_gate(&mut self, w: usize) -> Result<(), Outcome> {
-        let wave = self.plan.waves[w].clone();
+        let plan = self.plan.clone();
+        let wave = &plan.waves[w];
         let needed = match wave.gate {
             Gate::Approval { approvers } => approvers as usize,
             Gate::Auto => 0,
@@ -763,7 +766,7 @@ impl Engine {
                 reason: reason.clone(),
             });
             return Err(Outcome::Blocked {
-                wave: wave.name,
+                wave: wave.name.clone(),
                 reason,
             });
         }
@@ -823,7 +826,8 @@ impl Engine {
     /// halt (resume, retry) they run again. Headless, the halt ends the rollout (a resume
     /// runs them again).
     async fn verify(&mut self, w: usize) -> Result<(), Outcome> {
-        let wave = self.plan.waves[w].clone();
+        let plan = self.plan.clone();
+        let wave = &plan.waves[w];
         if !wave.recheck_health && wave.check.is_none() {
             return Ok(());
         }
@@ -833,7 +837,7 @@ impl Engine {
             if matches!(self.stop, Some(Stop::Halt { .. })) {
                 self.wait_out_halt().await?;
             }
-            match self.verify_once(w, &wave).await? {
+            match self.verify_once(w, wave).await? {
                 Ok(()) => return Ok(()),
                 Err(reason) => {
                     self.stop = Some(Stop::Halt { reason });

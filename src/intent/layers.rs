@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::model::{Environment, Intent, Release};
-use crate::hash::stable_hash;
+use crate::hash::StableHasher;
 
 /// What one environment should run for one release.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -203,9 +203,11 @@ fn desired_of<'a>(
             .cloned()
             .unwrap_or_default();
         let mut config = toml::Table::new();
-        let prefix = format!("{}.", service.name);
         for (key, value) in leaves.clone() {
-            if let Some(rest) = key.strip_prefix(&prefix) {
+            let rest = key
+                .strip_prefix(service.name.as_str())
+                .and_then(|k| k.strip_prefix('.'));
+            if let Some(rest) = rest {
                 crate::keypath::insert(&mut config, rest, value.clone());
             }
         }
@@ -254,9 +256,15 @@ fn clashing<V>(settings: &BTreeMap<String, V>, key: &str) -> Vec<String> {
 
 /// The id of one (service, version, config): equal content gives an equal id.
 pub fn revision_id(service: &str, version: &str, config: &toml::Table) -> String {
-    let config = serde_json::to_string(config).unwrap_or_default();
-    let h = stable_hash(&[service.as_bytes(), version.as_bytes(), config.as_bytes()]);
-    format!("{h:016x}")
+    // The config's JSON is hashed as it is written, not kept: ids are made for every
+    // service of every environment a rollout renders.
+    let mut h = StableHasher::new();
+    h.part(service.as_bytes());
+    h.part(version.as_bytes());
+    // A table always serializes to JSON (its keys are strings), and the hasher never fails.
+    let _ = serde_json::to_writer(&mut h, config);
+    h.end_part();
+    format!("{:016x}", h.finish())
 }
 
 #[cfg(test)]
@@ -288,6 +296,22 @@ mod tests {
             subject: "s".into(),
         };
         parse(rev, &files).unwrap().0
+    }
+
+    #[test]
+    fn revision_ids_stay_the_hash_of_the_config_s_json_text() {
+        // Ids are kept in journals and in what drivers run: hashing the JSON as it is
+        // written must give the ids that hashing its text gave.
+        let config: toml::Table =
+            toml::from_str("replicas = 3\nlog = \"info\"\n[db]\npool = { size = 5, tls = true }\n")
+                .expect("toml");
+        let text = serde_json::to_string(&config).expect("json");
+        let before = crate::hash::stable_hash(&[b"api", b"1.2", text.as_bytes()]);
+        assert_eq!(revision_id("api", "1.2", &config), format!("{before:016x}"));
+        assert_ne!(
+            revision_id("api", "1.3", &config),
+            revision_id("api", "1.2", &config)
+        );
     }
 
     #[test]

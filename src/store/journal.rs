@@ -147,15 +147,24 @@ fn row_hash(chain: Chain, key: Option<&[u8]>, prev: &str, row: &Columns) -> Stri
 /// Appends one event's JSON (the same as `serde_json::to_string(event)`) to `out`. Serialising
 /// the tagged kind directly and splicing the timestamp in front avoids serde's slower path
 /// for flattened fields; this runs for every event of every rollout.
-fn write_event(out: &mut String, event: &Event) {
-    match serde_json::to_string(&event.kind) {
-        Ok(kind) if kind.starts_with('{') && kind.len() > 2 => {
-            out.push_str("{\"ts\":");
-            out.push_str(&serde_json::to_string(&event.ts).unwrap_or_else(|_| "\"\"".into()));
-            out.push(',');
-            out.push_str(&kind[1..]);
+fn write_event(out: &mut Vec<u8>, event: &Event) {
+    // Written into the row's buffer, not into strings of its own: every event of a
+    // rollout passes here.
+    let start = out.len();
+    out.extend_from_slice(b"{\"ts\":");
+    let ts = serde_json::to_writer(&mut *out, &event.ts);
+    out.push(b',');
+    let at = out.len();
+    let kind = serde_json::to_writer(&mut *out, &event.kind);
+    if ts.is_ok() && kind.is_ok() && out.get(at) == Some(&b'{') && out.len() > at + 2 {
+        // The kind's fields follow the time stamp's in one object.
+        out.remove(at);
+    } else {
+        out.truncate(start);
+        if serde_json::to_writer(&mut *out, event).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"null");
         }
-        _ => out.push_str(&serde_json::to_string(event).unwrap_or_else(|_| "null".into())),
     }
 }
 
@@ -194,15 +203,18 @@ pub fn append_routed(
     }
     let (seq, prev) = last.map_or((0, String::new()), |(s, h, _)| (s, h));
     let seq = seq + 1;
-    let mut body = String::with_capacity(events.len() * 200);
-    body.push('[');
+    let mut body = Vec::with_capacity(events.len() * 200);
+    body.push(b'[');
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
         write_event(&mut body, e);
     }
-    body.push(']');
+    body.push(b']');
+    // serde_json writes UTF-8 only (a failed event is cut off whole), so this never copies.
+    let body = String::from_utf8(body)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let ts = &events[0].ts;
     let chain = if key.is_some() {
         Chain::Hmac
@@ -1002,9 +1014,12 @@ mod tests {
                 kind,
             }));
         for e in all {
-            let mut fast = String::new();
+            let mut fast = Vec::new();
             write_event(&mut fast, &e);
-            assert_eq!(fast, serde_json::to_string(&e).unwrap());
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                serde_json::to_string(&e).unwrap()
+            );
         }
     }
 
