@@ -1027,14 +1027,10 @@ impl Checker {
             );
             return None;
         }
-        let mut labels = raw
-            .labels
-            .as_ref()
-            .map(|l| l.get_ref().clone())
-            .unwrap_or_default();
+        let span = raw.labels.as_ref().map(|l| l.span()).unwrap_or(0..0);
+        let mut labels = raw.labels.map(Spanned::into_inner).unwrap_or_default();
         if let Some(given) = labels.get("name") {
             if *given != name {
-                let span = raw.labels.as_ref().map(|l| l.span()).unwrap_or(0..0);
                 self.error(f, span, format!("label `name` is `{given}` but the file names the environment `{name}`"))
                     .help = Some("every environment has the label `name` set to its file name; remove this label".into());
             }

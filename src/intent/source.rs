@@ -23,7 +23,7 @@ pub struct SourceFile {
 pub struct Snapshot {
     pub revision: Revision,
     pub files: Vec<SourceFile>,
-    /// Uncommitted changes to intent files, and files that are not read.
+    /// Files that are not read ([`uncommitted`] tells of changes not committed).
     pub warnings: Vec<Diagnostic>,
     /// Files that cannot be intent at all: not UTF-8, in the tree twice, or named like
     /// another up to case. The rest is still read, so every problem is reported at once.
@@ -180,7 +180,6 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
         }
     }
 
-    warnings.extend(uncommitted(&repo));
     Ok(Snapshot {
         revision,
         files,
@@ -190,8 +189,12 @@ pub fn read(repo_dir: &Path, rev: &str) -> Result<Snapshot, IntentError> {
 }
 
 /// Warnings for intent files whose work-tree state differs from HEAD: they are easy to forget
-/// and flotilla would silently ignore them.
-fn uncommitted(repo: &Repository) -> Vec<Diagnostic> {
+/// and flotilla would silently ignore them. Nothing when `repo_dir` cannot be opened
+/// ([`read`] says why).
+pub fn uncommitted(repo_dir: &Path) -> Vec<Diagnostic> {
+    let Ok(repo) = Repository::open(repo_dir) else {
+        return Vec::new();
+    };
     if repo.is_bare() {
         return Vec::new();
     }
