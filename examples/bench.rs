@@ -5,13 +5,13 @@
 //! Targets: a 10,000-environment x 3-service rollout on a zero-latency simulated fleet in
 //! under 1 s wall and 200 MB peak memory; journal appends of at least 50,000 events/s in
 //! batches, and journaling a whole rollout costing under 20% of its wall time; loading and
-//! rendering 10,000 environment files from
-//! a Git repository in under 1 s. At 100,000 environments (`-- --envs 100000`): load + render
-//! under 2 s, the journaled rollout under 3 s, peak memory under 1 GB; `-- --scale` runs 10,000
-//! and 100,000 each in a process of its own and prints them side by side with their ratio
-//! (target at most 11x for a fleet 10x larger). The fleet never fails here (success_rate 1.0): a transient
-//! failure would add its real backoff sleep to the wall time and measure the strategy, not the
-//! engine.
+//! rendering 10,000 environment files from a Git repository in under 1 s. At 100,000
+//! environments (`-- --envs 100000`): load + render under 2 s, the journaled rollout under
+//! 3 s, peak memory under 1 GB; `-- --scale` runs 10,000 and 100,000 three times each
+//! (`--runs N`), each run in a process of its own, and prints the medians side by side with
+//! their ratio (target at most 11x for a fleet 10x larger). The fleet never fails here
+//! (success_rate 1.0): a transient failure would add its real backoff sleep to the wall time
+//! and measure the strategy, not the engine.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -157,9 +157,8 @@ async fn rollout(
     let mut journaled_events = 0;
     let outcome = match journaled {
         None => {
-            Engine::new(intent.clone(), plan, fleet, clock, etx, crx, OnHold::Exit)
-                .run()
-                .await
+            let engine = Engine::new(intent.clone(), plan, fleet, clock, etx, crx, OnHold::Exit);
+            on_the_runtime(engine).await
         }
         Some((db, id)) => {
             // The journal passes committed events on in batches, as the printer takes them.
@@ -173,7 +172,7 @@ async fn rollout(
                 n
             });
             let (sink, writer) = journal::spawn(db, id, None, btx).expect("journal");
-            let outcome = Engine::new(
+            let engine = Engine::new(
                 intent.clone(),
                 plan,
                 fleet,
@@ -181,9 +180,8 @@ async fn rollout(
                 sink.clone(),
                 crx,
                 OnHold::Exit,
-            )
-            .run()
-            .await;
+            );
+            let outcome = on_the_runtime(engine).await;
             sink.flush().await;
             drop(sink);
             writer.join().expect("journal written");
@@ -194,6 +192,14 @@ async fn rollout(
     let wall = t.elapsed();
     drop(ctx);
     (outcome, wall, counter.await.unwrap_or(0) + journaled_events)
+}
+
+/// Runs the engine as `flotilla rollout` does: as a task of the runtime (its steps wake it
+/// on the runtime's own threads), not on the thread that waits for it.
+async fn on_the_runtime(engine: Engine) -> Outcome {
+    tokio::spawn(engine.run())
+        .await
+        .expect("the engine panicked")
 }
 
 /// What one size's run measured, for `--scale` to set side by side.
@@ -216,7 +222,7 @@ fn main() {
             .map(|v| v.replace('_', "").parse::<usize>().expect("a number"))
     };
     if args.iter().any(|a| a == "--scale") {
-        return scale(&[ENVS, 100_000]);
+        return scale(&[ENVS, 100_000], value("--runs").unwrap_or(3).max(1));
     }
     let envs = value("--envs").unwrap_or(ENVS);
     // `--figures` is what `--scale` asks its children for: the headline figures only.
@@ -224,32 +230,43 @@ fn main() {
     bench(envs, figures);
 }
 
-/// Runs the bench at each size in a process of its own (so each has its own peak memory) and
-/// prints their figures side by side with the ratio of the largest to the smallest.
-fn scale(sizes: &[usize]) {
+/// Runs the bench at each size `runs` times, each in a process of its own (so each has its
+/// own peak memory), and prints the median of each figure side by side with the ratio of the
+/// largest size to the smallest: a shared machine has slow spells of seconds, and one run
+/// caught in one says more of the machine than of flotilla.
+fn scale(sizes: &[usize], runs: usize) {
     let me = std::env::current_exe().expect("own path");
     let mut columns = Vec::new();
     for &envs in sizes {
-        eprintln!("running {envs} environments...");
-        let out = std::process::Command::new(&me)
-            .args(["--envs", &envs.to_string(), "--figures"])
-            .output()
-            .expect("run the bench");
-        let text = String::from_utf8_lossy(&out.stdout);
-        eprint!("{text}");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let figure = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("figure {name} ")))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        columns.push(FIGURES.map(figure));
+        let mut each = Vec::new();
+        for run in 1..=runs {
+            eprintln!("running {envs} environments ({run} of {runs})...");
+            let out = std::process::Command::new(&me)
+                .args(["--envs", &envs.to_string(), "--figures"])
+                .output()
+                .expect("run the bench");
+            let text = String::from_utf8_lossy(&out.stdout);
+            eprint!("{text}");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let figure = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("figure {name} ")))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            each.push(FIGURES.map(figure));
+        }
+        columns.push(std::array::from_fn::<f64, { FIGURES.len() }, _>(|i| {
+            let mut values: Vec<f64> = each.iter().map(|run| run[i]).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        }));
     }
+    println!("median of {runs} run(s) at each size, each in a process of its own");
     let (first, last) = (&columns[0], &columns[columns.len() - 1]);
     let growth = sizes[sizes.len() - 1] as f64 / sizes[0] as f64;
     print!("{:<22}", "figure");
