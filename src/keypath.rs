@@ -21,23 +21,31 @@ pub fn any_covers(patterns: &[String], path: &str) -> bool {
 /// Every leaf of `table` by its dotted path (arrays are leaves: compared whole).
 pub fn leaves(table: &toml::Table) -> BTreeMap<String, &toml::Value> {
     let mut out = BTreeMap::new();
-    walk("", table, &mut out);
+    each_leaf(table, &mut |path, value| {
+        out.insert(path.to_string(), value);
+    });
     out
 }
 
-fn walk<'a>(prefix: &str, table: &'a toml::Table, out: &mut BTreeMap<String, &'a toml::Value>) {
+/// Calls `f` with every leaf of `table` and its dotted path, as [`leaves`] names them but
+/// in the table's order and without collecting them: every environment's render walks
+/// every layer, and one buffer for the paths spares a copy of each.
+pub fn each_leaf<'a>(table: &'a toml::Table, f: &mut impl FnMut(&str, &'a toml::Value)) {
+    walk(&mut String::new(), table, f)
+}
+
+fn walk<'a>(path: &mut String, table: &'a toml::Table, f: &mut impl FnMut(&str, &'a toml::Value)) {
     for (k, v) in table {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) if !t.is_empty() => walk(&path, t, out),
-            _ => {
-                out.insert(path, v);
-            }
+        let at = path.len();
+        if at > 0 {
+            path.push('.');
         }
+        path.push_str(k);
+        match v {
+            toml::Value::Table(t) if !t.is_empty() => walk(path, t, f),
+            _ => f(path, v),
+        }
+        path.truncate(at);
     }
 }
 

@@ -174,14 +174,14 @@ fn merge<'a, S>(
 ) -> BTreeMap<String, S> {
     let mut settings: BTreeMap<String, S> = BTreeMap::new();
     for &(file, table) in layers {
-        for (key, value) in crate::keypath::leaves(table) {
-            let replaced = clashing(&settings, &key)
+        crate::keypath::each_leaf(table, &mut |key, value| {
+            let replaced = clashing(&settings, key)
                 .iter()
                 .filter_map(|k| settings.remove(k))
                 .collect();
-            let made = setting(&key, file, value, replaced);
-            settings.insert(key, made);
-        }
+            let made = setting(key, file, value, replaced);
+            settings.insert(key.to_string(), made);
+        });
     }
     settings
 }
