@@ -807,8 +807,9 @@ pub fn spawn_routed(
     // Checkpoints (copying the WAL into the database, with an fsync) made by the writer
     // stall the steps waiting on the journal: at 100,000 environments they were most of the
     // journal's cost. A thread of its own checkpoints instead, passively (never blocking the
-    // writer), when the writer says the WAL has grown; without one, the writer lets the WAL
-    // grow to 64 MB between checkpoints. The last connection to close checkpoints it.
+    // writer), when the writer says the WAL has grown, and the writer copies only the little
+    // written meanwhile; without that thread, the writer lets the WAL grow to 64 MB between
+    // checkpoints. The last connection to close checkpoints it.
     let checkpointer = checkpointer(path);
     let autocheckpoint = if checkpointer.is_some() { 0 } else { 16384 };
     conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint)?;
