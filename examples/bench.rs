@@ -145,9 +145,11 @@ async fn rollout(
         note: None,
     })
     .expect("send");
-    let counter = tokio::spawn(async move {
+    // A thread of its own, as the journal's writer is: a task among the busy step tasks
+    // took 128 events a turn, fell behind, and held most of the rollout's events in memory.
+    let counter = std::thread::spawn(move || {
         let mut n = 0usize;
-        while erx.recv().await.is_some() {
+        while erx.blocking_recv().is_some() {
             n += 1;
         }
         n
@@ -191,7 +193,11 @@ async fn rollout(
     };
     let wall = t.elapsed();
     drop(ctx);
-    (outcome, wall, counter.await.unwrap_or(0) + journaled_events)
+    (
+        outcome,
+        wall,
+        counter.join().unwrap_or(0) + journaled_events,
+    )
 }
 
 /// Runs the engine as `flotilla rollout` does: as a task of the runtime (its steps wake it
@@ -231,15 +237,15 @@ fn main() {
 }
 
 /// Runs the bench at each size `runs` times, each in a process of its own (so each has its
-/// own peak memory), and prints the median of each figure side by side with the ratio of the
+/// own peak memory), the sizes taking turns, and prints the median of each figure side by side with the ratio of the
 /// largest size to the smallest: a shared machine has slow spells of seconds, and one run
 /// caught in one says more of the machine than of flotilla.
 fn scale(sizes: &[usize], runs: usize) {
     let me = std::env::current_exe().expect("own path");
-    let mut columns = Vec::new();
-    for &envs in sizes {
-        let mut each = Vec::new();
-        for run in 1..=runs {
+    // Sizes take turns, so that a slow spell of the machine falls on both of them.
+    let mut each = vec![Vec::new(); sizes.len()];
+    for run in 1..=runs {
+        for (&envs, each) in sizes.iter().zip(&mut each) {
             eprintln!("running {envs} environments ({run} of {runs})...");
             let out = std::process::Command::new(&me)
                 .args(["--envs", &envs.to_string(), "--figures"])
@@ -260,12 +266,17 @@ fn scale(sizes: &[usize], runs: usize) {
             };
             each.push(FIGURES.map(figure));
         }
-        columns.push(std::array::from_fn::<f64, { FIGURES.len() }, _>(|i| {
-            let mut values: Vec<f64> = each.iter().map(|run| run[i]).collect();
-            values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
-        }));
     }
+    let columns: Vec<[f64; FIGURES.len()]> = each
+        .iter()
+        .map(|each| {
+            std::array::from_fn(|i| {
+                let mut values: Vec<f64> = each.iter().map(|run| run[i]).collect();
+                values.sort_by(f64::total_cmp);
+                values[values.len() / 2]
+            })
+        })
+        .collect();
     println!("median of {runs} run(s) at each size, each in a process of its own");
     let (first, last) = (&columns[0], &columns[columns.len() - 1]);
     let growth = sizes[sizes.len() - 1] as f64 / sizes[0] as f64;
