@@ -154,6 +154,8 @@ pub struct Engine {
     /// Environments whose intent to apply is recorded but which have not started yet, with
     /// their rendered desired state.
     intended: EnvMap<crate::intent::layers::Desired>,
+    /// Renders the desired states of the intents recorded.
+    renders: crate::intent::layers::DesiredCache,
     /// The windows of intents recorded ahead of need, oldest first, still committing: those
     /// environments start once theirs resolves. Recording the next windows while the
     /// current one runs keeps the journal's commit off the rollout's critical path.
@@ -310,6 +312,7 @@ impl Engine {
             gates_passed: HashSet::new(),
             recover: Vec::new(),
             intended: EnvMap::new(0),
+            renders: Default::default(),
             intents_ahead: VecDeque::new(),
             rollback_order,
             attempted: HashSet::new(),
@@ -1401,7 +1404,7 @@ impl Engine {
                 .emergency
                 .get(&i)
                 .or_else(|| intent.emergency(&env.name));
-            let desired = crate::intent::layers::desired_with(&intent, release, env, emergency);
+            let desired = self.renders.desired(&intent, release, env, emergency);
             let steps = &self.steps[&i];
             let revisions = intent
                 .services

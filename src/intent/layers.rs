@@ -1,11 +1,11 @@
 //! Rendering the desired state of one environment from its layers, remembering which layer set
 //! every key and what it overrode.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use super::model::{Environment, Intent, Release};
+use super::model::{Emergency, Environment, Intent, Release, Service};
 use crate::hash::StableHasher;
 
 /// What one environment should run for one release.
@@ -96,26 +96,30 @@ pub fn render_with(
     intent: &Intent,
     release: &Release,
     env: &Environment,
-    emergency: Option<&super::model::Emergency>,
+    emergency: Option<&Emergency>,
 ) -> Rendered {
     let layers = layers_of(intent, release, env, emergency);
-    let settings = merge(&layers, |key, file, value, replaced: Vec<Setting>| {
-        // The loser of each clash is remembered, with what it had overridden.
-        let mut overrode = Vec::new();
-        for old in replaced {
-            overrode.extend(old.overrode);
-            overrode.push(Overridden {
-                file: old.file,
-                value: old.value,
-            });
-        }
-        Setting {
-            key: key.to_string(),
-            value: value.clone(),
-            file: file.to_string(),
-            overrode,
-        }
-    });
+    let settings = merge(
+        &layers,
+        |_| true,
+        |key, file, value, replaced: Vec<Setting>| {
+            // The loser of each clash is remembered, with what it had overridden.
+            let mut overrode = Vec::new();
+            for old in replaced {
+                overrode.extend(old.overrode);
+                overrode.push(Overridden {
+                    file: old.file,
+                    value: old.value,
+                });
+            }
+            Setting {
+                key: key.to_string(),
+                value: value.clone(),
+                file: file.to_string(),
+                overrode,
+            }
+        },
+    );
     let leaves = settings.values().map(|s| (s.key.as_str(), &s.value));
     Rendered {
         desired: desired_of(intent, release, env, emergency, leaves),
@@ -129,10 +133,10 @@ pub fn desired_with(
     intent: &Intent,
     release: &Release,
     env: &Environment,
-    emergency: Option<&super::model::Emergency>,
+    emergency: Option<&Emergency>,
 ) -> Desired {
     let layers = layers_of(intent, release, env, emergency);
-    let values = merge(&layers, |_, _, value, _| value);
+    let values = merge(&layers, |_| true, |_, _, value, _| value);
     desired_of(
         intent,
         release,
@@ -148,7 +152,7 @@ fn layers_of<'a>(
     intent: &'a Intent,
     release: &'a Release,
     env: &'a Environment,
-    emergency: Option<&'a super::model::Emergency>,
+    emergency: Option<&'a Emergency>,
 ) -> Vec<(&'a str, &'a toml::Table)> {
     let mut layers: Vec<(&str, &toml::Table)> = vec![(&release.file, &release.config)];
     layers.extend(
@@ -165,16 +169,20 @@ fn layers_of<'a>(
     layers
 }
 
-/// The leaf settings of `layers`, the later layer winning: `setting` makes each from its
-/// key, file and value and the settings it replaced. A leaf replaces anything above or
-/// below it (a table replaced by a scalar, or the reverse).
+/// The leaf settings of `layers` whose keys `keep` takes, the later layer winning: `setting`
+/// makes each from its key, file and value and the settings it replaced. A leaf replaces
+/// anything above or below it (a table replaced by a scalar, or the reverse).
 fn merge<'a, S>(
     layers: &[(&'a str, &'a toml::Table)],
+    keep: impl Fn(&str) -> bool,
     mut setting: impl FnMut(&str, &'a str, &'a toml::Value, Vec<S>) -> S,
 ) -> BTreeMap<String, S> {
     let mut settings: BTreeMap<String, S> = BTreeMap::new();
     for &(file, table) in layers {
         crate::keypath::each_leaf(table, &mut |key, value| {
+            if !keep(key) {
+                return;
+            }
             let replaced = clashing(&settings, key)
                 .iter()
                 .filter_map(|k| settings.remove(k))
@@ -186,47 +194,167 @@ fn merge<'a, S>(
     settings
 }
 
+/// Whether the setting at dotted `path` can change `service`'s config: it is the service's
+/// own key, under it, or above it (a table or value that a later one replaces whole). Only
+/// such settings reach, or clash with, what [`desired_of`] takes for the service.
+fn touches(service: &str, path: &str) -> bool {
+    let (long, short) = if path.len() >= service.len() {
+        (path, service)
+    } else {
+        (service, path)
+    };
+    long.starts_with(short) && matches!(long.as_bytes().get(short.len()), None | Some(b'.'))
+}
+
 /// Each service's version, config, revision and secret keys, from the merged `leaves`
 /// (dotted keys, in key order).
 fn desired_of<'a>(
     intent: &Intent,
     release: &Release,
     env: &Environment,
-    emergency: Option<&super::model::Emergency>,
+    emergency: Option<&Emergency>,
     leaves: impl Iterator<Item = (&'a str, &'a toml::Value)> + Clone,
 ) -> Desired {
-    let mut services = BTreeMap::new();
-    for service in &intent.services {
-        let version = emergency
-            .and_then(|e| e.versions.get(&service.name))
-            .or_else(|| release.services.get(&service.name))
-            .cloned()
-            .unwrap_or_default();
-        let mut config = toml::Table::new();
-        for (key, value) in leaves.clone() {
-            let rest = key
-                .strip_prefix(service.name.as_str())
-                .and_then(|k| k.strip_prefix('.'));
-            if let Some(rest) = rest {
-                crate::keypath::insert(&mut config, rest, value.clone());
-            }
-        }
-        let revision = revision_id(&service.name, &version, &config);
-        let secrets = crate::secrets::paths(&service.secret_keys, &config);
-        services.insert(
-            service.name.clone(),
-            DesiredService {
-                version,
-                config,
-                revision,
-                secrets,
-            },
-        );
-    }
+    let services = intent
+        .services
+        .iter()
+        .map(|service| {
+            let desired = service_desired(release, emergency, service, leaves.clone());
+            (service.name.clone(), desired)
+        })
+        .collect();
     Desired {
         env: env.name.clone(),
         release: release.name.clone(),
         services,
+    }
+}
+
+/// One service's version, config, revision and secret keys, from the merged `leaves`: those
+/// under the service's name make its config.
+fn service_desired<'a>(
+    release: &Release,
+    emergency: Option<&Emergency>,
+    service: &Service,
+    leaves: impl Iterator<Item = (&'a str, &'a toml::Value)>,
+) -> DesiredService {
+    let version = emergency
+        .and_then(|e| e.versions.get(&service.name))
+        .or_else(|| release.services.get(&service.name))
+        .cloned()
+        .unwrap_or_default();
+    let mut config = toml::Table::new();
+    for (key, value) in leaves {
+        let rest = key
+            .strip_prefix(service.name.as_str())
+            .and_then(|k| k.strip_prefix('.'));
+        if let Some(rest) = rest {
+            crate::keypath::insert(&mut config, rest, value.clone());
+        }
+    }
+    let revision = revision_id(&service.name, &version, &config);
+    let secrets = crate::secrets::paths(&service.secret_keys, &config);
+    DesiredService {
+        version,
+        config,
+        revision,
+        secrets,
+    }
+}
+
+/// Renders the desired states of many environments of one intent and release, as a
+/// rollout does, one after another. A service that an environment's own file does not
+/// configure renders alike in every environment the same overlays select: it is rendered
+/// once for those overlays and copied. Rendering every service of every environment was
+/// half of the engine's work at 100,000 environments.
+#[derive(Debug, Default)]
+pub struct DesiredCache {
+    /// By the overlays that select an environment (their indices in the intent): each
+    /// service (by index) as the release and those overlays render it, once rendered.
+    shared: HashMap<Vec<usize>, Vec<Option<DesiredService>>>,
+}
+
+/// The merged leaves of `layers` that can reach the config of any of `services`.
+fn merge_for<'a>(
+    layers: &[(&'a str, &'a toml::Table)],
+    services: &[&Service],
+) -> BTreeMap<String, &'a toml::Value> {
+    if services.is_empty() {
+        return BTreeMap::new();
+    }
+    let keep = |key: &str| services.iter().any(|s| touches(&s.name, key));
+    merge(layers, keep, |_, _, value, _| value)
+}
+
+fn leaves<'a>(
+    values: &'a BTreeMap<String, &'a toml::Value>,
+) -> impl Iterator<Item = (&'a str, &'a toml::Value)> {
+    values.iter().map(|(k, v)| (k.as_str(), *v))
+}
+
+/// Sets of overlays a [`DesiredCache`] remembers at most: a fleet where most environments
+/// had a set of their own would only fill memory with renders used once.
+const SHARED_SETS: usize = 1024;
+
+impl DesiredCache {
+    /// What [`desired_with`] renders for `env`. The cache serves one intent and release.
+    pub fn desired(
+        &mut self,
+        intent: &Intent,
+        release: &Release,
+        env: &Environment,
+        emergency: Option<&Emergency>,
+    ) -> Desired {
+        if emergency.is_some() {
+            // Only environments whose live values were adopted have one: rare, and theirs.
+            return desired_with(intent, release, env, emergency);
+        }
+        let selected: Vec<usize> = (0..intent.overlays.len())
+            .filter(|&o| intent.overlays[o].select.matches(&env.labels))
+            .collect();
+        let mut layers = vec![(release.file.as_str(), &release.config)];
+        layers.extend(selected.iter().map(|&o| {
+            let overlay = &intent.overlays[o];
+            (overlay.file.as_str(), &overlay.config)
+        }));
+        layers.push((env.file.as_str(), &env.config));
+        let room = self.shared.len() < SHARED_SETS || self.shared.contains_key(&selected);
+        let mut shared = room.then(|| {
+            self.shared
+                .entry(selected)
+                .or_insert_with(|| vec![None; intent.services.len()])
+        });
+        // The services rendered here: those the environment's file configures, and all of
+        // them when the cache has no room. One merge serves them all.
+        let cached = shared.is_some();
+        let shareable =
+            |service: &Service| cached && !env.config.keys().any(|k| touches(&service.name, k));
+        let here: Vec<&Service> = intent.services.iter().filter(|s| !shareable(s)).collect();
+        let values = merge_for(&layers, &here);
+        let services = intent
+            .services
+            .iter()
+            .enumerate()
+            .map(|(s, service)| {
+                let desired = match shared.as_mut() {
+                    Some(shared) if shareable(service) => shared[s]
+                        .get_or_insert_with(|| {
+                            // The environment's file has nothing for it: the release and
+                            // the overlays alone render it.
+                            let values = merge_for(&layers, &[service]);
+                            service_desired(release, None, service, leaves(&values))
+                        })
+                        .clone(),
+                    _ => service_desired(release, None, service, leaves(&values)),
+                };
+                (service.name.clone(), desired)
+            })
+            .collect();
+        Desired {
+            env: env.name.clone(),
+            release: release.name.clone(),
+            services,
+        }
     }
 }
 
@@ -355,6 +483,98 @@ mod tests {
             let r = render(&intent, &intent.releases[0], env);
             let d = desired_with(&intent, &intent.releases[0], env, None);
             assert_eq!(d, r.desired, "{}", env.name);
+        }
+    }
+
+    /// Keys a layer may set: services' own keys, keys above a service with a dot in its
+    /// name, a scalar where another layer has a table and the reverse. The last is set as
+    /// one key with a dot in it, as `"a.b" = 1` in TOML.
+    const KEYS: [&str; 10] = [
+        "a",
+        "a.x",
+        "a.b",
+        "a.b.y",
+        "api",
+        "api.replicas",
+        "api.db.pool",
+        "api.token",
+        "web.x",
+        "a.b",
+    ];
+
+    fn layer() -> impl proptest::strategy::Strategy<Value = toml::Table> {
+        use proptest::prelude::*;
+        proptest::collection::vec((0..KEYS.len(), 0..3i64), 0..4).prop_map(|sets| {
+            let mut table = toml::Table::new();
+            for (k, v) in sets {
+                let value = toml::Value::Integer(v);
+                if k == KEYS.len() - 1 {
+                    table.insert(KEYS[k].into(), value);
+                } else {
+                    crate::keypath::insert(&mut table, KEYS[k], value);
+                }
+            }
+            table
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn the_cache_renders_what_rendering_each_environment_alone_does(
+            release in layer(),
+            overlays in proptest::collection::vec((layer(), 0..3usize), 0..4),
+            envs in proptest::collection::vec((layer(), 0..3usize), 1..10),
+        ) {
+            let mut intent = intent();
+            let service = intent.services[0].clone();
+            intent.services = ["a", "a.b", "api", "web"]
+                .map(|name| crate::intent::Service {
+                    name: name.into(),
+                    secret_keys: vec!["token".into()],
+                    ..service.clone()
+                })
+                .to_vec();
+            intent.releases[0].config = release;
+            intent.overlays = overlays
+                .into_iter()
+                .enumerate()
+                .map(|(i, (config, region))| crate::intent::Overlay {
+                    name: format!("o{i}"),
+                    file: format!("overlays/o{i}.toml"),
+                    select: crate::selector::Selector::parse(&format!("region=r{region}"))
+                        .expect("selector"),
+                    priority: i as i64,
+                    config,
+                })
+                .collect();
+            let env = intent.environments[0].clone();
+            intent.environments = envs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (config, region))| {
+                    let name = format!("env-{i}");
+                    crate::intent::Environment {
+                        labels: [("name", name.clone()), ("region", format!("r{region}"))]
+                            .map(|(k, v)| (k.to_string(), v))
+                            .into(),
+                        file: format!("environments/{name}.toml"),
+                        name,
+                        config,
+                        ..env.clone()
+                    }
+                })
+                .collect();
+            let release = &intent.releases[0];
+            let mut cache = DesiredCache::default();
+            // Twice: the second time every shared service comes from the cache.
+            for _ in 0..2 {
+                for env in &intent.environments {
+                    let alone = desired_with(&intent, release, env, None);
+                    proptest::prop_assert_eq!(cache.desired(&intent, release, env, None), alone);
+                }
+            }
         }
     }
 
