@@ -69,6 +69,36 @@ impl<V> std::ops::Index<&usize> for EnvMap<V> {
     }
 }
 
+/// A set of steps (environment index, service index), one flag per step of the fleet: a
+/// hashed set of 300,000 steps was looked up at random on every environment's start.
+#[derive(Debug, Clone)]
+pub struct StepSet {
+    services: usize,
+    flags: Vec<bool>,
+}
+
+impl StepSet {
+    /// An empty set for environments `0..envs` of `services` services each.
+    pub fn new(envs: usize, services: usize) -> Self {
+        StepSet {
+            services,
+            flags: vec![false; envs * services],
+        }
+    }
+
+    pub fn insert(&mut self, i: usize, s: usize) {
+        let at = i * self.services + s;
+        if at >= self.flags.len() {
+            self.flags.resize(at + 1, false);
+        }
+        self.flags[at] = true;
+    }
+
+    pub fn contains(&self, i: usize, s: usize) -> bool {
+        s < self.services && self.flags.get(i * self.services + s) == Some(&true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +126,18 @@ mod tests {
             *v = "x";
         }
         assert_eq!(m.values().collect::<Vec<_>>(), [&"x", &"x"]);
+    }
+
+    #[test]
+    fn a_step_set_holds_each_step_apart() {
+        let mut set = StepSet::new(2, 3);
+        set.insert(0, 2);
+        // Past the room it was made with.
+        set.insert(4, 1);
+        let held: Vec<(usize, usize)> = (0..6)
+            .flat_map(|i| (0..4).map(move |s| (i, s)))
+            .filter(|&(i, s)| set.contains(i, s))
+            .collect();
+        assert_eq!(held, [(0, 2), (4, 1)]);
     }
 }

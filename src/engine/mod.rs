@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 pub use clock::{Clock, TokioClock};
-use env_map::EnvMap;
+use env_map::{EnvMap, StepSet};
 pub use events::{Command, Decision, Event, EventKind};
 pub use fold::{RolloutState, RolloutView};
 pub use sink::{EventSink, SinkFuture};
@@ -125,6 +125,9 @@ pub struct Engine {
     env_index: HashMap<String, usize>,
     /// Per environment in the plan: its wave.
     wave_of: EnvMap<usize>,
+    /// Each wave's environments, by index: looking each name up again at every pass over
+    /// a wave of 100,000 was a random read of the index per environment.
+    members: Vec<Vec<usize>>,
     steps: EnvMap<Vec<StepState>>,
     status: EnvMap<EnvStatus>,
     approvals: Vec<BTreeSet<String>>,
@@ -164,7 +167,7 @@ pub struct Engine {
     rollback_order: Vec<usize>,
     /// Steps (env, service) this rollout applied or tried to, whatever became of them since
     /// (a retry, a restart): what a rollback may have to put back.
-    attempted: HashSet<(usize, usize)>,
+    attempted: StepSet,
     /// Rollbacks in flight; they run beside the waves, and the rollout does not end
     /// before they do.
     rollbacks: JoinSet<RollbackEnd>,
@@ -250,14 +253,18 @@ impl Engine {
             .map(|(i, e)| (e.name.clone(), i))
             .collect();
         let envs = intent.environments.len();
+        let services = intent.services.len();
         let mut wave_of = EnvMap::new(envs);
         let mut steps = EnvMap::new(envs);
         let mut status = EnvMap::new(envs);
+        let mut members = vec![Vec::new(); plan.waves.len()];
         for (w, wave) in plan.waves.iter().enumerate() {
+            members[w].reserve_exact(wave.envs.len());
             for name in &wave.envs {
                 if let Some(&i) = env_index.get(name) {
+                    members[w].push(i);
                     wave_of.insert(i, w);
-                    steps.insert(i, vec![StepState::Pending; intent.services.len()]);
+                    steps.insert(i, vec![StepState::Pending; services]);
                     status.insert(i, EnvStatus::Pending);
                 }
             }
@@ -294,6 +301,7 @@ impl Engine {
             state: watch::Sender::new(RunState::Running),
             env_index,
             wave_of,
+            members,
             steps,
             status,
             approvals: vec![BTreeSet::new(); waves],
@@ -315,7 +323,7 @@ impl Engine {
             renders: Default::default(),
             intents_ahead: VecDeque::new(),
             rollback_order,
-            attempted: HashSet::new(),
+            attempted: StepSet::new(envs, services),
             rollbacks: JoinSet::new(),
             rollback_task_env: HashMap::new(),
             rollback_of: HashMap::new(),
@@ -423,7 +431,7 @@ impl Engine {
                 state,
                 fold::StepView::Succeeded | fold::StepView::Failed | fold::StepView::Running
             ) {
-                self.attempted.insert((i, s));
+                self.attempted.insert(i, s);
             }
         }
         let done: Vec<usize> = self
@@ -865,10 +873,10 @@ impl Engine {
     ) -> Result<Result<(), String>, Outcome> {
         let ctx = self.ctx.clone();
         if wave.recheck_health {
-            let mut earlier: Vec<usize> = self.plan.waves[..w]
+            let mut earlier: Vec<usize> = self.members[..w]
                 .iter()
-                .flat_map(|x| &x.envs)
-                .filter_map(|e| self.env_index.get(e).copied())
+                .flatten()
+                .copied()
                 .filter(|i| self.status.get(i) == Some(&EnvStatus::Succeeded))
                 .collect();
             earlier.sort_unstable();
@@ -1095,11 +1103,7 @@ impl Engine {
     async fn run_wave(&mut self, w: usize) -> Result<(), Outcome> {
         self.drain_commands();
         let name: Arc<str> = self.plan.waves[w].name.as_str().into();
-        let members: Vec<usize> = self.plan.waves[w]
-            .envs
-            .iter()
-            .filter_map(|e| self.env_index.get(e).copied())
-            .collect();
+        let members = self.members[w].clone();
         self.emit(EventKind::WaveStarted {
             wave: name.to_string(),
             envs: members.len(),
@@ -1138,14 +1142,8 @@ impl Engine {
 
     /// Whether wave `w` has environments, some of them held on drift and none succeeded.
     fn nothing_but_held(&self, w: usize) -> bool {
-        let members = || {
-            self.plan.waves[w]
-                .envs
-                .iter()
-                .filter_map(|e| self.env_index.get(e))
-                .filter_map(|i| self.status.get(i))
-        };
-        members().any(|s| *s == EnvStatus::Held) && !members().any(|s| *s == EnvStatus::Succeeded)
+        let statuses = || self.members[w].iter().filter_map(|i| self.status.get(i));
+        statuses().any(|s| *s == EnvStatus::Held) && !statuses().any(|s| *s == EnvStatus::Succeeded)
     }
 
     /// Rolls out the environments released while the gate of wave `w` waits: they belong
@@ -1227,7 +1225,7 @@ impl Engine {
                 self.set_status(i, EnvStatus::Running);
                 let wave_name: Arc<str> = self.plan.waves[self.wave_of[&i]].name.as_str().into();
                 let started =
-                    (0..self.ctx.intent.services.len()).any(|s| self.attempted.contains(&(i, s)));
+                    (0..self.ctx.intent.services.len()).any(|s| self.attempted.contains(i, s));
                 let guard = self
                     .guard
                     .clone()
@@ -1437,19 +1435,16 @@ impl Engine {
 
     /// True when every environment of wave `w` is already done (succeeded or skipped).
     fn wave_has_no_work(&self, w: usize) -> bool {
-        self.plan.waves[w].envs.iter().all(|e| {
-            self.env_index
-                .get(e)
-                .and_then(|i| self.status.get(i))
-                .is_some_and(|s| {
-                    matches!(
-                        s,
-                        EnvStatus::Succeeded
-                            | EnvStatus::Skipped
-                            | EnvStatus::RolledBack
-                            | EnvStatus::RollingBack
-                    )
-                })
+        self.members[w].iter().all(|i| {
+            self.status.get(i).is_some_and(|s| {
+                matches!(
+                    s,
+                    EnvStatus::Succeeded
+                        | EnvStatus::Skipped
+                        | EnvStatus::RolledBack
+                        | EnvStatus::RollingBack
+                )
+            })
         })
     }
 
@@ -1499,7 +1494,7 @@ impl Engine {
         }
         for (s, step) in steps.iter().enumerate() {
             if matches!(step, StepState::Succeeded | StepState::Failed) {
-                self.attempted.insert((i, s));
+                self.attempted.insert(i, s);
             }
         }
         // Its run was cancelled for a rollback: now that nothing of it runs, roll back what
@@ -1659,7 +1654,7 @@ impl Engine {
     /// Services it never touched stay as they are: the environment may run a release older
     /// than the one a rollback goes back to.
     fn changed(&self, i: usize, s: usize) -> bool {
-        self.attempted.contains(&(i, s))
+        self.attempted.contains(i, s)
             || matches!(self.steps[&i][s], StepState::Succeeded | StepState::Failed)
     }
 
@@ -2266,19 +2261,14 @@ impl Engine {
             let names: Vec<&str> = self.plan.waves.iter().map(|w| w.name.as_str()).collect();
             return Err(format!("no wave `{wave}` (waves: {})", names.join(", ")));
         };
-        let members: Vec<usize> = self.plan.waves[w]
-            .envs
-            .iter()
-            .filter_map(|e| self.env_index.get(e).copied())
-            .collect();
-        let targets: Vec<usize> = members
+        let targets: Vec<usize> = self.members[w]
             .iter()
             .copied()
             .filter(|&i| self.cannot_roll_back(i).is_none())
             .collect();
         if targets.is_empty() {
             // Say the most telling reason: forward-only changes are easy to forget.
-            let forward_only = members
+            let forward_only = self.members[w]
                 .iter()
                 .any(|&i| self.touched(i) && self.rollback_services(i).is_empty());
             return Err(if forward_only {
