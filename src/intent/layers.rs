@@ -16,6 +16,28 @@ pub struct Desired {
     pub services: BTreeMap<String, DesiredService>,
 }
 
+impl Desired {
+    /// `env`'s desired state for `release`, each of the intent's services rendered by
+    /// `render` from its index and itself.
+    fn new(
+        intent: &Intent,
+        env: &Environment,
+        release: &Release,
+        mut render: impl FnMut(usize, &Service) -> DesiredService,
+    ) -> Desired {
+        Desired {
+            env: env.name.clone(),
+            release: release.name.clone(),
+            services: intent
+                .services
+                .iter()
+                .enumerate()
+                .map(|(s, service)| (service.name.clone(), render(s, service)))
+                .collect(),
+        }
+    }
+}
+
 /// One service's version and config in one environment.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DesiredService {
@@ -215,19 +237,9 @@ fn desired_of<'a>(
     emergency: Option<&Emergency>,
     leaves: impl Iterator<Item = (&'a str, &'a toml::Value)> + Clone,
 ) -> Desired {
-    let services = intent
-        .services
-        .iter()
-        .map(|service| {
-            let desired = service_desired(release, emergency, service, leaves.clone());
-            (service.name.clone(), desired)
-        })
-        .collect();
-    Desired {
-        env: env.name.clone(),
-        release: release.name.clone(),
-        services,
-    }
+    Desired::new(intent, env, release, |_, service| {
+        service_desired(release, emergency, service, leaves.clone())
+    })
 }
 
 /// One service's version, config, revision and secret keys, from the merged `leaves`: those
@@ -331,30 +343,19 @@ impl DesiredCache {
             |service: &Service| cached && !env.config.keys().any(|k| touches(&service.name, k));
         let here: Vec<&Service> = intent.services.iter().filter(|s| !shareable(s)).collect();
         let values = merge_for(&layers, &here);
-        let services = intent
-            .services
-            .iter()
-            .enumerate()
-            .map(|(s, service)| {
-                let desired = match shared.as_mut() {
-                    Some(shared) if shareable(service) => shared[s]
-                        .get_or_insert_with(|| {
-                            // The environment's file has nothing for it: the release and
-                            // the overlays alone render it.
-                            let values = merge_for(&layers, &[service]);
-                            service_desired(release, None, service, leaves(&values))
-                        })
-                        .clone(),
-                    _ => service_desired(release, None, service, leaves(&values)),
-                };
-                (service.name.clone(), desired)
-            })
-            .collect();
-        Desired {
-            env: env.name.clone(),
-            release: release.name.clone(),
-            services,
-        }
+        Desired::new(intent, env, release, |s, service| {
+            match shared.as_mut() {
+                Some(shared) if shareable(service) => shared[s]
+                    .get_or_insert_with(|| {
+                        // The environment's file has nothing for it: the release and the
+                        // overlays alone render it.
+                        let values = merge_for(&layers, &[service]);
+                        service_desired(release, None, service, leaves(&values))
+                    })
+                    .clone(),
+                _ => service_desired(release, None, service, leaves(&values)),
+            }
+        })
     }
 }
 
