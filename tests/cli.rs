@@ -770,6 +770,9 @@ fn approve_all_does_not_approve_a_gate_a_policy_protects() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("does not approve wave `rest`"), "{err}");
     assert!(err.contains("blocked: wave `rest`"), "{err}");
+    // The way on it names is the one that works here, not the flag just refused.
+    assert!(err.contains("--approve rest"), "{err}");
+    assert!(!err.contains("(or --approve-all)"), "{err}");
     // Approved by name, it goes.
     let out = flotilla(&repo, &state, &["rollout", "r1", "--approve", "rest"]);
     let (_, err) = text(&out);

@@ -338,7 +338,9 @@ fn report(outcome: &Outcome, release: &str) -> u8 {
                 eprintln!("  --approve counts as one approval (yours); this gate needs approvals from different people:");
                 eprintln!("  run `flotilla rollout {release} --wait` and have each of them run `flotilla approve {wave}`");
             } else {
-                eprintln!("  to approve and go on: flotilla rollout {release} --approve {wave}   (or --approve-all)");
+                // --approve-all is no answer where a policy protects the wave (it said so
+                // above), so the way that always works comes first.
+                eprintln!("  to approve and go on: flotilla rollout {release} --approve {wave}   (or --approve-all, where no policy protects the wave)");
                 eprintln!("  or wait for someone else's approval: flotilla rollout {release} --wait, then `flotilla approve {wave}`");
             }
             exit::BLOCKED
