@@ -176,14 +176,29 @@ fn layers_of<'a>(
     env: &'a Environment,
     emergency: Option<&'a Emergency>,
 ) -> Vec<(&'a str, &'a toml::Table)> {
+    layers_with(intent, release, env, &overlays_of(intent, env), emergency)
+}
+
+/// The overlays that select `env`, by index in the intent (so by priority).
+fn overlays_of(intent: &Intent, env: &Environment) -> Vec<usize> {
+    (0..intent.overlays.len())
+        .filter(|&o| intent.overlays[o].select.matches(&env.labels))
+        .collect()
+}
+
+/// [`layers_of`] with the overlays that select `env` already found.
+fn layers_with<'a>(
+    intent: &'a Intent,
+    release: &'a Release,
+    env: &'a Environment,
+    overlays: &[usize],
+    emergency: Option<&'a Emergency>,
+) -> Vec<(&'a str, &'a toml::Table)> {
     let mut layers: Vec<(&str, &toml::Table)> = vec![(&release.file, &release.config)];
-    layers.extend(
-        intent
-            .overlays
-            .iter()
-            .filter(|o| o.select.matches(&env.labels))
-            .map(|o| (o.file.as_str(), &o.config)),
-    );
+    layers.extend(overlays.iter().map(|&o| {
+        let overlay = &intent.overlays[o];
+        (overlay.file.as_str(), &overlay.config)
+    }));
     layers.push((&env.file, &env.config));
     if let Some(e) = emergency {
         layers.push((&e.file, &e.config));
@@ -321,15 +336,8 @@ impl DesiredCache {
             // Only environments whose live values were adopted have one: rare, and theirs.
             return desired_with(intent, release, env, emergency);
         }
-        let selected: Vec<usize> = (0..intent.overlays.len())
-            .filter(|&o| intent.overlays[o].select.matches(&env.labels))
-            .collect();
-        let mut layers = vec![(release.file.as_str(), &release.config)];
-        layers.extend(selected.iter().map(|&o| {
-            let overlay = &intent.overlays[o];
-            (overlay.file.as_str(), &overlay.config)
-        }));
-        layers.push((env.file.as_str(), &env.config));
+        let selected = overlays_of(intent, env);
+        let layers = layers_with(intent, release, env, &selected, None);
         let room = self.shared.len() < SHARED_SETS || self.shared.contains_key(&selected);
         let mut shared = room.then(|| {
             self.shared
