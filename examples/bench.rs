@@ -457,7 +457,7 @@ fn bench(envs: usize, figures: bool) {
                 SystemTime::now(),
                 EventKind::StepSucceeded {
                     wave: "general".into(),
-                    env: format!("env-{:05}", n % 10_000),
+                    env: format!("env-{:05}", n % 10_000).into(),
                     service: "api".into(),
                     attempts: 1,
                     version: "1.0".into(),

@@ -242,15 +242,15 @@ fn baseline_of(h: &Harness) -> flotilla::drift::scan::Known {
             let environment = intent.environment(env).unwrap();
             let rendered = flotilla::intent::layers::render(&intent, release, environment)
                 .desired
-                .services[service]
-                .clone();
+                .services[service.as_str()]
+            .clone();
             let applied = flotilla::store::Applied {
-                version: version.clone(),
-                revision: revision.clone(),
+                version: version.to_string(),
+                revision: revision.to_string(),
                 commit: intent.revision.commit.clone(),
                 release: release.name.clone(),
                 rollout: 1,
-                ts: e.ts.clone(),
+                ts: e.ts.to_string(),
             };
             baseline.record(env, service, applied, rendered);
         }

@@ -183,7 +183,7 @@ proptest! {
         // Everything whose dependencies all succeeded was attempted; everything else was
         // reported blocked, exactly once.
         let blocked: Vec<(String, String)> = events.iter().filter_map(|e| match &e.kind {
-            EventKind::StepBlocked { env, service, .. } => Some((env.clone(), service.clone())),
+            EventKind::StepBlocked { env, service, .. } => Some((env.to_string(), service.to_string())),
             _ => None,
         }).collect();
         let blocked_set: BTreeSet<_> = blocked.iter().cloned().collect();

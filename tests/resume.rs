@@ -63,8 +63,8 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
         env: "e-01".into(),
         service: "schema".into(),
         attempt: 1,
-        version: schema.version.clone(),
-        revision: schema.revision.clone(),
+        version: schema.version.as_str().into(),
+        revision: schema.revision.as_str().into(),
     }));
     let view = RolloutView::fold(&journal);
 
@@ -81,7 +81,9 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
     let recovered: Vec<(String, String)> = kinds
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::StepRecovered { env, service, .. } => Some((env.clone(), service.clone())),
+            EventKind::StepRecovered { env, service, .. } => {
+                Some((env.to_string(), service.to_string()))
+            }
             _ => None,
         })
         .collect();
@@ -108,7 +110,7 @@ async fn an_apply_in_flight_at_a_crash_is_observed_not_repeated() {
 async fn canary_done(intent: &flotilla::intent::Intent, fleet: &SimFleet, ts: &str) -> Vec<Event> {
     let release = intent.release("r1").unwrap();
     let ev = |kind| Event {
-        ts: ts.to_string(),
+        ts: ts.to_string().into(),
         kind,
     };
     let mut journal = vec![ev(EventKind::RolloutStarted {
@@ -151,10 +153,10 @@ async fn canary_done(intent: &flotilla::intent::Intent, fleet: &SimFleet, ts: &s
         journal.push(ev(EventKind::StepSucceeded {
             wave: "canary".into(),
             env: "e-00".into(),
-            service: service.clone(),
+            service: service.as_str().into(),
             attempts: 1,
-            version: d.version.clone(),
-            revision: d.revision.clone(),
+            version: d.version.as_str().into(),
+            revision: d.revision.as_str().into(),
             output: None,
         }));
     }

@@ -96,7 +96,7 @@ async fn a_rolled_back_canary_runs_the_earlier_release_and_the_rollout_pauses() 
         .seen
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::StepRolledBack { service, .. } => Some(service.clone()),
+            EventKind::StepRolledBack { service, .. } => Some(service.to_string()),
             _ => None,
         })
         .collect();
@@ -296,7 +296,7 @@ async fn a_rollback_resumed_after_a_crash_puts_nothing_back_twice() {
         .iter()
         .chain(&again.seen)
         .filter_map(|e| match &e.kind {
-            EventKind::StepRolledBack { service, .. } => Some(service.clone()),
+            EventKind::StepRolledBack { service, .. } => Some(service.to_string()),
             _ => None,
         })
         .collect();

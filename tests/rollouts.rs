@@ -49,7 +49,7 @@ async fn a_failure_budget_of_k_halts_at_failure_k_plus_one() {
         .events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::StepFailed { env, .. } => Some(env.clone()),
+            EventKind::StepFailed { env, .. } => Some(env.to_string()),
             _ => None,
         })
         .collect();
@@ -136,7 +136,7 @@ async fn a_hung_step_times_out_and_is_retried_then_fails() {
                 class,
                 attempts,
                 ..
-            } => Some((env.clone(), *class, *attempts)),
+            } => Some((env.to_string(), *class, *attempts)),
             _ => None,
         })
         .collect();
@@ -200,7 +200,12 @@ async fn a_service_s_own_timeout_and_retries_override_the_strategy() {
                 attempts,
                 error,
                 ..
-            } => Some((env.clone(), service.clone(), *attempts, error.clone())),
+            } => Some((
+                env.to_string(),
+                service.to_string(),
+                *attempts,
+                error.clone(),
+            )),
             _ => None,
         })
         .collect();

@@ -449,7 +449,7 @@ impl Printer {
         }
         match &event.kind {
             EventKind::WaveStarted { wave, envs, .. } => {
-                self.wave = wave.clone();
+                self.wave = wave.to_string();
                 self.wave_envs = *envs;
                 self.done = 0;
                 self.failed.clear();
@@ -466,14 +466,14 @@ impl Printer {
             }
             EventKind::RolloutResumed { .. } => self.waiting = None,
             EventKind::StepSucceeded { env, .. } => {
-                let n = self.succeeded_steps.entry(env.clone()).or_insert(0);
+                let n = self.succeeded_steps.entry(env.to_string()).or_insert(0);
                 *n += 1;
                 if *n == self.services {
                     self.done += 1;
                 }
             }
             EventKind::StepFailed { env, .. } => {
-                self.failed.insert(env.clone());
+                self.failed.insert(env.to_string());
             }
             _ => {}
         }

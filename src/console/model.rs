@@ -202,47 +202,48 @@ impl Model {
         let state_changed = self.view.state != state;
         match &event.kind {
             EventKind::RolloutStarted { .. } if self.started_at.is_none() => {
-                self.started_at = Some(event.ts.clone());
+                self.started_at = Some(event.ts.to_string());
             }
             EventKind::GateWaiting { wave, .. } => {
-                self.waiting_since.insert(wave.clone(), event.ts.clone());
+                self.waiting_since
+                    .insert(wave.to_string(), event.ts.to_string());
             }
             EventKind::WaveStarted { wave, .. } => {
-                self.waiting_since.remove(wave);
+                self.waiting_since.remove(wave.as_str());
             }
             EventKind::StepFailed { env, error, .. }
             | EventKind::StepRetrying { env, error, .. }
             | EventKind::RollbackFailed { env, error, .. } => {
-                if let Some(&i) = self.index.get(env) {
+                if let Some(&i) = self.index.get(env.as_str()) {
                     self.envs[i].last_error = Some(error.clone());
                 }
             }
             EventKind::EnvRetried { env, .. } => {
-                if let Some(&i) = self.index.get(env) {
+                if let Some(&i) = self.index.get(env.as_str()) {
                     self.envs[i].retry_queued = true;
                 }
             }
             EventKind::StepStarted { env, .. } | EventKind::RollbackStarted { env, .. } => {
-                if let Some(&i) = self.index.get(env) {
+                if let Some(&i) = self.index.get(env.as_str()) {
                     self.envs[i].retry_queued = false;
                     // The rollout applies over what the scan saw: until the next scan,
                     // there is no drift to tell.
-                    self.drift.remove(env);
+                    self.drift.remove(env.as_str());
                     self.set_drifted(i, false);
                     if self.scanning {
-                        self.applied_since_scan.insert(env.clone());
+                        self.applied_since_scan.insert(env.to_string());
                     }
                 }
             }
             EventKind::DriftDetected { env, .. } => {
-                if let Some(&i) = self.index.get(env) {
+                if let Some(&i) = self.index.get(env.as_str()) {
                     self.set_drifted(i, true);
                 }
             }
             EventKind::DriftCleared { env, service } => {
-                if let Some(&i) = self.index.get(env) {
+                if let Some(&i) = self.index.get(env.as_str()) {
                     // Another service may still have drift nobody accepted.
-                    let others = self.drift.get(env).is_some_and(|r| {
+                    let others = self.drift.get(env.as_str()).is_some_and(|r| {
                         r.services
                             .iter()
                             .any(|s| s.service != *service && s.blocking())

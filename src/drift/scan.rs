@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::three_way::{self, Comparison, DriftState, Rules, Side};
 use crate::drivers::{Driver, LiveService, LiveState};
-use crate::engine::EventKind;
+use crate::engine::{EventKind, Text};
 use crate::intent::layers::{desired, DesiredService};
 use crate::intent::Intent;
 use crate::store::Applied;
@@ -450,8 +450,8 @@ pub fn changes(
                         s.comparison.drift.iter().map(|c| c.key.clone()).collect();
                     if was != Some(&keys) {
                         out.push(EventKind::DriftDetected {
-                            env: key.0,
-                            service: key.1,
+                            env: key.0.into(),
+                            service: key.1.into(),
                             keys,
                         });
                     }
@@ -459,8 +459,8 @@ pub fn changes(
                 _ => {
                     if was.is_some() {
                         out.push(EventKind::DriftCleared {
-                            env: key.0,
-                            service: key.1,
+                            env: key.0.into(),
+                            service: key.1.into(),
                         });
                     }
                 }
@@ -648,7 +648,7 @@ pub fn accept(
     let event = crate::engine::Event::new(
         now,
         EventKind::DriftAccepted {
-            env: env.to_string(),
+            env: Text::from(env),
             service: service.map(str::to_string),
             until: until.clone(),
             reason: reason.trim().to_string(),

@@ -224,7 +224,7 @@ impl RolloutView {
     /// Folds one event in.
     pub fn apply(&mut self, e: &Event) {
         self.events += 1;
-        self.last_event = Some(e.ts.clone());
+        self.last_event = Some(e.ts.to_string());
         match &e.kind {
             EventKind::RolloutStarted {
                 release,
@@ -270,7 +270,7 @@ impl RolloutView {
                 env,
                 revisions,
             } => {
-                self.env_wave.insert(env.clone(), wave.clone());
+                self.env_wave.insert(env.to_string(), wave.to_string());
                 for (service, revision) in revisions {
                     let step = self.step(env, service);
                     if step.0 != StepView::Succeeded {
@@ -286,9 +286,9 @@ impl RolloutView {
                 revision,
                 ..
             } => {
-                self.env_wave.insert(env.clone(), wave.clone());
-                self.held.remove(env);
-                *self.step(env, service) = (StepView::Running, revision.clone(), *attempt);
+                self.env_wave.insert(env.to_string(), wave.to_string());
+                self.held.remove(env.as_str());
+                *self.step(env, service) = (StepView::Running, revision.to_string(), *attempt);
             }
             EventKind::StepSucceeded { env, service, .. }
             | EventKind::StepRecovered { env, service, .. } => {
@@ -300,11 +300,11 @@ impl RolloutView {
             EventKind::StepBlocked {
                 wave, env, service, ..
             } => {
-                self.env_wave.insert(env.clone(), wave.clone());
+                self.env_wave.insert(env.to_string(), wave.to_string());
                 self.step(env, service).0 = StepView::Blocked;
             }
             EventKind::EnvRetried { env, .. } => {
-                self.accepted.remove(env);
+                self.accepted.remove(env.as_str());
                 for ((e, _), s) in self.steps.iter_mut() {
                     if e == env && matches!(s.0, StepView::Failed | StepView::Blocked) {
                         s.0 = StepView::Pending;
@@ -314,12 +314,12 @@ impl RolloutView {
             EventKind::EnvSkipped {
                 wave, env, reason, ..
             } => {
-                self.env_wave.insert(env.clone(), wave.clone());
-                self.skipped.insert(env.clone(), reason.clone());
-                self.accepted.remove(env);
-                self.held.remove(env);
+                self.env_wave.insert(env.to_string(), wave.to_string());
+                self.skipped.insert(env.to_string(), reason.clone());
+                self.accepted.remove(env.as_str());
+                self.held.remove(env.as_str());
                 // Skipping settles a failed rollback too.
-                self.rollbacks.remove(env);
+                self.rollbacks.remove(env.as_str());
             }
             EventKind::WaveCompleted {
                 wave,
@@ -330,7 +330,7 @@ impl RolloutView {
             } => {
                 let w = self.wave(wave);
                 w.completed = true;
-                w.completed_at = Some(e.ts.clone());
+                w.completed_at = Some(e.ts.to_string());
                 w.succeeded = *succeeded;
                 w.failed = *failed;
                 w.skipped = *skipped;
@@ -348,12 +348,12 @@ impl RolloutView {
                 ..
             } => self.rollback(wave, env, to, by, RollbackState::InFlight, services),
             EventKind::EnvRolledBack { env, .. } => {
-                if let Some(r) = self.rollbacks.get_mut(env) {
+                if let Some(r) = self.rollbacks.get_mut(env.as_str()) {
                     r.state = RollbackState::Done;
                 }
             }
             EventKind::RollbackFailed { env, .. } => {
-                if let Some(r) = self.rollbacks.get_mut(env) {
+                if let Some(r) = self.rollbacks.get_mut(env.as_str()) {
                     r.state = RollbackState::Failed;
                 }
             }
@@ -381,9 +381,9 @@ impl RolloutView {
                 self.step(env, service).0 = StepView::Intended;
             }
             EventKind::StepRolledBack { env, service, .. } => {
-                if let Some(r) = self.rollbacks.get_mut(env) {
-                    if !r.done.contains(service) {
-                        r.done.push(service.clone());
+                if let Some(r) = self.rollbacks.get_mut(env.as_str()) {
+                    if !r.done.iter().any(|d| d == service) {
+                        r.done.push(service.to_string());
                     }
                 }
             }
@@ -392,12 +392,12 @@ impl RolloutView {
                 env,
                 services,
             } => {
-                self.env_wave.insert(env.clone(), wave.clone());
-                self.held.insert(env.clone(), services.clone());
+                self.env_wave.insert(env.to_string(), wave.to_string());
+                self.held.insert(env.to_string(), services.clone());
                 // Held before anything was applied: its recorded intents never started.
                 let of_env = self
                     .steps
-                    .range_mut((env.clone(), String::new())..)
+                    .range_mut((env.to_string(), String::new())..)
                     .take_while(|((e, _), _)| e == env);
                 for (_, step) in of_env {
                     if step.0 == StepView::Intended {
@@ -412,13 +412,13 @@ impl RolloutView {
                 commit,
                 ..
             } => {
-                self.held.remove(env);
+                self.held.remove(env.as_str());
                 // A rollout waiting on its held environments runs again once one is released.
                 if self.state == RolloutState::Held {
                     self.state = RolloutState::Running;
                 }
                 self.released.insert(
-                    env.clone(),
+                    env.to_string(),
                     ReleasedView {
                         how: how.clone(),
                         by: by.clone(),

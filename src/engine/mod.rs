@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 pub use clock::{Clock, TokioClock};
 use env_map::{EnvMap, StepSet};
-pub use events::{Command, Decision, Event, EventKind};
+pub use events::{Command, Decision, Event, EventKind, Text};
 pub use fold::{RolloutState, RolloutView};
 pub use sink::{EventSink, SinkFuture};
 use step::{EnvEnd, RunState, StepContext, StepState};
@@ -624,9 +624,9 @@ impl Engine {
                 self.emit(EventKind::StepRecovered {
                     wave,
                     env: self.env_name(i),
-                    service: self.ctx.intent.services[s].name.clone(),
-                    version,
-                    revision,
+                    service: self.ctx.intent.services[s].name.as_str().into(),
+                    version: version.into(),
+                    revision: revision.into(),
                 });
                 if let Some(steps) = self.steps.get_mut(&i) {
                     steps[s] = StepState::Succeeded;
@@ -776,7 +776,7 @@ impl Engine {
         if self.on_hold == OnHold::Exit && self.approvals[w].len() < needed {
             let reason = approval_reason(self.approvals[w].len());
             self.emit(EventKind::GateWaiting {
-                wave: wave.name.clone(),
+                wave: wave.name.as_str().into(),
                 reason: reason.clone(),
             });
             return Err(Outcome::Blocked {
@@ -788,7 +788,7 @@ impl Engine {
             let until = done + wave.soak;
             if Instant::now() < until {
                 self.emit(EventKind::GateWaiting {
-                    wave: wave.name.clone(),
+                    wave: wave.name.as_str().into(),
                     reason: format!(
                         "soak of {} after the previous wave",
                         humantime::format_duration(wave.soak)
@@ -811,7 +811,7 @@ impl Engine {
         while self.approvals[w].len() < needed {
             if !announced {
                 self.emit(EventKind::GateWaiting {
-                    wave: wave.name.clone(),
+                    wave: wave.name.as_str().into(),
                     reason: approval_reason(self.approvals[w].len()),
                 });
                 announced = true;
@@ -881,7 +881,7 @@ impl Engine {
                 .collect();
             earlier.sort_unstable();
             self.emit(EventKind::GateWaiting {
-                wave: wave.name.clone(),
+                wave: wave.name.as_str().into(),
                 reason: format!(
                     "the health of the {} environment(s) of earlier waves",
                     earlier.len()
@@ -889,13 +889,13 @@ impl Engine {
             });
             match self.obeying(verify::recheck_health(&ctx, earlier)).await? {
                 Ok(()) => self.emit(EventKind::CheckPassed {
-                    wave: wave.name.clone(),
+                    wave: wave.name.as_str().into(),
                     check: verify::HEALTH_CHECK.into(),
                     attempts: 1,
                 }),
                 Err(why) => {
                     self.emit(EventKind::CheckFailed {
-                        wave: wave.name.clone(),
+                        wave: wave.name.as_str().into(),
                         check: verify::HEALTH_CHECK.into(),
                         attempts: 1,
                         error: why.clone(),
@@ -913,7 +913,7 @@ impl Engine {
             let Some(runner) = self.runner.clone() else {
                 let error = "no place to run it from (the engine was built without a runner)";
                 self.emit(EventKind::CheckFailed {
-                    wave: wave.name.clone(),
+                    wave: wave.name.as_str().into(),
                     check: shown.clone(),
                     attempts: 0,
                     error: error.into(),
@@ -925,7 +925,7 @@ impl Engine {
                 )));
             };
             self.emit(EventKind::GateWaiting {
-                wave: wave.name.clone(),
+                wave: wave.name.as_str().into(),
                 reason: format!("check `{shown}` to pass"),
             });
             // Copies: the engine obeys commands (borrows itself) while the check runs.
@@ -942,7 +942,7 @@ impl Engine {
                 .await?
             {
                 Ok(attempts) => self.emit(EventKind::CheckPassed {
-                    wave: wave.name.clone(),
+                    wave: wave.name.as_str().into(),
                     check: shown,
                     attempts,
                 }),
@@ -1029,7 +1029,7 @@ impl Engine {
         while let Some((name, when, until)) = self.freeze_over(w) {
             if announced.as_ref() != Some(&(name.clone(), until)) {
                 self.emit(EventKind::GateWaiting {
-                    wave: self.plan.waves[w].name.clone(),
+                    wave: self.plan.waves[w].name.as_str().into(),
                     reason: format!(
                         "{FREEZE_WAIT} `{name}` ({when}) at {}",
                         humantime::format_rfc3339_seconds(until)
@@ -1076,7 +1076,7 @@ impl Engine {
                 let wave = self.plan.waves[self.current_wave].name.clone();
                 let failed_envs = self.failed_envs();
                 self.emit(EventKind::RolloutHalted {
-                    wave: wave.clone(),
+                    wave: wave.as_str().into(),
                     reason: reason.clone(),
                     failed_envs: failed_envs.clone(),
                 });
@@ -1105,7 +1105,7 @@ impl Engine {
         let name: Arc<str> = self.plan.waves[w].name.as_str().into();
         let members = self.members[w].clone();
         self.emit(EventKind::WaveStarted {
-            wave: name.to_string(),
+            wave: Text::from(&*name),
             envs: members.len(),
             allowed_failures: self.plan.waves[w].allowed_failures,
         });
@@ -1130,7 +1130,7 @@ impl Engine {
                 .count()
         };
         self.emit(EventKind::WaveCompleted {
-            wave: name.to_string(),
+            wave: Text::from(&*name),
             succeeded: count(EnvStatus::Succeeded),
             failed: count(EnvStatus::Failed),
             skipped: count(EnvStatus::Skipped),
@@ -1180,7 +1180,7 @@ impl Engine {
                 .status
                 .iter()
                 .filter(|(_, s)| **s == EnvStatus::Held)
-                .map(|(i, _)| self.env_name(i))
+                .map(|(i, _)| self.ctx.intent.environments[i].name.clone())
                 .collect();
             if envs.is_empty() {
                 return Ok(());
@@ -1247,7 +1247,7 @@ impl Engine {
                         let failed_envs = self.failed_envs();
                         if !halt_reported {
                             self.emit(EventKind::RolloutHalted {
-                                wave: name.to_string(),
+                                wave: Text::from(&**name),
                                 reason: reason.clone(),
                                 failed_envs: failed_envs.clone(),
                             });
@@ -1418,7 +1418,7 @@ impl Engine {
                 .collect();
             let event = EventKind::EnvStarted {
                 wave: self.wave_name(i),
-                env: env.name.clone(),
+                env: env.name.as_str().into(),
                 revisions,
             };
             if let Some(previous) = last.replace(event) {
@@ -1449,13 +1449,13 @@ impl Engine {
     }
 
     /// The name of the wave environment `i` is in.
-    fn wave_name(&self, i: usize) -> String {
-        self.plan.waves[self.wave_of[&i]].name.clone()
+    fn wave_name(&self, i: usize) -> Text {
+        self.plan.waves[self.wave_of[&i]].name.as_str().into()
     }
 
     /// The name of environment `i`.
-    fn env_name(&self, i: usize) -> String {
-        self.ctx.intent.environments[i].name.clone()
+    fn env_name(&self, i: usize) -> Text {
+        self.ctx.intent.environments[i].name.as_str().into()
     }
 
     /// The index of the service called `name`.
@@ -1620,7 +1620,7 @@ impl Engine {
         self.emit(EventKind::RollbackFailed {
             wave: self.wave_name(i),
             env: self.env_name(i),
-            service: String::new(),
+            service: Text::default(),
             error: why,
         });
         self.settle_status(i, EnvStatus::Failed);
@@ -1749,8 +1749,8 @@ impl Engine {
         let recorded = self.ctx.events.emit_durable(Event::new(
             self.ctx.clock.now(),
             EventKind::RollbackStarted {
-                wave: wave.to_string(),
-                env: env.name.clone(),
+                wave: Text::from(&*wave),
+                env: env.name.as_str().into(),
                 to: release.name.clone(),
                 services: services.iter().map(|r| r.service.clone()).collect(),
                 revisions: services
@@ -1785,7 +1785,7 @@ impl Engine {
         self.emit(EventKind::StepFailed {
             wave,
             env: self.env_name(i),
-            service: String::new(),
+            service: Text::default(),
             error: "internal error: the task running this environment panicked".into(),
             class: crate::drivers::ErrorClass::Permanent,
             attempts: 0,
@@ -1968,7 +1968,7 @@ impl Engine {
                     );
                 }
                 self.emit(EventKind::GateApproved {
-                    wave: wave.clone(),
+                    wave: wave.as_str().into(),
                     by: by.clone(),
                     note: note.clone(),
                     approvals: self.approvals[w].len(),
@@ -1996,7 +1996,10 @@ impl Engine {
                         .map(|(i, _)| i)
                         .collect();
                     failed.sort_unstable();
-                    accepted = failed.iter().map(|&i| self.env_name(i)).collect();
+                    accepted = failed
+                        .iter()
+                        .map(|&i| self.ctx.intent.environments[i].name.clone())
+                        .collect();
                     self.accepted.extend(failed);
                     self.stop = None;
                 } else if !self.paused {
@@ -2130,7 +2133,7 @@ impl Engine {
                 }
                 self.emit(EventKind::EnvReleased {
                     wave: self.wave_name(i),
-                    env: env.clone(),
+                    env: env.as_str().into(),
                     how: decision.name().into(),
                     by: by.clone(),
                     commit,
@@ -2175,7 +2178,7 @@ impl Engine {
                 let wave = self.wave_name(i);
                 self.emit(EventKind::EnvSkipped {
                     wave,
-                    env: env.clone(),
+                    env: env.as_str().into(),
                     reason: reason.clone(),
                     by: by.clone(),
                 });

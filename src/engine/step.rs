@@ -11,7 +11,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 
 use super::clock::Clock;
-use super::events::{Event, EventKind};
+use super::events::{Event, EventKind, Text};
 use super::sink::EventSink;
 use crate::drivers::{ApplyRequest, Driver, DriverError, ErrorClass, Health, Printed};
 use crate::hash::{stable_hash, unit};
@@ -227,14 +227,14 @@ async fn held(
             continue;
         }
         ctx.emit(EventKind::DriftDetected {
-            env: key.0,
-            service: key.1,
+            env: key.0.into(),
+            service: key.1.into(),
             keys,
         });
     }
     ctx.emit(EventKind::EnvHeld {
-        wave: wave.to_string(),
-        env: environment.name.clone(),
+        wave: Text::from(wave),
+        env: environment.name.as_str().into(),
         services: drifted.iter().map(|s| s.service.clone()).collect(),
     });
     true
@@ -276,9 +276,9 @@ pub async fn run_env(
                     steps[s] = StepState::Blocked;
                     changed = true;
                     ctx.emit(EventKind::StepBlocked {
-                        wave: wave.to_string(),
-                        env: environment.name.clone(),
-                        service: intent.services[s].name.clone(),
+                        wave: Text::from(&*wave),
+                        env: environment.name.as_str().into(),
+                        service: intent.services[s].name.as_str().into(),
                         dependency: intent.services[d].name.clone(),
                     });
                 }
@@ -372,9 +372,9 @@ pub async fn run_env(
                 steps[s] = StepState::Failed;
                 ctx.note_failure(env, false);
                 ctx.emit(EventKind::StepFailed {
-                    wave: wave.to_string(),
-                    env: environment.name.clone(),
-                    service: intent.services[s].name.clone(),
+                    wave: Text::from(&*wave),
+                    env: environment.name.as_str().into(),
+                    service: intent.services[s].name.as_str().into(),
                     error: "internal error: the driver call panicked".into(),
                     class: ErrorClass::Permanent,
                     attempts: 0,
@@ -416,9 +416,9 @@ async fn attempt_step(
     let environment = &ctx.intent.environments[env];
     let ids = || {
         (
-            wave.to_string(),
-            environment.name.clone(),
-            req.service.clone(),
+            Text::from(wave),
+            Text::from(environment.name.as_str()),
+            Text::from(req.service.as_str()),
         )
     };
     let mut attempt = 1;
@@ -431,8 +431,8 @@ async fn attempt_step(
             env: e,
             service: s,
             attempt,
-            version: req.version.clone(),
-            revision: req.revision.clone(),
+            version: req.version.as_str().into(),
+            revision: req.revision.as_str().into(),
         });
         let limits = ctx.limits(&req.service);
         // Boxed to keep the step task small (see `run_step`).
@@ -444,8 +444,8 @@ async fn attempt_step(
                     env: e,
                     service: s,
                     attempts: attempt,
-                    version: req.version.clone(),
-                    revision: req.revision.clone(),
+                    version: req.version.as_str().into(),
+                    revision: req.revision.as_str().into(),
                     output: output.for_event(),
                 });
                 return StepState::Succeeded;
@@ -567,9 +567,9 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
     let mut back = Vec::new();
     let failed = |service: &str, error: String, back: Vec<String>| {
         ctx.emit(EventKind::RollbackFailed {
-            wave: wave.to_string(),
-            env: environment.name.clone(),
-            service: service.to_string(),
+            wave: Text::from(&*wave),
+            env: environment.name.as_str().into(),
+            service: Text::from(service),
             error,
         });
         (env, false, back)
@@ -600,11 +600,11 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
             let error = match outcome {
                 Ok(output) => {
                     ctx.emit(EventKind::StepRolledBack {
-                        wave: wave.to_string(),
-                        env: environment.name.clone(),
-                        service: req.service.clone(),
-                        version: req.version.clone(),
-                        revision: req.revision.clone(),
+                        wave: Text::from(&*wave),
+                        env: environment.name.as_str().into(),
+                        service: req.service.as_str().into(),
+                        version: req.version.as_str().into(),
+                        revision: req.revision.as_str().into(),
                         // 0: it was found back, nothing was applied.
                         attempts: if already { 0 } else { attempt },
                         output: output.for_event(),
@@ -619,9 +619,9 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
             }
             let delay = backoff(&ctx, &environment.name, &req.service, attempt, limits);
             ctx.emit(EventKind::StepRetrying {
-                wave: wave.to_string(),
-                env: environment.name.clone(),
-                service: req.service.clone(),
+                wave: Text::from(&*wave),
+                env: environment.name.as_str().into(),
+                service: req.service.as_str().into(),
                 attempt,
                 error: error.message,
                 class: error.class,
@@ -633,8 +633,8 @@ pub async fn rollback_env(ctx: Arc<StepContext>, rollback: Rollback) -> (usize, 
         }
     }
     ctx.emit(EventKind::EnvRolledBack {
-        wave: wave.to_string(),
-        env: environment.name.clone(),
+        wave: Text::from(&*wave),
+        env: environment.name.as_str().into(),
         to,
         by,
     });

@@ -215,7 +215,7 @@ pub fn append_routed(
     // serde_json writes UTF-8 only (a failed event is cut off whole), so this never copies.
     let body = String::from_utf8(body)
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-    let ts = &events[0].ts;
+    let ts = events[0].ts.as_str();
     let chain = if key.is_some() {
         Chain::Hmac
     } else {
@@ -1017,7 +1017,7 @@ mod tests {
 
     fn event(n: u32) -> Event {
         Event {
-            ts: format!("2026-11-02T00:00:{n:02}.000Z"),
+            ts: format!("2026-11-02T00:00:{n:02}.000Z").into(),
             kind: EventKind::RolloutPaused {
                 by: format!("user{n}"),
             },

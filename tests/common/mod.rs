@@ -164,7 +164,7 @@ impl Run {
         self.events
             .iter()
             .filter_map(|e| match &e.kind {
-                EventKind::StepStarted { env, .. } => Some(env.clone()),
+                EventKind::StepStarted { env, .. } => Some(env.to_string()),
                 _ => None,
             })
             .collect()
