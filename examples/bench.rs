@@ -231,9 +231,29 @@ fn main() {
         return scale(&[ENVS, 100_000], value("--runs").unwrap_or(3).max(1));
     }
     let envs = value("--envs").unwrap_or(ENVS);
-    // `--figures` is what `--scale` asks its children for: the headline figures only.
+    // `--figures` is what `--scale` asks its children for: the headline figures only, from
+    // the repository it wrote for them (`--repo`).
     let figures = args.iter().any(|a| a == "--figures");
-    bench(envs, figures);
+    let repo = args
+        .iter()
+        .position(|a| a == "--repo")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    bench(envs, figures, repo);
+}
+
+/// Writes the bench's repository of `envs` environments at `repo` and puts it on disk.
+fn write_fleet(repo: &std::path::Path, envs: usize) {
+    let t = Instant::now();
+    intent::write::write_repo(repo, &fleet_repo(envs)).expect("write repo");
+    // The setup's files go to disk now: written back later, they would compete with the
+    // journal's own syncs in the middle of the measured rollout.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    eprintln!(
+        "setup: wrote a {envs}-environment repo in {:.2?}",
+        t.elapsed()
+    );
 }
 
 /// Runs the bench at each size `runs` times, each in a process of its own (so each has its
@@ -243,13 +263,28 @@ fn main() {
 /// flotilla.
 fn scale(sizes: &[usize], runs: usize) {
     let me = std::env::current_exe().expect("own path");
+    // Each size's repository is written once, for all its runs: writing 100,000 files took
+    // longer than the run itself, and in a virtual machine it filled the page cache, so
+    // that the measured rollout that followed got its memory from pages the host had never
+    // handed out (each first touch a fault on the host) while the smaller size reused the
+    // pages the larger one had just freed.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repos: Vec<_> = sizes
+        .iter()
+        .map(|&envs| {
+            let repo = dir.path().join(format!("repo-{envs}"));
+            write_fleet(&repo, envs);
+            repo
+        })
+        .collect();
     // Sizes take turns, so that a slow spell of the machine falls on both of them.
     let mut each = vec![Vec::new(); sizes.len()];
     for run in 1..=runs {
-        for (&envs, each) in sizes.iter().zip(&mut each) {
+        for ((&envs, each), repo) in sizes.iter().zip(&mut each).zip(&repos) {
             eprintln!("running {envs} environments ({run} of {runs})...");
             let out = std::process::Command::new(&me)
-                .args(["--envs", &envs.to_string(), "--figures"])
+                .args(["--envs", &envs.to_string(), "--figures", "--repo"])
+                .arg(repo)
                 .output()
                 .expect("run the bench");
             let text = String::from_utf8_lossy(&out.stdout);
@@ -310,20 +345,16 @@ fn scale(sizes: &[usize], runs: usize) {
     );
 }
 
-fn bench(envs: usize, figures: bool) {
+/// Runs the bench at `envs` environments, in the repository `repo` when given (written by
+/// `--scale` for that size) or else in one it writes.
+fn bench(envs: usize, figures: bool, repo: Option<std::path::PathBuf>) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let repo = dir.path().join("repo");
-    let t = Instant::now();
-    intent::write::write_repo(&repo, &fleet_repo(envs)).expect("write repo");
-    // The setup's files go to disk now: written back later, they would compete with the
-    // journal's own syncs in the middle of the measured rollout.
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
     // On stderr: the first lines of the figures are the load and the journaled rollout.
-    eprintln!(
-        "setup: wrote a {envs}-environment repo in {:.2?}",
-        t.elapsed()
-    );
+    let repo = repo.unwrap_or_else(|| {
+        let repo = dir.path().join("repo");
+        write_fleet(&repo, envs);
+        repo
+    });
 
     // 1. Load (Git tree -> parse -> validate) and render every environment's desired state.
     let t = Instant::now();
