@@ -9,7 +9,8 @@
 //! environments (`-- --envs 100000`): load + render under 2 s, the journaled rollout under
 //! 3 s, peak memory under 1 GB; `-- --scale` runs 10,000 and 100,000 three times each
 //! (`--runs N`), each run in a process of its own, and prints the medians and the best
-//! side by side with their ratios (target at most 11x for a fleet 10x larger). The fleet never fails here
+//! side by side with their ratios, and the median ratio of neighbouring runs (target at
+//! most 11x for a fleet 10x larger). The fleet never fails here
 //! (success_rate 1.0): a transient failure would add its real backoff sleep to the wall time
 //! and measure the strategy, not the engine.
 
@@ -258,9 +259,9 @@ fn write_fleet(repo: &std::path::Path, envs: usize) {
 
 /// Runs the bench at each size `runs` times, each in a process of its own (so each has its
 /// own peak memory), the sizes taking turns, and prints the median and the best of each
-/// figure side by side with the ratio of the largest size to the smallest: a shared machine
-/// has slow spells of seconds, and one run caught in one says more of the machine than of
-/// flotilla.
+/// figure side by side with the ratio of the largest size to the smallest, and the median
+/// of the ratios of neighbouring runs: a shared machine has slow spells of seconds, and one
+/// run caught in one says more of the machine than of flotilla.
 fn scale(sizes: &[usize], runs: usize) {
     let me = std::env::current_exe().expect("own path");
     // Each size's repository is written once, for all its runs: writing 100,000 files took
@@ -329,7 +330,15 @@ fn scale(sizes: &[usize], runs: usize) {
         }
         print!("{:>8}", "ratio");
     }
-    println!();
+    println!("{:>8}", "paired");
+    // The median of the ratios of runs made one after the other: the machine's speed drifts
+    // over minutes, and a pair of neighbouring runs shares its speed of the moment.
+    let paired = |i: usize| {
+        let (small, large) = (&each[0], &each[each.len() - 1]);
+        let mut ratios: Vec<f64> = small.iter().zip(large).map(|(s, l)| l[i] / s[i]).collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
     for (i, name) in FIGURES.iter().enumerate() {
         print!("{name:<22}");
         for (_, columns) in &tables {
@@ -338,6 +347,7 @@ fn scale(sizes: &[usize], runs: usize) {
             }
             print!("{:>7.1}x", columns[columns.len() - 1][i] / columns[0][i]);
         }
+        print!("{:>7.1}x", paired(i));
         println!();
     }
     println!(
