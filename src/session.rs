@@ -567,7 +567,17 @@ impl RolloutSession {
         // Commands queued while no engine ran (an approval ahead of a resume) come first.
         let mut last_command = view.as_ref().map_or(0, |v| v.last_command);
         forward_queued(&store, rollout, &mut last_command, &commands);
-        for wave in approvals {
+        // Run again as it was first run, a rollout resumes with the approvals it was given
+        // then: those already in the journal (this person's, or of a gate already passed)
+        // would only be refused as given twice.
+        let given_before = |wave: &str| {
+            view.as_ref().is_some_and(|v| {
+                v.waves
+                    .iter()
+                    .any(|w| w.name == wave && (w.started || w.approvals.contains(&me.actor())))
+            })
+        };
+        for wave in approvals.into_iter().filter(|w| !given_before(w)) {
             let _ = commands.send(Command::Approve {
                 wave,
                 by: me.actor(),

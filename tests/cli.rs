@@ -929,3 +929,18 @@ fn commit_release(repo: &Path, name: &str) {
     .unwrap();
     commit_all(repo, &format!("release {name}"));
 }
+
+#[test]
+fn approving_in_advance_again_when_a_rollout_resumes_is_not_refused() {
+    let (_dir, repo, state) = quick(4, "broken = \"name=e-02\"");
+    let out = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    // Run again as it was first run: the canary's gate was approved then, by the same person.
+    let again = flotilla(&repo, &state, &["rollout", "r1", "--approve-all"]);
+    let (stdout, err) = text(&again);
+    assert!(
+        !stdout.contains("already approved") && !err.contains("already approved"),
+        "{stdout}{err}"
+    );
+    assert!(stdout.contains("resumed"), "{stdout}");
+}
