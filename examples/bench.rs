@@ -115,6 +115,26 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Waits (up to 5 s) until the simulated world of the rollout before is freed: a world of
+/// 100,000 environments is freed on a thread of its own, and the next rollout timed while
+/// it was took a share of the CPU it would not have as the one rollout of its process.
+fn settle() {
+    let freeing = || {
+        std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == "flotilla-sim-free")
+            })
+        })
+    };
+    for _ in 0..500 {
+        if !freeing() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -411,6 +431,7 @@ fn bench(envs: usize, figures: bool, repo: Option<std::path::PathBuf>) {
         size as f64 / 1e6,
         wal as f64 / 1e6
     );
+    settle();
     let (outcome, wall, _) = rt.block_on(rollout(&intent, None));
     let ok = matches!(outcome, Outcome::Completed { .. });
     println!(
@@ -442,6 +463,7 @@ fn bench(envs: usize, figures: bool, repo: Option<std::path::PathBuf>) {
         let (mut cpu_plain, mut cpu_journaled) = (0.0, 0.0);
         let mut size = 0;
         for run in 0..runs {
+            settle();
             let before = cpu_seconds();
             plain.push(rt.block_on(rollout(intent, None)).1.as_secs_f64());
             cpu_plain += cpu_seconds() - before;
@@ -450,6 +472,7 @@ fn bench(envs: usize, figures: bool, repo: Option<std::path::PathBuf>) {
             let id = store
                 .start_rollout(&release.name, &intent.revision.commit, "now", "bench")
                 .expect("rollout row");
+            settle();
             let before = cpu_seconds();
             let (outcome, wall, _) = rt.block_on(rollout(intent, Some((&db, id))));
             cpu_journaled += cpu_seconds() - before;
