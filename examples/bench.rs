@@ -7,7 +7,7 @@
 //! batches, and journaling a whole rollout costing under 20% of its wall time; loading and
 //! rendering 10,000 environment files from a Git repository in under 1 s. At 100,000
 //! environments (`-- --envs 100000`): load + render under 2 s, the journaled rollout under
-//! 3 s, peak memory under 1 GB; `-- --scale` runs 10,000 and 100,000 three times each
+//! 3 s, peak memory under 1 GB; `-- --scale` runs 10,000 and 100,000 five times each
 //! (`--runs N`), each run in a process of its own, and prints the medians and the best
 //! side by side with their ratios, and the median ratio of neighbouring runs (target at
 //! most 11x for a fleet 10x larger). The fleet never fails here
@@ -249,7 +249,7 @@ fn main() {
             .map(|v| v.replace('_', "").parse::<usize>().expect("a number"))
     };
     if args.iter().any(|a| a == "--scale") {
-        return scale(&[ENVS, 100_000], value("--runs").unwrap_or(3).max(1));
+        return scale(&[ENVS, 100_000], value("--runs").unwrap_or(5).max(1));
     }
     let envs = value("--envs").unwrap_or(ENVS);
     // `--figures` is what `--scale` asks its children for: the headline figures only, from
