@@ -944,3 +944,23 @@ fn approving_in_advance_again_when_a_rollout_resumes_is_not_refused() {
     );
     assert!(stdout.contains("resumed"), "{stdout}");
 }
+
+#[test]
+fn preflight_over_many_environments_says_what_it_is_doing_and_how_long_it_took() {
+    let (_dir, repo, state) = quick(1000, "");
+    let out = flotilla(&repo, &state, &["plan", "r1"]);
+    let (stdout, err) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{err}");
+    assert!(
+        err.contains("preflight: reaching 1000 environments, 64 at a time..."),
+        "{err}"
+    );
+    assert!(
+        err.contains("preflight: 1000 environments reached in "),
+        "{err}"
+    );
+    // A small fleet is reached at once: nothing to say.
+    let (_dir, repo, state) = quick(4, "");
+    let (_, err) = text(&flotilla(&repo, &state, &["plan", "r1"]));
+    assert!(!err.contains("preflight:"), "{err}");
+}

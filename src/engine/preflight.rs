@@ -23,6 +23,11 @@ pub enum Downgrades {
     Allow,
 }
 
+/// From this many environments, preflight says on the terminal that it is reaching them,
+/// and then how long it took: with a real driver and 100,000 environments it runs for
+/// minutes before anything else is shown.
+const SAY_FROM: usize = 1_000;
+
 /// Runs the driver checks and puts them first among the plan's checks.
 pub async fn add_target_checks(
     intent: &Arc<Intent>,
@@ -30,7 +35,22 @@ pub async fn add_target_checks(
     driver: &Arc<dyn Driver>,
     downgrades: Downgrades,
 ) {
+    let envs: usize = plan.waves.iter().map(|w| w.envs.len()).sum();
+    // Not over the console: it shows the checklist itself.
+    let say = envs >= SAY_FROM && !crate::notice::held();
+    if say {
+        crate::notice::say(format!(
+            "preflight: reaching {envs} environments, {PARALLEL} at a time..."
+        ));
+    }
+    let started = std::time::Instant::now();
     let checks = target_checks(intent, plan, driver, downgrades, PARALLEL, TIMEOUT).await;
+    if say {
+        crate::notice::say(format!(
+            "preflight: {envs} environments reached in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     plan.checks.splice(0..0, checks);
 }
 
