@@ -1319,14 +1319,23 @@ mod tests {
         assert_eq!(entries(&store.conn(), Some(id)).unwrap().len(), 1);
     }
 
+    /// A store at `path` with one rollout, and a journal writer for it; the receiver
+    /// stands for the views the writer passes committed events on to.
+    fn writer(path: &Path) -> (Store, i64, Journal, JournalThread, Downstream) {
+        let store = Store::open(path, "f").unwrap();
+        let id = store.start_rollout("r", "c", "t", "me").unwrap();
+        let (down_tx, down_rx) = mpsc::unbounded_channel();
+        let (journal, thread) = spawn(path, id, None, down_tx).unwrap();
+        (store, id, journal, thread, down_rx)
+    }
+
+    type Downstream = mpsc::UnboundedReceiver<Vec<Event>>;
+
     #[tokio::test]
     async fn a_group_of_events_is_committed_in_one_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = Store::open(&path, "f").unwrap();
-        let id = store.start_rollout("r", "c", "t", "me").unwrap();
-        let (down_tx, _down_rx) = mpsc::unbounded_channel();
-        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
+        let (store, id, journal, thread, _down_rx) = writer(&path);
         journal.begin_group();
         // Waited on, so the writer wakes at once; the group holds it until its end.
         let first = journal.emit_durable(event(1));
@@ -1350,10 +1359,7 @@ mod tests {
     async fn a_group_that_begins_while_the_writer_lingers_is_not_split() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = Store::open(&path, "f").unwrap();
-        let id = store.start_rollout("r", "c", "t", "me").unwrap();
-        let (down_tx, _down_rx) = mpsc::unbounded_channel();
-        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
+        let (store, id, journal, thread, _down_rx) = writer(&path);
         for _ in 0..20 {
             // A trickle nobody waits on makes the writer linger; the group begins meanwhile
             // and ends a moment later.
@@ -1377,10 +1383,7 @@ mod tests {
     async fn the_wal_stays_bounded_while_a_long_rollout_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = Store::open(&path, "f").unwrap();
-        let id = store.start_rollout("r", "c", "t", "me").unwrap();
-        let (down_tx, _down_rx) = mpsc::unbounded_channel();
-        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
+        let (store, _, journal, thread, _down_rx) = writer(&path);
         // 120,000 step events, about 20 MB of WAL if nothing were copied into the database,
         // in windows that wait to be durable as the engine's do.
         let windows = 120;
@@ -1428,10 +1431,7 @@ mod tests {
     async fn the_writer_passes_events_on_only_after_committing_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = Store::open(&path, "f").unwrap();
-        let id = store.start_rollout("r", "c", "t", "me").unwrap();
-        let (down_tx, mut down_rx) = mpsc::unbounded_channel();
-        let (journal, thread) = spawn(&path, id, None, down_tx).unwrap();
+        let (_store, id, journal, thread, mut down_rx) = writer(&path);
         assert!(journal.emit_durable(event(1)).await);
         // Once acknowledged, the row is there for any other connection to read.
         let other = connect(&path).unwrap();
